@@ -1,0 +1,96 @@
+"""Tasks: which targets a model learns from the six RSNA labels, and how it is scored.
+
+Every dataset stores the six RSNA labels per slice (plus the seed protocol's folder `group`), so
+one dataset serves every task; a task only selects examples, builds targets and defines the loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+LABELS = ("epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural", "any")
+SUBTYPES = LABELS[:5]
+ANY = 5
+# The seed protocol draws a folder per class: groups 0..4 are the subtypes, 5 is "no hemorrhage".
+NO_HEMORRHAGE_GROUP = 5
+NO_GROUP = -1
+# RSNA 2019 metric: weighted multi-label log loss, `any` weighted 2, each subtype 1.
+RSNA_WEIGHTS = np.array([1, 1, 1, 1, 1, 2], np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """A learning problem on the six labels."""
+
+  name: str
+  class_names: tuple[str, ...]
+  activation: str  # "sigmoid" (independent labels) or "softmax" (one of k)
+  default_dropout: float
+  default_batch_size: int
+  _select: Callable[[np.ndarray, np.ndarray], np.ndarray]
+  _targets: Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+  @property
+  def num_outputs(self) -> int:
+    return len(self.class_names)
+
+  def select(self, labels: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """Boolean mask of the examples this task learns from. labels: (N, 6) 0/1, group: (N,)."""
+    return self._select(np.asarray(labels), np.asarray(group))
+
+  def targets(self, labels: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """float32 (N, num_outputs) targets for selected examples (one-hot for softmax)."""
+    return self._targets(np.asarray(labels), np.asarray(group)).astype(np.float32)
+
+  def loss(self, logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """Per-example loss (N,), in float32 whatever the compute dtype."""
+    logits = logits.astype(jnp.float32)
+    if self.activation == "softmax":
+      return -jnp.sum(targets * jax.nn.log_softmax(logits), axis=-1)
+    bce = -(targets * jax.nn.log_sigmoid(logits) + (1 - targets) * jax.nn.log_sigmoid(-logits))
+    if self.name == "multilabel":
+      w = jnp.asarray(RSNA_WEIGHTS)
+      return jnp.sum(bce * w, axis=-1) / jnp.sum(w)
+    return jnp.mean(bce, axis=-1)
+
+  def probabilities(self, logits):
+    """Probabilities per class; works on jax or numpy logits."""
+    logits = jnp.asarray(logits, jnp.float32)
+    return jax.nn.softmax(logits) if self.activation == "softmax" else jax.nn.sigmoid(logits)
+
+
+def _one_subtype(labels: np.ndarray, group: np.ndarray) -> np.ndarray:
+  seeded = group >= 0
+  exactly_one = labels[:, :5].sum(axis=1) == 1
+  return np.where(seeded, (group >= 0) & (group < NO_HEMORRHAGE_GROUP), exactly_one)
+
+
+def _subtype_targets(labels: np.ndarray, group: np.ndarray) -> np.ndarray:
+  # The seed protocol labels a slice by the folder it was drawn for; otherwise its one subtype.
+  index = np.where(group >= 0, group, np.argmax(labels[:, :5], axis=1))
+  return np.eye(5, dtype=np.float32)[np.clip(index, 0, 4)]
+
+
+TASKS: dict[str, Task] = {
+    "binary": Task(
+        "binary", ("hemorrhage",), "sigmoid", 0.4, 16,
+        lambda labels, group: np.ones(len(labels), bool),
+        lambda labels, group: labels[:, ANY:ANY + 1]),
+    "subtype": Task(
+        "subtype", SUBTYPES, "softmax", 0.3, 8, _one_subtype, _subtype_targets),
+    "multilabel": Task(
+        "multilabel", LABELS, "sigmoid", 0.3, 16,
+        lambda labels, group: np.ones(len(labels), bool),
+        lambda labels, group: labels),
+}
+
+
+def get_task(name: str) -> Task:
+  if name not in TASKS:
+    raise ValueError(f"unknown task {name!r}: choose one of {', '.join(TASKS)}")
+  return TASKS[name]
