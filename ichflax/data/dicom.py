@@ -1,0 +1,264 @@
+"""One CT slice from DICOM to Hounsfield units, and HU to the stored model image.
+
+`slice_to_uint8` is the single place where HU become model pixels: the dataset builders and the
+Predictor both call it, so inference can never disagree with training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+from typing import BinaryIO, Sequence, Union
+
+import numpy as np
+import pydicom
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom import uid as dicom_uid
+from PIL import Image
+
+Source = Union[str, os.PathLike, BinaryIO, bytes]
+Window = tuple[float, float]  # (center, width) in HU
+
+AIR_HU = -1024.0
+WINDOWS: dict[str, Window] = {
+    "brain": (40.0, 80.0),
+    "subdural": (80.0, 200.0),
+    "bone": (600.0, 2800.0),
+}
+# Default model input: one window per RGB channel. The seed used one grayscale window; we
+# document brain 40/80 as that single window (`windows_for(1)`).
+THREE_WINDOWS: tuple[Window, ...] = (WINDOWS["brain"], WINDOWS["subdural"], WINDOWS["bone"])
+ONE_WINDOW: tuple[Window, ...] = (WINDOWS["brain"],)
+# PIL's bilinear filter widens its support when shrinking, so downsizing is antialiased.
+RESAMPLE = Image.Resampling.BILINEAR
+_SIGNATURES = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"GIF8": "a GIF image"}
+
+
+class DicomError(ValueError):
+  """A file that cannot be turned into one CT slice; the message names the file and why."""
+
+  def __init__(self, source: str, reason: str):
+    super().__init__(f"{source}: {reason}")
+    self.source = source
+    self.reason = reason
+
+
+@dataclasses.dataclass(frozen=True)
+class SliceGeometry:
+  """The non-identifying tags that order a slice within its series (no patient tags)."""
+
+  sop_instance_uid: str
+  study_instance_uid: str
+  series_instance_uid: str
+  instance_number: int | None
+  position_z: float | None  # ImagePositionPatient[2], mm
+
+
+def windows_for(n: int) -> tuple[Window, ...]:
+  """3 -> (brain, subdural, bone) as RGB; 1 -> the seed-style single brain window."""
+  if n == 3:
+    return THREE_WINDOWS
+  if n == 1:
+    return ONE_WINDOW
+  raise ValueError(f"windows must be 3 (brain, subdural, bone) or 1 (brain), got {n}")
+
+
+def _name(source: Source) -> str:
+  if isinstance(source, (str, os.PathLike)):
+    return os.fspath(source)
+  return getattr(source, "name", None) or "<uploaded file>"
+
+
+def _read(source: Source, **kwargs) -> pydicom.FileDataset:
+  """dcmread with every failure turned into a DicomError that says what the file is."""
+  name = _name(source)
+  fp = io.BytesIO(source) if isinstance(source, bytes) else source
+  try:
+    if isinstance(fp, (str, os.PathLike)):
+      with open(fp, "rb") as f:
+        head = f.read(132)
+    else:
+      pos = fp.tell()
+      head = fp.read(132)
+      fp.seek(pos)
+  except FileNotFoundError:
+    raise DicomError(name, "file not found") from None
+  except OSError as e:
+    raise DicomError(name, f"cannot open ({e.strerror or e})") from None
+  for magic, kind in _SIGNATURES.items():
+    if head.startswith(magic):
+      raise DicomError(name, f"not a DICOM file: it is {kind}. Upload the original .dcm slice, "
+                       "or open the image as a PNG/JPG instead")
+  if not head:
+    raise DicomError(name, "empty file (0 bytes)")
+  try:
+    # force=True also accepts the preamble-less DICOMs some exporters write; a non-DICOM file
+    # then fails below for having no image.
+    return pydicom.dcmread(fp, force=head[128:132] != b"DICM", **kwargs)
+  except Exception as e:  # pydicom raises many types for damaged files
+    raise DicomError(name, f"not a readable DICOM file, possibly truncated ({e})") from None
+
+
+def read_geometry(source: Source) -> SliceGeometry:
+  """Tags needed to sort a series, read without pixel data and without any patient tag."""
+  with pydicom.config.disable_value_validation():  # RSNA "ID_<hex>" UIDs are not DICOM UIDs
+    ds = _read(source, stop_before_pixels=True)
+    pos = ds.get("ImagePositionPatient")
+    num = ds.get("InstanceNumber")
+    return SliceGeometry(
+        sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
+        study_instance_uid=str(ds.get("StudyInstanceUID", "")),
+        series_instance_uid=str(ds.get("SeriesInstanceUID", "")),
+        instance_number=int(num) if num not in (None, "") else None,
+        position_z=float(pos[2]) if pos is not None and len(pos) == 3 else None)
+
+
+def _pixels(ds: pydicom.Dataset, name: str) -> np.ndarray:
+  if "PixelData" not in ds:
+    kind = ds.get("Modality", "") or ds.get("SOPClassUID", "unknown kind")
+    raise DicomError(name, f"has no pixel data (a non-image DICOM object: {kind}); "
+                     "a single CT image slice is needed")
+  frames = int(ds.get("NumberOfFrames", 1) or 1)
+  if frames > 1:
+    raise DicomError(name, f"is a multi-frame DICOM ({frames} frames); only single slices "
+                     "are supported: export the series as one file per slice")
+  if int(ds.get("SamplesPerPixel", 1)) != 1:
+    raise DicomError(name, "is a colour image; a CT slice has one grayscale sample per pixel")
+  try:
+    px = ds.pixel_array
+  except Exception as e:
+    raise DicomError(name, f"pixel data cannot be decoded, possibly truncated ({e})") from None
+  if px.ndim != 2 or min(px.shape) < 2:
+    raise DicomError(name, f"pixel data has shape {px.shape}; expected one 2-D slice")
+  return px
+
+
+def read_hu(source: Source) -> np.ndarray:
+  """float32 (H, W) Hounsfield units of a single-slice CT DICOM (path, file object or bytes).
+
+  Applies RescaleSlope/Intercept (absent: the values are taken as HU already), the RSNA 2019
+  12-bit fix, MONOCHROME1 inversion, and maps padding (PixelPaddingValue, or anything below
+  air such as the -2000 outside the scan circle) to air, -1024 HU.
+  """
+  name = _name(source)
+  ds = _read(source)
+  raw = _pixels(ds, name)
+  x = raw.astype(np.float32)
+  slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+  intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+  if (int(ds.get("BitsStored", 16)) == 12 and int(ds.get("PixelRepresentation", 0)) == 0
+      and intercept > -100):
+    # Some RSNA 2019 slices store 12-bit values shifted by +1000 and wrapped modulo 4096 with an
+    # intercept near 0; the RSNA community's fix undoes the wrap and uses intercept -1000.
+    x = x + 1000
+    x[x >= 4096] -= 4096
+    intercept = -1000.0
+  hu = x * slope + intercept
+  if ds.get("PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
+    # MONOCHROME1 shows low values bright: mirror within the slice's range so bright = dense.
+    hu = hu.max() + hu.min() - hu
+  padding = ds.get("PixelPaddingValue")
+  if padding is not None:
+    hu[raw == padding] = AIR_HU
+  return np.maximum(hu, AIR_HU).astype(np.float32)
+
+
+def window(hu: np.ndarray, center: float, width: float) -> np.ndarray:
+  """uint8 image of one display window: center - width/2 -> 0, center + width/2 -> 255."""
+  if width <= 0:
+    raise ValueError(f"window width must be positive, got {width}")
+  low = center - width / 2
+  scaled = (np.asarray(hu, np.float32) - low) * (255.0 / width)
+  return np.rint(np.clip(scaled, 0, 255)).astype(np.uint8)
+
+
+def slice_to_uint8(hu: np.ndarray, windows: Sequence[Window] = THREE_WINDOWS,
+                   size: int = 256) -> np.ndarray:
+  """uint8 (size, size, len(windows)): pad to square with air, resize HU (bilinear), window.
+
+  Resizing HU before windowing keeps edges of each window sharp and costs one resize only.
+  """
+  hu = np.asarray(hu, np.float32)
+  if hu.ndim != 2:
+    raise ValueError(f"expected one 2-D slice of HU, got shape {hu.shape}")
+  if not windows:
+    raise ValueError("give at least one (center, width) window")
+  h, w = hu.shape
+  if h != w:
+    side = max(h, w)
+    square = np.full((side, side), AIR_HU, np.float32)
+    top, left = (side - h) // 2, (side - w) // 2
+    square[top:top + h, left:left + w] = hu
+    hu = square
+  if hu.shape[0] != size:
+    hu = np.asarray(Image.fromarray(hu).resize((size, size), RESAMPLE))
+  return np.stack([window(hu, c, wd) for c, wd in windows], axis=-1)
+
+
+# How `write_ct` stores HU, mirroring what RSNA 2019 files contain: signed int16 with intercept
+# -1024 and -2000 padding outside the scan circle; unsigned 12-bit with intercept -1024; and
+# the wrapped 12-bit quirk (intercept 0) that `read_hu` corrects.
+ENCODINGS = ("int16", "uint12", "rsna_wrapped")
+
+
+def _encode(hu: np.ndarray, encoding: str) -> tuple[np.ndarray, int, int, float]:
+  """(stored pixels, BitsStored, PixelRepresentation, RescaleIntercept)."""
+  hu = np.rint(hu).astype(np.int32)
+  if encoding == "int16":
+    return np.clip(hu + 1024, -2000, 32767).astype(np.int16), 16, 1, -1024.0
+  if encoding == "uint12":
+    return np.clip(hu + 1024, 0, 4095).astype(np.uint16), 12, 0, -1024.0
+  if encoding == "rsna_wrapped":
+    return np.mod(np.clip(hu, -1000, 3095), 4096).astype(np.uint16), 12, 0, 0.0
+  raise ValueError(f"unknown encoding {encoding!r}: choose one of {', '.join(ENCODINGS)}")
+
+
+def _set_tags(ds: FileDataset, geometry: SliceGeometry, patient_id: str) -> None:
+  ds.file_meta.MediaStorageSOPInstanceUID = geometry.sop_instance_uid
+  ds.SOPInstanceUID = geometry.sop_instance_uid
+  ds.PatientID = patient_id
+  ds.StudyInstanceUID = geometry.study_instance_uid
+  ds.SeriesInstanceUID = geometry.series_instance_uid
+
+
+def write_ct(path: str | os.PathLike, hu: np.ndarray, geometry: SliceGeometry, *,
+             patient_id: str, pixel_spacing: float = 0.45, encoding: str = "int16",
+             photometric: str = "MONOCHROME2", padding: np.ndarray | None = None) -> None:
+  """Write one axial CT slice with the tags RSNA 2019 files carry (synthetic identities only).
+
+  `padding`: optional bool mask of pixels outside the scan circle, stored as raw -2000
+  (int16 encoding only), as many real scanners do.
+  """
+  if photometric == "MONOCHROME1" and encoding == "rsna_wrapped":
+    raise ValueError("the wrapped RSNA encoding is MONOCHROME2 only")
+  stored, bits, signed, intercept = _encode(np.asarray(hu), encoding)
+  if padding is not None and encoding == "int16":
+    stored[padding] = -2000
+  if photometric == "MONOCHROME1":
+    stored = (stored.max() + stored.min() - stored.astype(np.int32)).astype(stored.dtype)
+  meta = FileMetaDataset()
+  meta.MediaStorageSOPClassUID = dicom_uid.CTImageStorage
+  meta.TransferSyntaxUID = dicom_uid.ExplicitVRLittleEndian
+  ds = FileDataset(os.fspath(path), {}, file_meta=meta, preamble=b"\0" * 128)
+  ds.SOPClassUID = dicom_uid.CTImageStorage
+  ds.Modality = "CT"
+  ds.InstanceNumber = geometry.instance_number or 1
+  ds.ImagePositionPatient = [-115.0, -115.0, geometry.position_z or 0.0]
+  ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+  ds.SamplesPerPixel = 1
+  ds.PhotometricInterpretation = photometric
+  ds.Rows, ds.Columns = stored.shape
+  ds.PixelSpacing = [pixel_spacing, pixel_spacing]
+  ds.BitsAllocated = 16
+  ds.BitsStored = bits
+  ds.HighBit = bits - 1
+  ds.PixelRepresentation = signed
+  ds.WindowCenter, ds.WindowWidth = WINDOWS["brain"]
+  ds.RescaleIntercept = intercept
+  ds.RescaleSlope = 1.0
+  ds.PixelData = stored.tobytes()
+  # RSNA files use "ID_<hex>" in UID fields; pydicom would warn on each, readers accept them.
+  with pydicom.config.disable_value_validation():
+    _set_tags(ds, geometry, patient_id)
+    ds.save_as(path, enforce_file_format=True)

@@ -1,0 +1,184 @@
+"""DICOM -> HU -> windows: hand-computed values, the RSNA 12-bit fix, and every bad input."""
+
+import io
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+
+from ichflax.data import dicom
+
+GEOMETRY = dicom.SliceGeometry("ID_0a1b2c", "ID_study", "ID_series", 7, -12.5)
+
+
+def _write(path, hu, **kwargs):
+  dicom.write_ct(path, hu, GEOMETRY, patient_id="ID_synthetic", **kwargs)
+  return path
+
+
+def _edit(path, **tags):
+  """Rewrite a file with some tags set (None deletes the tag)."""
+  ds = pydicom.dcmread(path)
+  for key, value in tags.items():
+    if value is None:
+      delattr(ds, key)
+    else:
+      setattr(ds, key, value)
+  with pydicom.config.disable_value_validation():
+    ds.save_as(path)
+  return path
+
+
+@pytest.fixture
+def hu():
+  return np.array([[-1024, -10, 0, 40], [80, 200, 1000, 2000]], np.float32).repeat(4, axis=0)
+
+
+def test_rescale_slope_and_intercept_by_hand(tmp_path, hu):
+  path = _edit(_write(tmp_path / "a.dcm", hu), RescaleSlope=2, RescaleIntercept=-1000)
+  raw = pydicom.dcmread(path).pixel_array.astype(np.float32)  # stored: hu + 1024
+  np.testing.assert_array_equal(raw, hu + 1024)
+  np.testing.assert_array_equal(dicom.read_hu(path), np.maximum(2 * (hu + 1024) - 1000, -1024))
+
+
+def test_no_rescale_tags_means_values_are_hu(tmp_path, hu):
+  path = _edit(_write(tmp_path / "a.dcm", hu), RescaleSlope=None, RescaleIntercept=None)
+  np.testing.assert_array_equal(dicom.read_hu(path), np.maximum(hu + 1024, -1024))
+
+
+@pytest.mark.parametrize("encoding", ["int16", "uint12"])
+@pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
+def test_round_trip_encodings_and_monochrome1(tmp_path, hu, encoding, photometric):
+  path = _write(tmp_path / "a.dcm", hu, encoding=encoding, photometric=photometric)
+  assert pydicom.dcmread(path).PhotometricInterpretation == photometric
+  out = dicom.read_hu(path)
+  assert out.dtype == np.float32 and out.shape == hu.shape
+  np.testing.assert_array_equal(out, hu)
+
+
+def test_rsna_12bit_wrap_is_fixed(tmp_path):
+  # The quirk: BitsStored 12, unsigned, intercept 0, values = HU mod 4096 (air -1000 -> 3096).
+  path = tmp_path / "wrapped.dcm"
+  hu = np.array([[-1000, -500, -1], [0, 40, 3000]], np.float32).repeat(3, axis=0)
+  _write(path, hu, encoding="rsna_wrapped")
+  ds = pydicom.dcmread(path)
+  assert (ds.BitsStored, ds.PixelRepresentation, float(ds.RescaleIntercept)) == (12, 0, 0.0)
+  np.testing.assert_array_equal(ds.pixel_array[0], [3096, 3596, 4095])  # a naive read is wrong
+  np.testing.assert_array_equal(dicom.read_hu(path), hu)
+
+
+def test_12bit_with_normal_intercept_is_not_touched(tmp_path, hu):
+  path = _write(tmp_path / "a.dcm", hu, encoding="uint12")
+  assert pydicom.dcmread(path).BitsStored == 12
+  np.testing.assert_array_equal(dicom.read_hu(path), hu)
+
+
+def test_padding_maps_to_air(tmp_path, hu):
+  pad = np.zeros(hu.shape, bool)
+  pad[0, :2] = True
+  path = _write(tmp_path / "a.dcm", hu, padding=pad)
+  assert pydicom.dcmread(path).pixel_array[0, 0] == -2000  # raw -2000 -> -3024 HU
+  out = dicom.read_hu(path)
+  assert out[0, 0] == out[0, 1] == -1024
+  # An explicit PixelPaddingValue is air too, even where its HU would look like tissue.
+  path = _write(tmp_path / "b.dcm", hu)
+  ds = pydicom.dcmread(path)
+  ds.add_new(0x00280120, "SS", 1024 + 40)  # PixelPaddingValue
+  with pydicom.config.disable_value_validation():
+    ds.save_as(path)
+  out = dicom.read_hu(path)
+  assert np.all(out[hu == 40] == -1024) and np.all(out[hu == 80] == 80)
+
+
+def test_window_by_hand():
+  hu = np.array([-1000, 0, 20, 40, 60, 80, 500], np.float32)
+  # brain 40/80: 0 HU -> 0, 80 HU -> 255, 255/80 per HU.
+  np.testing.assert_array_equal(dicom.window(hu, 40, 80), [0, 0, 64, 128, 191, 255, 255])
+  np.testing.assert_array_equal(
+      dicom.window(np.array([-800, 600, 2000.0]), *dicom.WINDOWS["bone"]), [0, 128, 255])
+  assert dicom.window(hu, 40, 80).dtype == np.uint8
+  with pytest.raises(ValueError, match="width must be positive"):
+    dicom.window(hu, 40, 0)
+
+
+def test_presets_and_window_choices():
+  assert dicom.WINDOWS == {"brain": (40, 80), "subdural": (80, 200), "bone": (600, 2800)}
+  assert dicom.windows_for(3) == (dicom.WINDOWS["brain"], dicom.WINDOWS["subdural"],
+                                  dicom.WINDOWS["bone"])
+  assert dicom.windows_for(1) == (dicom.WINDOWS["brain"],)
+  with pytest.raises(ValueError, match="3 .* or 1"):
+    dicom.windows_for(2)
+
+
+def test_slice_to_uint8_channels_and_resize():
+  hu = np.full((64, 48), 40.0, np.float32)  # non-square: padded with air to 64x64
+  img = dicom.slice_to_uint8(hu, size=32)
+  assert img.shape == (32, 32, 3) and img.dtype == np.uint8
+  np.testing.assert_array_equal(img[16, 16], [128, 76, 76])  # brain, subdural, bone at 40 HU
+  np.testing.assert_array_equal(img[16, 0], [0, 0, 0])  # padded air
+  assert dicom.slice_to_uint8(hu, dicom.windows_for(1), 16).shape == (16, 16, 1)
+  # Same size: no resampling, exactly the windows.
+  np.testing.assert_array_equal(dicom.slice_to_uint8(np.full((8, 8), 80.0), size=8)[..., 0], 255)
+  with pytest.raises(ValueError, match="2-D"):
+    dicom.slice_to_uint8(np.zeros((2, 8, 8)))
+
+
+def test_read_from_bytes_and_file_object(tmp_path, hu):
+  data = _write(tmp_path / "a.dcm", hu).read_bytes()
+  np.testing.assert_array_equal(dicom.read_hu(data), hu)
+  np.testing.assert_array_equal(dicom.read_hu(io.BytesIO(data)), hu)
+
+
+def test_geometry_without_patient_tags(tmp_path, hu):
+  geo = dicom.read_geometry(_write(tmp_path / "a.dcm", hu))
+  assert geo == GEOMETRY
+  assert "ID_synthetic" not in repr(geo)
+
+
+def test_truncated_file(tmp_path, hu):
+  path = _write(tmp_path / "cut.dcm", hu)
+  path.write_bytes(path.read_bytes()[:-40])
+  with pytest.raises(dicom.DicomError, match=r"cut\.dcm.*truncated"):
+    dicom.read_hu(path)
+
+
+def test_png_renamed_dcm(tmp_path):
+  path = tmp_path / "slice.dcm"
+  Image.fromarray(np.zeros((8, 8), np.uint8)).save(path, format="PNG")
+  with pytest.raises(dicom.DicomError, match=r"slice\.dcm: not a DICOM file: it is a PNG"):
+    dicom.read_hu(path)
+
+
+def test_text_file_and_empty_and_missing(tmp_path):
+  (tmp_path / "notes.dcm").write_text("hello, not a scan\n" * 20)
+  with pytest.raises(dicom.DicomError, match="notes.dcm"):
+    dicom.read_hu(tmp_path / "notes.dcm")
+  (tmp_path / "empty.dcm").write_bytes(b"")
+  with pytest.raises(dicom.DicomError, match="empty file"):
+    dicom.read_hu(tmp_path / "empty.dcm")
+  with pytest.raises(dicom.DicomError, match="file not found"):
+    dicom.read_hu(tmp_path / "nope.dcm")
+
+
+def test_missing_pixel_data(tmp_path, hu):
+  path = _edit(_write(tmp_path / "a.dcm", hu), PixelData=None)
+  with pytest.raises(dicom.DicomError, match="no pixel data"):
+    dicom.read_hu(path)
+
+
+def test_multi_frame_is_refused(tmp_path):
+  path = _write(tmp_path / "a.dcm", np.zeros((8, 8)))
+  ds = pydicom.dcmread(path)
+  ds.NumberOfFrames = 2
+  ds.PixelData = np.zeros((2, 8, 8), np.int16).tobytes()
+  with pydicom.config.disable_value_validation():
+    ds.save_as(path)
+  with pytest.raises(dicom.DicomError, match="multi-frame.*only single slices"):
+    dicom.read_hu(path)
+
+
+def test_error_type_is_a_value_error_with_parts():
+  err = dicom.DicomError("x.dcm", "why")
+  assert isinstance(err, ValueError) and str(err) == "x.dcm: why"
+  assert (err.source, err.reason) == ("x.dcm", "why")
