@@ -1,0 +1,9 @@
+"""Models: the ResNet50 backbone (two weight layouts), its input normalisation, the seed head."""
+
+from ichflax.models import preprocess
+from ichflax.models.classifier import Classifier, build_classifier, trainable_filter
+from ichflax.models.head import Head
+from ichflax.models.resnet import FEATURES, VARIANTS, ResNet50
+
+__all__ = ["Classifier", "FEATURES", "Head", "ResNet50", "VARIANTS", "build_classifier",
+           "preprocess", "trainable_filter"]

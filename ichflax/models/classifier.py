@@ -1,0 +1,65 @@
+"""Backbone + seed head, and the filters that say which parameters a recipe trains."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from ichflax import tasks
+from ichflax.models.head import Head
+from ichflax.models.resnet import BN_PREFIX, FEATURES, ResNet50
+
+
+class Classifier(nnx.Module):
+  """`model(x)` -> logits; `model.head(model.backbone(x))` is the same, split for Grad-CAM."""
+
+  def __init__(self, backbone: ResNet50, num_outputs: int, dropout: float, *, rngs: nnx.Rngs,
+               head_width: int = 256):
+    self.backbone = backbone
+    self.head = Head(FEATURES, num_outputs, dropout, rngs=rngs, width=head_width)
+
+  @property
+  def variant(self) -> str:
+    return self.backbone.variant
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return self.head(self.backbone(x))
+
+
+def build_classifier(task_name: str, variant: str, dropout: float | None = None, *,
+                     rngs: nnx.Rngs, dtype=jnp.float32,
+                     backbone: ResNet50 | None = None) -> Classifier:
+  """A classifier for a task; dropout None takes the task's seed preset.
+
+  Pass `backbone` (e.g. from `ichflax.weights.load_backbone`) to start from ImageNet weights;
+  otherwise the backbone is randomly initialised.
+  """
+  task = tasks.get_task(task_name)
+  if backbone is None:
+    backbone = ResNet50(variant, rngs=rngs, dtype=dtype)
+  elif backbone.variant != variant:
+    raise ValueError(f"backbone is the {backbone.variant!r} variant but {variant!r} was asked "
+                     "for: pass the variant the backbone was converted from")
+  p = task.default_dropout if dropout is None else dropout
+  return Classifier(backbone, task.num_outputs, p, rngs=rngs)
+
+
+def _is_backbone_bn(path: tuple, _) -> bool:
+  return (len(path) > 0 and path[0] == "backbone"
+          and any(isinstance(k, str) and k.startswith(BN_PREFIX) for k in path))
+
+
+def trainable_filter(recipe: Literal["seed", "full"]) -> nnx.filterlib.Filter:
+  """nnx filter of the parameters a recipe trains.
+
+  "seed": the paper froze every backbone layer except BatchNorm, so every backbone BatchNorm
+  scale/bias plus the whole head; "full": every parameter.
+  """
+  if recipe == "full":
+    return nnx.Param
+  if recipe == "seed":
+    return nnx.All(nnx.Param, nnx.Any(nnx.PathContains("head"), _is_backbone_bn))
+  raise ValueError(f"unknown training recipe {recipe!r}: choose 'seed' or 'full'")

@@ -1,0 +1,51 @@
+"""Each backbone's own input normalisation, and the eval-time path from stored uint8 images.
+
+Pretrained weights only mean something on inputs normalised the way they were trained, so the
+variant name picks the normalisation and every caller (training, evaluation, the Predictor)
+goes through these functions instead of re-implementing them.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from ichflax.models.resnet import get_variant
+
+# Keras "caffe" mode: BGR channel order, ImageNet mean subtracted, no scaling.
+CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+# torchvision: RGB scaled to [0, 1], then ImageNet mean / std.
+TORCH_MEAN = (0.485, 0.456, 0.406)
+TORCH_STD = (0.229, 0.224, 0.225)
+
+
+def normalize(x: jax.Array, variant: str) -> jax.Array:
+  """x: float NHWC, RGB, values in [0, 255] -> the backbone's normalised input (float32)."""
+  get_variant(variant)
+  x = jnp.asarray(x, jnp.float32)
+  if variant == "keras":
+    return x[..., ::-1] - jnp.asarray(CAFFE_BGR_MEAN, jnp.float32)
+  return (x / 255.0 - jnp.asarray(TORCH_MEAN, jnp.float32)) / jnp.asarray(TORCH_STD, jnp.float32)
+
+
+def to_rgb(images: jax.Array) -> jax.Array:
+  """(B, H, W, 1 or 3) images -> float32 (B, H, W, 3); grey CT windows are tiled to RGB."""
+  if images.ndim != 4 or images.shape[-1] not in (1, 3):
+    raise ValueError(
+        f"expected images of shape (batch, height, width, 1 or 3), got {tuple(images.shape)}; "
+        "add a batch axis for a single image and a channel axis for a grey one")
+  images = jnp.asarray(images, jnp.float32)
+  return jnp.tile(images, (1, 1, 1, 3)) if images.shape[-1] == 1 else images
+
+
+def model_input(images_uint8: jax.Array, image_size: int, variant: str,
+                dtype=jnp.float32) -> jax.Array:
+  """Stored uint8 batch -> normalised model input of image_size x image_size (jit-friendly).
+
+  Resizing is bilinear with antialiasing so a downscale does not alias fine bleeds away.
+  """
+  x = to_rgb(images_uint8)
+  b, h, w, c = x.shape
+  if (h, w) != (image_size, image_size):
+    x = jax.image.resize(x, (b, image_size, image_size, c), method="bilinear", antialias=True)
+  return normalize(x, variant).astype(dtype)
