@@ -1,0 +1,166 @@
+"""Orbax checkpoints: resumable training state, and the inference view the Predictor loads.
+
+Layout of one checkpoint (a step directory of the CheckpointManager under WORKDIR/checkpoints,
+or an exported inference checkpoint, which has no `opt_state`):
+
+    <step>/state/      every nnx Param and BatchStat of the Classifier (orbax pytree)
+    <step>/opt_state/  optax Adam state of the trainable subset (training checkpoints only)
+    <step>/meta/       JSON: task, class names, preprocessing, config, position, RNG, metrics
+
+Dropout RNG keys are not stored: each step derives its key from (seed, step), both in `meta`,
+so a resumed run draws exactly the keys it would have drawn.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+from orbax.checkpoint import checkpoint_managers
+
+STATE, OPT_STATE, META = "state", "opt_state", "meta"
+CHECKPOINTS = "checkpoints"
+# Everything a Classifier needs to be rebuilt exactly; RNG streams are derived, not stored.
+MODEL_STATE = nnx.Any(nnx.Param, nnx.BatchStat)
+
+
+class CheckpointError(ValueError):
+  """A path that holds no usable checkpoint; the message says what was expected."""
+
+
+def model_state(model: nnx.Module) -> nnx.State:
+  return nnx.state(model, MODEL_STATE)
+
+
+def open_manager(workdir: str | Path, keep: int) -> ocp.CheckpointManager:
+  """Keeps the last `keep` checkpoints plus the best by `metrics["score"]` (higher is better)."""
+  policy = checkpoint_managers.AnyPreservationPolicy([
+      checkpoint_managers.LatestN(n=keep),
+      checkpoint_managers.BestN(get_metric_fn=_score, n=1, keep_checkpoints_without_metrics=False),
+  ])
+  options = ocp.CheckpointManagerOptions(
+      preservation_policy=policy, best_fn=_score, cleanup_tmp_directories=True)
+  return ocp.CheckpointManager(Path(workdir).absolute() / CHECKPOINTS, options=options)
+
+
+def save(manager: ocp.CheckpointManager, step: int, state: nnx.State, opt_state: Any,
+         meta: dict, score: float | None = None) -> None:
+  """Saves asynchronously; `score` (higher is better) marks epoch-end checkpoints for `best`."""
+  manager.save(step, args=ocp.args.Composite(**{
+      STATE: ocp.args.StandardSave(state),
+      OPT_STATE: ocp.args.StandardSave(opt_state),
+      META: ocp.args.JsonSave(_jsonable(meta)),
+  }), metrics=None if score is None else {"score": float(score)})
+
+
+def restore(manager: ocp.CheckpointManager, step: int, state: nnx.State,
+            opt_state: Any) -> tuple[nnx.State, Any, dict]:
+  """Restores into the shapes, dtypes and shardings of the given (live or abstract) targets."""
+  out = manager.restore(step, args=ocp.args.Composite(**{
+      STATE: ocp.args.StandardRestore(_abstract(state)),
+      OPT_STATE: ocp.args.StandardRestore(_abstract(opt_state)),
+      META: ocp.args.JsonRestore(),
+  }))
+  return out[STATE], out[OPT_STATE], out[META]
+
+
+def resolve(path: str | Path) -> Path:
+  """A step directory from itself, a CheckpointManager directory (best step) or a workdir."""
+  path = Path(path)
+  if (path / META).is_dir() and (path / STATE).is_dir():
+    return path
+  root = path / CHECKPOINTS if (path / CHECKPOINTS).is_dir() else path
+  if root.is_dir():
+    manager = ocp.CheckpointManager(root.absolute(), options=ocp.CheckpointManagerOptions(
+        best_fn=_score, read_only=True))
+    step = manager.best_step()
+    step = manager.latest_step() if step is None else step
+    if step is not None:
+      return root / str(step)
+  raise CheckpointError(
+      f"no checkpoint at {path}: expected a directory with {STATE}/ and {META}/ (a step of "
+      f"WORKDIR/{CHECKPOINTS} or an exported checkpoint) or a training workdir; train one with "
+      "`python -m ichflax.train` or pass the shipped one under checkpoints/")
+
+
+def read_meta(path: str | Path) -> dict:
+  """The JSON metadata of a checkpoint, without loading any weights."""
+  step_dir = resolve(path)
+  return ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(step_dir.absolute() / META)
+
+
+def build_model(meta: dict, *, dtype=jnp.float32, seed: int = 0) -> nnx.Module:
+  """A fresh Classifier shaped as the checkpoint's (same task, variant, dropout)."""
+  from ichflax import models  # pylint: disable=import-outside-toplevel
+  return models.build_classifier(meta["task"], meta["variant"], meta["dropout"],
+                                 rngs=nnx.Rngs(seed), dtype=dtype)
+
+
+def load_inference(path: str | Path, dtype=jnp.float32) -> tuple[nnx.Module, dict]:
+  """(Classifier in eval mode, meta) from any checkpoint, fp32 parameters whatever was stored."""
+  step_dir = resolve(path)
+  meta = read_meta(step_dir)
+  model = build_model(meta, dtype=dtype)
+  target = model_state(model)
+  restored = ocp.StandardCheckpointer().restore(step_dir.absolute() / STATE, _abstract(target))
+  nnx.update(model, restored)
+  model.eval()
+  return model, meta
+
+
+def export_inference(src: str | Path, dst: str | Path, dtype=jnp.bfloat16) -> Path:
+  """Writes a small inference-only checkpoint (no optimiser state), parameters in `dtype`.
+
+  BatchNorm statistics stay fp32 (their variance is sensitive to rounding); `load_inference`
+  casts everything back to the compute dtype.
+  """
+  step_dir = resolve(src)
+  meta = read_meta(step_dir)
+  model = build_model(meta)
+  restored = ocp.StandardCheckpointer().restore(
+      step_dir.absolute() / STATE, _abstract(model_state(model)))
+  params = jax.tree.map(lambda x: x.astype(dtype), nnx.state(restored, nnx.Param))
+  small = nnx.merge_state(restored, params)
+  dst = Path(dst).absolute()
+  if dst.exists():
+    raise CheckpointError(f"{dst} already exists: remove it or choose another destination")
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(dst / STATE, small)
+  ocp.Checkpointer(ocp.JsonCheckpointHandler()).save(
+      dst / META, args=ocp.args.JsonSave(_jsonable({**meta, "stored_dtype": jnp.dtype(dtype).name,
+                                                    "exported_from": str(step_dir)})))
+  return dst
+
+
+def _score(metrics: dict) -> float:
+  return metrics["score"]
+
+
+def _abstract(tree: Any) -> Any:
+  return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+def _jsonable(x: Any) -> Any:
+  """JSON-safe copy: dataclasses, tuples, numpy scalars/arrays and NaN (as null)."""
+  if dataclasses.is_dataclass(x) and not isinstance(x, type):
+    return _jsonable(dataclasses.asdict(x))
+  if isinstance(x, dict):
+    return {str(k): _jsonable(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_jsonable(v) for v in x]
+  if isinstance(x, (np.ndarray, jax.Array)):
+    return _jsonable(np.asarray(x).tolist())
+  if isinstance(x, (np.floating, float)):
+    return None if not np.isfinite(x) else float(x)
+  if isinstance(x, np.integer):
+    return int(x)
+  if isinstance(x, (str, int, bool)) or x is None:
+    return x
+  return json.loads(json.dumps(x, default=str))
