@@ -1,0 +1,124 @@
+"""Pure, jit-compiled train and eval steps over a split NNX model.
+
+The Classifier is split once into (trainable, BatchNorm statistics, everything else). Gradients
+are taken w.r.t. the trainable part only, so in the seed recipe the frozen convolutions cost no
+weight gradients and Adam keeps moments for BatchNorm + head alone. Train and eval use two
+graph definitions of the same model (train mode / eval mode), so the mode is static.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from ichflax import augment, tasks
+from ichflax.config import AugmentConfig
+from ichflax.models import preprocess
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSpec:
+  """What the compiled steps need to know statically."""
+
+  task: str
+  image_size: int
+  variant: str
+  augment: AugmentConfig
+  dtype: Any = jnp.float32
+
+
+@dataclasses.dataclass
+class TrainState:
+  """The arrays one train step reads and returns (a pytree)."""
+
+  trainable: nnx.State
+  batch_stats: nnx.State
+  opt_state: Any
+
+
+jax.tree_util.register_dataclass(TrainState, data_fields=["trainable", "batch_stats", "opt_state"],
+                                 meta_fields=[])
+
+
+@dataclasses.dataclass(frozen=True)
+class Steps:
+  """Compiled steps plus what is needed to rebuild a model from their state."""
+
+  train: Callable  # (state, frozen, batch, key, step) -> (state, loss, probs)
+  eval: Callable  # (state, frozen, batch) -> (per-example loss, probs)
+  graphdef: nnx.GraphDef  # eval mode
+
+
+def split(model: nnx.Module, trainable: nnx.filterlib.Filter):
+  """(graphdef, trainable, batch_stats, frozen): frozen holds fixed params and RNG streams."""
+  return nnx.split(model, trainable, nnx.BatchStat, ...)
+
+
+def merge(graphdef, state: TrainState, frozen: nnx.State) -> nnx.Module:
+  return nnx.merge(graphdef, state.trainable, state.batch_stats, frozen)
+
+
+def make_steps(model: nnx.Module, trainable: nnx.filterlib.Filter,
+               tx: optax.GradientTransformation,
+               spec: StepSpec) -> tuple[Steps, TrainState, nnx.State]:
+  """Compiles the steps for `model`; returns them with the initial state and the frozen part."""
+  task = tasks.get_task(spec.task)
+  model.train()
+  train_def, params, stats, frozen = split(model, trainable)
+  model.eval()
+  eval_def = nnx.graphdef(model)
+  state = TrainState(params, stats, tx.init(params))
+
+  def loss_fn(params, stats, frozen, batch, key):
+    # Each step's dropout masks and augmentation follow from (run key, step) alone.
+    drop_key, aug_key = jax.random.split(key)
+    rng, fixed = nnx.split_state(frozen, nnx.RngState, ...)
+    module = nnx.merge(train_def, params, stats, reseed(rng, drop_key), fixed, copy=True)
+    x = augment.model_input(batch["image"], aug_key, spec.augment, spec.image_size,
+                            spec.variant, spec.dtype)
+    logits = module(x)
+    loss = masked_mean(task.loss(logits, batch["targets"]), batch["mask"])
+    return loss, (nnx.state(module, nnx.BatchStat), task.probabilities(logits))
+
+  @jax.jit
+  def train_step(state: TrainState, frozen, batch, key, step):
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    (loss, (stats, probs)), grads = grad_fn(state.trainable, state.batch_stats, frozen, batch,
+                                            jax.random.fold_in(key, step))
+    updates, opt_state = tx.update(grads, state.opt_state, state.trainable)
+    params = optax.apply_updates(state.trainable, updates)
+    return TrainState(params, stats, opt_state), loss, probs
+
+  @jax.jit
+  def eval_step(state: TrainState, frozen, batch):
+    module = nnx.merge(eval_def, state.trainable, state.batch_stats, frozen, copy=True)
+    x = preprocess.model_input(batch["image"], spec.image_size, spec.variant, spec.dtype)
+    logits = module(x)
+    return task.loss(logits, batch["targets"]), task.probabilities(logits)
+
+  return Steps(train_step, eval_step, eval_def), state, frozen
+
+
+def reseed(rng_state: nnx.State, key: jax.Array) -> nnx.State:
+  """Every RNG stream restarted from `key` (functionally, so it is safe under jit and grad)."""
+  def leaf(x):
+    return key if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else jnp.zeros_like(x)
+  return jax.tree.map(leaf, rng_state)
+
+
+def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
+  """Mean over rows where mask is True; padding rows count nothing."""
+  mask = mask.astype(jnp.float32)
+  return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def compute_dtype(name: str) -> Any:
+  """'auto' -> bf16 compute on GPU/TPU (fp32 params stay), fp32 on CPU where bf16 is slow."""
+  if name == "auto":
+    return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
+  return jnp.dtype(name).type
