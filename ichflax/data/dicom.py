@@ -73,15 +73,16 @@ def _name(source: Source) -> str:
 def _read(source: Source, **kwargs) -> pydicom.FileDataset:
   """dcmread with every failure turned into a DicomError that says what the file is."""
   name = _name(source)
-  fp = io.BytesIO(source) if isinstance(source, bytes) else source
   try:
-    if isinstance(fp, (str, os.PathLike)):
-      with open(fp, "rb") as f:
+    if isinstance(source, (str, os.PathLike)):
+      with open(source, "rb") as f:
         head = f.read(132)
-    else:
-      pos = fp.tell()
-      head = fp.read(132)
-      fp.seek(pos)
+      fp = source
+    else:  # bytes or a file object: always the whole file, whatever was read from it before
+      if not isinstance(source, bytes):
+        source.seek(0)
+        source = source.read()
+      head, fp = source[:132], io.BytesIO(source)
   except FileNotFoundError:
     raise DicomError(name, "file not found") from None
   except OSError as e:
@@ -102,8 +103,11 @@ def _read(source: Source, **kwargs) -> pydicom.FileDataset:
 
 def read_geometry(source: Source) -> SliceGeometry:
   """Tags needed to sort a series, read without pixel data and without any patient tag."""
+  return _geometry(_read(source, stop_before_pixels=True))
+
+
+def _geometry(ds: pydicom.Dataset) -> SliceGeometry:
   with pydicom.config.disable_value_validation():  # RSNA "ID_<hex>" UIDs are not DICOM UIDs
-    ds = _read(source, stop_before_pixels=True)
     pos = ds.get("ImagePositionPatient")
     num = ds.get("InstanceNumber")
     return SliceGeometry(
@@ -135,7 +139,12 @@ def _pixels(ds: pydicom.Dataset, name: str) -> np.ndarray:
 
 
 def read_hu(source: Source) -> np.ndarray:
-  """float32 (H, W) Hounsfield units of a single-slice CT DICOM (path, file object or bytes).
+  """float32 (H, W) Hounsfield units of a single-slice CT DICOM (path, file object or bytes)."""
+  return read_slice(source)[0]
+
+
+def read_slice(source: Source) -> tuple[np.ndarray, SliceGeometry]:
+  """HU and ordering geometry from one read of the file (the dataset builders need both).
 
   Applies RescaleSlope/Intercept (absent: the values are taken as HU already), the RSNA 2019
   12-bit fix, MONOCHROME1 inversion, and maps padding (PixelPaddingValue, or anything below
@@ -161,7 +170,7 @@ def read_hu(source: Source) -> np.ndarray:
   padding = ds.get("PixelPaddingValue")
   if padding is not None:
     hu[raw == padding] = AIR_HU
-  return np.maximum(hu, AIR_HU).astype(np.float32)
+  return np.maximum(hu, AIR_HU).astype(np.float32), _geometry(ds)
 
 
 def window(hu: np.ndarray, center: float, width: float) -> np.ndarray:

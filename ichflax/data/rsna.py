@@ -1,0 +1,187 @@
+"""RSNA 2019 labels, the Kaggle folder layouts, and the two ways to split them.
+
+The seed protocol (the paper's): per class `per_class` images (five subtypes and "no
+hemorrhage"), 80:20 train/test, then 90:10 train/validation, each image in at most one class so
+no slice is in two splits. The full protocol: every image, validation and test drawn by study
+so slices of one scan never straddle splits.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import dataclasses
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ichflax import tasks
+
+SPLITS = ("train", "validation", "test")
+# Kaggle layouts: stage 2 (2019 final) and stage 1 names, for images and label files.
+IMAGE_DIRS = ("stage_2_train", "stage_2_train_images", "stage_1_train_images", "stage_1_train")
+CSV_NAMES = ("stage_2_train.csv", "stage_1_train.csv")
+TEST_FRACTION = 0.2  # seed: 80:20 train/test per class
+VALIDATION_FRACTION = 0.1  # seed: then 90:10 train/validation
+
+
+class LabelError(ValueError):
+  """A label file or folder that cannot be used at all (not one bad row: those are reported)."""
+
+
+@dataclasses.dataclass
+class LabelTable:
+  """Six labels per image. `problems` lists images left out and why (never silently)."""
+
+  image_ids: list[str]
+  labels: np.ndarray  # int32 (N, 6) in tasks.LABELS order
+  problems: list[str]
+
+
+def read_labels(path: str | os.PathLike) -> LabelTable:
+  """Parse `stage_*_train.csv` (`ID_<hex>_<type>,Label`, six rows per image).
+
+  Identical duplicate rows are tolerated (the real file has some). An image with conflicting
+  duplicates or missing types is left out and listed in `problems`.
+  """
+  path = Path(path)
+  if not path.is_file():
+    raise LabelError(f"{path}: label file not found; expected the Kaggle "
+                     f"{' or '.join(CSV_NAMES)} (columns ID,Label)")
+  seen: dict[str, dict[str, int]] = {}
+  conflicts: dict[str, str] = {}
+  with open(path, newline="") as fh:
+    rows = csv.reader(fh)
+    header = next(rows, None)
+    if header is None or [h.strip() for h in header[:2]] != ["ID", "Label"]:
+      raise LabelError(f"{path}: first line must be the header 'ID,Label', got {header!r}")
+    for line, row in enumerate(rows, start=2):
+      if not row:
+        continue
+      try:
+        image_id, kind = row[0].rsplit("_", 1)
+        value = int(row[1])
+        if kind not in tasks.LABELS or value not in (0, 1) or not image_id.startswith("ID_"):
+          raise ValueError
+      except (ValueError, IndexError):
+        raise LabelError(f"{path}, line {line}: expected 'ID_<hex>_<type>,<0|1>' with type one "
+                         f"of {', '.join(tasks.LABELS)}; got {','.join(row)!r}") from None
+      labels = seen.setdefault(image_id, {})
+      if labels.get(kind, value) != value:
+        conflicts[image_id] = f"conflicting duplicate rows for {kind} (0 and 1)"
+      labels[kind] = value
+  ids, table, problems = [], [], []
+  for image_id, labels in seen.items():
+    missing = [k for k in tasks.LABELS if k not in labels]
+    if image_id in conflicts:
+      problems.append(f"{image_id}: {conflicts[image_id]}")
+    elif missing:
+      problems.append(f"{image_id}: missing label rows for {', '.join(missing)}")
+    else:
+      ids.append(image_id)
+      table.append([labels[k] for k in tasks.LABELS])
+  if not ids:
+    raise LabelError(f"{path}: no image has all six label rows")
+  return LabelTable(ids, np.asarray(table, np.int32).reshape(-1, 6), problems)
+
+
+def find_layout(root: str | os.PathLike) -> tuple[Path, Path]:
+  """(images folder, label CSV) of a Kaggle RSNA download, stage 1 or stage 2 naming."""
+  root = Path(root)
+  if not root.is_dir():
+    raise LabelError(f"{root}: not a folder; give the RSNA download folder holding "
+                     f"{CSV_NAMES[0]} and {IMAGE_DIRS[0]}/")
+  candidates = [root, *sorted(p for p in root.iterdir() if p.is_dir())]
+  for base in candidates:
+    csvs = [base / n for n in CSV_NAMES if (base / n).is_file()]
+    dirs = [base / n for n in IMAGE_DIRS if (base / n).is_dir()]
+    if csvs and dirs:
+      # Prefer the label file of the same stage as the images.
+      stage = dirs[0].name[:7]
+      return dirs[0], next((c for c in csvs if c.name.startswith(stage)), csvs[0])
+  raise LabelError(f"{root}: no RSNA layout found; expected a label file ({', '.join(CSV_NAMES)}) "
+                   f"beside an images folder ({', '.join(d + '/' for d in IMAGE_DIRS)})")
+
+
+def _split_sizes(n: int) -> tuple[int, int, int]:
+  test = int(round(n * TEST_FRACTION))
+  validation = int(round((n - test) * VALIDATION_FRACTION))
+  return n - test - validation, validation, test
+
+
+def class_candidates(labels: np.ndarray) -> list[np.ndarray]:
+  """Per seed class (five subtypes, then "no hemorrhage") the indices that belong to it."""
+  labels = np.asarray(labels)
+  return ([np.flatnonzero(labels[:, c] == 1) for c in range(5)]
+          + [np.flatnonzero(labels[:, tasks.ANY] == 0)])
+
+
+def _draw(candidates: list[np.ndarray], per_class: int, rng) -> list[np.ndarray] | None:
+  """Exclusive draws, rarest class first; None when some class runs short."""
+  taken = np.zeros(max((int(x.max()) + 1 for x in candidates if len(x)), default=0), bool)
+  chosen: list[np.ndarray] = [np.empty(0, np.int64)] * len(candidates)
+  for c in np.argsort([len(x) for x in candidates], kind="stable"):
+    free = candidates[c][~taken[candidates[c]]]
+    if len(free) < per_class:
+      return None
+    chosen[c] = rng.permutation(free)[:per_class]
+    taken[chosen[c]] = True
+  return chosen
+
+
+def max_per_class(labels: np.ndarray) -> int:
+  """Largest per-class count the seed protocol can draw from these labels."""
+  cands = class_candidates(labels)
+  lo, hi = 0, min(len(c) for c in cands)
+  while lo < hi:  # feasibility is monotone in per_class: binary search
+    mid = (lo + hi + 1) // 2
+    if _draw(cands, mid, np.random.default_rng(0)) is None:
+      hi = mid - 1
+    else:
+      lo = mid
+  return lo
+
+
+def seed_split(labels: np.ndarray, per_class: int = 2000,
+               seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """The seed protocol: split -> (indices into labels, group per index)."""
+  cands = class_candidates(labels)
+  if per_class < 1:
+    raise ValueError(f"per_class must be at least 1, got {per_class}")
+  chosen = _draw(cands, per_class, np.random.default_rng(seed))
+  if chosen is None:
+    names = [*tasks.SUBTYPES, "no hemorrhage"]
+    counts = ", ".join(f"{n} {len(c)}" for n, c in zip(names, cands))
+    raise ValueError(f"not enough images for {per_class} per class (available: {counts}; each "
+                     f"image counts for one class only); use --per-class "
+                     f"{max_per_class(labels)} or less")
+  out: dict[str, list] = {s: [[], []] for s in SPLITS}
+  for group, idx in enumerate(chosen):
+    for split, part in zip(SPLITS, np.split(idx, np.cumsum(_split_sizes(per_class))[:2])):
+      out[split][0].append(part)
+      out[split][1].append(np.full(len(part), group, np.int32))
+  return {s: (np.concatenate(i), np.concatenate(g)) for s, (i, g) in out.items()}
+
+
+def full_split(study_ids: list[str], seed: int = 0, validation: float = 0.1,
+               test: float = 0.1) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """Every image; validation and test drawn by study (by image where the study is unknown)."""
+  keys = [s or f"image:{i}" for i, s in enumerate(study_ids)]
+  studies = sorted(set(keys))
+  rng = np.random.default_rng(seed)
+  order = rng.permutation(len(studies))
+  n_test, n_val = int(round(len(studies) * test)), int(round(len(studies) * validation))
+  which = {}
+  for rank, j in enumerate(order):
+    which[studies[j]] = 2 if rank < n_test else 1 if rank < n_test + n_val else 0
+  split_of = np.array([which[k] for k in keys], np.int32)
+  return {s: (np.flatnonzero(split_of == k), np.full(int((split_of == k).sum()), tasks.NO_GROUP,
+                                                     np.int32)) for k, s in enumerate(SPLITS)}
+
+
+def count_by_group(groups: np.ndarray) -> dict[str, int]:
+  """Readable per-class counts for reports."""
+  names = [*tasks.SUBTYPES, "no hemorrhage"]
+  return {names[g] if g >= 0 else "all": n for g, n in collections.Counter(
+      np.asarray(groups).tolist()).items()}
