@@ -56,7 +56,7 @@ def save(manager: ocp.CheckpointManager, step: int, state: nnx.State, opt_state:
   manager.save(step, args=ocp.args.Composite(**{
       STATE: ocp.args.StandardSave(state),
       OPT_STATE: ocp.args.StandardSave(opt_state),
-      META: ocp.args.JsonSave(_jsonable(meta)),
+      META: ocp.args.JsonSave(jsonable(meta)),
   }), metrics=None if score is None else {"score": float(score)})
 
 
@@ -134,7 +134,7 @@ def export_inference(src: str | Path, dst: str | Path, dtype=jnp.bfloat16) -> Pa
   with ocp.StandardCheckpointer() as ckptr:
     ckptr.save(dst / STATE, small)
   ocp.Checkpointer(ocp.JsonCheckpointHandler()).save(
-      dst / META, args=ocp.args.JsonSave(_jsonable({**meta, "stored_dtype": jnp.dtype(dtype).name,
+      dst / META, args=ocp.args.JsonSave(jsonable({**meta, "stored_dtype": jnp.dtype(dtype).name,
                                                     "exported_from": str(step_dir)})))
   return dst
 
@@ -147,16 +147,16 @@ def _abstract(tree: Any) -> Any:
   return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
 
 
-def _jsonable(x: Any) -> Any:
+def jsonable(x: Any) -> Any:
   """JSON-safe copy: dataclasses, tuples, numpy scalars/arrays and NaN (as null)."""
   if dataclasses.is_dataclass(x) and not isinstance(x, type):
-    return _jsonable(dataclasses.asdict(x))
+    return jsonable(dataclasses.asdict(x))
   if isinstance(x, dict):
-    return {str(k): _jsonable(v) for k, v in x.items()}
+    return {str(k): jsonable(v) for k, v in x.items()}
   if isinstance(x, (list, tuple)):
-    return [_jsonable(v) for v in x]
+    return [jsonable(v) for v in x]
   if isinstance(x, (np.ndarray, jax.Array)):
-    return _jsonable(np.asarray(x).tolist())
+    return jsonable(np.asarray(x).tolist())
   if isinstance(x, (np.floating, float)):
     return None if not np.isfinite(x) else float(x)
   if isinstance(x, np.integer):

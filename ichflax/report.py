@@ -1,0 +1,190 @@
+"""Run reports in JSON and Markdown: the seed's Tables 1-4 beside the paper's, and its curves.
+
+Every figure in a report names its data: ours (the phantom or RSNA, from the dataset's info) and
+the paper's (RSNA stage 1). Research and education use only; not a medical device.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ichflax import metrics, paper, tasks
+from ichflax.checkpoint import jsonable
+
+DISCLAIMER = "Research and education use only; not a medical device."
+
+
+def build(task_name: str, history: Sequence[dict], test: dict, *, data: str,
+          config: dict | None = None, extra: dict | None = None) -> dict:
+  """The report as a dict: curves, start/end table, test metrics, paper figures if any."""
+  task = tasks.get_task(task_name)
+  start, end = history[0], history[-1]
+  table = {
+      "loss": {"train": (start["train_loss"], end["train_loss"]),
+               "validation": (start["val_loss"], end["val_loss"]), "test": test["loss"]},
+      "accuracy": {"train": (start["train_accuracy"], end["train_accuracy"]),
+                   "validation": (start["val_accuracy"], end["val_accuracy"]),
+                   "test": test["accuracy"]},
+  }
+  out = {"task": task.name, "class_names": list(task.class_names), "data": data,
+         "epochs": len(history), "table": table, "test": test, "history": list(history),
+         "config": config or {}, "disclaimer": DISCLAIMER, **(extra or {})}
+  if task.name in paper.RESULTS:
+    out["paper"] = paper_figures(task.name)
+  return out
+
+
+def paper_figures(task_name: str) -> dict:
+  """The paper's published figures plus the ones its confusion matrix implies."""
+  ref = paper.RESULTS[task_name]
+  cm = np.asarray(ref["confusion"])
+  derived: dict[str, Any] = {"accuracy": float(np.trace(cm) / cm.sum())}
+  if task_name == "binary":
+    derived["sensitivity"], derived["specificity"] = metrics.sensitivity_specificity(cm)
+  else:
+    derived["per_class_sensitivity"] = dict(zip(tasks.SUBTYPES, metrics.per_class_sensitivity(cm)))
+  return {**ref, "data": paper.DATA, "table_derived": derived}
+
+
+def markdown(report: dict) -> str:
+  """Human-readable report; the paper's columns appear only for the seed's two tasks."""
+  ref = report.get("paper")
+  n = report["test"].get("n", "?")
+  lines = [f"# ichflax {report['task']} report", "",
+           f"Ours: **{report['data']}**, {report['epochs']} epochs, test n = {n}."]
+  if ref:
+    lines.append(f"Paper: **{ref['data']}**. Different data: compare the shape, not the decimals.")
+  lines += [f"*{DISCLAIMER}*", "", "## Loss and accuracy, start -> end (seed Tables 1/3)", ""]
+  head = "| | ours | paper |" if ref else "| | ours |"
+  lines += [head, "|---|---|---|" if ref else "|---|---|"]
+  for quantity in ("loss", "accuracy"):
+    for split in ("train", "validation", "test"):
+      row = f"| {quantity}, {split} | {_span(report['table'][quantity][split])} |"
+      if ref:
+        row += f" {_span(ref[quantity][split])} |"
+      lines.append(row)
+  lines += ["", "Train figures are epoch means in train mode (dropout, augmentation), as Keras "
+            "reports them; validation and test are in eval mode.", ""]
+  lines += _confusion_section(report, ref)
+  lines += _metric_section(report, ref)
+  return "\n".join(lines) + "\n"
+
+
+def _confusion_section(report: dict, ref: dict | None) -> list[str]:
+  names = (["no", "yes"] if len(report["test"]["confusion"]) == 2 and report["task"] != "subtype"
+           else list(report["class_names"]))
+  title = "## Test confusion matrix (seed Tables 2/4), rows actual, columns predicted"
+  if report["task"] == "multilabel":
+    title += " - `any` label"
+  out = [title, "", "Ours:", "", *_matrix(report["test"]["confusion"], names)]
+  if ref:
+    out += ["", "Paper:", "", *_matrix(ref["confusion"], names)]
+  return out + [""]
+
+
+def _metric_section(report: dict, ref: dict | None) -> list[str]:
+  test = report["test"]
+  out = ["## Test metrics", "", f"- ROC AUC: {fmt(test.get('auc'))}"]
+  if "rsna_log_loss" in test:
+    out.append(f"- RSNA weighted log loss (`any` x2): {fmt(test['rsna_log_loss'])} (RSNA 2019 "
+               f"winning private score {paper.RSNA_2019_WINNING_LOG_LOSS}, on RSNA's own test set)")
+  if "sensitivity" in test:
+    out += ["", "Sensitivity / specificity (ours computed from our confusion matrix):", "",
+            "| | ours | paper, text | paper, from its Table 2 |" if ref else "| | ours |",
+            "|---|---|---|---|" if ref else "|---|---|"]
+    for key in ("sensitivity", "specificity"):
+      row = f"| {key} | {fmt(test[key])} |"
+      if ref:
+        row += f" {fmt(ref['text'][key])} | {fmt(ref['table_derived'][key])} |"
+      out.append(row)
+  if "per_class_sensitivity" in test:
+    out += ["", "Per-class sensitivity (ours computed from our confusion matrix):", "",
+            "| class | ours | paper, text | paper, from its Table 4 |" if ref and
+            "per_class_sensitivity" in ref["text"] else "| class | ours |",
+            "|---|---|---|---|" if ref and "per_class_sensitivity" in ref["text"] else "|---|---|"]
+    for name, value in test["per_class_sensitivity"].items():
+      row = f"| {name} | {fmt(value)} |"
+      if ref and "per_class_sensitivity" in ref["text"]:
+        row += (f" {fmt(ref['text']['per_class_sensitivity'][name])} |"
+                f" {fmt(ref['table_derived']['per_class_sensitivity'][name])} |")
+      out.append(row)
+  if "per_class_auc" in test:
+    out += ["", "Per-class ROC AUC: " + ", ".join(
+        f"{k} {fmt(v)}" for k, v in test["per_class_auc"].items())]
+  return out
+
+
+def plot_curves(history: Sequence[dict], out_dir: Path, task_name: str) -> list[Path]:
+  """accuracy.png and loss.png per epoch, train and validation (the seed's Figures 2-5)."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
+  epochs = [h["epoch"] for h in history]
+  paths = []
+  for quantity in ("accuracy", "loss"):
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
+    for split, key in (("train", f"train_{quantity}"), ("validation", f"val_{quantity}")):
+      ax.plot(epochs, [h[key] for h in history], marker="o", label=split)
+    ax.set(xlabel="epoch", ylabel=quantity, title=f"{task_name}: {quantity} per epoch")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = out_dir / f"{quantity}.png"
+    fig.savefig(path)
+    plt.close(fig)
+    paths.append(path)
+  return paths
+
+
+def write(report: dict, out_dir: str | Path) -> dict[str, Path]:
+  """report.json, report.md and the curve PNGs under out_dir."""
+  out_dir = Path(out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  paths = {"json": out_dir / "report.json", "md": out_dir / "report.md"}
+  paths["json"].write_text(json.dumps(jsonable(report), indent=1))
+  paths["md"].write_text(markdown(report))
+  paths["accuracy_png"], paths["loss_png"] = plot_curves(report["history"], out_dir,
+                                                         report["task"])
+  return paths
+
+
+def sweep_table(rows: Sequence[dict], metric: str, higher_is_better: bool) -> str:
+  """One Markdown table of a grid search, best first by the validation metric."""
+  def key(row):
+    value = row.get(metric)
+    if value is None or math.isnan(value):
+      return (1, 0.0)  # failed or unscored runs last
+    return (0, -value if higher_is_better else value)
+  rows = sorted(rows, key=key)
+  params = sorted({k for r in rows for k in r["params"]})
+  lines = [f"| rank | {' | '.join(params)} | {metric} | test accuracy | workdir |",
+           "|" + "---|" * (len(params) + 4)]
+  for i, r in enumerate(rows, 1):
+    values = " | ".join(str(r["params"].get(p, "")) for p in params)
+    lines.append(f"| {i} | {values} | {fmt(r.get(metric))} | {fmt(r.get('test_accuracy'))} |"
+                 f" {r.get('workdir', '')} |")
+  return "\n".join(lines) + "\n"
+
+
+def _matrix(cm, names: Sequence[str]) -> list[str]:
+  lines = ["| actual \\ predicted | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+  lines += [f"| {name} | " + " | ".join(str(int(v)) for v in row) + " |"
+            for name, row in zip(names, cm)]
+  return lines
+
+
+def _span(value) -> str:
+  if isinstance(value, (tuple, list)):
+    return f"{fmt(value[0])} -> {fmt(value[1])}"
+  return fmt(value)
+
+
+def fmt(value) -> str:
+  if value is None or (isinstance(value, float) and math.isnan(value)):
+    return "n/a"
+  return f"{value:.3f}" if isinstance(value, float) else str(value)

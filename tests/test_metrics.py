@@ -1,0 +1,104 @@
+"""Metrics against cases worked out by hand (and the paper's own tables)."""
+
+import math
+
+import numpy as np
+import pytest
+
+from ichflax import metrics, paper, tasks
+
+
+def test_accuracy_and_confusion_matrix():
+  y, p = np.array([0, 0, 1, 1, 1]), np.array([0, 1, 1, 1, 0])
+  assert metrics.accuracy(y, p) == pytest.approx(3 / 5)
+  np.testing.assert_array_equal(metrics.confusion_matrix(y, p, 2), [[1, 1], [1, 2]])
+  with pytest.raises(ValueError, match="empty"):
+    metrics.accuracy(np.array([]), np.array([]))
+
+
+def test_sensitivity_specificity_of_paper_table_2():
+  sens, spec = metrics.sensitivity_specificity(np.array(paper.BINARY["confusion"]))
+  assert sens == pytest.approx(1913 / 2000)
+  assert spec == pytest.approx(227 / 400)
+  sens, spec = metrics.sensitivity_specificity(np.array([[3, 0], [0, 0]]))
+  assert math.isnan(sens) and spec == 1.0
+  with pytest.raises(ValueError, match="2x2"):
+    metrics.sensitivity_specificity(np.eye(3))
+
+
+def test_per_class_sensitivity_of_paper_table_4():
+  got = metrics.per_class_sensitivity(np.array(paper.SUBTYPE["confusion"]))
+  np.testing.assert_allclose(got, np.array([225, 189, 235, 219, 205]) / 400)
+  got = metrics.per_class_sensitivity(np.array([[2, 2], [0, 0]]))
+  assert got[0] == 0.5 and math.isnan(got[1])
+
+
+@pytest.mark.parametrize("y,s,want", [
+    ([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8], 0.75),  # 3 of 4 pairs ordered
+    ([0, 1], [0.5, 0.5], 0.5),  # a tie counts one half
+    ([0, 0, 1, 1], [0.2, 0.5, 0.5, 0.9], 3.5 / 4),  # tie across classes
+    ([1, 1, 0], [0.9, 0.8, 0.1], 1.0),
+    ([1, 0], [0.1, 0.9], 0.0),
+])
+def test_roc_auc_hand_cases(y, s, want):
+  assert metrics.roc_auc(np.array(y), np.array(s)) == pytest.approx(want)
+
+
+def test_roc_auc_undefined_with_one_class():
+  assert math.isnan(metrics.roc_auc(np.array([1, 1]), np.array([0.2, 0.3])))
+
+
+def test_log_losses():
+  binary = metrics.log_loss(np.array([[1.0], [0.0]]), np.array([[0.8], [0.3]]), "sigmoid")
+  assert binary == pytest.approx((-math.log(0.8) - math.log(0.7)) / 2)
+  softmax = metrics.log_loss(np.array([[1.0, 0, 0]]), np.array([[0.5, 0.3, 0.2]]), "softmax")
+  assert softmax == pytest.approx(-math.log(0.5))
+
+
+def test_rsna_log_loss_weights_any_twice():
+  t = np.array([[0, 0, 0, 0, 0, 1.0]])
+  p = np.array([[0.5, 0.5, 0.5, 0.5, 0.5, 0.9]])
+  assert metrics.rsna_log_loss(t, p) == pytest.approx((5 * math.log(2) - 2 * math.log(0.9)) / 7)
+  with pytest.raises(ValueError, match="six labels"):
+    metrics.rsna_log_loss(t[:, :5], p[:, :5])
+
+
+def test_rsna_log_loss_matches_the_multilabel_training_loss():
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(7, 6)).astype(np.float32)
+  targets = rng.integers(0, 2, size=(7, 6)).astype(np.float32)
+  task = tasks.get_task("multilabel")
+  want = float(np.mean(task.loss(logits, targets)))
+  assert metrics.rsna_log_loss(targets, 1 / (1 + np.exp(-logits))) == pytest.approx(want, rel=1e-5)
+
+
+def test_hits_per_example():
+  np.testing.assert_allclose(
+      metrics.hits("sigmoid", np.array([[0.9, 0.2], [0.4, 0.6]]), np.array([[1, 0], [1, 1]])),
+      [1.0, 0.5])
+  np.testing.assert_allclose(
+      metrics.hits("softmax", np.array([[0.7, 0.3], [0.6, 0.4]]), np.array([[1, 0], [0, 1]])),
+      [1.0, 0.0])
+
+
+def test_evaluate_binary():
+  probs = np.array([[0.9], [0.6], [0.2], [0.4]])
+  targets = np.array([[1.0], [0.0], [0.0], [1.0]])
+  out = metrics.evaluate("binary", probs, targets)
+  assert out["n"] == 4 and out["accuracy"] == 0.5
+  assert out["confusion"] == [[1, 1], [1, 1]]
+  assert out["sensitivity"] == 0.5 and out["specificity"] == 0.5
+  assert out["auc"] == pytest.approx(0.75)  # 3 of 4 positive-negative pairs ordered
+
+
+def test_evaluate_subtype_and_multilabel():
+  eye = np.eye(5)
+  out = metrics.evaluate("subtype", eye[[0, 1, 2, 3, 4, 0]] * 0.8 + 0.04, eye[[0, 1, 2, 3, 4, 1]])
+  assert out["accuracy"] == pytest.approx(5 / 6)
+  assert out["per_class_sensitivity"]["intraparenchymal"] == 0.5
+  assert np.array(out["confusion"]).sum() == 6
+  t = np.array([[1, 0, 0, 0, 0, 1], [0, 0, 0, 0, 0, 0]], float)
+  out = metrics.evaluate("multilabel", np.where(t > 0, 0.8, 0.1), t)
+  assert out["accuracy"] == 1.0 and out["confusion"] == [[1, 0], [0, 1]]
+  # Row 1: epidural and `any` (x2) at 0.8, four negatives at 0.9; row 2: seven weights at 0.9.
+  assert out["rsna_log_loss"] == pytest.approx((-3 * math.log(0.8) - 11 * math.log(0.9)) / 14)
