@@ -1,10 +1,56 @@
-"""Placeholder until the serving issue lands: the Gradio demo is built from demo/."""
+"""Serve the ichflax demo: `python app.py [--port N] [--share] [--checkpoint DIR]`.
 
-import gradio as gr
+Research and education use only; not a medical device. Weights: `--checkpoint DIR` (repeat for
+a binary + a subtype checkpoint), else `ICHFLAX_CHECKPOINT`, else what `checkpoints/` holds; with
+none the page still opens and says how to get them. On Hugging Face Spaces (SPACE_ID set) the
+server binds 0.0.0.0 as Spaces needs; locally 127.0.0.1:7860.
+"""
 
-NOTICE = "ichflax — research and education use only, not a medical device. The demo is being built."
+from __future__ import annotations
+
+import argparse
+import atexit
+import logging
+import os
+import shutil
+import sys
+import tempfile
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(prog="python app.py", description=__doc__.split("\n\n")[0])
+  parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+  parser.add_argument("--host", default=None,
+                      help="bind address (default 127.0.0.1; 0.0.0.0 on Hugging Face Spaces)")
+  parser.add_argument("--share", action="store_true", help="also make a public gradio.live link")
+  parser.add_argument("--checkpoint", action="append", metavar="DIR",
+                      help="checkpoint to serve (repeat for binary + subtype)")
+  return parser.parse_args(argv)
+
+
+def private_upload_dir() -> str:
+  """Gradio's upload folder: the user's GRADIO_TEMP_DIR, else a fresh one removed at exit."""
+  if not os.environ.get("GRADIO_TEMP_DIR"):
+    path = tempfile.mkdtemp(prefix="ichflax-uploads-")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    os.environ["GRADIO_TEMP_DIR"] = path  # before gradio is imported: it reads this once
+  return os.environ["GRADIO_TEMP_DIR"]
+
+
+def main(argv: list[str] | None = None) -> None:
+  args = parse(argv)
+  logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+  logging.getLogger("ichflax").setLevel(logging.INFO)
+  os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+  upload_root = private_upload_dir()
+  import demo  # pylint: disable=import-outside-toplevel
+  from demo import ui, uploads, weights  # pylint: disable=import-outside-toplevel
+  app, _ = demo.create_app(weights.requested(args.checkpoint), upload_root)
+  host = args.host or ("0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1")
+  app.queue(default_concurrency_limit=1)  # one CPU-bound analysis at a time
+  app.launch(server_name=host, server_port=args.port, share=args.share, css=ui.CSS,
+             max_file_size=f"{uploads.MAX_UPLOAD_MB}mb", show_error=False)
+
 
 if __name__ == "__main__":
-  with gr.Blocks(title="ichflax") as app:
-    gr.Markdown(NOTICE)
-  app.launch(server_name="127.0.0.1", server_port=7860)
+  sys.exit(main())

@@ -1,0 +1,188 @@
+"""What the page does: read uploads, predict, render windows and Grad-CAM, page through a series.
+
+Every event returns a message for the page instead of raising: a bad upload gets a sentence that
+says what was wrong and what to do, and the server keeps serving. Nothing here logs or returns a
+DICOM tag beyond the geometry that orders a series.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+import traceback
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from demo import uploads
+from ichflax import gradcam, predict, tasks
+from ichflax.data import dicom
+
+log = logging.getLogger("ichflax.demo")
+EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
+WINDOW_NAMES = ("brain", "subdural", "bone")
+TABLE_HEADERS = ["#", "file", "z (mm)", "P(hemorrhage)", "label"]
+NO_WEIGHTS = (
+    "**No model weights are loaded**, so the page shows the windows but no probabilities. "
+    "The demo weights live in `checkpoints/` of the repository; or train your own with "
+    "`python -m ichflax.train --task multilabel --workdir runs/demo` and start the app with "
+    "`python app.py --checkpoint runs/demo` (or set `ICHFLAX_CHECKPOINT=runs/demo`).")
+
+
+@dataclasses.dataclass
+class SliceView:
+  """One analysed slice, kept compactly in the session so the slider can re-render it."""
+
+  name: str
+  display: np.ndarray  # uint8, input resolution (brain window for DICOM)
+  hu: np.ndarray | None  # int16 HU (DICOM only)
+  cam: np.ndarray | None  # uint8 Grad-CAM, 255 = peak
+  box: gradcam.Box | None
+  probabilities: dict[str, float]
+  label: str
+  position_z: float | None
+
+  @classmethod
+  def of(cls, s: predict.Slice, p: predict.Prediction | None) -> SliceView:
+    cam = None if p is None or p.cam is None else np.rint(p.cam * 255).astype(np.uint8)
+    return cls(s.name, s.display, None if s.hu is None else np.rint(s.hu).astype(np.int16), cam,
+               p and p.box, p.probabilities if p else {}, p.label if p else "",
+               s.geometry.position_z if s.geometry else None)
+
+
+@dataclasses.dataclass
+class Result:
+  """Everything one event shows; `ui` maps the fields onto components in this order."""
+
+  message: str
+  hemorrhage: dict | None = None
+  subtypes: dict | None = None
+  overlay: np.ndarray | None = None
+  windows: tuple = (None, None, None)
+  table: list | None = None
+  slider: dict | None = None  # {"maximum": n - 1, "value": i} for a series, None for one slice
+  views: list | None = None
+
+
+def render(view: SliceView) -> dict:
+  """The per-slice panels: labels, the Grad-CAM overlay with its box, and the three windows."""
+  if view.hu is not None:
+    windows = tuple(dicom.window(view.hu, *dicom.WINDOWS[w]) for w in WINDOW_NAMES)
+  else:  # a PNG/JPG carries no HU: show it as uploaded in the first panel
+    windows = (view.display, None, None)
+  probs = view.probabilities
+  hemorrhage = ({"hemorrhage": probs["any"], "no hemorrhage": 1 - probs["any"]}
+                if "any" in probs else None)
+  subtypes = {k: v for k, v in probs.items() if k in tasks.SUBTYPES} or None
+  overlay = None
+  if view.cam is not None:
+    overlay = gradcam.overlay(view.display, view.cam / 255.0, view.box)
+  return {"hemorrhage": hemorrhage, "subtypes": subtypes, "overlay": overlay, "windows": windows}
+
+
+class Demo:
+  """The app's callbacks around one Predictor (or none, when no weights were found)."""
+
+  def __init__(self, predictor: predict.Predictor | None, upload_root: str | Path):
+    self.predictor = predictor
+    self.upload_root = Path(upload_root)
+
+  def analyze(self, files: Sequence[str] | None) -> Result:
+    """Upload event: read (and delete) the files, then analyse them."""
+    if not files:
+      return Result("Upload a CT slice (DICOM, PNG or JPG), several slices of a series, or a zip.")
+    try:
+      items, problems = uploads.read_uploads(files, self.upload_root)
+      return self._analyze(items, problems)
+    except Exception as e:  # pylint: disable=broad-except
+      return _unexpected(e)
+
+  def example(self, name: str) -> Result:
+    """Example click: a phantom file from demo/examples (never deleted)."""
+    path = (EXAMPLES_DIR / Path(name or "").name)
+    if not name or not path.is_file():
+      return Result(f"Example {name!r} is missing; regenerate with `python -m demo.make_examples`.")
+    try:
+      return self._analyze(*uploads.items_from_bytes(path.name, path.read_bytes()))
+    except Exception as e:  # pylint: disable=broad-except
+      return _unexpected(e)
+
+  def show(self, index, views: list[SliceView] | None) -> dict:
+    """Slider event: re-render one slice of the analysed series."""
+    if not views:
+      return render(SliceView("", np.zeros((1, 1), np.uint8), None, None, None, {}, "", None))
+    return render(views[int(np.clip(int(index or 0), 0, len(views) - 1))])
+
+  def _analyze(self, items: list[uploads.Item], problems: list[str]) -> Result:
+    start = time.perf_counter()
+    windows, size = ((self.predictor.windows, self.predictor.stored_size) if self.predictor
+                     else (dicom.THREE_WINDOWS, 256))
+    slices = []
+    for item in items:
+      try:
+        slices.append(predict.load_slice(item.data, item.name, windows=windows, stored_size=size))
+      except predict.READ_ERRORS as e:
+        problems.append(str(e))
+    skipped = _skipped(problems)
+    if not slices:
+      return Result("**Nothing could be analysed.**" + skipped)
+    slices = [s for series in predict.order_series(slices) for s in series]
+    preds, model_s = [None] * len(slices), 0.0
+    if self.predictor:
+      model_start = time.perf_counter()
+      preds = self.predictor.predict(slices)
+      model_s = time.perf_counter() - model_start
+    views = [SliceView.of(s, p) for s, p in zip(slices, preds)]
+    focus = _most_suspicious(views)
+    shown = render(views[focus])
+    total_s = time.perf_counter() - start
+    message = _headline(views, focus) + _latency(len(views), model_s, total_s, self.predictor)
+    if not self.predictor:
+      message = NO_WEIGHTS + "\n\n" + message
+    series = len(views) > 1
+    return Result(message + skipped, shown["hemorrhage"], shown["subtypes"], shown["overlay"],
+                  shown["windows"], _table(views) if series else None,
+                  {"maximum": len(views) - 1, "value": focus} if series else None, views)
+
+
+def _most_suspicious(views: list[SliceView]) -> int:
+  scores = [v.probabilities.get("any", max(v.probabilities.values(), default=0.0)) for v in views]
+  return int(np.argmax(scores))
+
+
+def _headline(views: list[SliceView], focus: int) -> str:
+  v = views[focus]
+  if not v.probabilities:
+    return f"Showing **{v.name}** ({len(views)} slice{'s' * (len(views) > 1)})."
+  p = v.probabilities.get("any")
+  where = f"slice {focus + 1} of {len(views)}, the most suspicious, " if len(views) > 1 else ""
+  prob = f" — hemorrhage probability **{p:.2f}**" if p is not None else ""
+  return f"**{v.label}**{prob} ({where}{v.name})."
+
+
+def _latency(n: int, model_s: float, total_s: float, predictor) -> str:
+  model = (f"model + Grad-CAM {1000 * model_s:.0f} ms for {n} slice{'s' * (n > 1)}; "
+           if predictor else "")
+  return f"\n\nLatency: {model}total {1000 * total_s:.0f} ms (CPU)."
+
+
+def _table(views: list[SliceView]) -> list[list]:
+  return [[i + 1, v.name, None if v.position_z is None else round(v.position_z, 1),
+           None if "any" not in v.probabilities else round(v.probabilities["any"], 3), v.label]
+          for i, v in enumerate(views)]
+
+
+def _skipped(problems: list[str]) -> str:
+  if not problems:
+    return ""
+  return "\n\n**Skipped:**\n" + "\n".join(f"- {p}" for p in problems)
+
+
+def _unexpected(e: Exception) -> Result:
+  """A bug, not a bad file: log where it happened (no message: it could quote file content)."""
+  log.error("unexpected %s in the demo:\n%s", type(e).__name__,
+            "".join(traceback.format_tb(e.__traceback__)))
+  return Result(f"**Something went wrong on our side** ({type(e).__name__}); the upload was "
+                "discarded and the app keeps running. Try another file, or report the issue.")

@@ -1,0 +1,130 @@
+"""The page: upload, notice and model card, probabilities, Grad-CAM, windows, series slider.
+
+Two small component variants keep the privacy promise (both render with Gradio's own frontend,
+`is_template`): slices go back to the browser as data: URLs, never as files in Gradio's cache,
+and uploads reach the callback as their own paths so the callback can delete them at once.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import gradio as gr
+import numpy as np
+from gradio.data_classes import ImageData, ListFiles
+from PIL import Image
+
+from demo import callbacks, uploads
+from ichflax.data import dicom
+
+TITLE = "ichflax — intracranial hemorrhage on head CT"
+NOTICE = (
+    "**Research and education use only — not a medical device.** Do not use it to diagnose or "
+    "treat anyone. Uploads are read in memory and deleted after each request; DICOM patient "
+    "tags (name, ID, dates, institution …) are never shown, logged or kept.")
+EXAMPLES = (  # (file in demo/examples, label)
+    ("subdural.dcm", "Subdural (DICOM)"),
+    ("epidural.dcm", "Epidural (DICOM)"),
+    ("intraparenchymal.dcm", "Intraparenchymal (DICOM)"),
+    ("subarachnoid.dcm", "Subarachnoid (DICOM)"),
+    ("intraventricular.dcm", "Intraventricular (DICOM)"),
+    ("normal.dcm", "No hemorrhage (DICOM)"),
+    ("series.zip", "A series of 8 slices (zip)"),
+    ("subdural.png", "Subdural (PNG, 3 windows)"),
+)
+CSS = """
+#notice {border-left: 6px solid #d97706; background: #fffbeb; padding: 6px 14px;
+         border-radius: 6px; color: #1f2937}
+#notice p {margin: 4px 0}
+#card {font-size: 0.9em}
+#message {min-height: 3em}
+"""
+
+
+class InlineImage(gr.Image):
+  """gr.Image that sends its picture inline (data: URL), so no slice lands on disk."""
+
+  is_template = True
+
+  def postprocess(self, value: np.ndarray | None) -> ImageData | None:
+    if value is None:
+      return None
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(value, np.uint8)).save(buf, "PNG")
+    return ImageData(url="data:image/png;base64," + base64.b64encode(buf.getvalue()).decode(),
+                     orig_name="slice.png", mime_type="image/png")
+
+
+class UploadFiles(gr.File):
+  """gr.File handing over the uploads' own paths, which the callback deletes.
+
+  gradio 6.31's gr.File makes (and never removes) an empty temp file per upload when it hands
+  the callback a path; returning the path it already has avoids that leftover.
+  """
+
+  is_template = True
+
+  def preprocess(self, payload) -> list[str] | None:
+    if payload is None:
+      return None
+    files = payload.root if isinstance(payload, ListFiles) else [payload]
+    return [f.path for f in files]
+
+
+def build(demo: callbacks.Demo, model_card: str) -> gr.Blocks:
+  """The Blocks app around the callbacks; `model_card` is Markdown about the loaded weights."""
+  with gr.Blocks(title="ichflax", analytics_enabled=False) as app:
+    gr.Markdown(f"# {TITLE}")
+    gr.Markdown(NOTICE, elem_id="notice")
+    gr.Markdown(model_card, elem_id="card")
+    with gr.Row():
+      with gr.Column(scale=2, min_width=300):
+        files = UploadFiles(
+            label=f"CT slice(s): DICOM, PNG/JPG, or a zip of one series (≤ {uploads.MAX_UPLOAD_MB} "
+                  "MB)", file_count="multiple", elem_id="upload", height=140)
+        example_name = gr.Textbox(visible=False)
+        message = gr.Markdown(label="Result", elem_id="message")
+        hemorrhage = gr.Label(label="Hemorrhage (any type)", elem_id="hemorrhage")
+        subtypes = gr.Label(label="Subtypes", num_top_classes=5, elem_id="subtypes")
+      with gr.Column(scale=3):
+        overlay = InlineImage(
+            label="Grad-CAM: where the model looked (green: attention box, not a segmentation)",
+            interactive=False, elem_id="overlay", height=420)
+        with gr.Row():
+          windows = [InlineImage(label=f"{name} window {c:g}/{w:g} HU", interactive=False,
+                                 elem_id=f"window-{name}", height=220)
+                     for name in callbacks.WINDOW_NAMES
+                     for c, w in [dicom.WINDOWS[name]]]
+        slider = gr.Slider(1, 2, value=1, step=1, label="Slice in series (ordered by position)",
+                           visible=False, elem_id="slider")
+        table = gr.Dataframe(headers=callbacks.TABLE_HEADERS, visible=False, interactive=False,
+                             label="Per-slice results", elem_id="table")
+    views = gr.State(time_to_live=900)
+    panels = [hemorrhage, subtypes, overlay, *windows]
+    results = [message, *panels, table, slider, views]
+
+    def outputs(r: callbacks.Result) -> list:
+      series = r.slider is not None
+      return [r.message, r.hemorrhage, r.subtypes, r.overlay, *r.windows,
+              gr.Dataframe(value=r.table, visible=series),
+              gr.Slider(1, max(2, 1 + (r.slider or {}).get("maximum", 1)),
+                        value=1 + (r.slider or {}).get("value", 0), visible=series),
+              r.views]
+
+    def on_upload(paths):
+      return [None, *outputs(demo.analyze(paths))]  # clears the box: the files are gone
+
+    def on_slide(number, state):
+      shown = demo.show(int(number or 1) - 1, state)
+      return [shown["hemorrhage"], shown["subtypes"], shown["overlay"], *shown["windows"]]
+
+    files.upload(on_upload, files, [files, *results], api_name="analyze")
+    slider.release(on_slide, [slider, views], panels, api_name="show_slice")
+    examples = [(n, label) for n, label in EXAMPLES if (callbacks.EXAMPLES_DIR / n).is_file()]
+    gr.Examples([[n] for n, _ in examples], example_name, results,
+                fn=lambda name: outputs(demo.example(name)), run_on_click=True,
+                cache_examples=False, api_name="example",
+                example_labels=[label for _, label in examples],
+                label="Phantom examples (synthetic slices made by ichflax; not patients)")
+  return app

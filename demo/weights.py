@@ -1,0 +1,103 @@
+"""Which weights the demo serves, and what the page says about them.
+
+The lead ships one multilabel checkpoint under `checkpoints/`; a binary + subtype pair, or any
+checkpoint given by `--checkpoint` / `ICHFLAX_CHECKPOINT`, works too. The page must say what data
+the weights saw (the phantom is not patients) and must still start when there are none.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from ichflax import checkpoint, predict
+
+log = logging.getLogger("ichflax.demo")
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DIR = ROOT / "checkpoints"
+ENV = "ICHFLAX_CHECKPOINT"  # one path, or several joined by os.pathsep
+CARD_NAMES = ("MODEL_CARD.md", "README.md")
+
+
+def discover(root: Path = DEFAULT_DIR) -> list[Path]:
+  """Checkpoints under `root`: one multilabel one if present, else binary + subtype, else any."""
+  found: dict[str, Path] = {}
+  for path in [root, *sorted(p for p in root.iterdir() if p.is_dir())] if root.is_dir() else []:
+    try:
+      found.setdefault(checkpoint.read_meta(path)["task"], path)
+    except (checkpoint.CheckpointError, OSError, ValueError, KeyError):
+      continue
+  if "multilabel" in found:
+    return [found["multilabel"]]
+  if "binary" in found and "subtype" in found:
+    return [found["binary"], found["subtype"]]
+  return list(found.values())[:1]
+
+
+def requested(cli: list[str] | None) -> list[Path]:
+  """Paths from the command line, else the environment variable, else `discover()`."""
+  if cli:
+    return [Path(p) for p in cli]
+  if os.environ.get(ENV):
+    return [Path(p) for p in os.environ[ENV].split(os.pathsep) if p]
+  return discover()
+
+
+def load(paths: list[Path]) -> tuple[predict.Predictor | None, str]:
+  """(Predictor or None, Markdown for the page): never raises, so the app always starts."""
+  if not paths:
+    return None, (f"No checkpoint found in `{DEFAULT_DIR.name}/`: the app runs without a model "
+                  "(windows only).")
+  try:
+    predictor = predict.Predictor.from_checkpoint(*paths)
+  except Exception as e:  # pylint: disable=broad-except
+    log.error("could not load %s: %s", ", ".join(map(str, paths)), e)
+    return None, (f"Could not load weights from `{', '.join(map(str, paths))}`: {e}. The app "
+                  "runs without a model (windows only).")
+  return predictor, card(predictor, paths)
+
+
+def card(predictor: predict.Predictor, paths: list[Path]) -> str:
+  """Model card summary: what each checkpoint predicts, its data, its test metrics, the card."""
+  lines = ["**Loaded weights.** " + " ".join(
+      f"{line}." for line in predictor.summary().splitlines())]
+  for meta in predictor.metas:
+    metrics = _test_metrics(meta.get("metrics"))
+    if metrics:
+      lines.append(f"Test metrics of the {meta['task']} model, on its own test split "
+                   f"({_data_name(meta.get('data'))}): {metrics}.")
+  text = _card_text(paths)
+  if text:
+    lines.append(text)
+  return "\n\n".join(lines)
+
+
+def _data_name(data) -> str:
+  text = str(data or "unrecorded data")
+  return text + (" — synthetic, not patients" if "phantom" in text.lower() else "")
+
+
+def _test_metrics(metrics) -> str:
+  """'accuracy 0.91, roc_auc 0.95' from the meta's test figures, whatever nesting they use."""
+  if not isinstance(metrics, dict):
+    return ""
+  test = metrics.get("test", metrics)
+  if not isinstance(test, dict):
+    return ""
+  shown = [f"{k} {v:.3f}" for k, v in test.items()
+           if isinstance(v, (int, float)) and not isinstance(v, bool)]
+  return ", ".join(shown[:6])
+
+
+def _card_text(paths: list[Path]) -> str:
+  """The first paragraph of a model card beside the checkpoint (or in checkpoints/)."""
+  for folder in [p for path in paths for p in (path, path.parent)] + [DEFAULT_DIR]:
+    for name in CARD_NAMES:
+      card_path = folder / name
+      if card_path.is_file():
+        paragraphs = [p.strip() for p in card_path.read_text().split("\n\n")
+                      if p.strip() and not p.lstrip().startswith(("#", "---"))]
+        if paragraphs:
+          return f"*Model card ({card_path.name}):* {paragraphs[0]}"
+  return ""
