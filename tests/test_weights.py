@@ -1,0 +1,176 @@
+"""Conversion parity against the real Keras and torchvision ResNet50s, and refusals."""
+
+import shutil
+import sys
+
+import _weights_refs as refs
+import h5py
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from ichflax.weights import ConversionError, convert, load_backbone, read_metadata
+from ichflax.weights.__main__ import main
+
+TOLERANCE = 1e-4  # max |diff| / max |ref| in float32
+
+
+@pytest.fixture(scope="module")
+def keras_ref(tmp_path_factory):
+  h5 = tmp_path_factory.mktemp("keras") / "resnet50_notop.h5"
+  return h5, refs.keras_reference(h5)
+
+
+@pytest.fixture(scope="module")
+def torch_ref(tmp_path_factory):
+  d = tmp_path_factory.mktemp("torch")
+  pth, st = d / "resnet50.pth", d / "resnet50.safetensors"
+  return pth, st, refs.torch_reference(pth, st)
+
+
+def _features(ckpt) -> dict[str, np.ndarray]:
+  model = load_backbone(ckpt)
+  model.eval()
+  forward = nnx.jit(lambda m, x: m(x))
+  return {k: np.asarray(forward(model, x)) for k, x in refs.inputs().items()}
+
+
+def _check_parity(name, ours, ref):
+  for size in refs.SIZES:
+    diff, rel = refs.relative_error(ours[size], ref[size])
+    print(f"\n{name} parity at {size}: max|diff| {diff:.3g}, max|diff|/max|ref| {rel:.3g}")
+    assert ours[size].shape == ref[size].shape
+    assert rel <= TOLERANCE, f"{name} at {size}: relative error {rel:.3g} > {TOLERANCE}"
+
+
+def test_keras_h5_parity_via_cli(keras_ref, tmp_path, capsys):
+  h5, ref = keras_ref
+  out = tmp_path / "keras_backbone"
+  assert main(["convert", str(h5), "--out", str(out)]) == 0
+  assert "keras ResNet50" in capsys.readouterr().out
+  meta = read_metadata(out)
+  assert meta["variant"] == "keras" and meta["source_format"] == "keras-h5"
+  assert meta["source_file"] == h5.name and len(meta["source_sha256"]) == 64
+  with capsys.disabled():
+    _check_parity("keras", _features(out), ref)
+
+
+def test_keras_names_with_colon_zero(keras_ref, tmp_path):
+  """The official file names tensors 'conv1_conv/kernel:0'; Keras 3 writes 'conv1_conv/kernel'."""
+  h5, _ = keras_ref
+  tagged = tmp_path / "tagged.h5"
+  shutil.copy(h5, tagged)
+  with h5py.File(tagged, "r+") as f:
+    for name in f.attrs["layer_names"]:  # Keras 3 writes str, the official file bytes
+      group = f[name]
+      names = list(group.attrs["weight_names"])
+      for n in names:
+        group.move(n, n + ":0")
+      group.attrs["weight_names"] = [(n + ":0").encode() for n in names]
+  plain = nnx.state(load_backbone(convert(h5, tmp_path / "plain")))
+  colon = nnx.state(load_backbone(convert(tagged, tmp_path / "colon")))
+  jax.tree.map(np.testing.assert_array_equal, plain, colon)
+
+
+@pytest.mark.parametrize("fmt", ["pth", "safetensors"])
+def test_torchvision_parity(torch_ref, tmp_path, fmt, capsys):
+  pth, st, ref = torch_ref
+  out = convert(pth if fmt == "pth" else st, tmp_path / fmt)
+  meta = read_metadata(out)
+  assert meta["variant"] == "torchvision"
+  assert meta["source_format"] == {"pth": "torch-pth", "safetensors": "safetensors"}[fmt]
+  with capsys.disabled():
+    _check_parity(f"torchvision ({fmt})", _features(out), ref)
+
+
+def test_load_backbone_compute_dtype(torch_ref, tmp_path):
+  _, st, _ = torch_ref
+  model = load_backbone(convert(st, tmp_path / "ckpt"), dtype=jnp.bfloat16)
+  model.eval()
+  assert model.variant == "torchvision"
+  assert {p.dtype for p in jax.tree.leaves(nnx.state(model))} == {np.dtype("float32")}
+  assert model(jnp.zeros((1, 32, 32, 3))).dtype == jnp.bfloat16
+
+
+def _assert_refused(src, out, match):
+  with pytest.raises(ConversionError, match=match):
+    convert(src, out)
+  assert not out.exists()
+  assert not list(out.parent.glob(f".{out.name}*")), "a temporary checkpoint was left behind"
+
+
+def test_keras_missing_layer_refused(keras_ref, tmp_path):
+  h5, _ = keras_ref
+  bad = tmp_path / "missing.h5"
+  shutil.copy(h5, bad)
+  with h5py.File(bad, "r+") as f:
+    del f["conv3_block2_2_bn"]
+    f.attrs["layer_names"] = [n for n in f.attrs["layer_names"] if n != "conv3_block2_2_bn"]
+  _assert_refused(bad, tmp_path / "out", "'conv3_block2_2_bn' is missing")
+
+
+def test_keras_swapped_tensor_refused(keras_ref, tmp_path):
+  h5, _ = keras_ref
+  bad = tmp_path / "swapped.h5"
+  shutil.copy(h5, bad)
+  with h5py.File(bad, "r+") as f:
+    other = np.asarray(f["conv3_block1_1_conv/conv3_block1_1_conv/kernel"])  # 1x1 kernel
+    del f["conv3_block1_2_conv/conv3_block1_2_conv/kernel"]
+    f["conv3_block1_2_conv/conv3_block1_2_conv/kernel"] = other
+  _assert_refused(bad, tmp_path / "out", r"'conv3_block1_2_conv'.*shape \(1, 1, 256, 128\)")
+
+
+def test_torch_missing_and_swapped_refused(torch_ref, tmp_path):
+  from safetensors.numpy import load_file, save_file  # pylint: disable=import-outside-toplevel
+  _, st, _ = torch_ref
+  state = load_file(st)
+  missing = {k: v for k, v in state.items() if not k.startswith("layer2.1.bn2.")}
+  save_file(missing, tmp_path / "missing.safetensors")
+  _assert_refused(tmp_path / "missing.safetensors", tmp_path / "a", "'layer2.1.bn2' is missing")
+  swapped = dict(state)
+  swapped["layer3.0.conv1.weight"], swapped["layer3.0.conv2.weight"] = (
+      state["layer3.0.conv2.weight"], state["layer3.0.conv1.weight"])
+  save_file(swapped, tmp_path / "swapped.safetensors")
+  _assert_refused(tmp_path / "swapped.safetensors", tmp_path / "b", "'layer3.0.conv1'.*shape")
+  extra = dict(state, **{"layer3.6.conv1.weight": state["layer3.5.conv1.weight"]})
+  save_file(extra, tmp_path / "deeper.safetensors")
+  _assert_refused(tmp_path / "deeper.safetensors", tmp_path / "c", "'layer3.6.conv1' is not part")
+
+
+def test_crash_while_writing_leaves_nothing(torch_ref, tmp_path, monkeypatch):
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  _, st, _ = torch_ref
+
+  def disk_full(*args, **kwargs):
+    raise OSError("No space left on device")
+
+  monkeypatch.setattr(ocp.StandardCheckpointer, "save", disk_full)
+  with pytest.raises(OSError, match="No space"):
+    convert(st, tmp_path / "out")
+  assert list(tmp_path.iterdir()) == []
+
+
+def test_unusable_inputs_refused(torch_ref, tmp_path, monkeypatch, capsys):
+  pth, st, _ = torch_ref
+  text = tmp_path / "notes.txt"
+  text.write_text("not weights")
+  _assert_refused(text, tmp_path / "a", "not a format we convert")
+  _assert_refused(tmp_path / "absent.h5", tmp_path / "b", "no such file")
+  taken = tmp_path / "taken"
+  taken.mkdir()
+  (taken / "keep.txt").write_text("user data")
+  with pytest.raises(ConversionError, match="already exists"):
+    convert(st, taken)
+  assert (taken / "keep.txt").read_text() == "user data"
+  monkeypatch.setitem(sys.modules, "torch", None)  # as on a machine without torch
+  assert main(["convert", str(pth), "--out", str(tmp_path / "c")]) == 1
+  err = capsys.readouterr().err
+  assert "needs torch" in err and ".safetensors" in err
+  assert not (tmp_path / "c").exists()
+
+
+def test_load_backbone_needs_a_converted_dir(tmp_path):
+  with pytest.raises(ConversionError, match="python -m ichflax.weights convert"):
+    load_backbone(tmp_path)
