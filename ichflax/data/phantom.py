@@ -30,6 +30,8 @@ FIELD_OF_VIEW_MM = 230.0
 SLICE_MM = 5.0
 IMAGES_DIR = "stage_2_train"
 CSV_NAME = "stage_2_train.csv"
+# Written beside the data so every dataset built from it says it is synthetic.
+MARKER = "SYNTHETIC_PHANTOM.txt"
 # Hemorrhage pairs that occur together in real scans, for slices with two subtypes.
 _SECOND = {EPIDURAL: (SUBDURAL, SUBARACHNOID), INTRAPARENCHYMAL: (INTRAVENTRICULAR, SUBARACHNOID),
            INTRAVENTRICULAR: (INTRAPARENCHYMAL, SUBARACHNOID), SUBARACHNOID: (SUBDURAL,
@@ -347,6 +349,8 @@ def write_rsna(out: str | os.PathLike, num: int, seed: int = 0, size: int = 256,
         workers, mp_context=multiprocessing.get_context("spawn")) as pool:
       studies = list(pool.map(_write_study, *zip(*args)))
   rows = [row for study in studies for row in study]
+  (out / MARKER).write_text(f"Synthetic head-CT phantom made by ichflax.data.phantom (seed "
+                            f"{seed}, {num} slices, {size} px). No real patient data.\n")
   with open(out / CSV_NAME, "w", newline="") as fh:
     w = csv.writer(fh)
     w.writerow(("ID", "Label"))

@@ -105,8 +105,9 @@ def find_layout(root: str | os.PathLike) -> tuple[Path, Path]:
 
 
 def _split_sizes(n: int) -> tuple[int, int, int]:
-  test = int(round(n * TEST_FRACTION))
-  validation = int(round((n - test) * VALIDATION_FRACTION))
+  """(train, validation, test) counts; each split gets at least one so none is empty."""
+  test = max(1, int(round(n * TEST_FRACTION)))
+  validation = max(1, int(round((n - test) * VALIDATION_FRACTION)))
   return n - test - validation, validation, test
 
 
@@ -147,8 +148,9 @@ def seed_split(labels: np.ndarray, per_class: int = 2000,
                seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
   """The seed protocol: split -> (indices into labels, group per index)."""
   cands = class_candidates(labels)
-  if per_class < 1:
-    raise ValueError(f"per_class must be at least 1, got {per_class}")
+  if per_class < 3:
+    raise ValueError(f"per_class must be at least 3 (one image each for train, validation and "
+                     f"test), got {per_class}")
   chosen = _draw(cands, per_class, np.random.default_rng(seed))
   if chosen is None:
     names = [*tasks.SUBTYPES, "no hemorrhage"]
@@ -169,9 +171,12 @@ def full_split(study_ids: list[str], seed: int = 0, validation: float = 0.1,
   """Every image; validation and test drawn by study (by image where the study is unknown)."""
   keys = [s or f"image:{i}" for i, s in enumerate(study_ids)]
   studies = sorted(set(keys))
-  rng = np.random.default_rng(seed)
-  order = rng.permutation(len(studies))
-  n_test, n_val = int(round(len(studies) * test)), int(round(len(studies) * validation))
+  if len(studies) < 3:
+    raise ValueError(f"the full protocol splits by study and needs at least 3 studies; found "
+                     f"{len(studies)}")
+  order = np.random.default_rng(seed).permutation(len(studies))
+  n_test = max(1, int(round(len(studies) * test)))
+  n_val = max(1, int(round(len(studies) * validation)))
   which = {}
   for rank, j in enumerate(order):
     which[studies[j]] = 2 if rank < n_test else 1 if rank < n_test + n_val else 0

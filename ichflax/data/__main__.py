@@ -1,0 +1,102 @@
+"""CLI: `python -m ichflax.data phantom|build|info|preview` (see docs/data.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ichflax import tasks
+from ichflax.data import dicom, phantom
+
+
+def _phantom(args) -> None:
+  out = phantom.write_rsna(args.out, args.num, seed=args.seed, size=args.size,
+                           workers=args.workers)
+  print(f"wrote {args.num} synthetic slices to {out / phantom.IMAGES_DIR} and labels to "
+        f"{out / phantom.CSV_NAME}")
+
+
+def _build(args) -> None:
+  from ichflax.data import builders  # pylint: disable=g-import-not-at-top  (TFDS is slow to import)
+  cfg = builders.BuildConfig(args.size, args.windows, args.protocol, args.per_class, args.seed,
+                             args.workers)
+  if args.rsna:
+    path = builders.build_rsna(args.rsna, args.out, cfg)
+  elif args.png:
+    path = builders.build_png(args.png, args.out, cfg)
+  else:
+    path = builders.build_phantom(args.out, cfg, num=args.phantom)
+  print(f"dataset: {path}")
+
+
+def _info(args) -> None:
+  from ichflax.data import builders  # pylint: disable=g-import-not-at-top
+  print(json.dumps(builders.dataset_info(args.dataset), indent=2))
+
+
+def _preview(args) -> None:
+  """One strip per class of brain-window phantom slices (docs/phantom_<class>.png)."""
+  args.out.mkdir(parents=True, exist_ok=True)
+  rng = np.random.default_rng(args.seed)
+  for name, subtypes in [("normal", ()), *((n, (i,)) for i, n in enumerate(tasks.SUBTYPES))]:
+    strip = [dicom.slice_to_uint8(phantom.make_slice(rng, args.size, subtypes).hu,
+                                  dicom.windows_for(1), args.size)[..., 0]
+             for _ in range(args.count)]
+    Image.fromarray(np.concatenate(strip, axis=1)).save(args.out / f"phantom_{name}.png")
+  print(f"wrote {len(tasks.SUBTYPES) + 1} strips to {args.out}")
+
+
+def main(argv: list[str] | None = None) -> int:
+  p = argparse.ArgumentParser(prog="python -m ichflax.data", description=__doc__)
+  sub = p.add_subparsers(dest="command", required=True)
+  ph = sub.add_parser("phantom", help="write synthetic RSNA-format data (DICOMs + CSV)")
+  ph.add_argument("--out", type=Path, required=True)
+  ph.add_argument("--num", type=int, required=True, help="number of slices")
+  ph.add_argument("--seed", type=int, default=0)
+  ph.add_argument("--size", type=int, default=256, help="slice side in pixels")
+  ph.add_argument("--workers", type=int, default=None, help="processes (default: CPU cores)")
+  ph.set_defaults(run=_phantom)
+
+  b = sub.add_parser("build", help="build a TFDS dataset (array_record, no TensorFlow)")
+  src = b.add_mutually_exclusive_group(required=True)
+  src.add_argument("--rsna", type=Path, help="Kaggle RSNA folder: stage_*_train.csv + images")
+  src.add_argument("--png", type=Path, help="the seed's PNG folders, one per class")
+  src.add_argument("--phantom", type=int, metavar="N", help="generate N phantom slices")
+  b.add_argument("--out", type=Path, required=True, help="TFDS data dir")
+  b.add_argument("--protocol", choices=("seed", "full"), default="seed")
+  b.add_argument("--size", type=int, default=256, help="stored image side in pixels")
+  b.add_argument("--windows", type=int, choices=(3, 1), default=3,
+                 help="3: brain, subdural, bone as RGB; 1: the brain window only")
+  b.add_argument("--per-class", type=int, default=None,
+                 help="seed protocol images per class (default 2000; phantom: as many as exist)")
+  b.add_argument("--seed", type=int, default=0, help="seed of the split draw")
+  b.add_argument("--workers", type=int, default=None, help="processes (default: CPU cores)")
+  b.set_defaults(run=_build)
+
+  i = sub.add_parser("info", help="print what a built dataset holds")
+  i.add_argument("dataset", type=Path)
+  i.set_defaults(run=_info)
+
+  pv = sub.add_parser("preview", help="write a PNG strip of phantom slices per class")
+  pv.add_argument("--out", type=Path, default=Path("docs"))
+  pv.add_argument("--count", type=int, default=4)
+  pv.add_argument("--size", type=int, default=192)
+  pv.add_argument("--seed", type=int, default=0)
+  pv.set_defaults(run=_preview)
+
+  args = p.parse_args(argv)
+  try:
+    args.run(args)
+  except (ValueError, OSError) as e:  # DataError, LabelError, DicomError are ValueErrors
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
