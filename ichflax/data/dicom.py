@@ -89,8 +89,8 @@ def _read(source: Source, **kwargs) -> pydicom.FileDataset:
     raise DicomError(name, f"cannot open ({e.strerror or e})") from None
   for magic, kind in _SIGNATURES.items():
     if head.startswith(magic):
-      raise DicomError(name, f"not a DICOM file: it is {kind}. Upload the original .dcm slice, "
-                       "or open the image as a PNG/JPG instead")
+      raise DicomError(name, f"not a DICOM file: it is {kind}; give the original .dcm slice, "
+                       "or open the picture as a PNG/JPG image")
   if not head:
     raise DicomError(name, "empty file (0 bytes)")
   try:

@@ -11,6 +11,7 @@ import functools
 from typing import Iterator, Sequence
 
 import grain
+from absl import flags
 import numpy as np
 
 
@@ -71,5 +72,7 @@ def batches(source, indices: Sequence[int], batch_size: int, *, shuffle: bool, s
   ds = ds[start_batch:]
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=prefetch))
   if workers:
+    if not flags.FLAGS.is_parsed():  # grain reads absl flags; we are not an absl app
+      flags.FLAGS.mark_as_parsed()
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
   return iter(it)

@@ -119,25 +119,36 @@ def _build(kind: str, items: list[_Item], out: Path, cfg: BuildConfig, name: str
   if not items:
     raise DataError(f"{description}: no usable images found")
   labels = np.stack([it.labels for it in items])
-  if cfg.protocol == "seed":
-    per_class = cfg.per_class or (rsna.max_per_class(labels) if kind == "phantom"
-                                  else SEED_PER_CLASS)
-    drawn = rsna.seed_split(labels, per_class, cfg.seed)
-    chosen = np.unique(np.concatenate([i for i, _ in drawn.values()]))
-  else:
-    per_class, chosen = None, np.arange(len(items))
   work = out / "_work" / builder_cls.name / f"s{cfg.size}_w{cfg.windows}"
   work.mkdir(parents=True, exist_ok=True)
   windows = dicom.windows_for(cfg.windows)
-  jobs = [png.Job(items[i].source, os.fspath(work / f"{items[i].image_id}.png"), file_kind,
-                      cfg.size, windows) for i in chosen]
+  per_class = None
+  if cfg.protocol == "seed":
+    per_class = cfg.per_class or (rsna.max_per_class(labels) if kind == "phantom"
+                                  else SEED_PER_CLASS)
+  results: dict[int, png.Result] = {}
+  usable = np.ones(len(items), bool)
   start = time.perf_counter()
-  results = dict(zip(chosen.tolist(), _convert_all(jobs, cfg.workers)))
+  while True:  # the seed protocol redraws around files that fail, so classes stay balanced
+    if cfg.protocol == "seed":
+      pool = np.flatnonzero(usable)
+      drawn = {s: (pool[i], g) for s, (i, g) in
+               rsna.seed_split(labels[pool], per_class, cfg.seed).items()}
+      chosen = np.unique(np.concatenate([i for i, _ in drawn.values()]))
+    else:
+      chosen = np.arange(len(items))
+    todo = [i for i in chosen.tolist() if i not in results]
+    jobs = [png.Job(items[i].source, os.fspath(work / f"{items[i].image_id}.png"), file_kind,
+                    cfg.size, windows) for i in todo]
+    results.update(zip(todo, _convert_all(jobs, cfg.workers)))
+    failed = {i for i, r in results.items() if r.error}
+    usable[list(failed)] = False
+    if cfg.protocol == "full" or not failed & set(chosen.tolist()):
+      break
   seconds = time.perf_counter() - start
-  failed = {i for i, r in results.items() if r.error}
   report += [f"{items[i].source}: {results[i].error}" for i in sorted(failed)]
   if cfg.protocol == "full":
-    ok = np.array([i for i in chosen.tolist() if i not in failed], np.int64)
+    ok = np.flatnonzero(usable)
     drawn = {s: (ok[idx], g) for s, (idx, g) in
              rsna.full_split([results[i].study_id for i in ok], cfg.seed).items()}
   plan = {split: [Record(results[i].target, tuple(int(v) for v in items[i].labels), int(g),
@@ -159,9 +170,9 @@ def _build(kind: str, items: list[_Item], out: Path, cfg: BuildConfig, name: str
           "splits": {s: len(r) for s, r in plan.items()},
           "groups": {s: rsna.count_by_group([r.group for r in recs]) for s, recs in plan.items()},
           "skipped": len(report), "report": REPORT_FILE,
-          "convert_files_per_s": round(len(jobs) / max(seconds, 1e-9), 1)}
+          "convert_files_per_s": round(len(results) / max(seconds, 1e-9), 1)}
   _write_side_files(Path(builder.data_dir), plan, info, report)
-  print(f"[data] built {builder.data_dir}: {info['splits']}; {len(jobs)} files in {seconds:.1f}s "
+  print(f"[data] built {builder.data_dir}: {info['splits']}; {len(results)} files in {seconds:.1f}s "
         f"({info['convert_files_per_s']} files/s); {len(report)} skipped"
         + (f", listed in {Path(builder.data_dir) / REPORT_FILE}" if report else ""))
   return Path(builder.data_dir)

@@ -1,0 +1,201 @@
+"""Phantom -> RSNA-format folder -> TFDS (no TensorFlow) -> data source -> loader, bad files."""
+
+import csv
+import shutil
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ichflax import tasks
+from ichflax.data import __main__ as cli
+from ichflax.data import builders, dicom, loader, phantom, rsna
+
+NUM = 72  # > the 64 files that switch conversion to worker processes
+
+
+@pytest.fixture(scope="module")
+def rsna_dir(tmp_path_factory):
+  """A phantom RSNA folder with the bad inputs a real download can hold."""
+  root = phantom.write_rsna(tmp_path_factory.mktemp("rsna"), NUM, seed=4, size=64, workers=1)
+  images = sorted((root / phantom.IMAGES_DIR).glob("*.dcm"))
+  truncated, deleted, renamed = images[:3]
+  truncated.write_bytes(truncated.read_bytes()[:-300])  # cut inside the pixel data
+  deleted.unlink()
+  Image.new("L", (8, 8)).save(renamed, format="PNG")  # a PNG named .dcm
+  (root / phantom.IMAGES_DIR / "ID_unlabelled.dcm").write_bytes(images[3].read_bytes())
+  with open(root / phantom.CSV_NAME, "a") as fh:  # one image with conflicting duplicates
+    fh.write(f"{images[4].stem}_any,{1 - _labels(root)[images[4].stem][tasks.ANY]}\n")
+  return root, {"truncated": truncated, "deleted": deleted, "renamed": renamed,
+                "conflict": images[4]}
+
+
+def _labels(root):
+  out = {}
+  with open(root / phantom.CSV_NAME) as fh:
+    for image_id, y in list(csv.reader(fh))[1:]:
+      key, kind = image_id.rsplit("_", 1)
+      out.setdefault(key, np.zeros(6, int))[tasks.LABELS.index(kind)] = int(y)
+  return out
+
+
+@pytest.fixture(scope="module")
+def full(rsna_dir, tmp_path_factory):
+  out = tmp_path_factory.mktemp("tfds")
+  cfg = builders.BuildConfig(size=32, protocol="full", workers=2)
+  return builders.build_rsna(rsna_dir[0], out, cfg), out
+
+
+def test_round_trip_label_counts_match_the_csv(rsna_dir, full, capsys):
+  root, bad = rsna_dir
+  dataset_dir, _ = full
+  csv_labels = _labels(root)
+  good = {k: v for k, v in csv_labels.items() if k not in {p.stem for p in bad.values()}}
+  seen, total = set(), np.zeros(6, int)
+  for split in rsna.SPLITS:
+    source = builders.open_split(dataset_dir, split)
+    meta = builders.read_meta(dataset_dir, split)
+    assert len(source) == len(meta["image_id"]) > 0
+    for batch_start, batch in zip(range(0, len(source), 8), loader.batches(
+        source, np.arange(len(source)), 8, shuffle=False)):
+      assert batch["image"].dtype == np.uint8 and batch["image"].shape[1:] == (32, 32, 3)
+      total += batch["labels"][batch["mask"]].sum(axis=0)
+      ids = meta["image_id"][batch_start:batch_start + 8]
+      np.testing.assert_array_equal(batch["labels"][batch["mask"]], meta["labels"][
+          batch_start:batch_start + len(ids)])
+    record = source[0]
+    assert record["image_id"] == meta["image_id"][0] and isinstance(record["study_id"], str)
+    np.testing.assert_array_equal(record["labels"], csv_labels[record["image_id"]])
+    seen |= set(meta["image_id"])
+  assert seen == set(good)  # nothing lost, nothing extra
+  np.testing.assert_array_equal(total, sum(good.values()))
+  assert "tensorflow" not in sys.modules
+
+
+def test_bad_files_are_skipped_and_reported(rsna_dir, full):
+  _, bad = rsna_dir
+  dataset_dir, _ = full
+  info = builders.dataset_info(dataset_dir)
+  assert info["skipped"] == 4
+  report = (dataset_dir / builders.REPORT_FILE).read_text()
+  assert f"{bad['truncated']}: pixel data cannot be decoded, possibly truncated" in report
+  assert f"{bad['deleted']}: file missing" in report
+  assert f"{bad['renamed']}: not a DICOM file: it is a PNG image" in report
+  assert f"{bad['conflict'].stem}: conflicting duplicate rows for any" in report
+
+
+def test_full_split_is_by_study_and_info_says_synthetic(full):
+  dataset_dir, _ = full
+  studies = {s: set(builders.read_meta(dataset_dir, s)["study_id"]) for s in rsna.SPLITS}
+  assert all(studies.values()) and "" not in studies["train"]
+  assert not studies["train"] & studies["test"] and not studies["train"] & studies["validation"]
+  info = builders.dataset_info(dataset_dir)
+  assert info["source"] == "phantom" and info["data"].startswith("synthetic phantom")
+  assert info["windows"] == [list(w) for w in dicom.THREE_WINDOWS] and info["size"] == 32
+  assert (info["protocol"], info["channels"]) == ("full", 3)
+  assert dataset_dir.parts[-3] == "ich_phantom"
+  assert all(g == tasks.NO_GROUP for s in rsna.SPLITS
+             for g in builders.read_meta(dataset_dir, s)["group"])
+
+
+def test_resume_converts_only_what_is_missing(rsna_dir, full, monkeypatch):
+  dataset_dir, out = full
+  work = sorted((out / "_work" / "ich_phantom" / "s32_w3").glob("*.png"))
+  for png in work[:5]:  # as if the build had been interrupted before these
+    png.unlink()
+  shutil.rmtree(dataset_dir.parent.parent)
+  calls = []
+  real = dicom.read_slice
+  monkeypatch.setattr(dicom, "read_slice", lambda p: calls.append(p) or real(p))
+  again = builders.build_rsna(rsna_dir[0], out, builders.BuildConfig(size=32, protocol="full",
+                                                                      workers=1))
+  assert again == dataset_dir
+  # The 5 deleted images plus the 2 bad DICOMs that are retried; the rest come from the cache.
+  assert len(calls) == 7
+  assert builders.dataset_info(again)["splits"] == builders.dataset_info(dataset_dir)["splits"]
+
+
+def test_seed_protocol_build_is_balanced(rsna_dir, tmp_path):
+  dataset_dir = builders.build_rsna(rsna_dir[0], tmp_path,
+                                    builders.BuildConfig(size=32, windows=1, per_class=4))
+  info = builders.dataset_info(dataset_dir)
+  assert info["splits"] == {"train": 12, "validation": 6, "test": 6}
+  assert info["windows"] == [list(dicom.WINDOWS["brain"])] and info["per_class"] == 4
+  for split in rsna.SPLITS:
+    meta = builders.read_meta(dataset_dir, split)
+    assert len(set(np.bincount(meta["group"], minlength=6).tolist())) == 1
+  assert builders.open_split(dataset_dir, "test")[0]["image"].shape == (32, 32, 1)
+
+
+def test_png_folders(tmp_path):
+  rng = np.random.default_rng(0)
+  for group, name in enumerate([*tasks.SUBTYPES, "No"]):
+    (tmp_path / "png" / name).mkdir(parents=True)
+    subtypes = (group,) if group < 5 else ()
+    for i in range(4):
+      hu = phantom.make_slice(rng, 48, subtypes).hu
+      Image.fromarray(dicom.window(hu, 40, 80)).save(tmp_path / "png" / name / f"{i}.png")
+  (tmp_path / "png" / "subdural" / "notes.txt").write_text("not an image")
+  (tmp_path / "png" / "epidural" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+  dataset_dir = builders.prepare(tmp_path / "png", size=32, windows=1, protocol="full",
+                                 out=tmp_path / "out")
+  info = builders.dataset_info(dataset_dir)
+  assert info["source"] == "png" and info["windows"] is None and info["skipped"] == 2
+  report = (builders._resolve(dataset_dir) / builders.REPORT_FILE).read_text()
+  assert "notes.txt: not a PNG/JPG image" in report and "broken.png: cannot read" in report
+  assert sum(info["splits"].values()) == 24
+  meta = builders.read_meta(dataset_dir, "train")
+  for labels, image_id in zip(meta["labels"], meta["image_id"]):
+    folder = int(image_id.split("_")[0])  # image ids are <class folder>_<file stem>
+    expected = np.zeros(6, int)
+    if folder < 5:
+      expected[[folder, tasks.ANY]] = 1
+    np.testing.assert_array_equal(labels, expected)
+  with pytest.raises(builders.DataError, match="expected one folder per class"):
+    builders.build_png(tmp_path / "png" / "subdural", tmp_path / "out")
+
+
+def test_prepare_phantom_default_is_cached(tmp_path, monkeypatch):
+  monkeypatch.setenv(builders.CACHE_ENV, str(tmp_path / "cache"))
+  first = builders.prepare(None, size=32, num=60, workers=1)
+  assert first.startswith(str(tmp_path / "cache"))
+  info = builders.dataset_info(first)
+  assert info["source"] == "phantom" and info["protocol"] == "seed" and info["per_class"] >= 3
+  assert builders.prepare("phantom", size=32, num=60) == first  # reused, not rebuilt
+  assert builders.prepare(first) == first  # a TFDS dir is used as is
+  assert builders.prepare(tmp_path / "cache") == first  # a folder above one dataset too
+
+
+def test_prepare_and_open_errors(tmp_path, full):
+  dataset_dir, _ = full
+  with pytest.raises(builders.DataError, match="no such folder"):
+    builders.prepare(tmp_path / "missing")
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(builders.DataError, match="neither a built dataset"):
+    builders.prepare(tmp_path / "empty")
+  rsna_empty = tmp_path / "rsna_empty"
+  (rsna_empty / "stage_2_train").mkdir(parents=True)
+  rows = [f"ID_a_{k},0" for k in tasks.LABELS]
+  (rsna_empty / "stage_2_train.csv").write_text("ID,Label\n" + "\n".join(rows) + "\n")
+  with pytest.raises(builders.DataError, match="no .dcm files"):
+    builders.prepare(rsna_empty, out=tmp_path / "out")
+  with pytest.raises(builders.DataError, match="no split 'dev'"):
+    builders.open_split(dataset_dir, "dev")
+  with pytest.raises(builders.DataError, match="unknown protocol"):
+    builders.BuildConfig(protocol="random")
+
+
+def test_cli_phantom_build_info(tmp_path, capsys):
+  assert cli.main(["phantom", "--out", str(tmp_path / "raw"), "--num", "30", "--size", "64",
+                   "--workers", "1"]) == 0
+  assert cli.main(["build", "--rsna", str(tmp_path / "raw"), "--out", str(tmp_path / "tfds"),
+                   "--size", "32", "--per-class", "3", "--workers", "1"]) == 0
+  assert "dataset: " in capsys.readouterr().out
+  assert cli.main(["info", str(tmp_path / "tfds")]) == 0
+  assert '"protocol": "seed"' in capsys.readouterr().out
+  assert cli.main(["build", "--rsna", str(tmp_path / "raw"), "--out", str(tmp_path / "t2"),
+                   "--per-class", "500"]) == 2
+  assert "use --per-class" in capsys.readouterr().err
+  assert cli.main(["preview", "--out", str(tmp_path / "docs"), "--count", "1", "--size", "32"]) == 0
+  assert Image.open(tmp_path / "docs" / "phantom_subdural.png").size == (32, 32)
