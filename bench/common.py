@@ -85,7 +85,7 @@ def machine_info(argv: Sequence[str] | None = None) -> dict[str, Any]:
       "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
       "platform": platform.platform(),
       # Other work on a shared machine slows every figure: the load says how busy it was.
-      "loadavg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+      "loadavg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
       "versions": versions(),
   }
   if "jax" in sys.modules:  # Only when the benchmark already uses jax: no import side effects.
@@ -166,7 +166,7 @@ def ratios(rows: Sequence[Row], reference_impl: str) -> list[float]:
 def format_table(rows: Sequence[Row], reference_impl: str | None = None) -> str:
   """The one table printed at the end: markdown, so it pastes into docs/benchmarks.md as is."""
   cols = ["framework", "impl", "mode", "recipe", "size", "batch", "dtype", "img/s", "ms/step",
-          "spread", "compile s", "GFLOP/step"]
+          "spread", "first call s", "GFLOP/step"]
   rel = ratios(rows, reference_impl) if reference_impl else None
   if rel is not None:
     cols.append(f"x {reference_impl}")
@@ -207,3 +207,23 @@ def torch_available() -> bool:
   except Exception:  # pylint: disable=broad-except  (a broken CUDA torch raises OSError etc.)
     return False
   return True
+
+
+def add_data_args(p) -> None:
+  """The dataset flags both benchmarks share (argparse parser `p`)."""
+  p.add_argument("--data", default=None,
+                 help="TFDS dataset dir (default: the synthetic phantom, built once)")
+  p.add_argument("--phantom-num", type=int, default=1000,
+                 help="phantom slices to generate when --data is not given")
+  p.add_argument("--data-out", default=None,
+                 help="where the phantom is built (default: ichflax.data's cache dir)")
+
+
+def open_dataset(args, stored_size: int, split: str = "train"):
+  """(dataset_dir, random-access split, indices of every example) through ichflax.data."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from ichflax import data  # pylint: disable=g-import-not-at-top
+  dataset_dir = args.data or data.prepare(None, size=stored_size, num=args.phantom_num,
+                                          out=args.data_out)
+  source = data.open_split(dataset_dir, split)
+  return dataset_dir, source, np.arange(len(source))
