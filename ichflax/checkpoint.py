@@ -96,46 +96,45 @@ def read_meta(path: str | Path) -> dict:
   return ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(step_dir.absolute() / META)
 
 
-def build_model(meta: dict, *, dtype=jnp.float32, seed: int = 0) -> nnx.Module:
-  """A fresh Classifier shaped as the checkpoint's (same task, variant, dropout)."""
-  from ichflax import models  # pylint: disable=import-outside-toplevel
-  return models.build_classifier(meta["task"], meta["variant"], meta["dropout"],
-                                 rngs=nnx.Rngs(seed), dtype=dtype)
-
-
 def load_inference(path: str | Path, dtype=jnp.float32) -> tuple[nnx.Module, dict]:
   """(Classifier in eval mode, meta) from any checkpoint, fp32 parameters whatever was stored."""
   step_dir = resolve(path)
   meta = read_meta(step_dir)
-  model = build_model(meta, dtype=dtype)
-  target = model_state(model)
-  restored = ocp.StandardCheckpointer().restore(step_dir.absolute() / STATE, _abstract(target))
-  nnx.update(model, restored)
+  model = restore_model(step_dir, meta, dtype)
   model.eval()
   return model, meta
+
+
+def restore_model(step_dir: Path, meta: dict, dtype=jnp.float32) -> nnx.Module:
+  """The checkpoint's Classifier, built abstractly so no random initialisation is wasted."""
+  from ichflax import models, steps  # pylint: disable=import-outside-toplevel
+  abstract = nnx.eval_shape(lambda: models.build_classifier(
+      meta["task"], meta["variant"], meta["dropout"], rngs=nnx.Rngs(0), dtype=dtype))
+  graphdef, target, rngs = nnx.split(abstract, MODEL_STATE, ...)
+  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, jnp.float32), target)
+  with ocp.StandardCheckpointer() as ckptr:
+    state = ckptr.restore(step_dir.absolute() / STATE, target)
+  return nnx.merge(graphdef, state, steps.reseed(rngs, jax.random.key(0)))
 
 
 def export_inference(src: str | Path, dst: str | Path, dtype=jnp.bfloat16) -> Path:
   """Writes a small inference-only checkpoint (no optimiser state), parameters in `dtype`.
 
   BatchNorm statistics stay fp32 (their variance is sensitive to rounding); `load_inference`
-  casts everything back to the compute dtype.
+  casts everything back to fp32.
   """
   step_dir = resolve(src)
-  meta = read_meta(step_dir)
-  model = build_model(meta)
-  restored = ocp.StandardCheckpointer().restore(
-      step_dir.absolute() / STATE, _abstract(model_state(model)))
-  params = jax.tree.map(lambda x: x.astype(dtype), nnx.state(restored, nnx.Param))
-  small = nnx.merge_state(restored, params)
   dst = Path(dst).absolute()
   if dst.exists():
     raise CheckpointError(f"{dst} already exists: remove it or choose another destination")
+  meta = read_meta(step_dir)
+  restored = model_state(restore_model(step_dir, meta))
+  params = jax.tree.map(lambda x: x.astype(dtype), nnx.state(restored, nnx.Param))
   with ocp.StandardCheckpointer() as ckptr:
-    ckptr.save(dst / STATE, small)
+    ckptr.save(dst / STATE, nnx.merge_state(restored, params))
   ocp.Checkpointer(ocp.JsonCheckpointHandler()).save(
       dst / META, args=ocp.args.JsonSave(jsonable({**meta, "stored_dtype": jnp.dtype(dtype).name,
-                                                    "exported_from": str(step_dir)})))
+                                                   "exported_from": str(step_dir)})))
   return dst
 
 

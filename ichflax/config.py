@@ -56,6 +56,7 @@ class TrainConfig:
   dtype: str = "auto"  # auto: bf16 compute on GPU/TPU, fp32 on CPU
   protocol: str = "seed"  # how an RSNA folder is drawn into splits (ichflax.data.prepare)
   stored_size: int | None = None  # size of the stored slices when a dataset is built
+  phantom_slices: int = 3000  # slices drawn when the phantom is built
   augment: AugmentConfig = AugmentConfig()
   keep: int = 2  # last N checkpoints kept (the best one is kept besides)
   checkpoint_every: int = 50  # mid-epoch checkpoint every K steps (0: epoch ends only)
@@ -124,6 +125,7 @@ def validate(cfg: TrainConfig, *, num_devices: int = 1) -> None:
   _check(cfg.keep >= 1, f"keep must be at least 1 checkpoint, got {cfg.keep}")
   _check(cfg.checkpoint_every >= 0, "checkpoint_every must be >= 0 (0: at epoch ends only)")
   _check(cfg.limit is None or cfg.limit >= 1, f"limit must be positive, got {cfg.limit}")
+  _check(cfg.phantom_slices >= 1, f"phantom_slices must be positive, got {cfg.phantom_slices}")
   for name, size in (("batch size", cfg.resolved_batch_size),
                      ("eval batch size", cfg.resolved_eval_batch_size)):
     _check(size >= 1 and size % num_devices == 0,

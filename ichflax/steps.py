@@ -105,9 +105,11 @@ def make_steps(model: nnx.Module, trainable: nnx.filterlib.Filter,
 
 
 def reseed(rng_state: nnx.State, key: jax.Array) -> nnx.State:
-  """Every RNG stream restarted from `key` (functionally, so it is safe under jit and grad)."""
+  """Every RNG stream restarted from `key`; pure, so safe under jit and grad (and on abstract
+  states, which it makes concrete)."""
   def leaf(x):
-    return key if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else jnp.zeros_like(x)
+    is_key = jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+    return key if is_key else jnp.zeros(x.shape, x.dtype)
   return jax.tree.map(leaf, rng_state)
 
 

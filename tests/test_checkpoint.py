@@ -1,0 +1,97 @@
+"""Checkpoints: last N + best kept, exact round trip, inference loading and bf16 export."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from ichflax import checkpoint, config, models
+
+META = {"task": "multilabel", "class_names": ["a"], "variant": "keras", "dropout": 0.3,
+        "image_size": 64, "stored_size": 64, "windows": ((40, 80), (80, 200), (600, 2800)),
+        "data": "synthetic phantom", "metrics": {}}
+
+
+@pytest.fixture(scope="module")
+def trained_like(tmp_path_factory):
+  """A real Classifier with non-default BatchNorm statistics, saved once at step 3."""
+  model = models.build_classifier("multilabel", "keras", 0.3, rngs=nnx.Rngs(1))
+  stats = nnx.state(model, nnx.BatchStat)
+  nnx.update(model, jax.tree.map(lambda x: x + 0.5, stats))
+  params = nnx.state(model, models.trainable_filter("seed"))
+  opt_state = optax.adam(1e-3).init(params)
+  workdir = tmp_path_factory.mktemp("ckpt")
+  manager = checkpoint.open_manager(workdir, keep=2)
+  checkpoint.save(manager, 3, checkpoint.model_state(model), opt_state,
+                  {**META, "step": 3, "loss": float("nan")}, score=0.5)
+  manager.wait_until_finished()
+  model.eval()
+  x = jax.random.uniform(jax.random.key(0), (2, 64, 64, 3), minval=-100, maxval=100)
+  return workdir, model, opt_state, x
+
+
+def test_restore_round_trip(trained_like):
+  workdir, model, opt_state, _ = trained_like
+  manager = checkpoint.open_manager(workdir, keep=2)
+  target = checkpoint.model_state(models.build_classifier("multilabel", "keras", 0.3,
+                                                          rngs=nnx.Rngs(2)))
+  state, opt, meta = checkpoint.restore(manager, 3, target, opt_state)
+  for got, want in zip(jax.tree.leaves(state), jax.tree.leaves(checkpoint.model_state(model))):
+    np.testing.assert_array_equal(got, want)
+  for got, want in zip(jax.tree.leaves(opt), jax.tree.leaves(opt_state)):
+    np.testing.assert_array_equal(got, want)
+  assert meta["step"] == 3 and meta["loss"] is None and meta["windows"][0] == [40, 80]
+
+
+def test_load_inference_matches_and_is_in_eval_mode(trained_like):
+  workdir, model, _, x = trained_like
+  step_dir = workdir / "checkpoints" / "3"
+  assert checkpoint.resolve(workdir) == checkpoint.resolve(workdir / "checkpoints") == step_dir
+  loaded, meta = checkpoint.load_inference(workdir)
+  assert meta["task"] == "multilabel" and meta["image_size"] == 64
+  np.testing.assert_allclose(loaded(x), model(x), rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(loaded(x), loaded(x))  # no dropout at inference
+
+
+def test_export_bf16_is_small_and_close(trained_like, tmp_path):
+  workdir, model, _, x = trained_like
+  dst = checkpoint.export_inference(workdir, tmp_path / "demo")
+  loaded, meta = checkpoint.load_inference(dst)
+  assert meta["stored_dtype"] == "bfloat16" and meta["task"] == "multilabel"
+  assert jax.tree.leaves(nnx.state(loaded, nnx.Param))[0].dtype == jnp.float32
+  want = np.asarray(model(x))
+  np.testing.assert_allclose(loaded(x), want, atol=0.05 * np.abs(want).max() + 1e-3)
+  size = sum(f.stat().st_size for f in dst.rglob("*") if f.is_file())
+  full = sum(f.stat().st_size for f in (workdir / "checkpoints" / "3" / "state").rglob("*")
+             if f.is_file())
+  assert size < 0.7 * full
+  with pytest.raises(checkpoint.CheckpointError, match="already exists"):
+    checkpoint.export_inference(workdir, dst)
+
+
+def test_keeps_last_n_and_the_best(tmp_path):
+  manager = checkpoint.open_manager(tmp_path, keep=2)
+  state = {"w": jnp.ones(3)}
+  for step, score in [(1, 0.9), (2, None), (3, 0.2), (4, None), (5, 0.1), (6, None)]:
+    checkpoint.save(manager, step, state, state, {"step": step}, score)
+  manager.wait_until_finished()
+  assert manager.all_steps() == [1, 5, 6]  # best epoch (1) + the last two
+  assert checkpoint.resolve(tmp_path) == tmp_path / "checkpoints" / "1"
+
+
+def test_no_checkpoint_is_a_clear_error(tmp_path):
+  with pytest.raises(checkpoint.CheckpointError, match="no checkpoint"):
+    checkpoint.resolve(tmp_path)
+  with pytest.raises(checkpoint.CheckpointError, match="no checkpoint"):
+    checkpoint.load_inference(tmp_path / "missing")
+
+
+def test_jsonable():
+  out = checkpoint.jsonable({"a": (1, np.float32(2.5)), "b": np.arange(2), "c": math.inf,
+                             1: config.AugmentConfig(enabled=False)})
+  assert out == {"a": [1, 2.5], "b": [0, 1], "c": None,
+                 "1": {**config.AugmentConfig(enabled=False).__dict__}}
