@@ -48,8 +48,7 @@ def keras_reference(h5_path, seed: int = 0) -> dict[str, np.ndarray]:
   with h5py.File(h5_path, "w") as f:
     legacy_h5_format.save_weights_to_hdf5_group(f, model)
   outputs = {k: np.asarray(model(x, training=False)) for k, x in inputs(seed).items()}
-  outputs["trainable_params"] = np.asarray(
-      sum(int(np.prod(w.shape)) for w in model.trainable_weights))
+  outputs["params"] = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
   return outputs
 
 
@@ -73,7 +72,7 @@ def torch_reference(pth_path, safetensors_path, seed: int = 0) -> dict[str, np.n
   torch.save(state, pth_path)
   safetensors.torch.save_file({k: v.contiguous() for k, v in state.items()}, safetensors_path)
   features = torch.nn.Sequential(*list(model.children())[:-2])  # drop avgpool and fc
-  outputs = {}
+  outputs = {"params": sum(p.numel() for p in features.parameters())}
   with torch.no_grad():
     for k, x in inputs(seed).items():
       y = features(torch.from_numpy(x).permute(0, 3, 1, 2))

@@ -1,18 +1,18 @@
 """fetch against a real HTTP server on 127.0.0.1: verify, refuse, resume, offline message."""
 
 import hashlib
-import os
 import http.server
+import os
 import socket
 import threading
 
 import numpy as np
 import pytest
 
-from ichflax.weights import FetchError, SOURCES, fetch
+from ichflax.weights import SOURCES, FetchError, fetch
+from ichflax.weights.__main__ import main
 
 os.environ.setdefault("KERAS_BACKEND", "jax")  # before the reference test imports keras
-from ichflax.weights.__main__ import main
 
 PAYLOAD = np.random.default_rng(0).bytes(300_000)
 SHA256 = hashlib.sha256(PAYLOAD).hexdigest()

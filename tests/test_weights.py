@@ -15,6 +15,7 @@ from ichflax.weights import ConversionError, convert, load_backbone, read_metada
 from ichflax.weights.__main__ import main
 
 TOLERANCE = 1e-4  # max |diff| / max |ref| in float32
+_forward = nnx.jit(lambda model, x: model(x))  # one compile per variant and shape, shared
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +34,13 @@ def torch_ref(tmp_path_factory):
 def _features(ckpt) -> dict[str, np.ndarray]:
   model = load_backbone(ckpt)
   model.eval()
-  forward = nnx.jit(lambda m, x: m(x))
-  return {k: np.asarray(forward(model, x)) for k, x in refs.inputs().items()}
+  out = {k: np.asarray(_forward(model, x)) for k, x in refs.inputs().items()}
+  out["params"] = sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
+  return out
 
 
 def _check_parity(name, ours, ref):
+  assert ours["params"] == ref["params"], "parameter count differs from the reference"
   for size in refs.SIZES:
     diff, rel = refs.relative_error(ours[size], ref[size])
     print(f"\n{name} parity at {size}: max|diff| {diff:.3g}, max|diff|/max|ref| {rel:.3g}")
@@ -91,7 +94,7 @@ def test_load_backbone_compute_dtype(torch_ref, tmp_path):
   model.eval()
   assert model.variant == "torchvision"
   assert {p.dtype for p in jax.tree.leaves(nnx.state(model))} == {np.dtype("float32")}
-  assert model(jnp.zeros((1, 32, 32, 3))).dtype == jnp.bfloat16
+  assert model.conv1.dtype == model.layer4[2].bn3.dtype == jnp.bfloat16
 
 
 def _assert_refused(src, out, match):
