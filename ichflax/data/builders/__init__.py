@@ -16,7 +16,6 @@ import multiprocessing
 import os
 import time
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -336,5 +335,5 @@ def dataset_info(dataset_dir: str | os.PathLike) -> dict:
   return json.loads(path.read_text()) | {"dataset_dir": os.fspath(path.parent)}
 
 
-__all__: Sequence[str] = ("BuildConfig", "DataError", "build_phantom", "build_png", "build_rsna",
-                          "cache_dir", "dataset_info", "open_split", "prepare", "read_meta")
+__all__ = ("BuildConfig", "DataError", "build_phantom", "build_png", "build_rsna", "cache_dir",
+           "dataset_info", "open_split", "prepare", "read_meta")
