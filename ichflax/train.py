@@ -147,7 +147,7 @@ def resume(manager, cfg: TrainConfig, model, trainable, state):
       manager, step, _model_state(model, state), state.opt_state)
   nnx.update(model, params)
   _, params, stats, frozen = steps.split(model, trainable)
-  log.info("resumed from step %d (epoch %d, batch %d)", step, meta["epoch"] + 1, meta["batch"])
+  log.info("resumed from step %d: %d epochs done, next batch %d", step, meta["epoch"], meta["batch"])
   return steps.TrainState(params, stats, opt_state), frozen, meta
 
 
