@@ -187,6 +187,15 @@ def write_json(path: str | os.PathLike, info: dict[str, Any], rows: Iterable[Row
   Path(path).parent.mkdir(parents=True, exist_ok=True)
   # NaN is not JSON: write null so any reader (and the smoke test) parses the file.
   Path(path).write_text(json.dumps(_nan_to_none(out), indent=1, default=str) + "\n")
+  print(f"\nwrote {path}")
+
+
+def heading(title: str, info: dict[str, Any]) -> str:
+  """The line above each table: when and on what, so a pasted table keeps its machine."""
+  devices = info.get("jax_devices") or "-"
+  torch_dev = f"; torch {info['torch_device']}" if info.get("torch_device") else ""
+  return (f"\n## {title} ({info['date_utc']}; jax {devices}{torch_dev}; {info['cpu_count']} "
+          f"CPUs: {info['cpu_model']}; 1-min load {info['loadavg_1m']})\n")
 
 
 def _nan_to_none(x: Any) -> Any:

@@ -211,8 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     rows += bench_storage(source, indices, args)
   info = common.machine_info()
   info["dataset"] = str(dataset_dir)
-  print(f"\n## Loader throughput ({info['date_utc']}, {info['cpu_count']} CPUs: "
-        f"{info['cpu_model']}, load {info['loadavg_1m']})\n")
+  print(common.heading("Loader throughput", info))
   print(common.format_table(rows))
   if skipped:
     print(f"- loader.batches cannot take {', '.join(skipped)}: not measured")
@@ -224,7 +223,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"- best loader / train step ({label}): {compare[label]:.2f}")
   if args.json:
     common.write_json(args.json, info, rows, loader_over_step=compare, workers_skipped=skipped)
-    print(f"\nwrote {args.json}")
   return 0
 
 

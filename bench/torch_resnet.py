@@ -50,6 +50,8 @@ def bench_train(*, recipe: str, image_size: int, batch_size: int, dtype: str, co
   model.train()
   params = [p for p in model.parameters() if p.requires_grad]
   opt = torch.optim.Adam(params, lr=1e-4, fused=device.type == "cuda")
+  if compile_:
+    torch._dynamo.reset()  # pylint: disable=protected-access  (a fresh graph per configuration)
   net = torch.compile(model) if compile_ else model
   x = torch.randn(batch_size, 3, image_size, image_size, device=device)
   x = x.contiguous(memory_format=torch.channels_last)
@@ -73,6 +75,9 @@ def bench_train(*, recipe: str, image_size: int, batch_size: int, dtype: str, co
   timing = common.time_steps(step, sync, warmup=warmup, repeats=repeats,
                              steps_per_repeat=steps_per_repeat)
   loss = sync(step())
+  del net, model, opt, x, y
+  if device.type == "cuda":  # hand the memory back: jax runs next in the same process
+    torch.cuda.empty_cache()
   note = f"torch {torch.__version__}, {device.type}, channels_last"
   if not math.isfinite(loss):
     note += ", NON-FINITE LOSS"

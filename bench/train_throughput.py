@@ -57,6 +57,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   common.add_data_args(p)
   p.add_argument("--e2e-steps", type=int, default=None,
                  help="timed end-to-end steps (default: steps x repeats)")
+  p.add_argument("--loader-threads", type=int, default=None,
+                 help="decode threads for loader.batches (default: the loader's own)")
+  p.add_argument("--time-budget", type=float, default=None,
+                 help="seconds: configurations not started by then are skipped (GPU lease)")
   p.add_argument("--no-cost-analysis", dest="cost_analysis", action="store_false")
   p.add_argument("--smoke", action="store_true",
                  help="CI size: seed recipe, 32 px, batch 2, 2 steps; checks the path, not speed")
@@ -138,7 +142,8 @@ class JaxTrainer:
     self.i = 0
 
   def step(self, device_batch):
-    self.state, loss, _ = self.compiled(self.state, self.frozen, device_batch, self.key, self.i)
+    self.state, loss, self.probs = self.compiled(self.state, self.frozen, device_batch, self.key,
+                                                 self.i)
     self.i += 1
     return loss
 
@@ -176,31 +181,47 @@ def open_dataset(args, stored_size: int):
   return dataset_dir, source, indices
 
 
-def loader_batches(source, indices, batch_size: int):
+def loader_batches(source, indices, batch_size: int, threads: int | None):
   """Endless seeded epochs of ichflax.data.loader batches, as the training loop draws them."""
   from ichflax.data import loader  # pylint: disable=g-import-not-at-top
+  kwargs = {} if threads is None else {"threads": threads}
   for epoch in itertools.count():
     yield from loader.batches(source, indices, batch_size, shuffle=True, seed=0, epoch=epoch,
-                              drop_remainder=True)
+                              drop_remainder=True, **kwargs)
 
 
-def bench_jax_end_to_end(args, trainer, dataset, recipe, size, batch_size, dtype, mesh):
-  """(b) loader from disk -> device -> the same compiled step, timed over whole steps."""
+def bench_jax_end_to_end(args, trainer, dataset, recipe, size, batch_size, dtype, mesh,
+                         host_sync: bool):
+  """(b) loader from disk -> device -> the same compiled step, timed over whole steps.
+
+  host_sync=False keeps the device queue full (the host loads batch n+1 while step n runs);
+  True reads loss and probabilities back every step, as ichflax/train.py's loop does, which
+  serialises loading and compute: the gap between the two rows is what that read-back costs.
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
   dataset_dir, source, indices = dataset
   if len(indices) < batch_size:
     raise SystemExit(f"dataset {dataset_dir} has {len(indices)} training examples for the "
                      f"task, fewer than one batch of {batch_size}")
-  it = loader_batches(source, indices, batch_size)
-  step = lambda: trainer.step(to_device(next(it), args.task, mesh))
+  it = loader_batches(source, indices, batch_size, args.loader_threads)
+
+  def step():
+    loss = trainer.step(to_device(next(it), args.task, mesh))
+    if host_sync:
+      float(loss), np.asarray(trainer.probs)
+    return loss
+
   total = args.e2e_steps or args.steps * args.repeats
   per = max(1, total // args.repeats)
   timing = common.time_steps(step, sync_jax, warmup=args.warmup, repeats=args.repeats,
                              steps_per_repeat=per)
+  threads = "default" if args.loader_threads is None else args.loader_threads
   return common.row_from_timing(
-      timing, bench="train", framework="jax", impl="ichflax step", mode="end-to-end",
+      timing, bench="train", framework="jax", impl="ichflax step",
+      mode="end-to-end, host sync" if host_sync else "end-to-end",
       recipe=recipe, image_size=size, batch_size=batch_size, dtype=dtype,
       note=f"{os.path.basename(str(dataset_dir).rstrip('/'))}, {len(indices)} examples, "
-           "main-process loader")
+           f"loader threads {threads}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -227,18 +248,25 @@ def run(args) -> tuple[dict[str, Any], list[common.Row]]:
                    "auto": not (args.smoke and not on_gpu)}[args.torch_compile]
   dataset = open_dataset(args, stored) if "end-to-end" in args.modes else None
   rows: list[common.Row] = []
-  for recipe, size, batch_size, dtype in itertools.product(args.recipe, args.image_size,
-                                                           args.batch_sizes, args.dtype):
+  skipped: list[str] = []
+  start = time.perf_counter()
+  # Size outermost, recipes side by side: under --time-budget the first sizes are complete.
+  for size, batch_size, recipe, dtype in itertools.product(args.image_size, args.batch_sizes,
+                                                           args.recipe, args.dtype):
     label = f"{recipe} {size}px batch {batch_size} {dtype}"
+    if args.time_budget and time.perf_counter() - start > args.time_budget:
+      skipped.append(label)
+      continue
     if "compute" in args.modes or dataset is not None:
       row, trainer = bench_jax_compute(args, recipe, size, batch_size, dtype, mesh, stored)
       if "compute" in args.modes:
         rows.append(row)
         _progress(row, label)
       if dataset is not None:
-        rows.append(bench_jax_end_to_end(args, trainer, dataset, recipe, size, batch_size,
-                                         dtype, mesh))
-        _progress(rows[-1], label)
+        for host_sync in (False, True):
+          rows.append(bench_jax_end_to_end(args, trainer, dataset, recipe, size, batch_size,
+                                           dtype, mesh, host_sync))
+          _progress(rows[-1], label)
       del trainer
     if want_torch:
       from bench import torch_resnet  # pylint: disable=g-import-not-at-top
@@ -249,6 +277,7 @@ def run(args) -> tuple[dict[str, Any], list[common.Row]]:
             steps_per_repeat=args.steps))
         _progress(rows[-1], label)
   info = common.machine_info()
+  info["skipped_for_time"] = skipped
   if want_torch:
     from bench import torch_resnet  # pylint: disable=g-import-not-at-top
     info["torch_device"] = torch_resnet.device_name()
@@ -276,11 +305,11 @@ def summary(rows: list[common.Row]) -> dict[str, dict[str, float]]:
       base = [t for t in rows if t.impl == ref and t.key() == r.key()]
       if base:
         d[f"{r.mode} / torch {ref}"] = r.images_per_s / base[0].images_per_s
-    if r.mode == "end-to-end":
+    if r.mode.startswith("end-to-end"):
       comp = [t for t in rows if t.framework == "jax" and t.mode == "compute"
               and t.key() == r.key()]
       if comp:
-        d["end-to-end / compute"] = r.images_per_s / comp[0].images_per_s
+        d[f"{r.mode} / compute"] = r.images_per_s / comp[0].images_per_s
   return out
 
 
@@ -289,16 +318,16 @@ def main(argv: list[str] | None = None) -> int:
   info, rows = run(args)
   ref = next((i for i in ("torch.compile", "eager") if any(r.impl == i for r in rows)), None)
   ratios = summary(rows)
-  print(f"\n## Train throughput ({info['date_utc']}; jax {info.get('jax_devices')}; torch "
-        f"{info.get('torch_device', '-')}; {info['cpu_count']} CPUs: {info['cpu_model']}; "
-        f"load {info['loadavg_1m']})\n")
+  print(common.heading("Train throughput", info))
   print(common.format_table(rows, ref))
   for key, d in ratios.items():
     if d:
       print(f"- {key}: " + ", ".join(f"{k} = {v:.2f}" for k, v in d.items()))
+  if info["skipped_for_time"]:
+    print(f"- not run (--time-budget {args.time_budget:g} s spent): "
+          + "; ".join(info["skipped_for_time"]))
   if args.json:
     common.write_json(args.json, info, rows, ratios=ratios, reference=ref)
-    print(f"\nwrote {args.json}")
   return 0
 
 

@@ -1,0 +1,246 @@
+"""Where ichflax's train step spends its work: XLA cost analysis, HLO checks, a timed breakdown.
+
+Why: "make the step fast" starts from checkable facts, not guesses. On any backend this reports
+  - FLOPs and bytes of the compiled step per recipe (cost analysis): the seed recipe must cost
+    about 2 forward passes (forward + input gradients) and full fine-tuning about 3 (+ weight
+    gradients); if seed ~ full, frozen convolutions still get weight gradients;
+  - buffer donation: bytes the compiled step aliases (reuses) between input and output state,
+    with the project's jit and with `donate_argnums=(0,)`;
+  - the dtypes in the optimised HLO of a bf16 step: convolutions in bf16, BatchNorm statistic
+    reductions in f32, and how many layout transposes/copies XLA inserted;
+  - a timed breakdown at a small size: augmentation alone, forward, forward+backward, whole step.
+
+  python bench/step_profile.py --smoke
+  python bench/step_profile.py --image-size 224 --batch-size 8 --time-size 64 --json /tmp/p.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import math
+import os
+import re
+import sys
+import time
+from typing import Any
+
+if __package__ in (None, ""):
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench import common  # pylint: disable=g-import-not-at-top
+from bench import train_throughput as tt  # pylint: disable=g-import-not-at-top
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--image-size", type=int, default=224, help="size for the cost analysis")
+  p.add_argument("--batch-size", type=int, default=8)
+  p.add_argument("--stored-size", type=int, default=256)
+  p.add_argument("--time-size", type=int, default=64, help="size for the timed breakdown")
+  p.add_argument("--time-batch", type=int, default=8)
+  p.add_argument("--repeats", type=int, default=5)
+  p.add_argument("--task", default="binary")
+  p.add_argument("--variant", default="keras")
+  p.add_argument("--dtypes", nargs="+", choices=("fp32", "bf16"), default=["fp32", "bf16"])
+  p.add_argument("--no-breakdown", dest="breakdown", action="store_false",
+                 help="skip the timed breakdown (cost analysis and HLO checks only)")
+  p.add_argument("--smoke", action="store_true")
+  p.add_argument("--json", default=None)
+  args = p.parse_args(argv)
+  if args.smoke:
+    args.image_size, args.batch_size, args.stored_size = 32, 2, 40
+    args.time_size, args.time_batch, args.repeats = 32, 2, 2
+  return args
+
+
+def costs(compiled) -> dict[str, float]:
+  """FLOPs, bytes and buffer sizes XLA reports for one compiled executable."""
+  ca = compiled.cost_analysis()
+  ca = (ca[0] if isinstance(ca, (list, tuple)) and ca else ca) or {}
+  out = {"gflops": float(ca.get("flops", math.nan)) / 1e9,
+         "gbytes_accessed": float(ca.get("bytes accessed", math.nan)) / 1e9}
+  mem = compiled.memory_analysis()
+  if mem is not None:
+    for name in ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes",
+                 "alias_size_in_bytes"):
+      out[name.replace("_size_in_bytes", "_mb")] = getattr(mem, name, math.nan) / 2**20
+  return out
+
+
+def _dtype(tensor_type: str) -> str:
+  return tensor_type.rsplit("x", 1)[-1] if "x" in tensor_type else tensor_type
+
+
+def hlo_census(lowered, compiled) -> dict[str, Any]:
+  """What the program asks for (StableHLO) and what XLA compiled (optimised HLO).
+
+  Requested: convolution operand dtypes and the input dtype of every reduction over 3+ axes
+  (BatchNorm statistics reduce over N, H, W; their input must be f32 even in a bf16 step).
+  Compiled: convolution dtypes (a CPU upcasts bf16 convolutions to f32; a GPU should not),
+  layout transposes and copies XLA inserted, and the number of fusions.
+  """
+  src = lowered.as_text()
+  conv = collections.Counter(
+      _dtype(m) for m in re.findall(r"stablehlo\.convolution\(.*?: \(tensor<([^>]+)>", src))
+  reduces = re.findall(
+      r"stablehlo\.reduce\(.*?across dimensions = \[([^\]]*)\] : \(tensor<([^>]+)>", src)
+  stats = collections.Counter(_dtype(t) for dims, t in reduces if len(dims.split(",")) >= 3)
+  text = compiled.as_text()
+  return {"requested_convolutions": dict(conv), "requested_bn_stat_reduces": dict(stats),
+          "compiled_convolutions": dict(collections.Counter(
+              re.findall(r"= (\w+)\[[^\]]*\][^=]*? convolution\(", text))),
+          "transposes": len(re.findall(r" transpose\(", text)),
+          "copies": len(re.findall(r" copy\(", text)),
+          "fusions": len(re.findall(r" fusion\(", text))}
+
+
+def compile_variants(recipe, size, batch, dtype, args):
+  """The project's compiled step and the same step jitted with its state donated."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from ichflax import sharding  # pylint: disable=g-import-not-at-top
+  built = tt.build_step(recipe, size, dtype, args.task, args.variant)
+  steps_, state, frozen = built
+  batch_ = tt.to_device(tt.synthetic_batch(batch, args.stored_size, 3, args.task), args.task,
+                        sharding.make_mesh())
+  key = jax.random.key(0)
+  lowered = steps_.train.lower(state, frozen, batch_, key, 0)
+  project = lowered.compile()
+  donated_fn = jax.jit(steps_.train.__wrapped__, donate_argnums=(0,))
+  donated = donated_fn.lower(state, frozen, batch_, key, 0).compile()
+  return built, batch_, project, donated, lowered
+
+
+def forward_cost(size, batch, dtype, args) -> dict[str, float]:
+  """One eval-mode forward of the classifier: the unit the train step is measured in."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from ichflax.models import build_classifier  # pylint: disable=g-import-not-at-top
+  model = build_classifier(args.task, args.variant, rngs=nnx.Rngs(0), dtype=tt.jax_dtype(dtype))
+  model.eval()
+  graphdef, state = nnx.split(model)
+  fwd = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))
+  x = jnp.zeros((batch, size, size, 3), jnp.float32)
+  return costs(fwd.lower(state, x).compile())
+
+
+def time_breakdown(args, recipe: str) -> dict[str, float]:
+  """ms per call of: augmentation alone, the forward+loss, its gradient, the whole step.
+
+  Differences between consecutive stages say where the time goes; each stage is its own jit,
+  so fusion across stage boundaries is lost and the parts need not sum exactly to the whole.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from ichflax import augment, tasks  # pylint: disable=g-import-not-at-top
+  from ichflax.config import AugmentConfig  # pylint: disable=g-import-not-at-top
+  from ichflax.models import build_classifier, trainable_filter  # pylint: disable=g-import-not-at-top
+  size, batch, dtype = args.time_size, args.time_batch, "fp32"
+  task = tasks.get_task(args.task)
+  (_, state, frozen), dev, project, donated, _ = compile_variants(recipe, size, batch, dtype, args)
+  key = jax.random.key(0)
+  aug = jax.jit(lambda im, k: augment.model_input(im, k, AugmentConfig(), size, args.variant))
+  x = aug(dev["image"], key)
+  model = build_classifier(args.task, args.variant, rngs=nnx.Rngs(0))
+  model.train()
+  graphdef, params, rest = nnx.split(model, trainable_filter(recipe), ...)
+
+  def loss(p, r, x):
+    logits = nnx.merge(graphdef, p, r, copy=True)(x)
+    return jnp.mean(task.loss(logits, dev["targets"]))
+
+  fwd = jax.jit(loss)
+  grad = jax.jit(jax.grad(loss))
+  out = {}
+  for name, fn in (("augment", lambda: aug(dev["image"], key)),
+                   ("forward+loss", lambda: fwd(params, rest, x)),
+                   ("forward+backward", lambda: grad(params, rest, x)),
+                   ("step", lambda: project(state, frozen, dev, key, 0))):
+    t = common.time_steps(fn, tt.sync_jax, warmup=1, repeats=args.repeats)
+    out[name] = t.median_s * 1e3
+  holder = {"s": state}
+
+  def donated_step():
+    holder["s"], loss_, _ = donated(holder["s"], frozen, dev, key, 0)
+    return loss_
+  out["step (state donated)"] = common.time_steps(
+      donated_step, tt.sync_jax, warmup=1, repeats=args.repeats).median_s * 1e3
+  return out
+
+
+def time_augment(args) -> dict[str, float]:
+  """ms of the on-device augmentation alone at the profiled size: its share of a step."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from ichflax import augment, sharding  # pylint: disable=g-import-not-at-top
+  from ichflax.config import AugmentConfig  # pylint: disable=g-import-not-at-top
+  dev = tt.to_device(tt.synthetic_batch(args.batch_size, args.stored_size, 3, args.task),
+                     args.task, sharding.make_mesh())
+  out = {}
+  for name, cfg in (("augment", AugmentConfig()), ("resize only", AugmentConfig(enabled=False))):
+    fn = jax.jit(lambda im, k, cfg=cfg: augment.model_input(im, k, cfg, args.image_size,
+                                                            args.variant))
+    key = jax.random.key(0)
+    out[name] = common.time_steps(lambda: fn(dev["image"], key), tt.sync_jax, warmup=2,
+                                  repeats=args.repeats).median_s * 1e3
+  return out
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  import jax  # pylint: disable=g-import-not-at-top
+  result: dict[str, Any] = {"cost": {}, "hlo": {}, "breakdown_ms": {}}
+  s, b = args.image_size, args.batch_size
+  for dtype in args.dtypes:
+    fwd = forward_cost(s, b, dtype, args)
+    result["cost"][f"forward {dtype}"] = fwd
+    for recipe in ("seed", "full"):
+      t0 = time.perf_counter()
+      _, _, project, donated, lowered = compile_variants(recipe, s, b, dtype, args)
+      c = costs(project)
+      c["flops_over_forward"] = c["gflops"] / fwd["gflops"]
+      c["alias_mb_if_donated"] = costs(donated).get("alias_mb", math.nan)
+      c["compile_s_both"] = time.perf_counter() - t0
+      result["cost"][f"{recipe} {dtype}"] = c
+      if dtype == "bf16":
+        result["hlo"][f"{recipe} {dtype}"] = hlo_census(lowered, project)
+      print(f"[profile] {recipe} {dtype} {s}px b{b}: {c['gflops']:.1f} GFLOP "
+            f"({c['flops_over_forward']:.2f}x forward)", file=sys.stderr, flush=True)
+  result["input_ms"] = time_augment(args)
+  for recipe in ("seed", "full") if args.breakdown else ():
+    result["breakdown_ms"][recipe] = time_breakdown(args, recipe)
+  info = common.machine_info()
+  info["jax_backend"] = jax.default_backend()
+  print(common.heading("Train-step profile", info))
+  print(f"Cost analysis at {s}px, batch {b} (stored {args.stored_size}px):\n")
+  print("| step | GFLOP | x forward | GB accessed | args MB | out MB | temp MB | aliased MB "
+        "| aliased MB if donated |")
+  print("|---|---|---|---|---|---|---|---|---|")
+  for k, c in result["cost"].items():
+    print(f"| {k} | {c['gflops']:.1f} | {c.get('flops_over_forward', 1.0):.2f} | "
+          f"{c['gbytes_accessed']:.2f} | {c.get('argument_mb', math.nan):.0f} | "
+          f"{c.get('output_mb', math.nan):.0f} | {c.get('temp_mb', math.nan):.0f} | "
+          f"{c.get('alias_mb', math.nan):.0f} | {c.get('alias_mb_if_donated', math.nan):.0f} |")
+  print("\nHLO of the bf16 steps:\n")
+  for k, h in result["hlo"].items():
+    print(f"- {k}: requested convolutions {h['requested_convolutions']}, BatchNorm-statistic "
+          f"reduces {h['requested_bn_stat_reduces']}; compiled convolutions "
+          f"{h['compiled_convolutions']}, transposes {h['transposes']}, copies {h['copies']}, "
+          f"fusions {h['fusions']}")
+  print(f"\nInput path alone ({args.stored_size} -> {s}px, batch {b}, median ms): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in result["input_ms"].items()))
+  if result["breakdown_ms"]:
+    print(f"\nTimed breakdown (fp32, {args.time_size}px, batch {args.time_batch}, median ms):\n")
+    stages = list(next(iter(result["breakdown_ms"].values())))
+    print("| recipe | " + " | ".join(stages) + " |")
+    print("|---|" + "---|" * len(stages))
+    for recipe, d in result["breakdown_ms"].items():
+      print(f"| {recipe} | " + " | ".join(f"{d[k]:.1f}" for k in stages) + " |")
+  if args.json:
+    common.write_json(args.json, info, [], profile=result)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
