@@ -197,5 +197,8 @@ def test_cli_phantom_build_info(tmp_path, capsys):
   assert cli.main(["build", "--rsna", str(tmp_path / "raw"), "--out", str(tmp_path / "t2"),
                    "--per-class", "500"]) == 2
   assert "use --per-class" in capsys.readouterr().err
+  assert cli.main(["build", "--phantom", "40", "--out", str(tmp_path / "t3"), "--size", "32",
+                   "--protocol", "full", "--windows", "1", "--workers", "1"]) == 0
+  assert "ich_phantom/n40_ph0_full_s32_w1_seed0" in capsys.readouterr().out
   assert cli.main(["preview", "--out", str(tmp_path / "docs"), "--count", "1", "--size", "32"]) == 0
   assert Image.open(tmp_path / "docs" / "phantom_subdural.png").size == (32, 32)
