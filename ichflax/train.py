@@ -12,6 +12,7 @@ import dataclasses
 import itertools
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -62,6 +63,10 @@ def run(cfg: TrainConfig) -> dict:
   """Trains (or resumes), evaluates the best checkpoint on test and writes the report."""
   sharding.maybe_initialize_distributed(cfg.distributed)
   config.validate(cfg, num_devices=jax.device_count())
+  workdir = Path(cfg.workdir).absolute()
+  manager = checkpoint.open_manager(workdir, cfg.keep)
+  if manager.latest_step() is not None:
+    check_resumable(manager, cfg)
   task = tasks.get_task(cfg.task)
   if cfg.weights is None:
     log.warning(RANDOM_INIT_WARNING)
@@ -73,8 +78,6 @@ def run(cfg: TrainConfig) -> dict:
   compiled, state, frozen = steps.make_steps(model, trainable, optax.adam(cfg.lr), spec)
   mesh = sharding.make_mesh()
   state, frozen = sharding.replicate((state, frozen), mesh)
-  workdir = Path(cfg.workdir).absolute()
-  manager = checkpoint.open_manager(workdir, cfg.keep)
   meta = {"task": task.name, "class_names": list(task.class_names), "variant": model.variant,
           "image_size": cfg.image_size, "stored_size": info.get("size"),
           "windows": info.get("windows"), "dropout": cfg.resolved_dropout, "recipe": cfg.recipe,
@@ -82,7 +85,7 @@ def run(cfg: TrainConfig) -> dict:
           "seed": cfg.seed, "step": 0, "epoch": 0, "batch": 0, "history": [], "epoch_sums": None,
           "metrics": {}}
   if manager.latest_step() is not None:
-    state, frozen, meta = resume(manager, cfg, model, trainable, state)
+    state, frozen, meta = resume(manager, model, trainable, state)
     state, frozen = sharding.replicate((state, frozen), mesh)
   log.info("%s on %s: %d train / %d validation / %d test, %d x %s, %s compute, recipe %s",
            task.name, meta["data"], *(len(splits[s].indices) for s in SPLITS),
@@ -131,10 +134,9 @@ def data_name(info: dict) -> str:
   return f"{info.get('data', info.get('source', 'unknown'))}, {info.get('protocol')} protocol"
 
 
-def resume(manager, cfg: TrainConfig, model, trainable, state):
-  """Restores the latest checkpoint of this same run; refuses one of a different run."""
-  step = manager.latest_step()
-  saved = checkpoint.read_meta(Path(manager.directory) / str(step))
+def check_resumable(manager, cfg: TrainConfig) -> None:
+  """Refuses, before any work, to resume a workdir that holds a different run."""
+  saved = checkpoint.read_meta(Path(manager.directory) / str(manager.latest_step()))
   old = config.TrainConfig.from_dict(saved["config"]).to_dict()
   new = cfg.to_dict()
   changed = [k for k in RESUME_KEYS if old.get(k) != new.get(k)]
@@ -143,6 +145,11 @@ def resume(manager, cfg: TrainConfig, model, trainable, state):
         f"{cfg.workdir} holds a run with different {', '.join(changed)} "
         f"({', '.join(f'{k}={old.get(k)!r}' for k in changed)}): choose another --workdir, "
         "or delete it to start over")
+
+
+def resume(manager, model, trainable, state):
+  """Restores the latest checkpoint (mid-epoch position included) into the live model."""
+  step = manager.latest_step()
   params, opt_state, meta = checkpoint.restore(
       manager, step, _model_state(model, state), state.opt_state)
   nnx.update(model, params)
@@ -319,7 +326,7 @@ def _typed(name: str, value: str) -> Any:
   try:
     return kind(value)
   except ValueError as e:
-    raise config.ConfigError(f"sweep value {value!r} for {name} is not a {kind.__name__}") from e
+    raise config.ConfigError(f"sweep value {value!r} for {name} must be {kind.__name__}") from e
 
 
 def sweep(cfg: TrainConfig, grid: str) -> dict:
@@ -388,10 +395,18 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, str | None]:
   return cfg.replace(progress=not a.no_progress), a.sweep
 
 
+def enable_compile_cache(path: str | Path, min_seconds: float = 1.0) -> None:
+  """XLA's persistent compile cache: a resumed or repeated run skips recompiling its steps."""
+  jax.config.update("jax_compilation_cache_dir", str(path))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", min_seconds)
+
+
 def main(argv: list[str] | None = None) -> int:
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
-                      datefmt="%H:%M:%S", force=True)
+  logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+  logging.getLogger("ichflax").setLevel(logging.INFO)
   logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's per-save chatter
+  if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # else JAX reads its own env settings
+    enable_compile_cache(Path.home() / ".cache" / "ichflax" / "xla")
   try:
     cfg, grid = parse_args(argv)
     if grid:

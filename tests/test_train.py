@@ -1,0 +1,136 @@
+"""Training end to end on a tiny phantom at 32 px: kill -9 and resume, the run API, sweep, errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ichflax import checkpoint, config, train
+from ichflax.data import builders
+
+ROOT = Path(__file__).resolve().parents[1]
+# XLA's compile cache, shared by this process and the subprocesses it starts.
+XLA_CACHE = ROOT / "tmp" / "xla_cache"
+SUBPROCESS_ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT),
+                  "JAX_COMPILATION_CACHE_DIR": str(XLA_CACHE),
+                  "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+  train.enable_compile_cache(XLA_CACHE, min_seconds=0)
+  out = tmp_path_factory.mktemp("data")
+  return builders.prepare(None, size=32, num=80, out=out, workers=1)
+
+
+def _cfg(dataset, workdir, **changes):
+  return config.TrainConfig(**{
+      "task": "binary", "data": dataset, "recipe": "full", "image_size": 32, "epochs": 2,
+      "batch_size": 8, "checkpoint_every": 2, "workdir": str(workdir), "progress": False,
+      **changes})
+
+
+def _cli(cfg):
+  return [sys.executable, "-m", "ichflax.train", "--task", cfg.task, "--data", cfg.data,
+          "--recipe", cfg.recipe, "--image-size", str(cfg.image_size), "--epochs",
+          str(cfg.epochs), "--batch-size", str(cfg.batch_size), "--checkpoint-every",
+          str(cfg.checkpoint_every), "--workdir", cfg.workdir, "--no-progress"]
+
+
+def _committed_steps(workdir: Path) -> list[int]:
+  root = workdir / "checkpoints"
+  return sorted(int(p.name) for p in root.glob("*") if p.name.isdigit()) if root.exists() else []
+
+
+def test_resume_after_kill_loses_no_epoch(dataset, tmp_path):
+  cfg = _cfg(dataset, tmp_path / "run")
+  first = subprocess.Popen(_cli(cfg), env=SUBPROCESS_ENV, cwd=ROOT, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+  deadline = time.monotonic() + 600
+  while not _committed_steps(tmp_path / "run") and first.poll() is None:
+    assert time.monotonic() < deadline, "no checkpoint appeared"
+    time.sleep(0.2)
+  first.send_signal(signal.SIGKILL)
+  assert first.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+  killed_at = _committed_steps(tmp_path / "run")[-1]
+
+  second = subprocess.run(_cli(cfg), env=SUBPROCESS_ENV, cwd=ROOT, capture_output=True,
+                          text=True, timeout=900, check=False)
+  assert second.returncode == 0, second.stderr[-3000:]
+  assert f"resumed from step {killed_at}" in second.stderr
+  assert "# ichflax binary report" in second.stdout  # the report is printed at the end
+  rep = json.loads((tmp_path / "run" / "report" / "report.json").read_text())
+  assert [h["epoch"] for h in rep["history"]] == [1, 2]
+  steps_per_epoch = rep["history"][0]["step"]
+  assert killed_at > 0 and rep["history"][1]["step"] == 2 * steps_per_epoch
+  assert _committed_steps(tmp_path / "run")[-1] == 2 * steps_per_epoch
+
+
+def test_sweep_ranks_runs_and_checkpoints_serve(dataset, tmp_path, caplog):
+  cfg = _cfg(dataset, tmp_path / "sweep", epochs=1, checkpoint_every=0)
+  with caplog.at_level("WARNING", logger="ichflax.train"):
+    result = train.sweep(cfg, "seed=0,1")
+  assert "RANDOM weights" in caplog.text
+  lines = result["table"].splitlines()
+  assert lines[0].startswith("| rank | seed | val_accuracy") and len(lines) == 4
+  ranked = [float(line.split("|")[3]) for line in lines[2:]]
+  assert ranked == sorted(ranked, reverse=True)
+  assert sorted(ranked) == pytest.approx(sorted(r["val_accuracy"] for r in result["rows"]), abs=1e-3)
+  assert Path(result["path"]).read_text().count("| 1 |") == 1
+
+  run_dir = Path(result["rows"][0]["workdir"])
+  best = checkpoint.resolve(run_dir)
+  model, meta = checkpoint.load_inference(best)
+  assert meta["task"] == "binary" and meta["image_size"] == 32 and meta["stored_size"] == 32
+  assert meta["data"] == "synthetic phantom" and meta["history"][0]["epoch"] == 1
+  x = np.zeros((1, 32, 32, 3), np.float32)
+  assert model(x).shape == (1, 1)
+  report = json.loads((run_dir / "report" / "report.json").read_text())
+  assert report["test"]["n"] > 0 and report["data"] == "synthetic phantom"
+  assert (run_dir / "report" / "loss.png").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--image-size", "16"], "image size 16"),
+    (["--data", "/no/such/folder"], "does not exist"),
+    (["--dropout", "1.5"], "dropout"),
+    (["--sweep", "depth=3,4"], "bad sweep item"),
+])
+def test_bad_configs_fail_before_any_work(args, message, tmp_path, capsys):
+  assert train.main(args + ["--workdir", str(tmp_path / "w")]) == 2
+  assert message in capsys.readouterr().err
+  assert not (tmp_path / "w" / "checkpoints").exists()
+
+
+def test_unknown_task_is_refused(capsys):
+  with pytest.raises(SystemExit):
+    train.parse_args(["--task", "segmentation"])
+  assert "invalid choice" in capsys.readouterr().err
+
+
+def test_refuses_to_resume_a_different_run(dataset, tmp_path):
+  manager = checkpoint.open_manager(tmp_path, keep=1)
+  cfg = _cfg(dataset, tmp_path)
+  checkpoint.save(manager, 1, {"w": np.ones(2)}, {"w": np.ones(2)}, {"config": cfg.to_dict()})
+  manager.wait_until_finished()
+  with pytest.raises(config.ConfigError, match="different dropout"):
+    train.run(cfg.replace(dropout=0.1))
+
+
+def test_defaults_and_grid_parsing():
+  cfg, grid = train.parse_args([])
+  assert (cfg.task, cfg.recipe, cfg.image_size) == ("binary", "full", 64)
+  assert cfg.workdir == "runs/cpu-demo-binary" and grid is None
+  seed_cfg, _ = train.parse_args(["--preset", "seed", "--task", "subtype"])
+  assert (seed_cfg.image_size, seed_cfg.recipe, seed_cfg.resolved_batch_size) == (224, "seed", 8)
+  assert train.parse_grid("dropout=0.25,0.3 batch_size=8,16") == [
+      {"dropout": 0.25, "batch_size": 8}, {"dropout": 0.25, "batch_size": 16},
+      {"dropout": 0.3, "batch_size": 8}, {"dropout": 0.3, "batch_size": 16}]
+  with pytest.raises(config.ConfigError, match="must be int"):
+    train.parse_grid("batch_size=eight")
