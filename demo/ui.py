@@ -78,28 +78,20 @@ def build(demo: callbacks.Demo, model_card: str) -> gr.Blocks:
     gr.Markdown(f"# {TITLE}")
     gr.Markdown(NOTICE, elem_id="notice")
     gr.Markdown(model_card, elem_id="card")
-    with gr.Row():
-      with gr.Column(scale=2, min_width=300):
-        files = UploadFiles(
-            label=f"CT slice(s): DICOM, PNG/JPG, or a zip of one series (≤ {uploads.MAX_UPLOAD_MB} "
-                  "MB)", file_count="multiple", elem_id="upload", height=140)
-        example_name = gr.Textbox(visible=False)
-        message = gr.Markdown(label="Result", elem_id="message")
-        hemorrhage = gr.Label(label="Hemorrhage (any type)", elem_id="hemorrhage")
-        subtypes = gr.Label(label="Subtypes", num_top_classes=5, elem_id="subtypes")
-      with gr.Column(scale=3):
-        overlay = InlineImage(
-            label="Grad-CAM: where the model looked (green: attention box, not a segmentation)",
-            interactive=False, elem_id="overlay", height=420)
-        with gr.Row():
-          windows = [InlineImage(label=f"{name} window {c:g}/{w:g} HU", interactive=False,
-                                 elem_id=f"window-{name}", height=220)
-                     for name in callbacks.WINDOW_NAMES
-                     for c, w in [dicom.WINDOWS[name]]]
-        slider = gr.Slider(1, 2, value=1, step=1, label="Slice in series (ordered by position)",
-                           visible=False, elem_id="slider")
-        table = gr.Dataframe(headers=callbacks.TABLE_HEADERS, visible=False, interactive=False,
-                             label="Per-slice results", elem_id="table")
+    # Outputs are made first (render=False) so the examples can sit beside the upload box.
+    message = gr.Markdown(label="Result", elem_id="message", render=False)
+    hemorrhage = gr.Label(label="Hemorrhage (any type)", elem_id="hemorrhage", render=False)
+    subtypes = gr.Label(label="Subtypes", num_top_classes=5, elem_id="subtypes", render=False)
+    overlay = InlineImage(
+        label="Grad-CAM: where the model looked (green: attention box, not a segmentation)",
+        interactive=False, elem_id="overlay", height=440, render=False)
+    windows = [InlineImage(label=f"{name} window {c:g}/{w:g} HU", interactive=False,
+                           elem_id=f"window-{name}", height=230, render=False)
+               for name in callbacks.WINDOW_NAMES for c, w in [dicom.WINDOWS[name]]]
+    slider = gr.Slider(1, 2, value=1, step=1, label="Slice in series (ordered by position)",
+                       visible=False, elem_id="slider", render=False)
+    table = gr.Dataframe(headers=callbacks.TABLE_HEADERS, visible=False, interactive=False,
+                         label="Per-slice results", elem_id="table", render=False)
     views = gr.State(time_to_live=900)
     panels = [hemorrhage, subtypes, overlay, *windows]
     results = [message, *panels, table, slider, views]
@@ -112,6 +104,29 @@ def build(demo: callbacks.Demo, model_card: str) -> gr.Blocks:
                         value=1 + (r.slider or {}).get("value", 0), visible=series),
               r.views]
 
+    with gr.Row():
+      with gr.Column(scale=2, min_width=320):
+        files = UploadFiles(
+            label=f"CT slice(s): DICOM, PNG/JPG, or a zip of one series (≤ {uploads.MAX_UPLOAD_MB} "
+                  "MB)", file_count="multiple", elem_id="upload", height=150)
+        example_name = gr.Textbox(visible=False)
+        examples = [(n, label) for n, label in EXAMPLES if (callbacks.EXAMPLES_DIR / n).is_file()]
+        gr.Examples([[n] for n, _ in examples], example_name, results,
+                    fn=lambda name: outputs(demo.example(name)), run_on_click=True,
+                    cache_examples=False, api_name="example",
+                    example_labels=[label for _, label in examples],
+                    label="Phantom examples (synthetic slices made by ichflax; not patients)")
+        message.render()
+        hemorrhage.render()
+        subtypes.render()
+      with gr.Column(scale=3):
+        overlay.render()
+        with gr.Row():
+          for w in windows:
+            w.render()
+        slider.render()
+        table.render()
+
     def on_upload(paths):
       return [None, *outputs(demo.analyze(paths))]  # clears the box: the files are gone
 
@@ -121,10 +136,4 @@ def build(demo: callbacks.Demo, model_card: str) -> gr.Blocks:
 
     files.upload(on_upload, files, [files, *results], api_name="analyze")
     slider.release(on_slide, [slider, views], panels, api_name="show_slice")
-    examples = [(n, label) for n, label in EXAMPLES if (callbacks.EXAMPLES_DIR / n).is_file()]
-    gr.Examples([[n] for n, _ in examples], example_name, results,
-                fn=lambda name: outputs(demo.example(name)), run_on_click=True,
-                cache_examples=False, api_name="example",
-                example_labels=[label for _, label in examples],
-                label="Phantom examples (synthetic slices made by ichflax; not patients)")
   return app

@@ -23,7 +23,8 @@ CARD_NAMES = ("MODEL_CARD.md", "README.md")
 def discover(root: Path = DEFAULT_DIR) -> list[Path]:
   """Checkpoints under `root`: one multilabel one if present, else binary + subtype, else any."""
   found: dict[str, Path] = {}
-  for path in [root, *sorted(p for p in root.iterdir() if p.is_dir())] if root.is_dir() else []:
+  candidates = [root, *sorted(p for p in root.iterdir() if p.is_dir())] if root.is_dir() else []
+  for path in filter(_looks_like_checkpoint, candidates):
     try:
       found.setdefault(checkpoint.read_meta(path)["task"], path)
     except (checkpoint.CheckpointError, OSError, ValueError, KeyError):
@@ -33,6 +34,12 @@ def discover(root: Path = DEFAULT_DIR) -> list[Path]:
   if "binary" in found and "subtype" in found:
     return [found["binary"], found["subtype"]]
   return list(found.values())[:1]
+
+
+def _looks_like_checkpoint(path: Path) -> bool:
+  """A step dir, a CheckpointManager dir (numbered steps) or a training workdir."""
+  return ((path / checkpoint.META).is_dir() or (path / checkpoint.CHECKPOINTS).is_dir()
+          or any(p.name.isdigit() for p in path.iterdir() if p.is_dir()))
 
 
 def requested(cli: list[str] | None) -> list[Path]:

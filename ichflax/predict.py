@@ -34,8 +34,12 @@ from ichflax.models import preprocess
 # decompression bomb (a small PNG that decodes to gigabytes) from taking the server down.
 MAX_PIXELS = 4096 * 4096
 THRESHOLD = 0.5
+CACHE_ENV = "ICHFLAX_JAX_CACHE"
 NO_HEMORRHAGE = "no hemorrhage"
 _IMAGE_MAGIC = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG"}
+# A DICOM without the 128-byte preamble starts with its first tag: group 0002 or 0008, little
+# endian. Anything else with no "DICM" marker is not DICOM, whatever pydicom's force mode reads.
+_RAW_DICOM_STARTS = (b"\x02\x00", b"\x08\x00")
 # PIL modes read as grey or colour 8-bit images; others (16-bit, float) carry no window.
 _GREY_MODES, _COLOUR_MODES = ("L", "1", "LA"), ("RGB", "RGBA", "P", "PA", "CMYK", "YCbCr")
 
@@ -167,12 +171,13 @@ def load_slice(source: Source, name: str | None = None, *,
     raise InputError(f"{name}: empty file (0 bytes); upload a DICOM, PNG or JPG CT slice")
   if any(data.startswith(magic) for magic in _IMAGE_MAGIC):
     return _from_image(_read_image(data, name), name, windows, stored_size)
+  if data[128:132] != b"DICM" and data[:2] not in _RAW_DICOM_STARTS:
+    raise InputError(f"{name}: not a DICOM, PNG or JPG file (no DICOM header); upload a CT slice "
+                     "as exported by the scanner or PACS (.dcm), or as a PNG/JPG image")
   buf = io.BytesIO(data)
-  buf.name = name
-  hu = dicom.read_hu(buf)
-  buf.seek(0)
-  return dataclasses.replace(_from_hu(hu, name, windows, stored_size),
-                             geometry=dicom.read_geometry(buf))
+  buf.name = name  # DicomError messages name the file, not a temp path
+  hu, geometry = dicom.read_slice(buf)
+  return dataclasses.replace(_from_hu(hu, name, windows, stored_size), geometry=geometry)
 
 
 def _from_array(array: np.ndarray, name: str, windows, stored_size: int) -> Slice:
@@ -409,6 +414,19 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--threshold", type=float, default=THRESHOLD)
   args = parser.parse_args(argv)
   from ichflax import checkpoint  # pylint: disable=import-outside-toplevel
+  try:  # the metadata says how to read slices; the weights load only if some slice reads
+    metas = [checkpoint.read_meta(p) for p in args.checkpoint]
+  except (checkpoint.CheckpointError, OSError) as e:
+    parser.exit(2, f"error: {e}\n")
+  loaded: list[tuple[str | None, Slice]] = []
+  for folder, path in _expand(args.inputs):
+    try:
+      loaded.append((folder, load_slice(path, windows=_windows(metas[0]),
+                                        stored_size=int(metas[0]["stored_size"]))))
+    except READ_ERRORS as e:
+      _emit({"file": str(path), "error": str(e)})
+  if not loaded:
+    return 1
   try:
     predictor = Predictor.from_checkpoint(*args.checkpoint, batch_size=args.batch_size,
                                           threshold=args.threshold)
@@ -416,13 +434,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.exit(2, f"error: {e}\n")
   if args.gradcam:
     args.gradcam.mkdir(parents=True, exist_ok=True)
-
-  loaded: list[tuple[str | None, Slice]] = []
-  for folder, path in _expand(args.inputs):
-    try:
-      loaded.append((folder, predictor.load(path)))
-    except READ_ERRORS as e:
-      _emit({"file": str(path), "error": str(e)})
   # Loose files go in one batch with no summary; each series of a folder gets its summary.
   folders = sorted({f for f, _ in loaded if f is not None})
   groups = [([s for f, s in loaded if f is None], False)] + [
@@ -443,8 +454,22 @@ def main(argv: Sequence[str] | None = None) -> int:
       _emit(record)
     if summarise:
       _emit({"study": study_summary(preds, args.threshold)})
-  return 0 if loaded else 1
+  return 0
+
+
+def use_compilation_cache() -> None:
+  """Reuse XLA executables across runs (ICHFLAX_JAX_CACHE, default ~/.cache/ichflax/jax; "" off).
+
+  Building and compiling ResNet50 costs tens of seconds on a CPU; a warm cache makes a second
+  CLI call or an app restart start in seconds. Process-wide, so only entry points call it.
+  """
+  path = os.environ.get(CACHE_ENV, str(Path.home() / ".cache" / "ichflax" / "jax"))
+  if path:
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 if __name__ == "__main__":
+  use_compilation_cache()
   sys.exit(main())

@@ -1,0 +1,237 @@
+"""Predictor on PNG / JPG / DICOM / series, batching, bad inputs, and the predict CLI's JSON lines.
+
+The checkpoint is real: one short multilabel epoch through `ichflax.train.run` on a small phantom
+dataset (64 px model input), shared by every serving test in the session.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+
+from ichflax import gradcam, predict, tasks, train
+from ichflax.config import AugmentConfig, TrainConfig
+from ichflax.data import dicom, phantom
+
+SUBDURAL = tasks.SUBTYPES.index("subdural")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+  """A real training checkpoint: multilabel, full recipe, 64 px, one short epoch."""
+  from ichflax import data  # pylint: disable=import-outside-toplevel
+  root = tmp_path_factory.mktemp("tiny_checkpoint")
+  dataset = data.prepare(None, size=64, num=120, protocol="full", out=root / "data", workers=1)
+  cfg = TrainConfig(task="multilabel", data=dataset, recipe="full", epochs=1, batch_size=8,
+                    image_size=64, limit=8, workdir=str(root / "run"), progress=False,
+                    protocol="full", augment=AugmentConfig(enabled=False), checkpoint_every=0)
+  return Path(train.run(cfg)["checkpoint"])
+
+
+@pytest.fixture(scope="session")
+def predictor(tiny_checkpoint) -> predict.Predictor:
+  return predict.Predictor.from_checkpoint(tiny_checkpoint)
+
+
+def write_dicom(path: Path, hu: np.ndarray, index: int = 0, z: float = 0.0,
+                series: str = "ID_series", **tags) -> Path:
+  """A CT slice through the data layer's writer, plus any extra (e.g. identifying) tags."""
+  geo = dicom.SliceGeometry(f"ID_test{index:03d}", "ID_study", series, index + 1, z)
+  dicom.write_ct(path, hu, geo, patient_id="PHANTOM")
+  if tags:
+    ds = pydicom.dcmread(path)
+    for key, value in tags.items():
+      setattr(ds, key, value)
+    ds.save_as(path)
+  return path
+
+
+def multiframe_dicom(path: Path, hu: np.ndarray) -> Path:
+  """A valid two-frame DICOM: the same slice twice."""
+  write_dicom(path, hu)
+  ds = pydicom.dcmread(path)
+  ds.NumberOfFrames = 2
+  ds.PixelData = ds.PixelData * 2
+  ds.save_as(path)
+  return path
+
+
+def huge_png(path: Path, side: int = 10_000) -> Path:
+  """A real side x side PNG: a few hundred kB on disk, 100 MB once decoded."""
+  Image.fromarray(np.zeros((side, side), np.uint8)).save(path, optimize=False)
+  return path
+
+
+def png_bytes(image: np.ndarray, fmt: str = "PNG") -> bytes:
+  buf = io.BytesIO()
+  Image.fromarray(image).save(buf, fmt)
+  return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def bleed():
+  return phantom.make_slice(np.random.default_rng(7), 96, (SUBDURAL,))
+
+
+def check_prediction(p: predict.Prediction, shape: tuple[int, int], labels) -> None:
+  assert tuple(p.probabilities) == labels
+  assert all(0.0 <= v <= 1.0 for v in p.probabilities.values())
+  assert p.cam.shape == shape and p.cam.dtype == np.float32
+  assert 0.0 <= p.cam.min() and p.cam.max() <= 1.0
+  box = p.box
+  if p.cam.max() == 0:  # no positive evidence anywhere: no salient region either
+    assert box is None
+  else:
+    assert 0 <= box.x0 < box.x1 <= shape[1] and 0 <= box.y0 < box.y1 <= shape[0]
+  assert p.label == predict.decide(p.probabilities)
+
+
+def test_meta_drives_preprocessing(predictor):
+  meta = predictor.metas[0]
+  assert meta["task"] == "multilabel" and predictor.labels == tasks.LABELS
+  assert predictor.stored_size == 64 and len(predictor.windows) == 3
+  assert "phantom" in predictor.summary()
+
+
+def test_png_and_jpg_any_size_grey_or_rgb(predictor, bleed, tmp_path):
+  grey = dicom.window(bleed.hu, *dicom.WINDOWS["brain"])[:, 10:80]  # not square
+  rgb = np.asarray(Image.fromarray(dicom.slice_to_uint8(bleed.hu, dicom.THREE_WINDOWS, 96))
+                   .resize((150, 150)))
+  preds = predictor.predict([predictor.load(png_bytes(grey), "grey.png"),
+                             predictor.load(png_bytes(rgb, "JPEG"), "rgb.jpg")])
+  check_prediction(preds[0], grey.shape, tasks.LABELS)
+  check_prediction(preds[1], (150, 150), tasks.LABELS)
+  renamed = tmp_path / "really_a_png.dcm"  # content decides, not the file name
+  renamed.write_bytes(png_bytes(grey))
+  assert predictor.load(renamed).hu is None
+  record = json.loads(json.dumps(preds[0].to_json()))
+  assert record["file"] == "grey.png" and record["box_kind"] == gradcam.BOX_KIND
+  assert record["hemorrhage_probability"] == preds[0].probabilities["any"]
+
+
+def test_dicom_follows_the_training_path(predictor, bleed, tmp_path):
+  path = write_dicom(tmp_path / "a.dcm", bleed.hu)
+  s = predictor.load(path)
+  assert s.geometry.position_z == 0.0
+  hu = dicom.read_hu(path)
+  np.testing.assert_array_equal(s.model_image, dicom.slice_to_uint8(hu, predictor.windows, 64))
+  from_file, from_hu = predictor.predict([path, hu])
+  check_prediction(from_file, hu.shape, tasks.LABELS)
+  assert from_file.probabilities == pytest.approx(from_hu.probabilities, abs=1e-6)
+
+
+def test_batch_equals_one_at_a_time(predictor):
+  rng = np.random.default_rng(1)
+  slices = [phantom.make_slice(rng, 64, s).hu for s in ((), (SUBDURAL,), (0,))]
+  together = predictor.predict(slices)  # 3 slices: padded to a batch of 4
+  for hu, joint in zip(slices, together):
+    alone, = predictor.predict([hu])
+    assert joint.probabilities == pytest.approx(alone.probabilities, abs=1e-5)
+    np.testing.assert_allclose(joint.cam, alone.cam, atol=1e-4)
+
+
+def test_cam_class_choice(predictor, bleed):
+  p, = predictor.predict([bleed.hu], cam_class="subdural")
+  assert p.cam_class == "subdural"
+  assert predictor.predict([bleed.hu])[0].cam_class == "any"
+  with pytest.raises(ValueError, match="no loaded model predicts 'kidney'"):
+    predictor.predict([bleed.hu], cam_class="kidney")
+
+
+def test_series_ordered_by_position(predictor, tmp_path):
+  rng = np.random.default_rng(2)
+  zs = [15.0, 0.0, 10.0, 5.0]
+  for i, z in enumerate(zs):  # file names deliberately not in z order
+    write_dicom(tmp_path / f"{chr(100 - i)}.dcm", phantom.make_slice(rng, 64).hu, i, z)
+  slices = [predictor.load(p) for p in sorted(tmp_path.iterdir())]
+  series, = predict.order_series(slices)
+  assert [s.geometry.position_z for s in series] == sorted(zs)
+  preds = predictor.predict(series)
+  summary = predict.study_summary(preds)
+  assert summary["slices"] == 4
+  assert summary["hemorrhage_probability"] == max(p.probabilities["any"] for p in preds)
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+@pytest.mark.parametrize("make, message", [
+    (lambda d: d / "empty.dcm", "empty file"),
+    (lambda d: d / "notes.txt", "not a DICOM, PNG or JPG file"),
+    (lambda d: d / "cut.dcm", "possibly truncated"),
+    (lambda d: d / "multi.dcm", "multi-frame"),
+    (lambda d: d / "huge.png", "10000x10000 pixels"),
+])
+def test_bad_inputs_get_one_clear_error(make, message, bad_files):
+  path = make(bad_files)
+  with pytest.raises(predict.READ_ERRORS, match=message) as err:
+    predict.load_slice(path)
+  assert path.name in str(err.value)
+
+
+@pytest.fixture(scope="session")
+def bad_files(tmp_path_factory) -> Path:
+  """One of each kind of bad upload, made for real."""
+  d = tmp_path_factory.mktemp("bad")
+  hu = phantom.make_slice(np.random.default_rng(3), 64).hu
+  (d / "empty.dcm").write_bytes(b"")
+  (d / "notes.txt").write_text("patient notes, not an image\n" * 20)
+  good = write_dicom(d / "good.dcm", hu).read_bytes()
+  (d / "cut.dcm").write_bytes(good[:len(good) // 2])
+  multiframe_dicom(d / "multi.dcm", hu)
+  huge_png(d / "huge.png")
+  (d / "good.dcm").unlink()
+  return d
+
+
+def test_cli_schema(tiny_checkpoint, tmp_path, capsys):
+  rng = np.random.default_rng(4)
+  folder = tmp_path / "series"
+  folder.mkdir()
+  for i, z in enumerate([10.0, 0.0, 5.0]):
+    write_dicom(folder / f"s{i}.dcm", phantom.make_slice(rng, 64, (SUBDURAL,)).hu, i, z)
+  (folder / "broken.dcm").write_bytes(b"DICM but not really")
+  loose = tmp_path / "loose.png"
+  loose.write_bytes(png_bytes(np.full((40, 60), 90, np.uint8)))
+  cams = tmp_path / "cams"
+  code = predict.main([str(folder), str(loose), "--checkpoint", str(tiny_checkpoint),
+                       "--gradcam", str(cams)])
+  lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+  assert code == 0
+  errors = [r for r in lines if "error" in r]
+  slices = [r for r in lines if "probabilities" in r]
+  studies = [r["study"] for r in lines if "study" in r]
+  assert [Path(r["file"]).name for r in errors] == ["broken.dcm"]
+  assert len(slices) == 4 and len(studies) == 1
+  for r in slices:
+    assert set(r) >= {"file", "probabilities", "hemorrhage_probability", "label", "box",
+                      "box_kind", "cam_class", "gradcam"}
+    assert set(r["probabilities"]) == set(tasks.LABELS)
+    assert r["box"] is None or len(r["box"]) == 4  # None: the map has no positive evidence
+    assert Image.open(r["gradcam"]).size == (r["width"], r["height"])
+  in_series = [r for r in slices if "position_z" in r]
+  assert [r["position_z"] for r in in_series] == [0.0, 5.0, 10.0]
+  assert [r["slice_index"] for r in in_series] == [0, 1, 2]
+  assert studies[0]["slices"] == 3
+  assert studies[0]["hemorrhage_probability"] == max(r["hemorrhage_probability"]
+                                                     for r in in_series)
+
+
+def test_cli_fails_only_when_nothing_reads(tiny_checkpoint, bad_files, capsys):
+  code = predict.main([str(bad_files / "empty.dcm"), str(bad_files / "notes.txt"),
+                       "--checkpoint", str(tiny_checkpoint)])
+  lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+  assert code == 1
+  assert [Path(r["file"]).name for r in lines] == ["empty.dcm", "notes.txt"]
+  assert all(r["error"] for r in lines)
+
+
+def test_cli_missing_checkpoint_says_so(tmp_path, capsys):
+  with pytest.raises(SystemExit) as exit_:
+    predict.main([str(tmp_path), "--checkpoint", str(tmp_path / "nope")])
+  assert exit_.value.code == 2
+  assert "no checkpoint at" in capsys.readouterr().err
