@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
       out = convert(args.input, args.out)
       meta = read_metadata(out)
-      print(f"{out}: {meta['variant']} ResNet50, {meta['parameters']:,} values from "
+      print(f"{out}: {meta['variant']} ResNet50, {meta['stored_values']:,} values from "
             f"{meta['source_file']} ({meta['source_format']})")
   except (ConversionError, FetchError) as e:
     print(f"error: {e}", file=sys.stderr)

@@ -194,11 +194,8 @@ def _abstract_backbone(variant: str, dtype=jnp.float32):
 
 
 def _sha256(path: Path) -> str:
-  digest = hashlib.sha256()
   with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      digest.update(chunk)
-  return digest.hexdigest()
+    return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def convert(input_path: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
@@ -214,7 +211,7 @@ def convert(input_path: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
   state = _map_tensors(layers, variant, abstract.to_pure_dict())
   meta = {"variant": variant, "source_file": src.name, "source_sha256": _sha256(src),
           "source_format": fmt,
-          "parameters": int(sum(v.size for v in jax.tree.leaves(state)))}
+          "stored_values": int(sum(v.size for v in jax.tree.leaves(state)))}
   out.parent.mkdir(parents=True, exist_ok=True)
   tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
   try:

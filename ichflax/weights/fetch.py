@@ -49,8 +49,8 @@ def _destination(url: str, to: str | os.PathLike | None) -> Path:
   name = Path(urllib.parse.urlparse(url).path).name
   if to is None:
     return DEFAULT_DIR / name
-  to = Path(to)
-  return to / name if to.is_dir() or str(to).endswith(os.sep) else to
+  as_dir = Path(to).is_dir() or os.fspath(to).endswith(("/", os.sep))
+  return Path(to) / name if as_dir else Path(to)
 
 
 def _by_hand(url: str, dest: Path) -> str:
@@ -59,16 +59,14 @@ def _by_hand(url: str, dest: Path) -> str:
 
 
 def _verify(path: Path, md5: str | None, sha256: str | None) -> None:
-  digests = {"md5": hashlib.md5(), "sha256": hashlib.sha256()}
-  with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(_CHUNK), b""):
-      for d in digests.values():
-        d.update(chunk)
   for algo, want in (("md5", md5), ("sha256", sha256)):
-    got = digests[algo].hexdigest()
-    if want and not got.startswith(want.lower()):
-      prefix = "..." if len(want) < len(got) else ""
-      raise FetchError(f"{path.name}: {algo} is {got}, expected {want}{prefix}")
+    if not want:
+      continue
+    with open(path, "rb") as f:
+      got = hashlib.file_digest(f, algo).hexdigest()
+    if not got.startswith(want.lower()):
+      more = "..." if len(want) < len(got) else ""  # a prefix, as torch.hub checks
+      raise FetchError(f"{path.name}: {algo} is {got}, expected {want}{more}")
 
 
 def _download_once(url: str, part: Path, timeout: float) -> tuple[int, int | None]:
