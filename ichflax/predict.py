@@ -215,6 +215,7 @@ class Predictor:
                threshold: float = THRESHOLD):
     if not models:
       raise ValueError("give at least one (model, meta) pair")
+    self.models = list(models)
     self.metas = [meta for _, meta in models]
     first = self.metas[0]
     for meta in self.metas[1:]:

@@ -1,0 +1,108 @@
+"""Grad-CAM maths, the attention box, the overlay, and where the shipped demo model looks.
+
+The last test needs a model that learned: the demo weights in checkpoints/ (trained by our own
+pipeline on the phantom). It fails, saying so, when they are missing.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from scipy import ndimage
+
+from ichflax import gradcam, predict, tasks
+from ichflax.data import phantom
+from ichflax.models import preprocess
+from test_predict import predictor, tiny_checkpoint  # noqa: F401  pylint: disable=unused-import
+
+# Planted bleeds in the Grad-CAM test: how many, and the bar the hit rate must clear.
+BLEEDS = 40
+MIN_HITS_OVER_CHANCE = 2.0
+
+
+def test_attention_box_takes_the_largest_salient_region():
+  cam = np.zeros((40, 50), np.float32)
+  cam[5:9, 5:9] = 1.0  # small and hottest
+  cam[20:35, 10:40] = 0.8  # large and warm
+  cam[0:2, 45:50] = 0.3  # below half the peak
+  assert gradcam.attention_box(cam) == gradcam.Box(10, 20, 40, 35)
+  assert gradcam.attention_box(cam, threshold=0.9) == gradcam.Box(5, 5, 9, 9)
+  assert gradcam.attention_box(np.zeros((8, 8))) is None
+  assert gradcam.peak(cam) == (5, 5)
+
+
+def test_upsample_keeps_range_and_reaches_input_size():
+  cam = np.array([[0.0, 1.0], [0.5, 0.25]], np.float32)
+  up = gradcam.upsample(cam, (96, 70))
+  assert up.shape == (96, 70) and up.dtype == np.float32
+  assert 0.0 <= up.min() and up.max() <= 1.0
+  assert up[0, -1] > up[0, 0]  # the hot corner stays hot
+
+
+def test_overlay_draws_the_box_and_leaves_cold_pixels_alone():
+  image = np.full((64, 64), 100, np.uint8)
+  cam = np.zeros((64, 64), np.float32)
+  cam[20:30, 20:30] = 1.0
+  box = gradcam.attention_box(cam)
+  out = gradcam.overlay(image, cam, box)
+  assert out.shape == (64, 64, 3) and out.dtype == np.uint8
+  np.testing.assert_array_equal(out[20, 25], (0, 255, 0))  # box edge
+  np.testing.assert_array_equal(out[50, 50], (100, 100, 100))  # no heat, no change
+  assert not np.array_equal(out[25, 25], (100, 100, 100))  # heat blended in
+
+
+def test_cam_is_grad_cam_of_the_chosen_logit(predictor):  # noqa: F811
+  """Logits equal the model's own; maps are ReLU'd, peak-normalised, per example, per class."""
+  rng = np.random.default_rng(0)
+  images = np.stack([predictor.load(phantom.make_slice(rng, 64, s).hu).model_image
+                     for s in ((), (tasks.SUBTYPES.index("subdural"),))])
+  classifier, meta = predictor.models[0]
+  x = preprocess.model_input(images, meta["image_size"], meta["variant"])
+
+  @nnx.jit
+  def compute(model, x):
+    logits, cam = gradcam.logits_and_cam(model, x, jnp.array([5, -1]))
+    # -1 means the example's top class: the same map as asking for that class by index.
+    _, explicit = gradcam.logits_and_cam(model, x, jnp.array([5, jnp.argmax(logits[1])]))
+    # By hand for example 0: channel weights = mean gradient of the `any` logit over the map.
+    features = model.backbone(x[:1])
+    grads = jax.grad(lambda f: model.head(f)[0, 5])(features)
+    manual = jax.nn.relu(jnp.einsum("nhwc,c->nhw", features, grads[0].mean(axis=(0, 1))))[0]
+    return logits, model(x), cam, explicit, manual
+
+  logits, direct, cam, explicit, manual = compute(classifier, x)
+  np.testing.assert_allclose(logits, direct, rtol=1e-5, atol=1e-5)
+  assert cam.shape == (2, 2, 2) and float(cam.min()) >= 0.0
+  assert all(float(m) in (0.0, pytest.approx(1.0)) for m in cam.max(axis=(1, 2)))
+  np.testing.assert_allclose(cam[1], explicit[1], atol=1e-6)
+  expected = manual / manual.max() if float(manual.max()) > 0 else manual
+  np.testing.assert_allclose(cam[0], expected, atol=1e-5)
+
+
+def test_gradcam_peaks_inside_planted_bleeds():
+  """The demo model's Grad-CAM peak falls in the planted blood far more often than chance.
+
+  Chance is the bleed's share of the image: where a peak placed at random would land. The
+  Grad-CAM grid of a ResNet50 is 32 px coarse, so a hit counts within one grid cell of blood.
+  """
+  from demo import weights  # pylint: disable=import-outside-toplevel
+  paths = weights.discover()
+  if not paths:
+    pytest.fail(f"no demo checkpoint in {weights.DEFAULT_DIR}: this test needs the shipped demo "
+                "weights (trained on the phantom by ichflax.train); place them there first")
+  p = predict.Predictor.from_checkpoint(*paths)
+  rng = np.random.default_rng(123)
+  size = p.stored_size
+  cell = max(1, round(size / (p.metas[0]["image_size"] / 32)))
+  hits, chance = [], []
+  slices = [phantom.make_slice(rng, size, (int(rng.integers(5)),)) for _ in range(BLEEDS)]
+  for s, pred in zip(slices, p.predict([s.hu for s in slices], cam_class="any")):
+    near = ndimage.binary_dilation(s.mask, iterations=cell)
+    hits.append(bool(near[gradcam.peak(pred.cam)]))
+    chance.append(float(near.mean()))
+  rate, base = float(np.mean(hits)), float(np.mean(chance))
+  print(f"Grad-CAM peak in planted bleed: {rate:.2f} of {BLEEDS} slices; chance {base:.2f}")
+  assert rate >= min(1.0, MIN_HITS_OVER_CHANCE * base), (rate, base)
