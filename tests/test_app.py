@@ -1,0 +1,232 @@
+"""The demo as a real server on 127.0.0.1, called with gradio_client: good and bad uploads, the
+upload limit, de-identification (nothing identifying in responses or the log, no file left).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from PIL import Image
+
+from demo import callbacks, uploads
+from ichflax.data import phantom
+from test_predict import (bad_files, huge_png, multiframe_dicom, tiny_checkpoint,  # noqa: F401
+                          write_dicom)
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "demo" / "examples"
+# What a real scan would carry; none of it may appear in a response or the server log.
+IDENTITY = {"PatientName": "Doe^Jane^Identifiable", "PatientID": "PID-7781-SECRET",
+            "PatientBirthDate": "19610203", "StudyDate": "20240511", "AccessionNumber": "ACC99812",
+            "InstitutionName": "Saint Example Hospital", "ReferringPhysicianName": "Who^Doctor"}
+STARTUP_S = 300
+
+
+@dataclasses.dataclass
+class Server:
+  url: str
+  uploads: Path
+  log: Path
+  process: subprocess.Popen
+
+  def client(self) -> Client:
+    return Client(self.url, verbose=False, download_files=False)
+
+  def log_text(self) -> str:
+    return self.log.read_text(errors="replace")
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def server(tiny_checkpoint, tmp_path_factory) -> Server:  # noqa: F811
+  """`python app.py` as a user starts it, on a free port, serving the tiny checkpoint."""
+  root = tmp_path_factory.mktemp("server")
+  port, log = free_port(), root / "server.log"
+  env = dict(os.environ, GRADIO_TEMP_DIR=str(root / "uploads"), ICHFLAX_JAX_CACHE="",
+             GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
+  env.pop("SPACE_ID", None)
+  with open(log, "wb") as out:
+    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--checkpoint",
+                             str(tiny_checkpoint)], cwd=ROOT, env=env, stdout=out,
+                            stderr=subprocess.STDOUT)
+  url = f"http://127.0.0.1:{port}/"
+  deadline = time.monotonic() + STARTUP_S
+  while True:
+    if proc.poll() is not None:
+      pytest.fail(f"app.py exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+    try:
+      if httpx.get(url, timeout=2).status_code == 200:
+        break
+    except httpx.HTTPError:
+      pass
+    if time.monotonic() > deadline:
+      proc.kill()
+      pytest.fail(f"app.py did not serve within {STARTUP_S} s:\n{log.read_text()[-3000:]}")
+    time.sleep(0.5)
+  yield Server(url, root / "uploads", log, proc)
+  proc.terminate()
+  proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def identified_dicom(tmp_path_factory) -> Path:
+  """A phantom subdural slice carrying a full set of (fake) identifying tags."""
+  hu = phantom.make_slice(np.random.default_rng(11), 128, (4,)).hu
+  path = tmp_path_factory.mktemp("identified") / "Doe_scan.dcm"
+  return write_dicom(path, hu, **IDENTITY)
+
+
+def analyze(server: Server, *paths: Path, client: Client | None = None) -> dict:
+  """Calls the upload endpoint; returns the outputs by name."""
+  out = (client or server.client()).predict([handle_file(str(p)) for p in paths],
+                                            api_name="/analyze")
+  names = ["files", "message", "hemorrhage", "subtypes", "overlay", "brain", "subdural", "bone",
+           "table", "slider"]
+  return dict(zip(names, out))
+
+
+def decode(image: dict) -> np.ndarray:
+  """An inline image output (data: URL) as an array."""
+  assert image["path"] is None and image["url"].startswith("data:image/png;base64,")
+  return np.asarray(Image.open(io.BytesIO(base64.b64decode(image["url"].split(",", 1)[1]))))
+
+
+def test_dicom_upload_shows_probabilities_windows_and_gradcam(server, identified_dicom):
+  r = analyze(server, identified_dicom)
+  assert "Latency" in r["message"] and "Doe_scan.dcm" in r["message"]
+  assert {c["label"] for c in r["hemorrhage"]["confidences"]} == {"hemorrhage", "no hemorrhage"}
+  assert len(r["subtypes"]["confidences"]) == 5
+  overlay = decode(r["overlay"])
+  assert overlay.shape == (128, 128, 3)
+  windows = [decode(r[w]) for w in ("brain", "subdural", "bone")]
+  assert all(w.shape == (128, 128) for w in windows)
+  assert not np.array_equal(windows[0], windows[2])  # really three different windows
+  assert r["files"] is None  # the upload box is cleared: the files are gone
+  assert r["slider"]["visible"] is False
+
+
+def test_png_upload(server, tmp_path):
+  path = tmp_path / "slice.png"
+  Image.open(EXAMPLES / "subdural.png").resize((300, 300)).save(path)
+  r = analyze(server, path)
+  assert "Latency" in r["message"]
+  assert decode(r["overlay"]).shape == (300, 300, 3)
+  assert r["subdural"] is None and r["bone"] is None  # a PNG has no HU: no other windows
+
+
+def test_series_zip_gives_table_and_slider(server):
+  client = server.client()
+  r = analyze(server, EXAMPLES / "series.zip", client=client)
+  rows = r["table"]["value"]["data"]
+  assert len(rows) == 8 and r["slider"]["visible"] is True and r["slider"]["maximum"] == 8
+  assert [row[2] for row in rows] == sorted(row[2] for row in rows)  # ordered by position
+  focus = r["slider"]["value"]
+  probs = [row[3] for row in rows]
+  assert probs[focus - 1] == max(probs)  # opens on the most suspicious slice
+  other = 1 if focus != 1 else 2
+  shown = client.predict(other, api_name="/show_slice")
+  assert not np.array_equal(decode(shown[3]), decode(r["brain"]))
+
+
+def test_bad_uploads_get_a_message_and_the_app_keeps_serving(server, bad_files, tmp_path,
+                                                             identified_dicom):
+  bomb = tmp_path / "bomb.zip"
+  with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+    zf.writestr("slice.dcm", bytes(50 * 2**20))
+  escape = tmp_path / "escape.zip"
+  with zipfile.ZipFile(escape, "w") as zf:
+    zf.writestr("../../outside.dcm", identified_dicom.read_bytes())
+  cases = {"empty.dcm": "empty file", "notes.txt": "not a DICOM, PNG or JPG",
+           "cut.dcm": "possibly truncated", "multi.dcm": "multi-frame",
+           "huge.png": "10000x10000 pixels"}
+  client = server.client()
+  for name, expected in cases.items():
+    r = analyze(server, bad_files / name, client=client)
+    assert "Nothing could be analysed" in r["message"] and expected in r["message"], name
+    assert r["overlay"] is None
+  assert "zip bomb" in analyze(server, bomb, client=client)["message"]
+  assert "unsafe path" in analyze(server, escape, client=client)["message"]
+  mixed = analyze(server, identified_dicom, bad_files / "empty.dcm", client=client)
+  assert "Latency" in mixed["message"] and "Skipped" in mixed["message"]
+  assert "Traceback" not in server.log_text() and server.process.poll() is None
+
+
+def test_upload_size_is_limited(server, tmp_path):
+  big = tmp_path / "big.dcm"
+  with open(big, "wb") as f:
+    f.truncate(100 * 2**20)  # 100 MB, sparse
+  with pytest.raises(ValueError, match="exceeds the maximum file size"):
+    server.client().predict([handle_file(str(big))], api_name="/analyze")
+  with open(big, "rb") as f:  # a client that ignores the limit is stopped by the server
+    response = httpx.post(server.url + "gradio_api/upload", files={"files": ("big.dcm", f)},
+                          timeout=120)
+  assert response.status_code == 413
+  assert not any(p.is_file() for p in server.uploads.rglob("*"))
+
+
+def test_no_identifying_data_in_responses_log_or_disk(server, identified_dicom, tmp_path):
+  zipped = tmp_path / "study.zip"
+  with zipfile.ZipFile(zipped, "w") as zf:
+    zf.write(identified_dicom, "a.dcm")
+    zf.writestr("b.dcm", b"not dicom")
+  texts = [str(analyze(server, p)) for p in (identified_dicom, zipped)]
+  time.sleep(1)  # let the server flush its log
+  haystack = "\n".join(texts + [server.log_text()])
+  for tag, value in IDENTITY.items():
+    for form in {value, value.replace("^", " ")}:
+      assert form not in haystack, f"{tag} leaked"
+  leftovers = [p for p in server.uploads.rglob("*") if p.is_file()]
+  assert not leftovers, f"uploads left on disk: {leftovers}"
+
+
+def test_app_without_weights_starts_and_says_so(tmp_path, identified_dicom):
+  """No checkpoint: the page still serves, shows windows, and says how to get weights."""
+  import demo  # pylint: disable=import-outside-toplevel
+  from gradio import utils  # pylint: disable=import-outside-toplevel
+  app, _ = demo.create_app([], utils.get_upload_folder())
+  app.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+             quiet=True)
+  try:
+    config = httpx.get(app.local_url + "config", timeout=10).text
+    assert "No checkpoint found" in config and "not a medical device" in config
+    out = Client(app.local_url, verbose=False, download_files=False).predict(
+        [handle_file(str(identified_dicom))], api_name="/analyze")
+    assert "No model weights are loaded" in out[1] and out[5]["url"].startswith("data:image")
+  finally:
+    app.close()
+
+
+def test_uploads_are_deleted_and_nothing_outside_the_upload_dir(tmp_path):
+  root = tmp_path / "uploads"
+  (root / "abc").mkdir(parents=True)
+  inside = root / "abc" / "x.dcm"
+  inside.write_bytes(b"data")
+  outside = tmp_path / "keep.dcm"
+  outside.write_bytes(b"mine")
+  items, problems = uploads.read_uploads([str(inside), str(outside)], root)
+  assert [i.data for i in items] == [b"data", b"mine"] and not problems
+  assert not (root / "abc").exists() and outside.exists()
+
+
+def test_examples_run_without_a_model():
+  result = callbacks.Demo(None, "/nonexistent").example("series.zip")
+  assert result.slider == {"maximum": 7, "value": 0} and len(result.table) == 8
+  assert "No model weights are loaded" in result.message
