@@ -161,6 +161,9 @@ def test_unusable_inputs_refused(torch_ref, tmp_path, monkeypatch, capsys):
   text.write_text("not weights")
   _assert_refused(text, tmp_path / "a", "not a format we convert")
   _assert_refused(tmp_path / "absent.h5", tmp_path / "b", "no such file")
+  truncated = tmp_path / "truncated.safetensors"
+  truncated.write_bytes(st.read_bytes()[:100_000])
+  _assert_refused(truncated, tmp_path / "d", "could not be read .*truncated")
   taken = tmp_path / "taken"
   taken.mkdir()
   (taken / "keep.txt").write_text("user data")

@@ -22,12 +22,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from ichflax.models.resnet import STAGE_BLOCKS, ResNet50, get_variant
+from ichflax.models.resnet import STAGE_BLOCKS, ResNet50
 
 META_FILE = "ichflax_backbone.json"
 STATE_DIR = "state"
 # Layers a reference file may carry that a backbone does not use (the ImageNet classifier).
-IGNORED_LAYERS = {"keras": {"predictions", "probs"}, "torchvision": {"fc"}}
+IGNORED_LAYERS = {"keras": {"predictions"}, "torchvision": {"fc"}}
 IGNORED_TENSORS = {"num_batches_tracked"}
 # Reference tensor name -> our nnx variable name, per layer kind.
 TENSOR_NAMES = {
@@ -125,8 +125,7 @@ def _read_torch(path: Path) -> dict[str, dict[str, np.ndarray]]:
   state = torch.load(path, map_location="cpu", weights_only=True)
   if not isinstance(state, dict):
     raise ConversionError(f"{path.name} holds a {type(state).__name__}, not a state dict")
-  return _group_state_dict({k: v.float().numpy() for k, v in state.items()
-                            if not k.endswith(".num_batches_tracked")})
+  return _group_state_dict({k: v.float().numpy() for k, v in state.items()})
 
 
 def _read_safetensors(path: Path) -> dict[str, dict[str, np.ndarray]]:
@@ -139,37 +138,43 @@ def read_reference(path: Path) -> tuple[str, str, dict[str, dict[str, np.ndarray
   with open(path, "rb") as f:
     head = f.read(16)
   if head.startswith(_HDF5_MAGIC):
-    return "keras-h5", "keras", _read_keras_h5(path)
-  if head.startswith(_ZIP_MAGIC):
-    return "torch-pth", "torchvision", _read_torch(path)
-  if len(head) >= 9 and head[8:9] == b"{":  # safetensors: u64 header size, then JSON
-    return "safetensors", "torchvision", _read_safetensors(path)
-  raise ConversionError(
-      f"{path.name} is not a format we convert: expected the Keras notop .h5, a torchvision "
-      "ResNet50 .pth state dict or a .safetensors export of one")
+    fmt, variant, reader = "keras-h5", "keras", _read_keras_h5
+  elif head.startswith(_ZIP_MAGIC):
+    fmt, variant, reader = "torch-pth", "torchvision", _read_torch
+  elif len(head) >= 9 and head[8:9] == b"{":  # safetensors: u64 header size, then JSON
+    fmt, variant, reader = "safetensors", "torchvision", _read_safetensors
+  else:
+    raise ConversionError(
+        f"{path.name} is not a format we convert: expected the Keras notop .h5, a torchvision "
+        "ResNet50 .pth state dict or a .safetensors export of one")
+  try:
+    return fmt, variant, reader(path)
+  except ConversionError:
+    raise
+  except Exception as e:  # h5py, torch and safetensors each raise their own errors
+    raise ConversionError(f"{path.name} looks like {fmt} but could not be read ({e}); the file "
+                          "may be truncated or damaged: fetch it again") from e
 
 
 def _map_tensors(layers: dict[str, dict[str, np.ndarray]], variant: str,
                  expected: dict) -> dict:
   """Fill our nested state dict from reference layers, refusing the first layer that differs."""
-  names, conv_bias = TENSOR_NAMES[variant], get_variant(variant).conv_bias
+  names = TENSOR_NAMES[variant]
   state = jax.tree.map(lambda _: None, expected)
   used = set()
   for layer in layer_table():
     ref_name = getattr(layer, variant)
     if ref_name not in layers:
+      ours = ".".join(map(str, layer.path))
       raise ConversionError(f"layer {ref_name!r} is missing from the file: not a complete "
-                            f"{variant} ResNet50 (expected for our {'.'.join(map(str, layer.path))})")
+                            f"{variant} ResNet50 (it fills our {ours})")
     used.add(ref_name)
-    wanted = dict(names[layer.kind])
-    if layer.kind == "conv" and conv_bias:
-      wanted.setdefault("bias", "bias")
+    wanted = names[layer.kind]
     tensors = layers[ref_name]
     if set(tensors) != set(wanted):
       raise ConversionError(f"layer {ref_name!r} holds tensors {sorted(tensors)}, expected "
                             f"{sorted(wanted)}")
-    target = expected
-    out = state
+    target, out = expected, state
     for key in layer.path:
       target, out = target[key], out[key]
     for ref_tensor, ours in wanted.items():
