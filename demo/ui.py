@@ -39,6 +39,7 @@ CSS = """
 #notice p {margin: 4px 0}
 #card {font-size: 0.9em}
 #message {min-height: 3em}
+#overlay img, .window img {width: 100%; height: 100%; object-fit: contain}
 """
 
 
@@ -72,6 +73,14 @@ class UploadFiles(gr.File):
     return [f.path for f in files]
 
 
+def _subtype_heading(predictor) -> str:
+  """Softmax subtypes sum to one given a bleed; multilabel ones are separate yes/no answers."""
+  tasks = {meta["task"] for meta in predictor.metas} if predictor else set()
+  if "subtype" in tasks:
+    return "Subtype (probabilities given a hemorrhage)"
+  return "Subtypes (each an independent probability)"
+
+
 def build(demo: callbacks.Demo, model_card: str) -> gr.Blocks:
   """The Blocks app around the callbacks; `model_card` is Markdown about the loaded weights."""
   with gr.Blocks(title="ichflax", analytics_enabled=False) as app:
@@ -81,12 +90,14 @@ def build(demo: callbacks.Demo, model_card: str) -> gr.Blocks:
     # Outputs are made first (render=False) so the examples can sit beside the upload box.
     message = gr.Markdown(label="Result", elem_id="message", render=False)
     hemorrhage = gr.Label(label="Hemorrhage (any type)", elem_id="hemorrhage", render=False)
-    subtypes = gr.Label(label="Subtypes", num_top_classes=5, elem_id="subtypes", render=False)
+    subtypes = gr.Label(label=_subtype_heading(demo.predictor), num_top_classes=5,
+                        elem_id="subtypes", render=False)
     overlay = InlineImage(
         label="Grad-CAM: where the model looked (green: attention box, not a segmentation)",
         interactive=False, elem_id="overlay", height=440, render=False)
     windows = [InlineImage(label=f"{name} window {c:g}/{w:g} HU", interactive=False,
-                           elem_id=f"window-{name}", height=230, render=False)
+                           elem_id=f"window-{name}", elem_classes="window", height=230,
+                           render=False)
                for name in callbacks.WINDOW_NAMES for c, w in [dicom.WINDOWS[name]]]
     slider = gr.Slider(1, 2, value=1, step=1, label="Slice in series (ordered by position)",
                        visible=False, elem_id="slider", render=False)

@@ -90,7 +90,7 @@ def server(tiny_checkpoint, tmp_path_factory) -> Server:  # noqa: F811
 def identified_dicom(tmp_path_factory) -> Path:
   """A phantom subdural slice carrying a full set of (fake) identifying tags."""
   hu = phantom.make_slice(np.random.default_rng(11), 128, (4,)).hu
-  path = tmp_path_factory.mktemp("identified") / "Doe_scan.dcm"
+  path = tmp_path_factory.mktemp("identified") / "scan_0001.dcm"
   return write_dicom(path, hu, **IDENTITY)
 
 
@@ -111,7 +111,7 @@ def decode(image: dict) -> np.ndarray:
 
 def test_dicom_upload_shows_probabilities_windows_and_gradcam(server, identified_dicom):
   r = analyze(server, identified_dicom)
-  assert "Latency" in r["message"] and "Doe_scan.dcm" in r["message"]
+  assert "Latency" in r["message"] and "scan_0001.dcm" in r["message"]
   assert {c["label"] for c in r["hemorrhage"]["confidences"]} == {"hemorrhage", "no hemorrhage"}
   assert len(r["subtypes"]["confidences"]) == 5
   overlay = decode(r["overlay"])

@@ -1,0 +1,65 @@
+"""End to end in real headless Chromium: open the page, upload a DICOM, wait for the result.
+
+Debian's chromium (`/usr/bin/chromium`, or $ICHFLAX_CHROMIUM) driven by Playwright for Python
+through `executable_path`: no browser download. The screenshot goes to docs/screenshots/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from test_app import IDENTITY, ROOT, identified_dicom, server  # noqa: F401
+from test_predict import bad_files, tiny_checkpoint  # noqa: F401
+
+playwright = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = os.environ.get("ICHFLAX_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run"]
+SCREENSHOT = ROOT / "docs" / "screenshots" / "e2e_latest.png"
+RESULT_TIMEOUT_MS = 120_000
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+  if not Path(CHROMIUM).exists():
+    pytest.skip(f"no Chromium at {CHROMIUM}: install Debian's `chromium` package "
+                "(apt-get install -y chromium) or set ICHFLAX_CHROMIUM to a Chromium binary")
+  with playwright.sync_playwright() as p:  # a fresh profile: nothing cached from earlier runs
+    context = p.chromium.launch_persistent_context(
+        tmp_path_factory.mktemp("profile"), executable_path=CHROMIUM, args=FLAGS,
+        viewport={"width": 1400, "height": 1000})
+    yield context.new_page()
+    context.close()
+
+
+def test_upload_dicom_and_see_the_result(server, page, identified_dicom, bad_files):  # noqa: F811
+  page.goto(server.url)
+  assert "not a medical device" in page.locator("#notice").inner_text()
+  page.locator("#upload input[type=file]").set_input_files(str(identified_dicom))
+  page.locator("#message", has_text="Latency").wait_for(timeout=RESULT_TIMEOUT_MS)
+  assert "hemorrhage" in page.locator("#hemorrhage").inner_text()
+  for panel in ("overlay", "window-brain", "window-subdural", "window-bone"):
+    src = page.locator(f"#{panel} img").first.get_attribute("src")
+    assert src and src.startswith("data:image/png;base64,"), panel
+  body = page.locator("body").inner_text()
+  assert not [tag for tag, value in IDENTITY.items() if value in body]  # tags never shown
+  SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+  page.screenshot(path=str(SCREENSHOT), full_page=True)
+  # A bad file afterwards: a message in the page, and the page keeps working.
+  page.locator("#upload input[type=file]").set_input_files(str(bad_files / "notes.txt"))
+  page.locator("#message", has_text="Nothing could be analysed").wait_for(
+      timeout=RESULT_TIMEOUT_MS)
+  assert "Traceback" not in page.locator("body").inner_text()
+
+
+def test_example_is_one_click_away(server, page):  # noqa: F811
+  page.goto(server.url)
+  page.get_by_text("A series of 8 slices (zip)").click()
+  page.locator("#message", has_text="slice").wait_for(timeout=RESULT_TIMEOUT_MS)
+  page.locator("#table").wait_for(state="visible", timeout=RESULT_TIMEOUT_MS)
+  assert page.locator("#table").get_by_text("slice_07.dcm").count() == 1
