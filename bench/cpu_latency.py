@@ -1,0 +1,154 @@
+"""One-slice CPU inference latency of the serving path, beside a PyTorch ResNet50 forward.
+
+What a demo visitor waits for: one DICOM slice through `ichflax.predict.Predictor` (read, HU,
+windows, model, and optionally Grad-CAM + attention box), p50 and p90 over single calls; then
+the jitted model alone on the prepared input; then torchvision's ResNet50 forward (eager,
+inference mode) on the very same normalised input, so the two frameworks are compared on equal
+work in the same run. torch is imported lazily and only here.
+
+    python bench/cpu_latency.py [--checkpoint DIR] [--repeats 50] [--json PATH] [--smoke]
+
+Without a checkpoint (or with --random) a randomly initialised multilabel model at --image-size
+is timed: latency does not depend on the weights' values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+if __package__ in (None, ""):  # `python bench/cpu_latency.py`: make `bench` importable.
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench import common  # pylint: disable=wrong-import-position
+
+DEFAULT_JSON = common.ROOT / "bench" / "results" / "cpu_latency.json"
+
+
+@dataclasses.dataclass
+class Latency:
+  framework: str
+  impl: str
+  what: str
+  p50_ms: float
+  p90_ms: float
+  first_call_s: float
+  repeats: int
+  note: str = ""
+
+
+def _latency(framework: str, impl: str, what: str, timing: common.Timing, note: str = "") -> Latency:
+  ms = np.asarray(timing.times_s) * 1e3
+  return Latency(framework, impl, what, float(np.percentile(ms, 50)),
+                 float(np.percentile(ms, 90)), timing.first_s, len(ms), note)
+
+
+def _predictor(args):
+  """The checkpoint's Predictor, or a random-init multilabel one at --image-size."""
+  from ichflax import predict, tasks  # pylint: disable=import-outside-toplevel
+  if args.checkpoint and not args.random:
+    return predict.Predictor.from_checkpoint(*args.checkpoint, batch_size=1), "checkpoint"
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+  from ichflax import models  # pylint: disable=import-outside-toplevel
+  from ichflax.data import dicom  # pylint: disable=import-outside-toplevel
+  model = models.build_classifier("multilabel", "keras", rngs=nnx.Rngs(0))
+  model.eval()
+  meta = {"task": "multilabel", "class_names": list(tasks.LABELS), "variant": "keras",
+          "image_size": args.image_size, "stored_size": args.stored_size,
+          "windows": [list(w) for w in dicom.THREE_WINDOWS], "data": "random init (benchmark)"}
+  return predict.Predictor([(model, meta)], batch_size=1), "random init"
+
+
+def _torch_forward(x_nhwc: np.ndarray, args) -> Latency:
+  import torch  # pylint: disable=import-outside-toplevel
+  import torchvision  # pylint: disable=import-outside-toplevel
+  model = torchvision.models.resnet50(weights=None).eval()
+  x = torch.from_numpy(np.ascontiguousarray(x_nhwc.transpose(0, 3, 1, 2)))
+
+  def step():
+    with torch.inference_mode():
+      return model(x)
+
+  timing = common.time_steps(step, lambda out: out, warmup=args.warmup, repeats=args.repeats)
+  return _latency("torch", f"torchvision resnet50 eager ({torch.get_num_threads()} threads)",
+                  "forward only (same input)", timing, "random init; 1000-class fc head")
+
+
+def run(args) -> tuple[dict, list[Latency]]:
+  import jax  # pylint: disable=import-outside-toplevel
+  from ichflax import predict  # pylint: disable=import-outside-toplevel
+  from ichflax.data import dicom, phantom  # pylint: disable=import-outside-toplevel
+  from ichflax.models import preprocess  # pylint: disable=import-outside-toplevel
+  predictor, source = _predictor(args)
+  meta = predictor.metas[0]
+  size = meta["image_size"]
+  hu = phantom.make_slice(np.random.default_rng(0), args.slice_size, (4,)).hu
+  rows = []
+  with tempfile.TemporaryDirectory() as tmp:
+    path = Path(tmp) / "slice.dcm"
+    dicom.write_ct(path, hu, dicom.SliceGeometry("ID_bench", "ID_s", "ID_r", 1, 0.0),
+                   patient_id="PHANTOM")
+    for cam, what in ((False, "DICOM -> probabilities"), (True, "DICOM -> probabilities + "
+                                                                "Grad-CAM + box")):
+      timing = common.time_steps(lambda cam=cam: predictor.predict([path], gradcam_on=cam),
+                                 lambda out: out, warmup=args.warmup, repeats=args.repeats)
+      rows.append(_latency("jax", "ichflax Predictor", what, timing,
+                           f"{source}; {args.slice_size}x{args.slice_size} slice, {size} px"))
+    images = predictor.load(path).model_image[None]
+  run_ = predictor._runs[0]  # pylint: disable=protected-access
+  index = np.full(1, -1, np.int32)
+  for fn, what in ((lambda: run_.plain(images), "model forward only (jit)"),
+                   (lambda: run_.with_cam(images, index), "forward + Grad-CAM (jit)")):
+    timing = common.time_steps(fn, jax.block_until_ready, warmup=args.warmup,
+                               repeats=args.repeats)
+    rows.append(_latency("jax", "ichflax jitted fn", what, timing, f"{source}; {size} px"))
+  if common.torch_available() and not args.no_torch:
+    x = np.asarray(preprocess.model_input(images, size, "torchvision"))
+    rows.append(_torch_forward(x, args))
+  info = common.machine_info()
+  info["image_size"] = size
+  return info, rows
+
+
+def format_table(rows: list[Latency]) -> str:
+  cols = ["framework", "impl", "what", "p50 ms", "p90 ms", "first call s", "n", "note"]
+  lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+  for r in rows:
+    lines.append(f"| {r.framework} | {r.impl} | {r.what} | {r.p50_ms:.1f} | {r.p90_ms:.1f} | "
+                 f"{r.first_call_s:.2f} | {r.repeats} | {r.note} |")
+  return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--checkpoint", action="append", help="default: the demo weights in checkpoints/")
+  p.add_argument("--random", action="store_true", help="time a random-init model instead")
+  p.add_argument("--image-size", type=int, default=224, help="model input (random init only)")
+  p.add_argument("--stored-size", type=int, default=256, help="stored image (random init only)")
+  p.add_argument("--slice-size", type=int, default=512, help="the DICOM slice's side, pixels")
+  p.add_argument("--repeats", type=int, default=50)
+  p.add_argument("--warmup", type=int, default=3)
+  p.add_argument("--no-torch", action="store_true")
+  p.add_argument("--json", type=Path, default=DEFAULT_JSON)
+  p.add_argument("--smoke", action="store_true", help="toy sizes, a few repeats (CI)")
+  args = p.parse_args(argv)
+  if args.smoke:
+    args.image_size, args.stored_size, args.slice_size = 64, 64, 96
+    args.repeats, args.warmup, args.random = 3, 1, True
+  if args.checkpoint is None and not args.random:
+    from demo import weights  # pylint: disable=import-outside-toplevel
+    args.checkpoint = weights.discover()
+  info, rows = run(args)
+  print(common.heading("One-slice CPU latency", info))
+  print(format_table(rows))
+  common.write_json(args.json, info, [], latency=[dataclasses.asdict(r) for r in rows])
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
