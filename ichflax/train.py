@@ -42,7 +42,7 @@ then pass --weights DIR.
 # Fields that change what a checkpoint means; a workdir holding another run refuses to resume.
 RESUME_KEYS = ("task", "data", "weights", "recipe", "variant", "batch_size", "dropout",
                "image_size", "lr", "seed", "dtype", "augment", "limit", "stored_size", "protocol",
-               "phantom_slices")
+               "phantom_slices", "bn_momentum")
 SPLITS = ("train", "validation", "test")
 
 
@@ -102,8 +102,13 @@ def build_model(cfg: TrainConfig, dtype) -> models.Classifier:
     from ichflax import weights  # pylint: disable=import-outside-toplevel
     backbone = weights.load_backbone(cfg.weights, dtype=dtype)
   variant = backbone.variant if backbone is not None else cfg.variant
-  return models.build_classifier(cfg.task, variant, cfg.resolved_dropout,
-                                 rngs=nnx.Rngs(cfg.seed), dtype=dtype, backbone=backbone)
+  model = models.build_classifier(cfg.task, variant, cfg.resolved_dropout,
+                                  rngs=nnx.Rngs(cfg.seed), dtype=dtype, backbone=backbone)
+  if cfg.bn_momentum is not None:
+    for _, module in nnx.iter_graph(model):
+      if isinstance(module, nnx.BatchNorm):
+        module.momentum = cfg.bn_momentum
+  return model
 
 
 def load_data(cfg: TrainConfig, task: tasks.Task) -> tuple[Path, dict, dict[str, Split]]:
@@ -379,6 +384,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, str | None]:
   p.add_argument("--limit", type=int, help="use at most this many examples per split")
   p.add_argument("--stored-size", type=int, help="stored slice size when a dataset is built")
   p.add_argument("--phantom-slices", type=int, help="slices drawn when the phantom is built")
+  p.add_argument("--bn-momentum", type=float, help="BatchNorm running-average momentum")
   p.add_argument("--keep", type=int, help="last N checkpoints to keep (plus the best)")
   p.add_argument("--checkpoint-every", type=int, help="mid-epoch checkpoint every K steps")
   p.add_argument("--no-augment", action="store_true", help="turn training augmentation off")
