@@ -29,8 +29,9 @@ def maybe_initialize_distributed(force: bool = False) -> bool:
   return True
 
 
-def make_mesh() -> Mesh:
-  return Mesh(np.array(jax.devices()), (AXIS,))
+def make_mesh(devices=None) -> Mesh:
+  """A 1-D mesh over `devices` (default: every device of every host)."""
+  return Mesh(np.array(jax.devices() if devices is None else devices), (AXIS,))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

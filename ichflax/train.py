@@ -407,12 +407,17 @@ def enable_compile_cache(path: str | Path, min_seconds: float = 1.0) -> None:
   jax.config.update("jax_persistent_cache_min_compile_time_secs", min_seconds)
 
 
-def main(argv: list[str] | None = None) -> int:
+def setup_cli() -> None:
+  """CLI set-up: a log line per epoch, quiet orbax, and the persistent compile cache."""
   logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
   logging.getLogger("ichflax").setLevel(logging.INFO)
   logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's per-save chatter
   if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # else JAX reads its own env settings
     enable_compile_cache(Path.home() / ".cache" / "ichflax" / "xla")
+
+
+def main(argv: list[str] | None = None) -> int:
+  setup_cli()
   try:
     cfg, grid = parse_args(argv)
     if grid:

@@ -1,0 +1,81 @@
+"""Data parallelism: a step sharded over 8 CPU devices computes what one device computes.
+
+The comparison runs in float64: at random init with 2 examples per device, BatchNorm's
+backward pass in float32 amplifies summation-order rounding to a few percent of the gradient,
+which would hide a real sharding bug behind a loose tolerance.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+
+from ichflax import sharding
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Runs in a fresh process: the host device count is fixed when JAX starts.
+SCRIPT = textwrap.dedent("""
+    import sys
+    import jax, numpy as np, optax
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+    from flax import nnx
+    from ichflax import models, sharding, steps
+    from ichflax.config import AugmentConfig
+
+    assert jax.device_count() == 8, jax.devices()
+    rng = np.random.default_rng(0)
+    batches = [{"image": rng.integers(0, 255, (16, 48, 48, 1), dtype=np.uint8),
+                "targets": rng.integers(0, 2, (16, 1)).astype(np.float32),
+                "mask": np.ones(16, bool)} for _ in range(3)]
+
+    def train(devices):
+      mesh = sharding.make_mesh(devices)
+      model = models.build_classifier("binary", "keras", 0.4, rngs=nnx.Rngs(0), dtype=jnp.float64)
+      # SGD: the update is -lr * gradient, so equal params mean equal gradients.
+      compiled, state, frozen = steps.make_steps(
+          model, models.trainable_filter("full"), optax.sgd(0.05),
+          steps.StepSpec("binary", 32, "keras", AugmentConfig(), jnp.float64))
+      state, frozen = sharding.replicate((state, frozen), mesh)
+      losses = []
+      for i, batch in enumerate(batches):
+        batch = sharding.shard_batch(batch, mesh)
+        assert len(batch["image"].sharding.device_set) == len(devices)
+        state, loss, _ = compiled.train(state, frozen, batch, jax.random.key(0), i)
+        losses.append(float(loss))
+      leaves = jax.tree.leaves((state.trainable, state.batch_stats))
+      return losses, leaves
+
+    one = train(jax.devices()[:1])
+    eight = train(jax.devices())
+    np.savez(sys.argv[1], loss1=one[0], loss8=eight[0],
+             **{f"a{i}": x for i, x in enumerate(one[1])},
+             **{f"b{i}": x for i, x in enumerate(eight[1])})
+""")
+
+
+def test_eight_devices_match_one(tmp_path):
+  out = tmp_path / "result.npz"
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT),
+         "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+  proc = subprocess.run([sys.executable, "-c", SCRIPT, str(out)], env=env, cwd=ROOT,
+                        capture_output=True, text=True, timeout=900, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  r = np.load(out)
+  np.testing.assert_allclose(r["loss8"], r["loss1"], rtol=1e-6)
+  n = sum(k.startswith("a") for k in r.files)
+  assert n > 300  # every parameter and BatchNorm statistic of ResNet50 + head
+  for i in range(n):
+    np.testing.assert_allclose(r[f"b{i}"], r[f"a{i}"], rtol=1e-5, atol=1e-6, err_msg=f"leaf {i}")
+
+
+def test_single_host_defaults():
+  assert sharding.host_slice(16) == slice(0, 16)
+  assert sharding.maybe_initialize_distributed() is False or "SLURM_NTASKS" in os.environ
+  mesh = sharding.make_mesh()
+  batch = sharding.shard_batch({"x": np.arange(mesh.size * 2)}, mesh)
+  np.testing.assert_array_equal(batch["x"], np.arange(mesh.size * 2))
