@@ -170,6 +170,7 @@ def format_table(rows: Sequence[Row], reference_impl: str | None = None) -> str:
   rel = ratios(rows, reference_impl) if reference_impl else None
   if rel is not None:
     cols.append(f"x {reference_impl}")
+  cols.append("note")
   lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
   for i, r in enumerate(rows):
     cells = [r.framework, r.impl, r.mode, r.recipe, _fmt(r.image_size), _fmt(r.batch_size),
@@ -177,17 +178,25 @@ def format_table(rows: Sequence[Row], reference_impl: str | None = None) -> str:
              _fmt(r.compile_s, 2), _fmt(r.gflops_per_step)]
     if rel is not None:
       cells.append(_fmt(rel[i], 2))
+    cells.append(r.note.replace("|", "/"))
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
 
-def write_json(path: str | os.PathLike, info: dict[str, Any], rows: Iterable[Row],
-               **extra: Any) -> None:
+def write_json(path: str | os.PathLike, info: dict[str, Any], rows: Iterable[Row], *,
+               quiet: bool = False, **extra: Any) -> None:
   out = {"machine": info, "rows": [dataclasses.asdict(r) for r in rows], **extra}
   Path(path).parent.mkdir(parents=True, exist_ok=True)
   # NaN is not JSON: write null so any reader (and the smoke test) parses the file.
   Path(path).write_text(json.dumps(_nan_to_none(out), indent=1, default=str) + "\n")
-  print(f"\nwrote {path}")
+  if not quiet:
+    print(f"\nwrote {path}")
+
+
+def save_partial(path: str | None, rows: Sequence[Row]) -> None:
+  """Rows so far, so a run killed by a lease's time limit still leaves its figures."""
+  if path:
+    write_json(path, {**machine_info(), "partial": True}, rows, quiet=True)
 
 
 def heading(title: str, info: dict[str, Any]) -> str:

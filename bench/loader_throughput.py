@@ -206,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
       skipped.append(f"workers={w} threads={t}")
       continue
     rows.append(row)
+    common.save_partial(args.json, rows)
     print(f"[bench] {row.impl}: {row.images_per_s:,.0f} img/s", file=sys.stderr, flush=True)
   if args.storage:
     rows += bench_storage(source, indices, args)

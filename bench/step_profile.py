@@ -43,6 +43,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--task", default="binary")
   p.add_argument("--variant", default="keras")
   p.add_argument("--dtypes", nargs="+", choices=("fp32", "bf16"), default=["fp32", "bf16"])
+  p.add_argument("--recipes", nargs="+", choices=("seed", "full"), default=["seed", "full"])
+  p.add_argument("--no-donation", dest="donation", action="store_false",
+                 help="skip compiling the donated variant (its aliasing is backend-independent)")
   p.add_argument("--no-breakdown", dest="breakdown", action="store_false",
                  help="skip the timed breakdown (cost analysis and HLO checks only)")
   p.add_argument("--smoke", action="store_true")
@@ -95,7 +98,7 @@ def hlo_census(lowered, compiled) -> dict[str, Any]:
           "fusions": len(re.findall(r" fusion\(", text))}
 
 
-def compile_variants(recipe, size, batch, dtype, args):
+def compile_variants(recipe, size, batch, dtype, args, donation: bool = True):
   """The project's compiled step and the same step jitted with its state donated."""
   import jax  # pylint: disable=g-import-not-at-top
   from ichflax import sharding  # pylint: disable=g-import-not-at-top
@@ -106,8 +109,10 @@ def compile_variants(recipe, size, batch, dtype, args):
   key = jax.random.key(0)
   lowered = steps_.train.lower(state, frozen, batch_, key, 0)
   project = lowered.compile()
-  donated_fn = jax.jit(steps_.train.__wrapped__, donate_argnums=(0,))
-  donated = donated_fn.lower(state, frozen, batch_, key, 0).compile()
+  donated = None
+  if donation:
+    donated_fn = jax.jit(steps_.train.__wrapped__, donate_argnums=(0,))
+    donated = donated_fn.lower(state, frozen, batch_, key, 0).compile()
   return built, batch_, project, donated, lowered
 
 
@@ -195,20 +200,25 @@ def main(argv=None) -> int:
   for dtype in args.dtypes:
     fwd = forward_cost(s, b, dtype, args)
     result["cost"][f"forward {dtype}"] = fwd
-    for recipe in ("seed", "full"):
+    for recipe in args.recipes:
       t0 = time.perf_counter()
-      _, _, project, donated, lowered = compile_variants(recipe, s, b, dtype, args)
+      _, _, project, donated, lowered = compile_variants(recipe, s, b, dtype, args,
+                                                         args.donation)
       c = costs(project)
       c["flops_over_forward"] = c["gflops"] / fwd["gflops"]
-      c["alias_mb_if_donated"] = costs(donated).get("alias_mb", math.nan)
+      if donated is not None:
+        c["alias_mb_if_donated"] = costs(donated).get("alias_mb", math.nan)
       c["compile_s_both"] = time.perf_counter() - t0
       result["cost"][f"{recipe} {dtype}"] = c
       if dtype == "bf16":
         result["hlo"][f"{recipe} {dtype}"] = hlo_census(lowered, project)
+      if args.json:  # after each compile: a run cut short keeps what it measured
+        common.write_json(args.json, {**common.machine_info(), "partial": True}, [],
+                          quiet=True, profile=result)
       print(f"[profile] {recipe} {dtype} {s}px b{b}: {c['gflops']:.1f} GFLOP "
             f"({c['flops_over_forward']:.2f}x forward)", file=sys.stderr, flush=True)
   result["input_ms"] = time_augment(args)
-  for recipe in ("seed", "full") if args.breakdown else ():
+  for recipe in args.recipes if args.breakdown else ():
     result["breakdown_ms"][recipe] = time_breakdown(args, recipe)
   info = common.machine_info()
   info["jax_backend"] = jax.default_backend()

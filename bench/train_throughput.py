@@ -24,6 +24,7 @@ import math
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):  # `python bench/train_throughput.py`: make `bench` importable.
@@ -220,7 +221,7 @@ def bench_jax_end_to_end(args, trainer, dataset, recipe, size, batch_size, dtype
       timing, bench="train", framework="jax", impl="ichflax step",
       mode="end-to-end, host sync" if host_sync else "end-to-end",
       recipe=recipe, image_size=size, batch_size=batch_size, dtype=dtype,
-      note=f"{os.path.basename(str(dataset_dir).rstrip('/'))}, {len(indices)} examples, "
+      note=f"{'/'.join(Path(dataset_dir).parts[-3:-1])}, {len(indices)} examples, "
            f"loader threads {threads}")
 
 
@@ -261,12 +262,12 @@ def run(args) -> tuple[dict[str, Any], list[common.Row]]:
       row, trainer = bench_jax_compute(args, recipe, size, batch_size, dtype, mesh, stored)
       if "compute" in args.modes:
         rows.append(row)
-        _progress(row, label)
+        _progress(args, rows, label)
       if dataset is not None:
         for host_sync in (False, True):
           rows.append(bench_jax_end_to_end(args, trainer, dataset, recipe, size, batch_size,
                                            dtype, mesh, host_sync))
-          _progress(rows[-1], label)
+          _progress(args, rows, label)
       del trainer
     if want_torch:
       from bench import torch_resnet  # pylint: disable=g-import-not-at-top
@@ -275,7 +276,7 @@ def run(args) -> tuple[dict[str, Any], list[common.Row]]:
             recipe=recipe, image_size=size, batch_size=batch_size, dtype=dtype,
             compile_=compile_, warmup=args.warmup, repeats=args.repeats,
             steps_per_repeat=args.steps))
-        _progress(rows[-1], label)
+        _progress(args, rows, label)
   info = common.machine_info()
   info["skipped_for_time"] = skipped
   if want_torch:
@@ -286,7 +287,9 @@ def run(args) -> tuple[dict[str, Any], list[common.Row]]:
   return info, rows
 
 
-def _progress(row: common.Row, label: str) -> None:
+def _progress(args, rows: list[common.Row], label: str) -> None:
+  row = rows[-1]
+  common.save_partial(args.json, rows)
   print(f"[bench] {label}: {row.framework} {row.impl} {row.mode}: "
         f"{row.images_per_s:,.1f} img/s ({row.step_ms:.1f} ms/step, compile {row.compile_s:.1f} s)",
         file=sys.stderr, flush=True)

@@ -86,7 +86,7 @@ def test_table_ratios_and_json_nan(tmp_path):
                      images_per_s=25.0, step_ms=80.0)]
   assert common.ratios(rows, "eager") == [1.0, 2.5]
   table = common.format_table(rows, "eager")
-  assert table.splitlines()[-1].endswith("| 2.50 |")
+  assert table.splitlines()[-1].endswith("| 2.50 |  |")
   common.write_json(tmp_path / "r.json", {"x": float("nan")}, rows)
   data = json.loads((tmp_path / "r.json").read_text())  # NaN written as null: strict JSON
   assert data["machine"]["x"] is None and data["rows"][0]["compile_s"] is None

@@ -13,7 +13,8 @@
 #   3. train throughput: 224 px batch 256 bf16, seed then full, ichflax (compute, end to end)
 #      and torchvision (eager, torch.compile) side by side; then batch 128, then 128 px, while
 #      BENCH_TRAIN_BUDGET_S (default 240 s) lasts
-#   4. cost analysis + HLO census of the bf16 steps, in whatever time is left
+#   4. cost analysis + HLO census of the bf16 steps (seed first), in whatever time is left
+# Each benchmark rewrites its JSON after every row, so one cut short keeps what it measured.
 # Total stays under ~9 minutes (BENCH_TOTAL_S, default 540). BENCH_SMOKE=1 runs the same steps at
 # CI size (a check of this script on a CPU machine; no wheels installed there).
 set -uo pipefail
@@ -76,7 +77,8 @@ timeout $(( $(left) - 60 )) "$PY" bench/train_throughput.py --stored-size 256 \
 echo "== profile ($(left) s left)"
 if [ "$(left)" -gt 60 ]; then
   timeout $(( $(left) - 10 )) "$PY" bench/step_profile.py --image-size 224 --batch-size 256 \
-    --dtypes bf16 --no-breakdown ${SMOKE:+--smoke} --json "$OUT/profile.json" \
+    --dtypes bf16 --recipes seed full --no-donation --no-breakdown ${SMOKE:+--smoke} \
+    --json "$OUT/profile.json" \
     || echo "profile failed or timed out (rc $?)"
 fi
 echo "== done in ${SECONDS} s"
