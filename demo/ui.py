@@ -1,8 +1,8 @@
 """The page: upload, notice and model card, probabilities, Grad-CAM, windows, series slider.
 
-Two small component variants keep the privacy promise (both render with Gradio's own frontend,
-`is_template`): slices go back to the browser as data: URLs, never as files in Gradio's cache,
-and uploads reach the callback as their own paths so the callback can delete them at once.
+Two small component tweaks keep the privacy promise: slices go back to the browser as data:
+URLs, never as files in Gradio's cache, and uploads reach the callback as their own paths so the
+callback can delete them at once.
 """
 
 from __future__ import annotations
@@ -43,34 +43,37 @@ CSS = """
 """
 
 
-class InlineImage(gr.Image):
-  """gr.Image that sends its picture inline (data: URL), so no slice lands on disk."""
-
-  is_template = True
-
-  def postprocess(self, value: np.ndarray | None) -> ImageData | None:
-    if value is None:
-      return None
-    buf = io.BytesIO()
-    Image.fromarray(np.asarray(value, np.uint8)).save(buf, "PNG")
-    return ImageData(url="data:image/png;base64," + base64.b64encode(buf.getvalue()).decode(),
-                     orig_name="slice.png", mime_type="image/png")
+def inline_image(**kwargs) -> gr.Image:
+  """gr.Image that sends its picture inline (data: URL), so no slice lands in Gradio's cache."""
+  image = gr.Image(**kwargs)
+  image.postprocess = _inline_png  # per instance: a subclass would make gradio write a .pyi
+  return image
 
 
-class UploadFiles(gr.File):
-  """gr.File handing over the uploads' own paths, which the callback deletes.
+def _inline_png(value: np.ndarray | None) -> ImageData | None:
+  if value is None:
+    return None
+  buf = io.BytesIO()
+  Image.fromarray(np.asarray(value, np.uint8)).save(buf, "PNG")
+  return ImageData(url="data:image/png;base64," + base64.b64encode(buf.getvalue()).decode(),
+                   orig_name="slice.png", mime_type="image/png")
+
+
+def upload_files(**kwargs) -> gr.File:
+  """gr.File handing the callback the uploads' own paths, which the callback deletes.
 
   gradio 6.31's gr.File makes (and never removes) an empty temp file per upload when it hands
   the callback a path; returning the path it already has avoids that leftover.
   """
+  files = gr.File(**kwargs)
+  files.preprocess = _upload_paths
+  return files
 
-  is_template = True
 
-  def preprocess(self, payload) -> list[str] | None:
-    if payload is None:
-      return None
-    files = payload.root if isinstance(payload, ListFiles) else [payload]
-    return [f.path for f in files]
+def _upload_paths(payload) -> list[str] | None:
+  if payload is None:
+    return None
+  return [f.path for f in (payload.root if isinstance(payload, ListFiles) else [payload])]
 
 
 def _subtype_heading(predictor) -> str:
@@ -92,10 +95,10 @@ def build(demo: callbacks.Demo, model_card: str) -> gr.Blocks:
     hemorrhage = gr.Label(label="Hemorrhage (any type)", elem_id="hemorrhage", render=False)
     subtypes = gr.Label(label=_subtype_heading(demo.predictor), num_top_classes=5,
                         elem_id="subtypes", render=False)
-    overlay = InlineImage(
+    overlay = inline_image(
         label="Grad-CAM: where the model looked (green: attention box, not a segmentation)",
         interactive=False, elem_id="overlay", height=440, render=False)
-    windows = [InlineImage(label=f"{name} window {c:g}/{w:g} HU", interactive=False,
+    windows = [inline_image(label=f"{name} window {c:g}/{w:g} HU", interactive=False,
                            elem_id=f"window-{name}", elem_classes="window", height=230,
                            render=False)
                for name in callbacks.WINDOW_NAMES for c, w in [dicom.WINDOWS[name]]]
@@ -117,7 +120,7 @@ def build(demo: callbacks.Demo, model_card: str) -> gr.Blocks:
 
     with gr.Row():
       with gr.Column(scale=2, min_width=320):
-        files = UploadFiles(
+        files = upload_files(
             label=f"CT slice(s): DICOM, PNG/JPG, or a zip of one series (≤ {uploads.MAX_UPLOAD_MB} "
                   "MB)", file_count="multiple", elem_id="upload", height=150)
         example_name = gr.Textbox(visible=False)

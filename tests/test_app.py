@@ -23,7 +23,7 @@ from PIL import Image
 
 from demo import callbacks, uploads
 from ichflax.data import phantom
-from test_predict import (bad_files, huge_png, multiframe_dicom, tiny_checkpoint,  # noqa: F401
+from test_predict import (bad_files, shared, tiny_checkpoint,  # noqa: F401
                           write_dicom)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,17 +55,15 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def server(tiny_checkpoint, tmp_path_factory) -> Server:  # noqa: F811
-  """`python app.py` as a user starts it, on a free port, serving the tiny checkpoint."""
-  root = tmp_path_factory.mktemp("server")
+def start_server(checkpoint: Path, root: Path) -> Server:
+  """`python app.py` as a user starts it, on a free port, serving `checkpoint`."""
   port, log = free_port(), root / "server.log"
   env = dict(os.environ, GRADIO_TEMP_DIR=str(root / "uploads"), ICHFLAX_JAX_CACHE="",
              GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
   env.pop("SPACE_ID", None)
   with open(log, "wb") as out:
     proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--checkpoint",
-                             str(tiny_checkpoint)], cwd=ROOT, env=env, stdout=out,
+                             str(checkpoint)], cwd=ROOT, env=env, stdout=out,
                             stderr=subprocess.STDOUT)
   url = f"http://127.0.0.1:{port}/"
   deadline = time.monotonic() + STARTUP_S
@@ -74,16 +72,22 @@ def server(tiny_checkpoint, tmp_path_factory) -> Server:  # noqa: F811
       pytest.fail(f"app.py exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
     try:
       if httpx.get(url, timeout=2).status_code == 200:
-        break
+        return Server(url, root / "uploads", log, proc)
     except httpx.HTTPError:
       pass
     if time.monotonic() > deadline:
       proc.kill()
       pytest.fail(f"app.py did not serve within {STARTUP_S} s:\n{log.read_text()[-3000:]}")
     time.sleep(0.5)
-  yield Server(url, root / "uploads", log, proc)
-  proc.terminate()
-  proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def server(tiny_checkpoint, tmp_path_factory) -> Server:  # noqa: F811
+  s = shared("server", lambda: start_server(tiny_checkpoint, tmp_path_factory.mktemp("server")))
+  yield s
+  if s.process.poll() is None:  # the first copy of this fixture torn down stops it
+    s.process.terminate()
+    s.process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")

@@ -22,11 +22,21 @@ from ichflax.data import dicom, phantom
 SUBDURAL = tasks.SUBTYPES.index("subdural")
 
 
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory) -> Path:
+# pytest gives every module that imports a fixture its own copy, with its own session-scoped
+# value; the serving modules import these, so the expensive values are made once here instead.
+_SHARED: dict = {}
+
+
+def shared(name: str, make):
+  """One value per test session, whichever serving module asks first."""
+  if name not in _SHARED:
+    _SHARED[name] = make()
+  return _SHARED[name]
+
+
+def _train_tiny(root: Path) -> Path:
   """A real training checkpoint: multilabel, full recipe, 64 px, one short epoch."""
   from ichflax import data  # pylint: disable=import-outside-toplevel
-  root = tmp_path_factory.mktemp("tiny_checkpoint")
   dataset = data.prepare(None, size=64, num=120, protocol="full", out=root / "data", workers=1)
   cfg = TrainConfig(task="multilabel", data=dataset, recipe="full", epochs=1, batch_size=8,
                     image_size=64, limit=8, workdir=str(root / "run"), progress=False,
@@ -35,8 +45,13 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+  return shared("checkpoint", lambda: _train_tiny(tmp_path_factory.mktemp("tiny_checkpoint")))
+
+
+@pytest.fixture(scope="session")
 def predictor(tiny_checkpoint) -> predict.Predictor:
-  return predict.Predictor.from_checkpoint(tiny_checkpoint)
+  return shared("predictor", lambda: predict.Predictor.from_checkpoint(tiny_checkpoint))
 
 
 def write_dicom(path: Path, hu: np.ndarray, index: int = 0, z: float = 0.0,
@@ -175,8 +190,11 @@ def test_bad_inputs_get_one_clear_error(make, message, bad_files):
 
 @pytest.fixture(scope="session")
 def bad_files(tmp_path_factory) -> Path:
+  return shared("bad_files", lambda: _make_bad_files(tmp_path_factory.mktemp("bad")))
+
+
+def _make_bad_files(d: Path) -> Path:
   """One of each kind of bad upload, made for real."""
-  d = tmp_path_factory.mktemp("bad")
   hu = phantom.make_slice(np.random.default_rng(3), 64).hu
   (d / "empty.dcm").write_bytes(b"")
   (d / "notes.txt").write_text("patient notes, not an image\n" * 20)
