@@ -1,10 +1,11 @@
 """One-slice CPU inference latency of the serving path, beside a PyTorch ResNet50 forward.
 
 What a demo visitor waits for: one DICOM slice through `ichflax.predict.Predictor` (read, HU,
-windows, model, and optionally Grad-CAM + attention box), p50 and p90 over single calls; then
-the jitted model alone on the prepared input; then torchvision's ResNet50 forward (eager,
+windows, model, and optionally Grad-CAM + attention box), p50 / p90 / min over single calls;
+then the jitted model alone on the prepared input; then torchvision's ResNet50 forward (eager,
 inference mode) on the very same normalised input, so the two frameworks are compared on equal
-work in the same run. torch is imported lazily and only here.
+work in the same run. Cases are timed in turn, one call each per round, so load from other work
+on a shared machine falls on all of them alike. torch is imported lazily and only here.
 
     python bench/cpu_latency.py [--checkpoint DIR] [--repeats 50] [--json PATH] [--smoke]
 
@@ -19,7 +20,9 @@ import dataclasses
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
@@ -37,15 +40,43 @@ class Latency:
   what: str
   p50_ms: float
   p90_ms: float
+  min_ms: float
   first_call_s: float
   repeats: int
   note: str = ""
 
 
-def _latency(framework: str, impl: str, what: str, timing: common.Timing, note: str = "") -> Latency:
-  ms = np.asarray(timing.times_s) * 1e3
-  return Latency(framework, impl, what, float(np.percentile(ms, 50)),
-                 float(np.percentile(ms, 90)), timing.first_s, len(ms), note)
+@dataclasses.dataclass
+class Case:
+  """One configuration: `call()` returns what `sync` waits on."""
+
+  framework: str
+  impl: str
+  what: str
+  call: Callable[[], Any]
+  sync: Callable[[Any], Any]
+  note: str = ""
+
+
+def measure(cases: list[Case], warmup: int, repeats: int) -> list[Latency]:
+  """First call apart, then single calls taken in turn (round robin), so that other work on a
+  shared machine slows every case alike and their ratios stay fair."""
+  first = []
+  for case in cases:
+    t0 = time.perf_counter()
+    case.sync(case.call())
+    first.append(time.perf_counter() - t0)
+    for _ in range(warmup):
+      case.sync(case.call())
+  times = [[] for _ in cases]
+  for _ in range(repeats):
+    for case, out in zip(cases, times):
+      t0 = time.perf_counter()
+      case.sync(case.call())
+      out.append((time.perf_counter() - t0) * 1e3)
+  return [Latency(c.framework, c.impl, c.what, float(np.percentile(t, 50)),
+                  float(np.percentile(t, 90)), float(np.min(t)), f, len(t), c.note)
+          for c, t, f in zip(cases, times, first)]
 
 
 def _predictor(args):
@@ -64,63 +95,54 @@ def _predictor(args):
   return predict.Predictor([(model, meta)], batch_size=1), "random init"
 
 
-def _torch_forward(x_nhwc: np.ndarray, args) -> Latency:
+def _torch_case(x_nhwc: np.ndarray) -> Case:
   import torch  # pylint: disable=import-outside-toplevel
   import torchvision  # pylint: disable=import-outside-toplevel
   model = torchvision.models.resnet50(weights=None).eval()
   x = torch.from_numpy(np.ascontiguousarray(x_nhwc.transpose(0, 3, 1, 2)))
 
-  def step():
+  def forward():
     with torch.inference_mode():
       return model(x)
 
-  timing = common.time_steps(step, lambda out: out, warmup=args.warmup, repeats=args.repeats)
-  return _latency("torch", f"torchvision resnet50 eager ({torch.get_num_threads()} threads)",
-                  "forward only (same input)", timing, "random init; 1000-class fc head")
+  return Case("torch", f"torchvision resnet50 eager ({torch.get_num_threads()} threads)",
+              "forward only (same input)", forward, lambda out: out,
+              "random init; 1000-class fc head")
 
 
-def run(args) -> tuple[dict, list[Latency]]:
+def run(args, slice_path: Path) -> tuple[dict, list[Latency]]:
   import jax  # pylint: disable=import-outside-toplevel
-  from ichflax import predict  # pylint: disable=import-outside-toplevel
-  from ichflax.data import dicom, phantom  # pylint: disable=import-outside-toplevel
   from ichflax.models import preprocess  # pylint: disable=import-outside-toplevel
   predictor, source = _predictor(args)
-  meta = predictor.metas[0]
-  size = meta["image_size"]
-  hu = phantom.make_slice(np.random.default_rng(0), args.slice_size, (4,)).hu
-  rows = []
-  with tempfile.TemporaryDirectory() as tmp:
-    path = Path(tmp) / "slice.dcm"
-    dicom.write_ct(path, hu, dicom.SliceGeometry("ID_bench", "ID_s", "ID_r", 1, 0.0),
-                   patient_id="PHANTOM")
-    for cam, what in ((False, "DICOM -> probabilities"), (True, "DICOM -> probabilities + "
-                                                                "Grad-CAM + box")):
-      timing = common.time_steps(lambda cam=cam: predictor.predict([path], gradcam_on=cam),
-                                 lambda out: out, warmup=args.warmup, repeats=args.repeats)
-      rows.append(_latency("jax", "ichflax Predictor", what, timing,
-                           f"{source}; {args.slice_size}x{args.slice_size} slice, {size} px"))
-    images = predictor.load(path).model_image[None]
-  run_ = predictor._runs[0]  # pylint: disable=protected-access
+  size = predictor.metas[0]["image_size"]
+  images = predictor.load(slice_path).model_image[None]
+  fns = predictor._runs[0]  # pylint: disable=protected-access
   index = np.full(1, -1, np.int32)
-  for fn, what in ((lambda: run_.plain(images), "model forward only (jit)"),
-                   (lambda: run_.with_cam(images, index), "forward + Grad-CAM (jit)")):
-    timing = common.time_steps(fn, jax.block_until_ready, warmup=args.warmup,
-                               repeats=args.repeats)
-    rows.append(_latency("jax", "ichflax jitted fn", what, timing, f"{source}; {size} px"))
+  on_slice = f"{source}; {args.slice_size}x{args.slice_size} slice, {size} px"
+  cases = [
+      Case("jax", "ichflax Predictor", "DICOM -> probabilities",
+           lambda: predictor.predict([slice_path], gradcam_on=False), lambda out: out, on_slice),
+      Case("jax", "ichflax Predictor", "DICOM -> probabilities + Grad-CAM + box",
+           lambda: predictor.predict([slice_path]), lambda out: out, on_slice),
+      Case("jax", "ichflax jitted fn", "model forward only", lambda: fns.plain(images),
+           jax.block_until_ready, f"{source}; {size} px"),
+      Case("jax", "ichflax jitted fn", "forward + Grad-CAM", lambda: fns.with_cam(images, index),
+           jax.block_until_ready, f"{source}; {size} px"),
+  ]
   if common.torch_available() and not args.no_torch:
-    x = np.asarray(preprocess.model_input(images, size, "torchvision"))
-    rows.append(_torch_forward(x, args))
+    cases.append(_torch_case(np.asarray(preprocess.model_input(images, size, "torchvision"))))
+  rows = measure(cases, args.warmup, args.repeats)
   info = common.machine_info()
   info["image_size"] = size
   return info, rows
 
 
 def format_table(rows: list[Latency]) -> str:
-  cols = ["framework", "impl", "what", "p50 ms", "p90 ms", "first call s", "n", "note"]
+  cols = ["framework", "impl", "what", "p50 ms", "p90 ms", "min ms", "first call s", "n", "note"]
   lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
   for r in rows:
     lines.append(f"| {r.framework} | {r.impl} | {r.what} | {r.p50_ms:.1f} | {r.p90_ms:.1f} | "
-                 f"{r.first_call_s:.2f} | {r.repeats} | {r.note} |")
+                 f"{r.min_ms:.1f} | {r.first_call_s:.2f} | {r.repeats} | {r.note} |")
   return "\n".join(lines)
 
 
@@ -143,7 +165,12 @@ def main(argv: list[str] | None = None) -> int:
   if args.checkpoint is None and not args.random:
     from demo import weights  # pylint: disable=import-outside-toplevel
     args.checkpoint = weights.discover()
-  info, rows = run(args)
+  from ichflax.data import dicom, phantom  # pylint: disable=import-outside-toplevel
+  with tempfile.TemporaryDirectory() as tmp:  # one phantom subdural slice, as a DICOM file
+    path = Path(tmp) / "slice.dcm"
+    dicom.write_ct(path, phantom.make_slice(np.random.default_rng(0), args.slice_size, (4,)).hu,
+                   dicom.SliceGeometry("ID_bench", "ID_s", "ID_r", 1, 0.0), patient_id="PHANTOM")
+    info, rows = run(args, path)
   print(common.heading("One-slice CPU latency", info))
   print(format_table(rows))
   common.write_json(args.json, info, [], latency=[dataclasses.asdict(r) for r in rows])
