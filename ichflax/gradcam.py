@@ -80,11 +80,6 @@ def attention_box(cam: np.ndarray, threshold: float = BOX_THRESHOLD) -> Box | No
   return Box(int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
 
 
-def peak(cam: np.ndarray) -> tuple[int, int]:
-  """(row, col) of the map's maximum."""
-  return tuple(int(i) for i in np.unravel_index(int(np.argmax(cam)), cam.shape))
-
-
 def overlay(image: np.ndarray, cam: np.ndarray, box: Box | None, alpha: float = 0.45) -> np.ndarray:
   """uint8 RGB: the image with the heat map blended in where the map is high, and the box."""
   image = np.asarray(image, np.uint8)

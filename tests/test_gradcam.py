@@ -11,16 +11,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from scipy import ndimage
 
 from ichflax import gradcam, predict, tasks
 from ichflax.data import phantom
 from ichflax.models import preprocess
 from test_predict import predictor, tiny_checkpoint  # noqa: F401  pylint: disable=unused-import
 
-# Planted bleeds in the Grad-CAM test: how many, and the bar the hit rate must clear.
+# Planted bleeds in the Grad-CAM test: how many, and how far the hit rate must beat chance.
 BLEEDS = 40
-MIN_HITS_OVER_CHANCE = 2.0
+MIN_MARGIN_OVER_CHANCE = 0.2
 
 
 def test_attention_box_takes_the_largest_salient_region():
@@ -31,7 +30,6 @@ def test_attention_box_takes_the_largest_salient_region():
   assert gradcam.attention_box(cam) == gradcam.Box(10, 20, 40, 35)
   assert gradcam.attention_box(cam, threshold=0.9) == gradcam.Box(5, 5, 9, 9)
   assert gradcam.attention_box(np.zeros((8, 8))) is None
-  assert gradcam.peak(cam) == (5, 5)
 
 
 def test_upsample_keeps_range_and_reaches_input_size():
@@ -83,10 +81,11 @@ def test_cam_is_grad_cam_of_the_chosen_logit(predictor):  # noqa: F811
 
 
 def test_gradcam_peaks_inside_planted_bleeds():
-  """The demo model's Grad-CAM peak falls in the planted blood far more often than chance.
+  """The demo model's hottest Grad-CAM cell holds planted blood far more often than chance.
 
-  Chance is the bleed's share of the image: where a peak placed at random would land. The
-  Grad-CAM grid of a ResNet50 is 32 px coarse, so a hit counts within one grid cell of blood.
+  Judged on the map's own grid (one cell per 32 model pixels: 7x7 at 224 px), where the peak
+  is defined: a hit is a peak cell containing blood, and chance is the share of cells that do,
+  i.e. where a peak placed at random would land.
   """
   from demo import weights  # pylint: disable=import-outside-toplevel
   paths = weights.discover()
@@ -94,15 +93,17 @@ def test_gradcam_peaks_inside_planted_bleeds():
     pytest.fail(f"no demo checkpoint in {weights.DEFAULT_DIR}: this test needs the shipped demo "
                 "weights (trained on the phantom by ichflax.train); place them there first")
   p = predict.Predictor.from_checkpoint(*paths)
+  grid = p.metas[0]["image_size"] // 32
+  size = grid * max(1, p.stored_size // grid)  # square slices that split into whole cells
   rng = np.random.default_rng(123)
-  size = p.stored_size
-  cell = max(1, round(size / (p.metas[0]["image_size"] / 32)))
-  hits, chance = [], []
   slices = [phantom.make_slice(rng, size, (int(rng.integers(5)),)) for _ in range(BLEEDS)]
+  hits, chance = [], []
   for s, pred in zip(slices, p.predict([s.hu for s in slices], cam_class="any")):
-    near = ndimage.binary_dilation(s.mask, iterations=cell)
-    hits.append(bool(near[gradcam.peak(pred.cam)]))
-    chance.append(float(near.mean()))
+    cells = pred.cam.reshape(grid, size // grid, grid, size // grid).mean(axis=(1, 3))
+    bleeding = s.mask.reshape(grid, size // grid, grid, size // grid).any(axis=(1, 3))
+    hits.append(bool(bleeding.flat[int(np.argmax(cells))]))
+    chance.append(float(bleeding.mean()))
   rate, base = float(np.mean(hits)), float(np.mean(chance))
-  print(f"Grad-CAM peak in planted bleed: {rate:.2f} of {BLEEDS} slices; chance {base:.2f}")
-  assert rate >= min(1.0, MIN_HITS_OVER_CHANCE * base), (rate, base)
+  print(f"Grad-CAM peak cell holds planted blood in {rate:.2f} of {BLEEDS} phantom slices; "
+        f"chance {base:.2f} ({grid}x{grid} grid)")
+  assert rate >= base + MIN_MARGIN_OVER_CHANCE, (rate, base)
