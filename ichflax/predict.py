@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence, Union
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from PIL import Image
