@@ -9,7 +9,7 @@
 # Writes to $OUT (else /tmp/ichflax-bench): env.txt, loader.json, train.json, profile.json,
 # log.txt. Order = priority, each step bounded, so a slow step cannot eat the later ones:
 #   1. install carried wheels, record the machine (~15 s)
-#   2. build the phantom TFDS dataset at 256 px (~30 s) and time the loader (~60 s)
+#   2. build the phantom TFDS dataset (4096 slices, 256 px; ~30 s) and time the loader (~60 s)
 #   3. train throughput: 224 px batch 256 bf16, seed then full, ichflax (compute, end to end)
 #      and torchvision (eager, torch.compile) side by side; then batch 128, then 128 px, while
 #      BENCH_TRAIN_BUDGET_S (default 240 s) lasts
@@ -62,14 +62,14 @@ EOF
 } 2>&1 | tee "$OUT/env.txt"
 
 echo "== loader ($(left) s left)"
-timeout 120 "$PY" bench/loader_throughput.py --stored-size 256 --phantom-num 2048 \
+timeout 120 "$PY" bench/loader_throughput.py --stored-size 256 --phantom-num 4096 \
   --batch-size 256 --workers 0 8 --threads 2 16 --batches 8 --repeats 3 --records 512 \
   ${SMOKE:+--smoke --phantom-num 64} --json "$OUT/loader.json" || echo "loader benchmark failed or timed out (rc $?)"
 
 echo "== train ($(left) s left)"
 BUDGET=${BENCH_TRAIN_BUDGET_S:-240}
 timeout $(( $(left) - 60 )) "$PY" bench/train_throughput.py --stored-size 256 \
-  --phantom-num 2048 --recipe seed full --image-size 224 128 --batch-sizes 256 128 \
+  --phantom-num 4096 --recipe seed full --image-size 224 128 --batch-sizes 256 128 \
   --dtype bf16 --steps 10 --repeats 5 --warmup 3 --e2e-steps 30 --loader-threads 16 \
   --time-budget "$BUDGET" ${SMOKE:+--smoke --phantom-num 64} --json "$OUT/train.json" \
   || echo "train benchmark failed or timed out (rc $?)"
