@@ -159,6 +159,30 @@ def test_cam_class_choice(predictor, bleed):
     predictor.predict([bleed.hu], cam_class="kidney")
 
 
+def test_binary_plus_subtype_checkpoints_merge(predictor, bleed):
+  """`any` from the binary model, subtypes (softmax, given a bleed) from the subtype model."""
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+  from ichflax import models  # pylint: disable=import-outside-toplevel
+  trained, meta = predictor.models[0]
+  pair = []
+  for task in ("binary", "subtype"):  # the trained backbone under each task's own head
+    model = models.Classifier(trained.backbone, tasks.get_task(task).num_outputs, 0.3,
+                              rngs=nnx.Rngs(0))
+    model.eval()
+    pair.append((model, {**meta, "task": task,
+                         "class_names": list(tasks.get_task(task).class_names)}))
+  both = predict.Predictor(pair)
+  assert both.labels == tasks.LABELS
+  p, = both.predict([bleed.hu])
+  assert sum(p.probabilities[k] for k in tasks.SUBTYPES) == pytest.approx(1.0, abs=1e-5)
+  assert p.cam_class == "any"
+  assert both.predict([bleed.hu], cam_class="epidural")[0].cam_class == "epidural"
+  with pytest.raises(ValueError, match="overlap in their labels"):
+    predict.Predictor([predictor.models[0], pair[0]])
+  with pytest.raises(ValueError, match="different preprocessing"):
+    predict.Predictor([pair[0], (pair[1][0], {**pair[1][1], "windows": [[40, 80]]})])
+
+
 def test_series_ordered_by_position(predictor, tmp_path):
   rng = np.random.default_rng(2)
   zs = [15.0, 0.0, 10.0, 5.0]
