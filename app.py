@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> None:
   from demo import ui, uploads, weights  # pylint: disable=import-outside-toplevel
   from ichflax import predict  # pylint: disable=import-outside-toplevel
   predict.use_compilation_cache()
+  demo.quiet_pydicom()
   app, _ = demo.create_app(weights.requested(args.checkpoint), upload_root)
   host = args.host or ("0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1")
   app.queue(default_concurrency_limit=1)  # one CPU-bound analysis at a time

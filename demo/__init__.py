@@ -16,7 +16,6 @@ from demo import callbacks, ui, weights
 
 def create_app(checkpoints: list[Path], upload_root: str | Path) -> tuple[gr.Blocks, callbacks.Demo]:
   """The app for these checkpoints (none: windows only); compiles the model in the background."""
-  quiet_pydicom()
   predictor, card = weights.load(checkpoints)
   demo = callbacks.Demo(predictor, upload_root)
   if predictor is not None:  # the first visitor should not wait for XLA to compile
@@ -26,7 +25,10 @@ def create_app(checkpoints: list[Path], upload_root: str | Path) -> tuple[gr.Blo
 
 
 def quiet_pydicom() -> None:
-  """pydicom's validation warnings quote tag values (a patient's name, a date): never log them."""
+  """pydicom's validation warnings quote tag values (a patient's name, a date): never log them.
+
+  Process-wide, so the server's entry point (app.py) calls it.
+  """
   pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
   logging.getLogger("pydicom").setLevel(logging.CRITICAL)
   warnings.filterwarnings("ignore", module="pydicom")
