@@ -401,7 +401,9 @@ def _emit(record: dict) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(
-      prog="python -m ichflax.predict", description=__doc__.split("\n\n")[0],
+      prog="python -m ichflax.predict",
+      description="Hemorrhage and subtype probabilities, Grad-CAM and its attention box for CT "
+                  "slices (DICOM, PNG, JPG) and folders of series.",
       epilog="One JSON line per slice, one error line per unreadable file, and a study summary "
              "per series when a folder is given. Research and education use only.")
   parser.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR")
