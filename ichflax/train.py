@@ -124,7 +124,11 @@ def load_data(cfg: TrainConfig, task: tasks.Task) -> tuple[Path, dict, dict[str,
   splits = {}
   for name in SPLITS:
     meta = data.read_meta(dataset_dir, name)
-    indices = np.flatnonzero(task.select(meta["labels"], meta["group"]))[:cfg.limit]
+    indices = np.flatnonzero(task.select(meta["labels"], meta["group"]))
+    if cfg.limit is not None and cfg.limit < len(indices):
+      # Splits are stored class by class: a prefix would hold only some classes.
+      rng = np.random.default_rng([cfg.seed, SPLITS.index(name)])
+      indices = np.sort(rng.choice(indices, cfg.limit, replace=False))
     if len(indices) == 0:
       raise config.ConfigError(f"the {name} split of {dataset_dir} has no examples for the "
                                f"{task.name} task: check --data and --task")
