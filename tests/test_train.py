@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ichflax import checkpoint, config, train
+from ichflax import checkpoint, config, tasks, train
 from ichflax.data import builders
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,3 +134,12 @@ def test_defaults_and_grid_parsing():
       {"dropout": 0.3, "batch_size": 8}, {"dropout": 0.3, "batch_size": 16}]
   with pytest.raises(config.ConfigError, match="must be int"):
     train.parse_grid("batch_size=eight")
+
+
+def test_limit_draws_every_class(dataset, tmp_path):
+  cfg = _cfg(dataset, tmp_path, limit=12)
+  _, _, splits = train.load_data(cfg, tasks.get_task("binary"))
+  groups = builders.read_meta(dataset, "train")["group"][splits["train"].indices]
+  assert len(groups) == 12 and len(set(groups.tolist())) > 2  # not a class-sorted prefix
+  _, _, again = train.load_data(cfg, tasks.get_task("binary"))
+  np.testing.assert_array_equal(again["train"].indices, splits["train"].indices)  # seeded
