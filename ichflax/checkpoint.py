@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -163,3 +164,24 @@ def jsonable(x: Any) -> Any:
   if isinstance(x, (str, int, bool)) or x is None:
     return x
   return json.loads(json.dumps(x, default=str))
+
+
+def main(argv: list[str] | None = None) -> int:
+  """`python -m ichflax.checkpoint export SRC DST [--dtype bfloat16]`: a small serving copy."""
+  import argparse  # pylint: disable=import-outside-toplevel
+  p = argparse.ArgumentParser(prog="python -m ichflax.checkpoint", description=main.__doc__)
+  p.add_argument("command", choices=["export"])
+  p.add_argument("src", help="a training workdir, its checkpoints/ dir or one step dir")
+  p.add_argument("dst", help="new directory for the inference checkpoint")
+  p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+  a = p.parse_args(argv)
+  try:
+    print(export_inference(a.src, a.dst, jnp.dtype(a.dtype)))
+  except CheckpointError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
