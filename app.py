@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> None:
   upload_root = private_upload_dir()
   import demo  # pylint: disable=import-outside-toplevel
   from demo import ui, uploads, weights  # pylint: disable=import-outside-toplevel
-  from ichflax import predict  # pylint: disable=import-outside-toplevel
-  predict.use_compilation_cache()
+  from ichflax import xla_cache  # pylint: disable=import-outside-toplevel
+  xla_cache.enable()
   demo.quiet_pydicom()
   app, _ = demo.create_app(weights.requested(args.checkpoint), upload_root)
   host = args.host or ("0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1")

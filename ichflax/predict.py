@@ -25,7 +25,7 @@ import numpy as np
 from flax import nnx
 from PIL import Image
 
-from ichflax import gradcam, tasks
+from ichflax import gradcam, tasks, xla_cache
 from ichflax.data import dicom
 from ichflax.models import preprocess
 
@@ -33,7 +33,6 @@ from ichflax.models import preprocess
 # decompression bomb (a small PNG that decodes to gigabytes) from taking the server down.
 MAX_PIXELS = 4096 * 4096
 THRESHOLD = 0.5
-CACHE_ENV = "ICHFLAX_JAX_CACHE"
 NO_HEMORRHAGE = "no hemorrhage"
 _IMAGE_MAGIC = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG"}
 # A DICOM without the 128-byte preamble starts with its first tag: group 0002 or 0008, little
@@ -459,19 +458,6 @@ def main(argv: Sequence[str] | None = None) -> int:
   return 0
 
 
-def use_compilation_cache() -> None:
-  """Reuse XLA executables across runs (ICHFLAX_JAX_CACHE, default ~/.cache/ichflax/jax; "" off).
-
-  Building and compiling ResNet50 costs tens of seconds on a CPU; a warm cache makes a second
-  CLI call or an app restart start in seconds. Process-wide, so only entry points call it.
-  """
-  path = os.environ.get(CACHE_ENV, str(Path.home() / ".cache" / "ichflax" / "jax"))
-  if path:
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-
-
 if __name__ == "__main__":
-  use_compilation_cache()
+  xla_cache.enable()
   sys.exit(main())

@@ -12,7 +12,6 @@ import dataclasses
 import itertools
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ import optax
 from flax import nnx
 from tqdm import tqdm
 
-from ichflax import checkpoint, config, metrics, models, report, sharding, steps, tasks
+from ichflax import checkpoint, config, metrics, models, report, sharding, steps, tasks, xla_cache
 from ichflax.config import TrainConfig
 
 log = logging.getLogger("ichflax.train")
@@ -405,19 +404,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, str | None]:
   return cfg.replace(progress=not a.no_progress), a.sweep
 
 
-def enable_compile_cache(path: str | Path, min_seconds: float = 1.0) -> None:
-  """XLA's persistent compile cache: a resumed or repeated run skips recompiling its steps."""
-  jax.config.update("jax_compilation_cache_dir", str(path))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", min_seconds)
-
-
 def setup_cli() -> None:
   """CLI set-up: a log line per epoch, quiet orbax, and the persistent compile cache."""
   logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
   logging.getLogger("ichflax").setLevel(logging.INFO)
   logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's per-save chatter
-  if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # else JAX reads its own env settings
-    enable_compile_cache(Path.home() / ".cache" / "ichflax" / "xla")
+  xla_cache.enable()
 
 
 def main(argv: list[str] | None = None) -> int:

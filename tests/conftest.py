@@ -6,4 +6,9 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("KERAS_BACKEND", "jax")  # the Keras reference must never reach for TensorFlow
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TFDS_DATA_DIR", os.path.join(os.path.dirname(__file__), "..", "tmp", "tfds"))
+_TMP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tmp")
+os.environ.setdefault("TFDS_DATA_DIR", os.path.join(_TMP, "tfds"))
+# One XLA compile cache for the session and every subprocess it starts: ResNet50 programs
+# compiled by one test are reused by the next instead of recompiled (tens of seconds each).
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(_TMP, "xla_cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")

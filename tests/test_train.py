@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ichflax import checkpoint, config, tasks, train
+from ichflax import checkpoint, config, tasks, train, xla_cache
 from ichflax.data import builders
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,7 +24,7 @@ SUBPROCESS_ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT),
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-  train.enable_compile_cache(XLA_CACHE, min_seconds=0)
+  xla_cache.enable(XLA_CACHE)
   out = tmp_path_factory.mktemp("data")
   return builders.prepare(None, size=32, num=80, out=out, workers=1)
 
