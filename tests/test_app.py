@@ -58,7 +58,7 @@ def free_port() -> int:
 def start_server(checkpoint: Path, root: Path) -> Server:
   """`python app.py` as a user starts it, on a free port, serving `checkpoint`."""
   port, log = free_port(), root / "server.log"
-  env = dict(os.environ, GRADIO_TEMP_DIR=str(root / "uploads"), ICHFLAX_JAX_CACHE="",
+  env = dict(os.environ, GRADIO_TEMP_DIR=str(root / "uploads"),
              GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
   env.pop("SPACE_ID", None)
   with open(log, "wb") as out:
