@@ -19,7 +19,7 @@ from test_predict import predictor, tiny_checkpoint  # noqa: F401  pylint: disab
 
 # Planted bleeds in the Grad-CAM test: how many, and how far the hit rate must beat chance.
 BLEEDS = 40
-MIN_MARGIN_OVER_CHANCE = 0.2
+MIN_MARGIN_OVER_CHANCE = 0.4  # measured on the shipped model: 0.90 vs chance 0.19 (40 slices, 4x4 grid)
 
 
 def test_attention_box_takes_the_largest_salient_region():
