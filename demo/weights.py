@@ -98,8 +98,9 @@ def _test_metrics(metrics) -> str:
 
 
 def _card_text(paths: list[Path]) -> str:
-  """The first paragraph of a model card beside the checkpoint (or in checkpoints/)."""
-  for folder in [p for path in paths for p in (path, path.parent)] + [DEFAULT_DIR]:
+  """The first paragraph of a model card beside the checkpoint (in it or its parent folder)."""
+  # Only beside the loaded checkpoint: another model's card must never describe these weights.
+  for folder in [p for path in paths for p in (path, path.parent)]:
     for name in CARD_NAMES:
       card_path = folder / name
       if card_path.is_file():

@@ -23,11 +23,12 @@ from PIL import Image
 
 from demo import callbacks, uploads
 from ichflax.data import phantom
-from test_predict import (bad_files, shared, tiny_checkpoint,  # noqa: F401
+from test_predict import (bad_files, shared,  # noqa: F401
                           write_dicom)
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "demo" / "examples"
+SHIPPED = ROOT / "checkpoints" / "multilabel"
 # What a real scan would carry; none of it may appear in a response or the server log.
 IDENTITY = {"PatientName": "Doe^Jane^Identifiable", "PatientID": "PID-7781-SECRET",
             "PatientBirthDate": "19610203", "StudyDate": "20240511", "AccessionNumber": "ACC99812",
@@ -82,8 +83,9 @@ def start_server(checkpoint: Path, root: Path) -> Server:
 
 
 @pytest.fixture(scope="session")
-def server(tiny_checkpoint, tmp_path_factory) -> Server:  # noqa: F811
-  s = shared("server", lambda: start_server(tiny_checkpoint, tmp_path_factory.mktemp("server")))
+def server(tmp_path_factory) -> Server:
+  """The app as a new user gets it: the shipped demo weights from checkpoints/."""
+  s = shared("server", lambda: start_server(SHIPPED, tmp_path_factory.mktemp("server")))
   yield s
   if s.process.poll() is None:  # the first copy of this fixture torn down stops it
     s.process.terminate()
