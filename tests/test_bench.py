@@ -117,3 +117,22 @@ def test_step_profile_census_on_a_tiny_bf16_program():
   assert census["requested_convolutions"] == {"bf16": 1}
   assert census["requested_bn_stat_reduces"] == {"f32": 1}
   assert step_profile.costs(compiled)["gflops"] > 0
+
+
+def test_cpu_latency_smoke(tmp_path):
+  """The serving latency benchmark: every case timed, the machine recorded, the table printed."""
+  out = tmp_path / "latency.json"
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
+  proc = subprocess.run([sys.executable, str(ROOT / "bench" / "cpu_latency.py"), "--smoke",
+                         "--json", str(out)], cwd=ROOT, env=env, capture_output=True, text=True,
+                        timeout=600)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  result = json.loads(out.read_text())
+  check_record(result, "cpu_latency.py")
+  cases = {(row["framework"], row["what"]) for row in result["latency"]}
+  assert ("jax", "DICOM -> probabilities + Grad-CAM + box") in cases, cases
+  for row in result["latency"]:
+    for field in ("p50_ms", "p90_ms", "min_ms"):
+      assert math.isfinite(row[field]) and row[field] > 0, (field, row)
+    assert row["p90_ms"] >= row["p50_ms"] >= row["min_ms"], row
+  assert "| framework | impl | what | p50 ms |" in proc.stdout
