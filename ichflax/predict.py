@@ -31,7 +31,7 @@ from ichflax.models import preprocess
 
 # Larger than any CT slice (512 x 512 typical, 1024 x 1024 rare); refusing bigger images keeps a
 # decompression bomb (a small PNG that decodes to gigabytes) from taking the server down.
-MAX_PIXELS = 4096 * 4096
+MAX_PIXELS = dicom.MAX_PIXELS
 THRESHOLD = 0.5
 NO_HEMORRHAGE = "no hemorrhage"
 _IMAGE_MAGIC = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG"}

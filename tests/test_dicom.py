@@ -182,3 +182,45 @@ def test_error_type_is_a_value_error_with_parts():
   err = dicom.DicomError("x.dcm", "why")
   assert isinstance(err, ValueError) and str(err) == "x.dcm: why"
   assert (err.source, err.reason) == ("x.dcm", "why")
+
+
+def test_12bit_without_rescale_tags_is_taken_as_hu(tmp_path, hu):
+  """No intercept at all: the values are HU already, so the RSNA wrap fix must not fire."""
+  path = _edit(_write(tmp_path / "a.dcm", hu, encoding="uint12"), RescaleSlope=None,
+               RescaleIntercept=None)
+  raw = pydicom.dcmread(path).pixel_array.astype(np.float32)
+  np.testing.assert_array_equal(dicom.read_hu(path), np.maximum(raw, -1024))
+
+
+def test_monochrome1_mirror_ignores_padding(tmp_path, hu):
+  """Padding stored beyond the data's range must not move MONOCHROME1's mirror point."""
+  plain = dicom.read_hu(_write(tmp_path / "m2.dcm", hu))
+  path = _write(tmp_path / "m1.dcm", hu, photometric="MONOCHROME1")
+  ds = pydicom.dcmread(path)
+  px = ds.pixel_array.copy()
+  pad_value = int(px.max()) + 500
+  px[0, :2] = pad_value  # other air and -10 pixels remain, so the true range is unchanged
+  ds.PixelData = px.tobytes()
+  ds.add_new(0x00280120, "US" if ds.PixelRepresentation == 0 else "SS", pad_value)
+  with pydicom.config.disable_value_validation():
+    ds.save_as(path)
+  out = dicom.read_hu(path)
+  assert np.all(out[0, :2] == -1024)
+  np.testing.assert_array_equal(out.ravel()[2:], plain.ravel()[2:])
+
+
+@pytest.mark.parametrize("tag,value", [("RescaleSlope", "zzzz"), ("RescaleIntercept", "n/a"),
+                                       ("InstanceNumber", "zz")])
+def test_malformed_header_value_is_one_clear_error(tmp_path, hu, tag, value):
+  path = _write(tmp_path / "a.dcm", hu)
+  ds = pydicom.dcmread(path)
+  ds[tag] = pydicom.DataElement(ds[tag].tag, "LO", value)  # text where a number belongs
+  ds.save_as(path)
+  with pytest.raises(dicom.DicomError, match="malformed header value"):
+    dicom.read_slice(path)
+
+
+def test_huge_slice_is_refused_before_decoding(tmp_path, hu):
+  path = _edit(_write(tmp_path / "a.dcm", hu), Rows=5000, Columns=5000)
+  with pytest.raises(dicom.DicomError, match="pixel limit"):
+    dicom.read_hu(path)

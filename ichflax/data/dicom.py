@@ -21,6 +21,8 @@ Source = Union[str, os.PathLike, BinaryIO, bytes]
 Window = tuple[float, float]  # (center, width) in HU
 
 AIR_HU = -1024.0
+# Largest slice accepted (DICOM or image): 16.7 M pixels, far above a CT slice, well below a bomb.
+MAX_PIXELS = 4096 * 4096
 WINDOWS: dict[str, Window] = {
     "brain": (40.0, 80.0),
     "subdural": (80.0, 200.0),
@@ -129,6 +131,10 @@ def _pixels(ds: pydicom.Dataset, name: str) -> np.ndarray:
                      "are supported: export the series as one file per slice")
   if int(ds.get("SamplesPerPixel", 1)) != 1:
     raise DicomError(name, "is a colour image; a CT slice has one grayscale sample per pixel")
+  rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+  if rows * cols > MAX_PIXELS:  # checked before decoding: a tiny compressed file can be huge
+    raise DicomError(name, f"is {cols}x{rows} pixels, over the {MAX_PIXELS:,}-pixel limit for "
+                     "one slice; a CT slice is usually 512x512")
   try:
     px = ds.pixel_array
   except Exception as e:
@@ -153,24 +159,33 @@ def read_slice(source: Source) -> tuple[np.ndarray, SliceGeometry]:
   name = _name(source)
   ds = _read(source)
   raw = _pixels(ds, name)
+  try:  # damaged header values must be one clear error, not a crash mid-build
+    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+    has_intercept = ds.get("RescaleIntercept") is not None
+    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    wrapped_12_bit = (int(ds.get("BitsStored", 16)) == 12 and has_intercept
+                      and int(ds.get("PixelRepresentation", 0)) == 0 and intercept > -100)
+    padding = ds.get("PixelPaddingValue")
+    geometry = _geometry(ds)
+  except (ValueError, TypeError, IndexError) as e:
+    raise DicomError(name, f"has a malformed header value ({type(e).__name__}); re-export the "
+                     "slice from the scanner or PACS") from None
   x = raw.astype(np.float32)
-  slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-  intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
-  if (int(ds.get("BitsStored", 16)) == 12 and int(ds.get("PixelRepresentation", 0)) == 0
-      and intercept > -100):
+  if wrapped_12_bit:
     # Some RSNA 2019 slices store 12-bit values shifted by +1000 and wrapped modulo 4096 with an
     # intercept near 0; the RSNA community's fix undoes the wrap and uses intercept -1000.
     x = x + 1000
     x[x >= 4096] -= 4096
     intercept = -1000.0
   hu = x * slope + intercept
-  if ds.get("PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
-    # MONOCHROME1 shows low values bright: mirror within the slice's range so bright = dense.
-    hu = hu.max() + hu.min() - hu
-  padding = ds.get("PixelPaddingValue")
-  if padding is not None:
-    hu[raw == padding] = AIR_HU
-  return np.maximum(hu, AIR_HU).astype(np.float32), _geometry(ds)
+  padded = raw == padding if padding is not None else np.zeros(raw.shape, bool)
+  if ds.get("PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1" and not padded.all():
+    # MONOCHROME1 shows low values bright: mirror within the slice's range so bright = dense
+    # (padding excluded, or it would shift the mirror point).
+    tissue = hu[~padded]
+    hu = tissue.max() + tissue.min() - hu
+  hu[padded] = AIR_HU
+  return np.maximum(hu, AIR_HU).astype(np.float32), geometry
 
 
 def window(hu: np.ndarray, center: float, width: float) -> np.ndarray:

@@ -64,6 +64,8 @@ def run(job: Job) -> Result:
     return Result(job.target, error="file not found")
   except (OSError, UnidentifiedImageError, ValueError) as e:
     return Result(job.target, error=f"cannot read as an image ({e})")
+  except Exception as e:  # pylint: disable=broad-except  (one odd file must not end a build)
+    return Result(job.target, error=f"unexpected {type(e).__name__} while reading ({e})")
   info = PngImagePlugin.PngInfo()
   info.add_text("study_id", study)
   tmp = Path(job.target).with_suffix(f".{os.getpid()}.tmp")
