@@ -433,6 +433,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                           threshold=args.threshold)
   except (checkpoint.CheckpointError, ValueError) as e:
     parser.exit(2, f"error: {e}\n")
+  if args.cam_class is not None and args.cam_class not in predictor.labels:
+    parser.exit(2, f"error: --cam-class {args.cam_class!r} is not a label of these weights: "
+                f"choose one of {', '.join(predictor.labels)}\n")
   if args.gradcam:
     args.gradcam.mkdir(parents=True, exist_ok=True)
   # Loose files go in one batch with no summary; each series of a folder gets its summary.
@@ -440,6 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   groups = [([s for f, s in loaded if f is None], False)] + [
       (series, True) for folder in folders
       for series in order_series([s for f, s in loaded if f == folder])]
+  written = 0  # numbered, so slices with the same file name never overwrite each other's map
   for group, summarise in groups:
     if not group:
       continue
@@ -449,7 +453,8 @@ def main(argv: Sequence[str] | None = None) -> int:
       if summarise and pred.slice.geometry is not None:
         record.update(slice_index=i, position_z=pred.slice.geometry.position_z)
       if args.gradcam:
-        out = args.gradcam / f"{Path(pred.slice.name).stem}_gradcam.png"
+        written += 1
+        out = args.gradcam / f"{written:04d}_{Path(pred.slice.name).stem}_gradcam.png"
         Image.fromarray(gradcam.overlay(pred.slice.display, pred.cam, pred.box)).save(out)
         record["gradcam"] = str(out)
       _emit(record)

@@ -237,7 +237,7 @@ def test_cli_schema(tiny_checkpoint, tmp_path, capsys):
   for i, z in enumerate([10.0, 0.0, 5.0]):
     write_dicom(folder / f"s{i}.dcm", phantom.make_slice(rng, 64, (SUBDURAL,)).hu, i, z)
   (folder / "broken.dcm").write_bytes(b"DICM but not really")
-  loose = tmp_path / "loose.png"
+  loose = tmp_path / "s0.png"  # same stem as a series slice: its Grad-CAM must not overwrite
   loose.write_bytes(png_bytes(np.full((40, 60), 90, np.uint8)))
   cams = tmp_path / "cams"
   code = predict.main([str(folder), str(loose), "--checkpoint", str(tiny_checkpoint),
@@ -255,6 +255,7 @@ def test_cli_schema(tiny_checkpoint, tmp_path, capsys):
     assert set(r["probabilities"]) == set(tasks.LABELS)
     assert r["box"] is None or len(r["box"]) == 4  # None: the map has no positive evidence
     assert Image.open(r["gradcam"]).size == (r["width"], r["height"])
+  assert len({r["gradcam"] for r in slices}) == 4
   in_series = [r for r in slices if "position_z" in r]
   assert [r["position_z"] for r in in_series] == [0.0, 5.0, 10.0]
   assert [r["slice_index"] for r in in_series] == [0, 1, 2]
@@ -277,3 +278,12 @@ def test_cli_missing_checkpoint_says_so(tmp_path, capsys):
     predict.main([str(tmp_path), "--checkpoint", str(tmp_path / "nope")])
   assert exit_.value.code == 2
   assert "no checkpoint at" in capsys.readouterr().err
+
+
+def test_cli_unknown_cam_class_names_the_labels(tiny_checkpoint, tmp_path, capsys):
+  image = tmp_path / "a.png"
+  image.write_bytes(png_bytes(np.full((40, 40), 90, np.uint8)))
+  with pytest.raises(SystemExit) as exit_:
+    predict.main([str(image), "--checkpoint", str(tiny_checkpoint), "--cam-class", "kidney"])
+  assert exit_.value.code == 2
+  assert "'kidney' is not a label" in capsys.readouterr().err
