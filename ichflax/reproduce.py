@@ -13,6 +13,8 @@ import logging
 import sys
 from pathlib import Path
 
+import jax
+
 from ichflax import checkpoint, config, train
 
 EXPERIMENTS = ("binary", "subtype")
@@ -23,7 +25,7 @@ def run(base: config.TrainConfig) -> dict:
   workdir = Path(base.workdir)
   cfgs = {task: base.replace(task=task, workdir=str(workdir / task)) for task in EXPERIMENTS}
   for cfg in cfgs.values():  # both are checked before the first one trains
-    config.validate(cfg)
+    config.validate(cfg, num_devices=jax.device_count())
   results = {task: train.run(cfg) for task, cfg in cfgs.items()}
   parts = ["# ichflax: the seed's two experiments, reproduced", "",
            "Each section puts our figures beside the paper's (RSNA stage 1, seed protocol) and "

@@ -312,15 +312,20 @@ def _host(x) -> np.ndarray:
 # Sweep and CLI.
 
 
+# What a sweep may vary, with each value's type (a grid is text; None/bool defaults say nothing).
+SWEEPABLE = {"dropout": float, "batch_size": int, "lr": float, "epochs": int, "image_size": int,
+             "bn_momentum": float, "seed": int, "recipe": str, "variant": str, "limit": int,
+             "eval_batch_size": int, "stored_size": int}
+
+
 def parse_grid(text: str) -> list[dict[str, Any]]:
-  """'dropout=0.25,0.3 batch_size=8,16' -> every combination, values typed as the config's."""
-  fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+  """'dropout=0.25,0.3 batch_size=8,16' -> every combination, values typed."""
   axes = []
   for item in text.split():
     name, _, values = item.partition("=")
-    if name not in fields or not values:
+    if name not in SWEEPABLE or not values:
       raise config.ConfigError(f"bad sweep item {item!r}: write NAME=V1,V2 with NAME one of "
-                               f"{', '.join(sorted(fields))}")
+                               f"{', '.join(sorted(SWEEPABLE))}")
     axes.append([(name, _typed(name, v)) for v in values.split(",")])
   if not axes:
     raise config.ConfigError("empty --sweep: write e.g. 'dropout=0.25,0.3,0.4 batch_size=8,16'")
@@ -328,9 +333,7 @@ def parse_grid(text: str) -> list[dict[str, Any]]:
 
 
 def _typed(name: str, value: str) -> Any:
-  default = getattr(TrainConfig(), name)
-  kind = {"batch_size": int, "eval_batch_size": int, "dropout": float, "stored_size": int,
-          "limit": int}.get(name, type(default))
+  kind = SWEEPABLE[name]
   try:
     return kind(value)
   except ValueError as e:

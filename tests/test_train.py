@@ -135,6 +135,10 @@ def test_defaults_and_grid_parsing():
       {"dropout": 0.3, "batch_size": 8}, {"dropout": 0.3, "batch_size": 16}]
   with pytest.raises(config.ConfigError, match="must be int"):
     train.parse_grid("batch_size=eight")
+  # Fields whose default is None are typed too, not called as NoneType.
+  assert train.parse_grid("bn_momentum=0.9,0.99") == [{"bn_momentum": 0.9}, {"bn_momentum": 0.99}]
+  with pytest.raises(config.ConfigError, match="bad sweep item"):
+    train.parse_grid("progress=False")  # not a tuning knob
 
 
 def test_limit_draws_every_class(dataset, tmp_path):
