@@ -101,7 +101,7 @@ def test_full_split_is_by_study_and_info_says_synthetic(full):
 
 def test_resume_converts_only_what_is_missing(rsna_dir, full, monkeypatch):
   dataset_dir, out = full
-  work = sorted((out / "_work" / "ich_phantom" / "s32_w3").glob("*.png"))
+  work = sorted((out / "_work" / "ich_phantom" / "s32_w3").glob("*/*.png"))
   for png in work[:5]:  # as if the build had been interrupted before these
     png.unlink()
   shutil.rmtree(dataset_dir.parent.parent)
@@ -154,6 +154,16 @@ def test_png_folders(tmp_path):
     np.testing.assert_array_equal(labels, expected)
   with pytest.raises(builders.DataError, match="expected one folder per class"):
     builders.build_png(tmp_path / "png" / "subdural", tmp_path / "out")
+  # Another folder with the same file names, built into the same cache: its own dataset and
+  # its own images, never the first folder's.
+  shutil.copytree(tmp_path / "png", tmp_path / "png2")
+  for path in (tmp_path / "png2").glob("*/*.png"):
+    if path.name != "broken.png":
+      Image.new("L", (48, 48), 255).save(path)
+  other = builders.prepare(tmp_path / "png2", size=32, windows=1, protocol="full",
+                           out=tmp_path / "out")
+  assert other != dataset_dir and "png2" in builders.dataset_info(other)["data"]
+  assert builders.open_split(other, "train")[0]["image"].min() == 255
 
 
 def test_prepare_phantom_default_is_cached(tmp_path, monkeypatch):

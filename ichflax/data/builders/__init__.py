@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import hashlib
 import json
 import multiprocessing
 import os
@@ -108,8 +109,12 @@ def _write_side_files(dataset_dir: Path, plan: dict[str, list[Record]], info: di
 
 
 def _build(kind: str, items: list[_Item], out: Path, cfg: BuildConfig, name: str,
-           description: str, report: list[str], file_kind: str = "dicom") -> Path:
-  """Convert (cached), split, write TFDS + side files; returns the dataset dir."""
+           description: str, report: list[str], file_kind: str = "dicom", *,
+           source: Path) -> Path:
+  """Convert (cached), split, write TFDS + side files; returns the dataset dir.
+
+  The image cache is kept per source folder: two sources may share image ids, never images.
+  """
   builder_cls = BUILDERS[kind]
   dataset_dir = out / builder_cls.name / name / VERSION
   if (dataset_dir / INFO_FILE).exists():
@@ -118,7 +123,7 @@ def _build(kind: str, items: list[_Item], out: Path, cfg: BuildConfig, name: str
   if not items:
     raise DataError(f"{description}: no usable images found")
   labels = np.stack([it.labels for it in items])
-  work = out / "_work" / builder_cls.name / f"s{cfg.size}_w{cfg.windows}"
+  work = out / "_work" / builder_cls.name / f"s{cfg.size}_w{cfg.windows}" / _source_key(source)
   work.mkdir(parents=True, exist_ok=True)
   windows = dicom.windows_for(cfg.windows)
   per_class = None
@@ -177,6 +182,11 @@ def _build(kind: str, items: list[_Item], out: Path, cfg: BuildConfig, name: str
   return Path(builder.data_dir)
 
 
+def _source_key(path: Path) -> str:
+  """Short stable name of a source folder, so that another folder never reuses its builds."""
+  return "src" + hashlib.sha256(os.fspath(path.resolve()).encode()).hexdigest()[:8]
+
+
 def _config_name(cfg: BuildConfig, prefix: str = "") -> str:
   parts = [prefix, cfg.protocol, f"s{cfg.size}", f"w{cfg.windows}",
            f"pc{cfg.per_class}" if cfg.protocol == "seed" and cfg.per_class else "",
@@ -208,7 +218,9 @@ def build_rsna(root: str | os.PathLike, out: str | os.PathLike, cfg: BuildConfig
     print(f"[data] {unlabelled} DICOM files in {images} have no labels and are not used")
   description = (f"synthetic phantom ({len(items)} slices, {images.parent.resolve()})"
                  if kind == "phantom" else f"RSNA folder {images.parent.resolve()}")
-  return _build(kind, items, Path(out), cfg, _config_name(cfg, prefix), description, report)
+  # A phantom's prefix already names its folder (count, seed); a user's folder gets its key.
+  name = _config_name(cfg, prefix or _source_key(images.parent))
+  return _build(kind, items, Path(out), cfg, name, description, report, source=images.parent)
 
 
 def build_png(root: str | os.PathLike, out: str | os.PathLike,
@@ -232,8 +244,8 @@ def build_png(root: str | os.PathLike, out: str | os.PathLike,
         items.append(_Item(os.fspath(path), f"{group}_{path.stem}", labels))
       elif path.is_file():
         report.append(f"{path}: not a PNG/JPG image, not used")
-  return _build("png", items, Path(out), cfg, _config_name(cfg), f"PNG folders {root.resolve()}",
-                report, file_kind="image")
+  return _build("png", items, Path(out), cfg, _config_name(cfg, _source_key(root)),
+                f"PNG folders {root.resolve()}", report, file_kind="image", source=root)
 
 
 def build_phantom(out: str | os.PathLike, cfg: BuildConfig = BuildConfig(), *, num: int = 3000,
