@@ -47,20 +47,15 @@ jax.tree_util.register_dataclass(TrainState, data_fields=["trainable", "batch_st
 
 @dataclasses.dataclass(frozen=True)
 class Steps:
-  """Compiled steps plus what is needed to rebuild a model from their state."""
+  """The compiled train and eval steps of one model."""
 
   train: Callable  # (state, frozen, batch, key, step) -> (state, loss, probs)
   eval: Callable  # (state, frozen, batch) -> (per-example loss, probs)
-  graphdef: nnx.GraphDef  # eval mode
 
 
 def split(model: nnx.Module, trainable: nnx.filterlib.Filter):
   """(graphdef, trainable, batch_stats, frozen): frozen holds fixed params and RNG streams."""
   return nnx.split(model, trainable, nnx.BatchStat, ...)
-
-
-def merge(graphdef, state: TrainState, frozen: nnx.State) -> nnx.Module:
-  return nnx.merge(graphdef, state.trainable, state.batch_stats, frozen)
 
 
 def make_steps(model: nnx.Module, trainable: nnx.filterlib.Filter,
@@ -101,7 +96,7 @@ def make_steps(model: nnx.Module, trainable: nnx.filterlib.Filter,
     logits = module(x)
     return task.loss(logits, batch["targets"]), task.probabilities(logits)
 
-  return Steps(train_step, eval_step, eval_def), state, frozen
+  return Steps(train_step, eval_step), state, frozen
 
 
 def reseed(rng_state: nnx.State, key: jax.Array) -> nnx.State:

@@ -131,7 +131,7 @@ def test_read_from_bytes_and_file_object(tmp_path, hu):
 
 
 def test_geometry_without_patient_tags(tmp_path, hu):
-  geo = dicom.read_geometry(_write(tmp_path / "a.dcm", hu))
+  _, geo = dicom.read_slice(_write(tmp_path / "a.dcm", hu))
   assert geo == GEOMETRY
   assert "ID_synthetic" not in repr(geo)
 

@@ -103,11 +103,6 @@ def _read(source: Source, **kwargs) -> pydicom.FileDataset:
     raise DicomError(name, f"not a readable DICOM file, possibly truncated ({e})") from None
 
 
-def read_geometry(source: Source) -> SliceGeometry:
-  """Tags needed to sort a series, read without pixel data and without any patient tag."""
-  return _geometry(_read(source, stop_before_pixels=True))
-
-
 def _geometry(ds: pydicom.Dataset) -> SliceGeometry:
   with pydicom.config.disable_value_validation():  # RSNA "ID_<hex>" UIDs are not DICOM UIDs
     pos = ds.get("ImagePositionPatient")
