@@ -28,12 +28,25 @@ def _digest(req: str) -> str:
   return h.hexdigest()
 
 
+def _venv_works() -> bool:
+  """The venv's Python runs and has pip (a venv made without ensurepip has neither)."""
+  try:
+    return subprocess.call([str(PY), "-m", "pip", "--version"], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL) == 0
+  except OSError:
+    return False
+
+
 def ensure_venv(req: str) -> None:
   if sys.version_info < (3, 11):
     sys.exit(f"ichflax needs Python 3.11 or newer; this is {sys.version.split()[0]}.")
-  if not PY.exists():
+  if not _venv_works():
     print(f"[dev] creating {VENV}", flush=True)
-    subprocess.check_call([sys.executable, "-m", "venv", str(VENV)])
+    shutil.rmtree(VENV, ignore_errors=True)  # a half-made venv (no pip) is worse than none
+    if subprocess.call([sys.executable, "-m", "venv", str(VENV)]):
+      shutil.rmtree(VENV, ignore_errors=True)
+      sys.exit("[dev] could not create a virtual environment: on Debian/Ubuntu install the "
+               "python3.11-venv package (apt-get install python3.11-venv), then run this again.")
     subprocess.check_call([str(PY), "-m", "pip", "install", "-q", "--upgrade", "pip"])
   stamp = VENV / f".installed-{Path(req).stem}"
   digest = _digest(req)
