@@ -152,6 +152,23 @@ def test_series_zip_gives_table_and_slider(server):
   assert not np.array_equal(decode(shown[3]), decode(r["brain"]))
 
 
+def test_separate_dicoms_of_a_series_give_table_and_slider(server, tmp_path):
+  with zipfile.ZipFile(EXAMPLES / "series.zip") as z:
+    z.extractall(tmp_path)
+  paths = sorted(tmp_path.rglob("*.dcm"))
+  r = analyze(server, *paths)
+  rows = r["table"]["value"]["data"]
+  assert len(rows) == len(paths) == 8 and r["slider"]["visible"] is True
+  assert [row[2] for row in rows] == sorted(row[2] for row in rows)  # ordered by position
+
+
+def test_page_shows_the_shipped_model_card(server):
+  config = httpx.get(server.url + "config", timeout=10).text
+  assert "Loaded weights" in config and "multilabel" in config
+  assert "synthetic phantom" in config and "not trained on patients" in config
+  assert "not a medical device" in config
+
+
 def test_bad_uploads_get_a_message_and_the_app_keeps_serving(server, bad_files, tmp_path,
                                                              identified_dicom):
   bomb = tmp_path / "bomb.zip"
