@@ -53,9 +53,15 @@ class Split:
   indices: np.ndarray
 
 
+def ranking(task_name: str) -> tuple[str, bool]:
+  """(validation metric, higher is better) that ranks checkpoints and sweep points alike."""
+  return ("loss", False) if task_name == "multilabel" else ("accuracy", True)
+
+
 def score_of(task_name: str, val: dict) -> float:
-  """Checkpoint ranking, higher is better: accuracy, or minus the RSNA loss for multilabel."""
-  return -val["loss"] if task_name == "multilabel" else val["accuracy"]
+  """Checkpoint score, higher is better: accuracy, or minus the RSNA loss for multilabel."""
+  metric, higher = ranking(task_name)
+  return val[metric] if higher else -val[metric]
 
 
 def run(cfg: TrainConfig) -> dict:
@@ -358,8 +364,8 @@ def sweep(cfg: TrainConfig, grid: str) -> dict:
     val = result["metrics"]["validation"] or {}
     rows.append({"params": p, "workdir": point.workdir, "val_accuracy": val.get("accuracy"),
                  "val_loss": val.get("loss"), "test_accuracy": result["metrics"]["test"]["accuracy"]})
-  metric, higher = ("val_loss", False) if cfg.task == "multilabel" else ("val_accuracy", True)
-  table = report.sweep_table(rows, metric, higher)
+  metric, higher = ranking(cfg.task)
+  table = report.sweep_table(rows, f"val_{metric}", higher)
   out = Path(cfg.workdir).absolute() / "sweep"
   out.mkdir(parents=True, exist_ok=True)
   (out / "sweep.md").write_text(f"# Sweep over {grid!r} ({cfg.task}, data: "
