@@ -62,14 +62,16 @@ def save(manager: ocp.CheckpointManager, step: int, state: nnx.State, opt_state:
 
 
 def restore(manager: ocp.CheckpointManager, step: int, state: nnx.State,
-            opt_state: Any) -> tuple[nnx.State, Any, dict]:
-  """Restores into the shapes, dtypes and shardings of the given (live or abstract) targets."""
-  out = manager.restore(step, args=ocp.args.Composite(**{
-      STATE: ocp.args.StandardRestore(_abstract(state)),
-      OPT_STATE: ocp.args.StandardRestore(_abstract(opt_state)),
-      META: ocp.args.JsonRestore(),
-  }))
-  return out[STATE], out[OPT_STATE], out[META]
+            opt_state: Any = None) -> tuple[nnx.State, Any, dict]:
+  """Restores into the shapes, dtypes and shardings of the given (live or abstract) targets.
+
+  Without `opt_state` the optimiser moments are not read (evaluation needs only the model).
+  """
+  items = {STATE: ocp.args.StandardRestore(_abstract(state)), META: ocp.args.JsonRestore()}
+  if opt_state is not None:
+    items[OPT_STATE] = ocp.args.StandardRestore(_abstract(opt_state))
+  out = manager.restore(step, args=ocp.args.Composite(**items))
+  return out[STATE], out[OPT_STATE] if opt_state is not None else None, out[META]
 
 
 def resolve(path: str | Path) -> Path:

@@ -287,9 +287,10 @@ def finish(trainer: _Trainer, trainable, state: steps.TrainState, splits) -> dic
   cfg, task, manager, model = trainer.cfg, trainer.task, trainer.manager, trainer.model
   best = manager.best_step()
   best = manager.latest_step() if best is None else best
-  params, _, meta = checkpoint.restore(manager, best, _model_state(model, state), state.opt_state)
+  params, _, meta = checkpoint.restore(manager, best, _model_state(model, state))
   nnx.update(model, params)
   _, trained, stats, frozen = steps.split(model, trainable)
+  # Evaluation reads the model only: the live Adam state rides along unread.
   best_state, frozen = sharding.replicate(
       (steps.TrainState(trained, stats, state.opt_state), frozen), trainer.mesh)
   test = trainer.evaluate(best_state, frozen, splits["test"])

@@ -45,6 +45,11 @@ def test_restore_round_trip(trained_like):
   for got, want in zip(jax.tree.leaves(opt), jax.tree.leaves(opt_state)):
     np.testing.assert_array_equal(got, want)
   assert meta["step"] == 3 and meta["loss"] is None and meta["windows"][0] == [40, 80]
+  # Evaluation restores the model alone; the optimiser moments are not read.
+  model_only, no_opt, _ = checkpoint.restore(manager, 3, target)
+  assert no_opt is None
+  for got, want in zip(jax.tree.leaves(model_only), jax.tree.leaves(state)):
+    np.testing.assert_array_equal(got, want)
 
 
 def test_load_inference_matches_and_is_in_eval_mode(trained_like):
