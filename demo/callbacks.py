@@ -24,6 +24,11 @@ log = logging.getLogger("ichflax.demo")
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 WINDOW_NAMES = ("brain", "subdural", "bone")
 TABLE_HEADERS = ["#", "file", "z (mm)", "P(hemorrhage)", "label"]
+# A series' rendered slices are kept per browser session this long, then dropped.
+SERIES_TTL_S = 900
+SERIES_EXPIRED = (f"The slices of this series are no longer kept (they are dropped "
+                  f"{SERIES_TTL_S // 60} minutes after the upload): upload the series again "
+                  "to browse it.")
 NO_WEIGHTS = (
     "**No model weights are loaded**, so the page shows the windows but no probabilities. "
     "The demo weights live in `checkpoints/` of the repository; or train your own with "
@@ -110,9 +115,10 @@ class Demo:
       return _unexpected(e)
 
   def show(self, index, views: list[SliceView] | None) -> dict:
-    """Slider event: re-render one slice of the analysed series."""
+    """Slider event: re-render one slice of the analysed series, or say that it expired."""
     if not views:
-      return render(SliceView("", np.zeros((1, 1), np.uint8), None, None, None, {}, "", None))
+      return {"message": SERIES_EXPIRED, "hemorrhage": None, "subtypes": None, "overlay": None,
+              "windows": (None, None, None)}
     return render(views[int(np.clip(int(index or 0), 0, len(views) - 1))])
 
   def _analyze(self, items: list[uploads.Item], problems: list[str]) -> Result:

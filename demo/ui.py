@@ -106,7 +106,7 @@ def build(demo: callbacks.Demo, model_card: str) -> gr.Blocks:
                        visible=False, elem_id="slider", render=False)
     table = gr.Dataframe(headers=callbacks.TABLE_HEADERS, visible=False, interactive=False,
                          label="Per-slice results", elem_id="table", render=False)
-    views = gr.State(time_to_live=900)
+    views = gr.State(time_to_live=callbacks.SERIES_TTL_S)
     panels = [hemorrhage, subtypes, overlay, *windows]
     results = [message, *panels, table, slider, views]
 
@@ -146,8 +146,9 @@ def build(demo: callbacks.Demo, model_card: str) -> gr.Blocks:
 
     def on_slide(number, state):
       shown = demo.show(int(number or 1) - 1, state)
-      return [shown["hemorrhage"], shown["subtypes"], shown["overlay"], *shown["windows"]]
+      return [shown.get("message") or gr.skip(), shown["hemorrhage"], shown["subtypes"],
+              shown["overlay"], *shown["windows"]]
 
     files.upload(on_upload, files, [files, *results], api_name="analyze")
-    slider.release(on_slide, [slider, views], panels, api_name="show_slice")
+    slider.release(on_slide, [slider, views], [message, *panels], api_name="show_slice")
   return app

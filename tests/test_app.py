@@ -149,7 +149,10 @@ def test_series_zip_gives_table_and_slider(server):
   assert probs[focus - 1] == max(probs)  # opens on the most suspicious slice
   other = 1 if focus != 1 else 2
   shown = client.predict(other, api_name="/show_slice")
-  assert not np.array_equal(decode(shown[3]), decode(r["brain"]))
+  assert not np.array_equal(decode(shown[4]), decode(r["brain"]))
+  # Another session holds no series (as after the 15-minute expiry): it is told so, no blank image.
+  expired = server.client().predict(other, api_name="/show_slice")
+  assert "upload the series again" in expired[0] and expired[4] is None
 
 
 def test_separate_dicoms_of_a_series_give_table_and_slider(server, tmp_path):
