@@ -1,5 +1,7 @@
 """Loader: every example once, seeded order per (seed, epoch), exact resume, padded eval."""
 
+import time
+
 import numpy as np
 import pytest
 
@@ -51,6 +53,23 @@ def test_resume_at_start_batch_sees_the_same_batches(source):
     np.testing.assert_array_equal(a["image"], b["image"])
     np.testing.assert_array_equal(a["mask"], b["mask"])
   assert not list(loader.batches(source, range(23), 4, shuffle=True, start_batch=6))
+
+
+class _SlowSource(list):
+  """Records that take a while to read, so decoding threads finish out of order."""
+
+  def __getitem__(self, i):
+    time.sleep(0.002 * ((i * 7) % 5))
+    return super().__getitem__(i)
+
+
+@pytest.mark.parametrize("threads,prefetch", [(1, 0), (1, 4), (4, 1), (4, 16)])
+def test_threads_and_prefetch_change_speed_not_batches(source, threads, prefetch):
+  slow = _SlowSource(source)
+  want = _ids(loader.batches(source, range(23), 4, shuffle=True, seed=3))
+  got = _ids(loader.batches(slow, range(23), 4, shuffle=True, seed=3, threads=threads,
+                            prefetch=prefetch))
+  assert got == want
 
 
 def test_worker_processes_give_the_same_batches(source):
