@@ -41,7 +41,7 @@ then pass --weights DIR.
 # Fields that change what a checkpoint means; a workdir holding another run refuses to resume.
 RESUME_KEYS = ("task", "data", "weights", "recipe", "variant", "batch_size", "dropout",
                "image_size", "lr", "seed", "dtype", "augment", "limit", "stored_size", "protocol",
-               "phantom_slices", "bn_momentum")
+               "phantom_slices", "bn_momentum", "zero_init_residual")
 SPLITS = ("train", "validation", "test")
 
 
@@ -108,7 +108,8 @@ def build_model(cfg: TrainConfig, dtype) -> models.Classifier:
     backbone = weights.load_backbone(cfg.weights, dtype=dtype)
   variant = backbone.variant if backbone is not None else cfg.variant
   model = models.build_classifier(cfg.task, variant, cfg.resolved_dropout,
-                                  rngs=nnx.Rngs(cfg.seed), dtype=dtype, backbone=backbone)
+                                  rngs=nnx.Rngs(cfg.seed), dtype=dtype, backbone=backbone,
+                                  zero_init_residual=cfg.zero_init_residual)
   if cfg.bn_momentum is not None:
     for _, module in nnx.iter_graph(model):
       if isinstance(module, nnx.BatchNorm):
@@ -401,6 +402,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, str | None]:
   p.add_argument("--keep", type=int, help="last N checkpoints to keep (plus the best)")
   p.add_argument("--checkpoint-every", type=int, help="mid-epoch checkpoint every K steps")
   p.add_argument("--no-augment", action="store_true", help="turn training augmentation off")
+  p.add_argument("--no-zero-init-residual", dest="zero_init_residual", action="store_false",
+                 default=None, help="random init: residual blocks start as in Keras, not as "
+                 "their shortcut (reproduces runs made before the option existed)")
   p.add_argument("--distributed", action="store_true", help="jax.distributed.initialize()")
   p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
   p.add_argument("--sweep", help="grid, e.g. 'dropout=0.25,0.3,0.4 batch_size=8,16'")

@@ -67,6 +67,18 @@ def test_eval_uses_running_statistics_train_updates_them(models):
                              _forward(model, jnp.concatenate([a, c]))[0], rtol=1e-5, atol=1e-5)
 
 
+def test_zero_init_residual_starts_blocks_as_their_shortcut():
+  model = ResNet50("keras", rngs=nnx.Rngs(0), zero_init_residual=True)
+  blocks = [b for layer in model.stages for b in layer]
+  assert all(not np.any(b.bn3.scale[...]) for b in blocks)
+  assert np.all(np.asarray(model.bn1.scale[...]) == 1.0)  # only the blocks' last BatchNorm
+  x = jax.random.normal(jax.random.key(2), (2, 8, 8, 256))
+  block = model.layer1[1]  # an identity block: its output is relu(x) until training moves it
+  np.testing.assert_allclose(nnx.jit(lambda b, v: b(v))(block, x), jax.nn.relu(x), atol=1e-6)
+  default = ResNet50("keras", rngs=nnx.Rngs(0))
+  assert np.all(np.asarray(default.layer1[1].bn3.scale[...]) == 1.0)
+
+
 def test_unknown_variant_is_refused():
   with pytest.raises(ValueError, match="'keras', 'torchvision'|keras, torchvision"):
     ResNet50("resnet50v2", rngs=nnx.Rngs(0))

@@ -126,8 +126,10 @@ def test_refuses_to_resume_a_different_run(dataset, tmp_path):
 
 def test_defaults_and_grid_parsing():
   cfg, grid = train.parse_args([])
-  assert (cfg.task, cfg.recipe, cfg.image_size) == ("binary", "full", 64)
+  assert (cfg.task, cfg.recipe, cfg.image_size, cfg.limit) == ("binary", "full", 96, None)
   assert cfg.workdir == "runs/cpu-demo-binary" and grid is None
+  assert cfg.zero_init_residual
+  assert not train.parse_args(["--no-zero-init-residual"])[0].zero_init_residual
   seed_cfg, _ = train.parse_args(["--preset", "seed", "--task", "subtype"])
   assert (seed_cfg.image_size, seed_cfg.recipe, seed_cfg.resolved_batch_size) == (224, "seed", 8)
   assert train.parse_grid("dropout=0.25,0.3 batch_size=8,16") == [
@@ -148,3 +150,11 @@ def test_limit_draws_every_class(dataset, tmp_path):
   assert len(groups) == 12 and len(set(groups.tolist())) > 2  # not a class-sorted prefix
   _, _, again = train.load_data(cfg, tasks.get_task("binary"))
   np.testing.assert_array_equal(again["train"].indices, splits["train"].indices)  # seeded
+
+
+def test_random_init_starts_residual_blocks_as_shortcuts():
+  def last_bn_scale(**changes):
+    model = train.build_model(config.TrainConfig(**changes), np.float32)
+    return np.asarray(model.backbone.layer4[2].bn3.scale[...])
+  assert not np.any(last_bn_scale())
+  assert np.all(last_bn_scale(zero_init_residual=False) == 1.0)

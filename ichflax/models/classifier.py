@@ -31,15 +31,16 @@ class Classifier(nnx.Module):
 
 def build_classifier(task_name: str, variant: str, dropout: float | None = None, *,
                      rngs: nnx.Rngs, dtype=jnp.float32,
-                     backbone: ResNet50 | None = None) -> Classifier:
+                     backbone: ResNet50 | None = None,
+                     zero_init_residual: bool = False) -> Classifier:
   """A classifier for a task; dropout None takes the task's seed preset.
 
   Pass `backbone` (e.g. from `ichflax.weights.load_backbone`) to start from ImageNet weights;
-  otherwise the backbone is randomly initialised.
+  otherwise the backbone is randomly initialised (`zero_init_residual`: see ResNet50).
   """
   task = tasks.get_task(task_name)
   if backbone is None:
-    backbone = ResNet50(variant, rngs=rngs, dtype=dtype)
+    backbone = ResNet50(variant, rngs=rngs, dtype=dtype, zero_init_residual=zero_init_residual)
   elif backbone.variant != variant:
     raise ValueError(f"backbone is the {backbone.variant!r} variant but {variant!r} was asked "
                      "for: pass the variant the backbone was converted from")
