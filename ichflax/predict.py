@@ -105,18 +105,8 @@ def decide(probabilities: dict[str, float], threshold: float = THRESHOLD) -> str
   return max(subtypes, key=subtypes.get) if subtypes else "hemorrhage"
 
 
-def _square(image: np.ndarray) -> np.ndarray:
-  """Pads to a centred square with black (air), as `dicom.slice_to_uint8` pads HU with air."""
-  h, w = image.shape[:2]
-  side = max(h, w)
-  out = np.zeros((side, side) + image.shape[2:], image.dtype)
-  top, left = (side - h) // 2, (side - w) // 2
-  out[top:top + h, left:left + w] = image
-  return out
-
-
 def _unsquare(square: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-  """The inverse of `_square`: the centred (H, W) region of a square map."""
+  """The inverse of `dicom.pad_to_square`: the centred (H, W) region of a square map."""
   h, w = shape
   side = square.shape[0]
   top, left = (side - h) // 2, (side - w) // 2
@@ -196,7 +186,8 @@ def _from_image(image: np.ndarray, name: str, windows, stored_size: int) -> Slic
   """An 8-bit picture is taken as already windowed: grey as every window, RGB as stored."""
   if min(image.shape[:2]) < 2:
     raise InputError(f"{name}: image is {image.shape[1]}x{image.shape[0]} pixels; too small")
-  pil = Image.fromarray(_square(image)).convert("L" if len(windows) == 1 else "RGB")
+  pil = Image.fromarray(dicom.pad_to_square(image, 0))  # black, as HU are padded with air
+  pil = pil.convert("L" if len(windows) == 1 else "RGB")
   pil = pil.resize((stored_size, stored_size), dicom.RESAMPLE)
   return Slice(name, np.asarray(pil).reshape(stored_size, stored_size, -1), image)
 

@@ -111,6 +111,18 @@ def test_presets_and_window_choices():
     dicom.windows_for(2)
 
 
+def test_pad_to_square_centres_with_the_fill():
+  rgb = np.full((2, 4, 3), 7, np.uint8)  # an upright picture, as predict pads PNG/JPG uploads
+  out = dicom.pad_to_square(rgb, 0)
+  assert out.shape == (4, 4, 3) and out.dtype == np.uint8
+  np.testing.assert_array_equal(out[1:3], rgb)
+  assert not out[0].any() and not out[3].any()
+  tall = dicom.pad_to_square(np.zeros((5, 2), np.float32), dicom.AIR_HU)
+  np.testing.assert_array_equal(tall[:, [0, 3, 4]], dicom.AIR_HU)  # odd margins: 1 left, 2 right
+  square = np.ones((3, 3))
+  assert dicom.pad_to_square(square, 0) is square
+
+
 def test_slice_to_uint8_channels_and_resize():
   hu = np.full((64, 48), 40.0, np.float32)  # non-square: padded with air to 64x64
   img = dicom.slice_to_uint8(hu, size=32)

@@ -192,6 +192,18 @@ def window(hu: np.ndarray, center: float, width: float) -> np.ndarray:
   return np.rint(np.clip(scaled, 0, 255)).astype(np.uint8)
 
 
+def pad_to_square(image: np.ndarray, fill: float) -> np.ndarray:
+  """(H, W, ...) centred in a square of side max(H, W), the border set to `fill` (air)."""
+  h, w = image.shape[:2]
+  if h == w:
+    return image
+  side = max(h, w)
+  out = np.full((side, side) + image.shape[2:], fill, image.dtype)
+  top, left = (side - h) // 2, (side - w) // 2
+  out[top:top + h, left:left + w] = image
+  return out
+
+
 def slice_to_uint8(hu: np.ndarray, windows: Sequence[Window] = THREE_WINDOWS,
                    size: int = 256) -> np.ndarray:
   """uint8 (size, size, len(windows)): pad to square with air, resize HU (bilinear), window.
@@ -203,13 +215,7 @@ def slice_to_uint8(hu: np.ndarray, windows: Sequence[Window] = THREE_WINDOWS,
     raise ValueError(f"expected one 2-D slice of HU, got shape {hu.shape}")
   if not windows:
     raise ValueError("give at least one (center, width) window")
-  h, w = hu.shape
-  if h != w:
-    side = max(h, w)
-    square = np.full((side, side), AIR_HU, np.float32)
-    top, left = (side - h) // 2, (side - w) // 2
-    square[top:top + h, left:left + w] = hu
-    hu = square
+  hu = pad_to_square(hu, AIR_HU)
   if hu.shape[0] != size:
     hu = np.asarray(Image.fromarray(hu).resize((size, size), RESAMPLE))
   return np.stack([window(hu, c, wd) for c, wd in windows], axis=-1)
