@@ -53,9 +53,9 @@ def test_keras_h5_parity_via_cli(keras_ref, tmp_path, capsys):
   out = tmp_path / "keras_backbone"
   assert main(["convert", str(h5), "--out", str(out)]) == 0
   assert "keras ResNet50" in capsys.readouterr().out
-  meta = read_metadata(out)
-  assert meta["variant"] == "keras" and meta["source_format"] == "keras-h5"
-  assert meta["source_file"] == h5.name and len(meta["source_sha256"]) == 64
+  info = read_metadata(out)
+  assert info.variant == "keras" and info.source_format == "keras-h5"
+  assert info.source_file == h5.name and len(info.source_sha256) == 64
   with capsys.disabled():
     _check_parity("keras", _features(out), ref)
 
@@ -81,9 +81,9 @@ def test_keras_names_with_colon_zero(keras_ref, tmp_path):
 def test_torchvision_parity(torch_ref, tmp_path, fmt, capsys):
   pth, st, ref = torch_ref
   out = convert(pth if fmt == "pth" else st, tmp_path / fmt)
-  meta = read_metadata(out)
-  assert meta["variant"] == "torchvision"
-  assert meta["source_format"] == {"pth": "torch-pth", "safetensors": "safetensors"}[fmt]
+  info = read_metadata(out)
+  assert info.variant == "torchvision"
+  assert info.source_format == {"pth": "torch-pth", "safetensors": "safetensors"}[fmt]
   with capsys.disabled():
     _check_parity(f"torchvision ({fmt})", _features(out), ref)
 

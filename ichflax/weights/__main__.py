@@ -32,9 +32,9 @@ def main(argv: list[str] | None = None) -> int:
       print(f"{path} (verified)")
     else:
       out = convert(args.input, args.out)
-      meta = read_metadata(out)
-      print(f"{out}: {meta['variant']} ResNet50, {meta['stored_values']:,} values from "
-            f"{meta['source_file']} ({meta['source_format']})")
+      info = read_metadata(out)
+      print(f"{out}: {info.variant} ResNet50, {info.stored_values:,} values from "
+            f"{info.source_file} ({info.source_format})")
   except (ConversionError, FetchError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

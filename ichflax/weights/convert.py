@@ -214,15 +214,15 @@ def convert(input_path: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
   fmt, variant, layers = read_reference(src)
   _, abstract = _abstract_backbone(variant)
   state = _map_tensors(layers, variant, abstract.to_pure_dict())
-  meta = {"variant": variant, "source_file": src.name, "source_sha256": _sha256(src),
-          "source_format": fmt,
-          "stored_values": int(sum(v.size for v in jax.tree.leaves(state)))}
+  info = BackboneInfo(variant=variant, source_file=src.name, source_sha256=_sha256(src),
+                      source_format=fmt,
+                      stored_values=int(sum(v.size for v in jax.tree.leaves(state))))
   out.parent.mkdir(parents=True, exist_ok=True)
   tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
   try:
     with ocp.StandardCheckpointer() as ckptr:
       ckptr.save(tmp / STATE_DIR, state)
-    (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    (tmp / META_FILE).write_text(json.dumps(dataclasses.asdict(info), indent=2) + "\n")
     tmp.rename(out)  # replaces an empty out dir, checked above
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
@@ -230,18 +230,28 @@ def convert(input_path: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
   return out
 
 
-def read_metadata(ckpt_dir: str | os.PathLike) -> dict:
-  meta = Path(ckpt_dir) / META_FILE
-  if not meta.is_file():
+@dataclasses.dataclass(frozen=True)
+class BackboneInfo:
+  """Where a converted backbone came from, saved beside its weights."""
+
+  variant: str
+  source_file: str
+  source_sha256: str
+  source_format: str  # "keras-h5", "torch-pth" or "safetensors"
+  stored_values: int
+
+
+def read_metadata(ckpt_dir: str | os.PathLike) -> BackboneInfo:
+  path = Path(ckpt_dir) / META_FILE
+  if not path.is_file():
     raise ConversionError(f"{ckpt_dir} is not a converted backbone (no {META_FILE}); make one "
                           "with: python -m ichflax.weights convert WEIGHTS_FILE --out DIR")
-  return json.loads(meta.read_text())
+  return BackboneInfo(**json.loads(path.read_text()))
 
 
 def load_backbone(ckpt_dir: str | os.PathLike, dtype=jnp.float32) -> ResNet50:
   """The converted ResNet50 (train mode; call .eval() for inference), params in float32."""
-  meta = read_metadata(ckpt_dir)
-  graphdef, abstract = _abstract_backbone(meta["variant"], dtype)
+  graphdef, abstract = _abstract_backbone(read_metadata(ckpt_dir).variant, dtype)
   with ocp.StandardCheckpointer() as ckptr:
     restored = ckptr.restore(Path(ckpt_dir).absolute() / STATE_DIR, abstract.to_pure_dict())
   nnx.replace_by_pure_dict(abstract, jax.tree.map(jnp.asarray, restored))
