@@ -37,7 +37,7 @@ class Row:
   framework: str  # "jax" | "torch"
   impl: str  # e.g. "ichflax step", "eager", "torch.compile", "loader w=2"
   mode: str  # "compute" (synthetic batch on device) | "end-to-end" | "loader"
-  recipe: str = "-"  # "seed" | "full" | "-"
+  recipe: str = "-"  # "paper" | "full" | "-"
   image_size: int = 0
   batch_size: int = 0
   dtype: str = "-"

@@ -87,12 +87,14 @@ def _predictor(args):
   from flax import nnx  # pylint: disable=import-outside-toplevel
   from ichflax import models  # pylint: disable=import-outside-toplevel
   from ichflax.data import dicom  # pylint: disable=import-outside-toplevel
+  from ichflax.spec import ModelSpec  # pylint: disable=import-outside-toplevel
   model = models.build_classifier("multilabel", "keras", rngs=nnx.Rngs(0))
   model.eval()
-  meta = {"task": "multilabel", "class_names": list(tasks.LABELS), "variant": "keras",
-          "image_size": args.image_size, "stored_size": args.stored_size,
-          "windows": [list(w) for w in dicom.THREE_WINDOWS], "data": "random init (benchmark)"}
-  return predict.Predictor([(model, meta)], batch_size=1), "random init"
+  spec = ModelSpec(task="multilabel", class_names=tasks.LABELS, variant="keras",
+                   image_size=args.image_size, stored_size=args.stored_size,
+                   windows=dicom.THREE_WINDOWS, dropout=0.3, recipe="full",
+                   data="random init (benchmark)")
+  return predict.Predictor([(model, spec)], batch_size=1), "random init"
 
 
 def _torch_case(x_nhwc: np.ndarray) -> Case:
@@ -114,7 +116,7 @@ def run(args, slice_path: Path) -> tuple[dict, list[Latency]]:
   import jax  # pylint: disable=import-outside-toplevel
   from ichflax.models import preprocess  # pylint: disable=import-outside-toplevel
   predictor, source = _predictor(args)
-  size = predictor.metas[0]["image_size"]
+  size = predictor.specs[0].image_size
   images = predictor.load(slice_path).model_image[None]
   fns = predictor._runs[0]  # pylint: disable=protected-access
   index = np.full(1, -1, np.int32)

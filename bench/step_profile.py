@@ -1,9 +1,9 @@
 """Where ichflax's train step spends its work: XLA cost analysis, HLO checks, a timed breakdown.
 
 Why: "make the step fast" starts from checkable facts, not guesses. On any backend this reports
-  - FLOPs and bytes of the compiled step per recipe (cost analysis): the seed recipe must cost
+  - FLOPs and bytes of the compiled step per recipe (cost analysis): the paper's recipe must cost
     about 2 forward passes (forward + input gradients) and full fine-tuning about 3 (+ weight
-    gradients); if seed ~ full, frozen convolutions still get weight gradients;
+    gradients); if paper ~ full, frozen convolutions still get weight gradients;
   - buffer donation: bytes the compiled step aliases (reuses) between input and output state,
     with the project's jit and with `donate_argnums=(0,)`;
   - the dtypes in the optimised HLO of a bf16 step: convolutions in bf16, BatchNorm statistic
@@ -43,7 +43,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--task", default="binary")
   p.add_argument("--variant", default="keras")
   p.add_argument("--dtypes", nargs="+", choices=("fp32", "bf16"), default=["fp32", "bf16"])
-  p.add_argument("--recipes", nargs="+", choices=("seed", "full"), default=["seed", "full"])
+  p.add_argument("--recipes", nargs="+", choices=("paper", "full"), default=["paper", "full"])
   p.add_argument("--no-donation", dest="donation", action="store_false",
                  help="skip compiling the donated variant (its aliasing is backend-independent)")
   p.add_argument("--no-breakdown", dest="breakdown", action="store_false",

@@ -2,7 +2,7 @@
 
 A reference only (imported lazily by bench/train_throughput.py, never by ichflax): the figure a
 user compares against is what they would write in PyTorch today — channels_last, bf16 autocast,
-eager or `torch.compile`, fused Adam on CUDA, and the seed's recipe (only BatchNorm + the head
+eager or `torch.compile`, fused Adam on CUDA, and the paper's recipe (only BatchNorm + the head
 learn) or full fine-tuning.
 """
 
@@ -18,17 +18,17 @@ from torch import nn
 from bench import common
 
 
-def seed_head(num_outputs: int, dropout: float, width: int = 256) -> nn.Module:
-  """The seed's head after global average pooling: Dense(256, ReLU) -> Dropout -> BN -> Dense."""
+def paper_head(num_outputs: int, dropout: float, width: int = 256) -> nn.Module:
+  """The paper's head after global average pooling: Dense(256, ReLU) -> Dropout -> BN -> Dense."""
   return nn.Sequential(nn.Linear(2048, width), nn.ReLU(inplace=True), nn.Dropout(dropout),
                        nn.BatchNorm1d(width), nn.Linear(width, num_outputs))
 
 
 def build(recipe: str, num_outputs: int, dropout: float) -> nn.Module:
-  """ResNet50 (random init: speed does not depend on the values) with the seed head."""
+  """ResNet50 (random init: speed does not depend on the values) with the paper's head."""
   model = torchvision.models.resnet50(weights=None)
-  model.fc = seed_head(num_outputs, dropout)
-  if recipe == "seed":  # Frozen convs: autograd then skips their weight gradients.
+  model.fc = paper_head(num_outputs, dropout)
+  if recipe == "paper":  # Frozen convs: autograd then skips their weight gradients.
     for module in model.modules():
       trainable = isinstance(module, nn.modules.batchnorm._BatchNorm)  # pylint: disable=protected-access
       for p in module.parameters(recurse=False):
@@ -36,7 +36,7 @@ def build(recipe: str, num_outputs: int, dropout: float) -> nn.Module:
     for p in model.fc.parameters():
       p.requires_grad_(True)
   elif recipe != "full":
-    raise ValueError(f"recipe must be 'seed' or 'full', got {recipe!r}")
+    raise ValueError(f"recipe must be 'paper' or 'full', got {recipe!r}")
   return model
 
 

@@ -7,12 +7,12 @@ side by side on the same device,
   (b) end to end: the same step fed by `ichflax.data.loader` from a TFDS dataset on disk;
   (c) torchvision ResNet50 (channels_last, bf16 autocast, eager and torch.compile) when torch
       imports: the baseline a user would otherwise run,
-for the seed recipe (BatchNorm + head learn) and full fine-tuning, and prints one table, so every
+for the paper's recipe (BatchNorm + head learn) and full fine-tuning, and prints one table, so every
 ratio is measured, not copied. XLA's cost analysis gives the FLOPs of each compiled ichflax step,
-which checks that the seed recipe really skips the frozen convolutions' weight gradients.
+which checks that the paper's recipe really skips the frozen convolutions' weight gradients.
 
   python bench/train_throughput.py --smoke --json /tmp/train.json          # CI size, ~1 min CPU
-  python bench/train_throughput.py --recipe seed full --image-size 224 128 \
+  python bench/train_throughput.py --recipe paper full --image-size 224 128 \
       --batch-sizes 64 128 256 --dtype bf16 --json $OUT/train.json        # a GPU
 """
 
@@ -38,7 +38,7 @@ DTYPES = {"bf16": "bfloat16", "fp32": "float32"}
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--recipe", nargs="+", choices=("seed", "full"), default=["seed", "full"])
+  p.add_argument("--recipe", nargs="+", choices=("paper", "full"), default=["paper", "full"])
   p.add_argument("--image-size", nargs="+", type=int, default=[224, 128])
   p.add_argument("--batch-sizes", nargs="+", type=int, default=[64, 128, 256])
   p.add_argument("--dtype", nargs="+", choices=tuple(DTYPES), default=["bf16"])
@@ -64,11 +64,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                  help="seconds: configurations not started by then are skipped (GPU lease)")
   p.add_argument("--no-cost-analysis", dest="cost_analysis", action="store_false")
   p.add_argument("--smoke", action="store_true",
-                 help="CI size: seed recipe, 32 px, batch 2, 2 steps; checks the path, not speed")
+                 help="CI size: paper recipe, 32 px, batch 2, 2 steps; checks the path, not speed")
   p.add_argument("--json", default=None, help="write machine info + rows here")
   args = p.parse_args(argv)
   if args.smoke:
-    args.recipe, args.image_size, args.batch_sizes = ["seed"], [32], [2]
+    args.recipe, args.image_size, args.batch_sizes = ["paper"], [32], [2]
     args.dtype = ["fp32"] if args.dtype == ["bf16"] else args.dtype
     args.stored_size = args.stored_size or 40
     args.steps, args.repeats, args.warmup = 1, 2, 1

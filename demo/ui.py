@@ -78,7 +78,7 @@ def _upload_paths(payload) -> list[str] | None:
 
 def _subtype_heading(predictor) -> str:
   """Softmax subtypes sum to one given a bleed; multilabel ones are separate yes/no answers."""
-  tasks = {meta["task"] for meta in predictor.metas} if predictor else set()
+  tasks = {spec.task for spec in predictor.specs} if predictor else set()
   if "subtype" in tasks:
     return "Subtype (probabilities given a hemorrhage)"
   return "Subtypes (each an independent probability)"

@@ -26,7 +26,7 @@ def discover(root: Path = DEFAULT_DIR) -> list[Path]:
   candidates = [root, *sorted(p for p in root.iterdir() if p.is_dir())] if root.is_dir() else []
   for path in filter(_looks_like_checkpoint, candidates):
     try:
-      found.setdefault(checkpoint.read_meta(path)["task"], path)
+      found.setdefault(checkpoint.read_spec(path).task, path)
     except (checkpoint.CheckpointError, OSError, ValueError, KeyError):
       continue
   if "multilabel" in found:
@@ -38,7 +38,7 @@ def discover(root: Path = DEFAULT_DIR) -> list[Path]:
 
 def _looks_like_checkpoint(path: Path) -> bool:
   """A step dir, a CheckpointManager dir (numbered steps) or a training workdir."""
-  return ((path / checkpoint.META).is_dir() or (path / checkpoint.CHECKPOINTS).is_dir()
+  return ((path / checkpoint.SPEC).is_dir() or (path / checkpoint.CHECKPOINTS).is_dir()
           or any(p.name.isdigit() for p in path.iterdir() if p.is_dir()))
 
 
@@ -58,7 +58,7 @@ def load(paths: list[Path]) -> tuple[predict.Predictor | None, str]:
                   "(windows only).")
   try:
     predictor = predict.Predictor.from_checkpoint(*paths)
-  except Exception as e:  # pylint: disable=broad-except
+  except Exception as e:  # noqa: BLE001  (the app must start without weights)
     log.error("could not load %s: %s", ", ".join(map(str, paths)), e)
     return None, (f"Could not load weights from `{', '.join(map(str, paths))}`: {e}. The app "
                   "runs without a model (windows only).")
@@ -69,31 +69,24 @@ def card(predictor: predict.Predictor, paths: list[Path]) -> str:
   """Model card summary: what each checkpoint predicts, its data, its test metrics, the card."""
   lines = ["**Loaded weights.** " + " ".join(
       f"{line}." for line in predictor.summary().splitlines())]
-  for meta in predictor.metas:
-    metrics = _test_metrics(meta.get("metrics"))
-    if metrics:
-      lines.append(f"Test metrics of the {meta['task']} model, on its own test split "
-                   f"({_data_name(meta.get('data'))}): {metrics}.")
+  for path, spec in zip(paths, predictor.specs):
+    measured = checkpoint.read_progress(path)
+    split, figures = ("test", measured.test) if measured.test else ("validation", measured.validation)
+    shown = _figures(figures)
+    if shown:
+      data = spec.data + (" — synthetic, not patients" if "phantom" in spec.data.lower() else "")
+      lines.append(f"{split.capitalize()} metrics of the {spec.task} model, on its own {split} "
+                   f"split ({data}): {shown}.")
   text = _card_text(paths)
   if text:
     lines.append(text)
   return "\n\n".join(lines)
 
 
-def _data_name(data) -> str:
-  text = str(data or "unrecorded data")
-  return text + (" — synthetic, not patients" if "phantom" in text.lower() else "")
-
-
-def _test_metrics(metrics) -> str:
-  """'accuracy 0.91, roc_auc 0.95' from the meta's test figures, whatever nesting they use."""
-  if not isinstance(metrics, dict):
-    return ""
-  test = metrics.get("test", metrics)
-  if not isinstance(test, dict):
-    return ""
-  shown = [f"{k} {v:.3f}" for k, v in test.items()
-           if isinstance(v, (int, float)) and not isinstance(v, bool)]
+def _figures(measured: dict | None) -> str:
+  """'accuracy 0.910, auc 0.968': the scalar figures of one split's metrics."""
+  shown = [f"{k} {v:.3f}" for k, v in (measured or {}).items()
+           if isinstance(v, float) and k != "n"]
   return ", ".join(shown[:6])
 
 

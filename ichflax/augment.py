@@ -1,6 +1,6 @@
 """On-device training augmentation: one random affine per example, one resampling to model size.
 
-The seed used Keras ImageDataGenerator (zoom, shear/stretch, shift, rotation, flip). Here the
+The paper used Keras ImageDataGenerator (zoom, shear/stretch, shift, rotation, flip). Here the
 whole family is composed into a single affine map per example and the stored image is sampled
 once, straight at the model size, so there is no resize-then-warp double interpolation. Each
 output pixel averages a few sub-samples (a box filter) so that downscaling a stored 256 px slice

@@ -1,20 +1,23 @@
 """Orbax checkpoints: resumable training state, and the inference view the Predictor loads.
 
 Layout of one checkpoint (a step directory of the CheckpointManager under WORKDIR/checkpoints,
-or an exported inference checkpoint, which has no `opt_state`):
+or an exported inference checkpoint, which has no `opt_state`), one named item per job:
 
     <step>/state/      every nnx Param and BatchStat of the Classifier (orbax pytree)
     <step>/opt_state/  optax Adam state of the trainable subset (training checkpoints only)
-    <step>/meta/       JSON: task, class names, preprocessing, config, position, RNG, metrics
+    <step>/spec/       JSON ModelSpec: what inference needs (task, labels, inputs, data)
+    <step>/config/     JSON TrainConfig: how the run was configured
+    <step>/progress/   JSON Progress: loop position, epoch history, metrics
 
-Dropout RNG keys are not stored: each step derives its key from (seed, step), both in `meta`,
-so a resumed run draws exactly the keys it would have drawn.
+Dropout RNG keys are not stored: each step derives its key from (config seed, step), so a
+resumed run draws exactly the keys it would have drawn.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,8 +29,13 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from orbax.checkpoint import checkpoint_managers
 
-STATE, OPT_STATE, META = "state", "opt_state", "meta"
+from ichflax.config import TrainConfig
+from ichflax.progress import Progress
+from ichflax.spec import ModelSpec
+
+STATE, OPT_STATE, SPEC, CONFIG, PROGRESS = "state", "opt_state", "spec", "config", "progress"
 CHECKPOINTS = "checkpoints"
+LEGACY_META = "meta"  # one untyped JSON item, before the spec/config/progress split
 # Everything a Classifier needs to be rebuilt exactly; RNG streams are derived, not stored.
 MODEL_STATE = nnx.Any(nnx.Param, nnx.BatchStat)
 
@@ -51,33 +59,41 @@ def open_manager(workdir: str | Path, keep: int) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(Path(workdir).absolute() / CHECKPOINTS, options=options)
 
 
-def save(manager: ocp.CheckpointManager, step: int, state: nnx.State, opt_state: Any,
-         meta: dict, score: float | None = None) -> None:
+def save(manager: ocp.CheckpointManager, step: int, state: nnx.State, opt_state: Any, *,
+         spec: ModelSpec, config: TrainConfig, progress: Progress,
+         score: float | None = None) -> None:
   """Saves asynchronously; `score` (higher is better) marks epoch-end checkpoints for `best`."""
   manager.save(step, args=ocp.args.Composite(**{
       STATE: ocp.args.StandardSave(state),
       OPT_STATE: ocp.args.StandardSave(opt_state),
-      META: ocp.args.JsonSave(jsonable(meta)),
+      SPEC: ocp.args.JsonSave(jsonable(spec.to_json())),
+      CONFIG: ocp.args.JsonSave(jsonable(config.to_dict())),
+      PROGRESS: ocp.args.JsonSave(jsonable(progress.to_json())),
   }), metrics=None if score is None else {"score": float(score)})
 
 
 def restore(manager: ocp.CheckpointManager, step: int, state: nnx.State,
-            opt_state: Any = None) -> tuple[nnx.State, Any, dict]:
+            opt_state: Any = None) -> tuple[nnx.State, Any, Progress]:
   """Restores into the shapes, dtypes and shardings of the given (live or abstract) targets.
 
   Without `opt_state` the optimiser moments are not read (evaluation needs only the model).
   """
-  items = {STATE: ocp.args.StandardRestore(_abstract(state)), META: ocp.args.JsonRestore()}
+  items = {STATE: ocp.args.StandardRestore(_abstract(state)), PROGRESS: ocp.args.JsonRestore()}
   if opt_state is not None:
     items[OPT_STATE] = ocp.args.StandardRestore(_abstract(opt_state))
   out = manager.restore(step, args=ocp.args.Composite(**items))
-  return out[STATE], out[OPT_STATE] if opt_state is not None else None, out[META]
+  return (out[STATE], out[OPT_STATE] if opt_state is not None else None,
+          Progress.from_json(out[PROGRESS]))
 
 
 def resolve(path: str | Path) -> Path:
   """A step directory from itself, a CheckpointManager directory (best step) or a workdir."""
   path = Path(path)
-  if (path / META).is_dir() and (path / STATE).is_dir():
+  if (path / STATE).is_dir() and (path / LEGACY_META).is_dir() and not (path / SPEC).is_dir():
+    raise CheckpointError(
+        f"{path} is a checkpoint of an older ichflax layout (one `meta` item): convert it once "
+        f"with `python -m ichflax.checkpoint migrate {path}`")
+  if (path / SPEC).is_dir() and (path / STATE).is_dir():
     return path
   root = path / CHECKPOINTS if (path / CHECKPOINTS).is_dir() else path
   if root.is_dir():
@@ -86,33 +102,49 @@ def resolve(path: str | Path) -> Path:
     step = manager.best_step()
     step = manager.latest_step() if step is None else step
     if step is not None:
-      return root / str(step)
+      return resolve(root / str(step))
   raise CheckpointError(
-      f"no checkpoint at {path}: expected a directory with {STATE}/ and {META}/ (a step of "
+      f"no checkpoint at {path}: expected a directory with {STATE}/ and {SPEC}/ (a step of "
       f"WORKDIR/{CHECKPOINTS} or an exported checkpoint) or a training workdir; train one with "
       "`python -m ichflax.train` or pass the shipped one under checkpoints/")
 
 
-def read_meta(path: str | Path) -> dict:
-  """The JSON metadata of a checkpoint, without loading any weights."""
-  step_dir = resolve(path)
-  return ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(step_dir.absolute() / META)
+def _read_json(step_dir: Path, item: str) -> dict:
+  return ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(step_dir.absolute() / item)
 
 
-def load_inference(path: str | Path, dtype=jnp.float32) -> tuple[nnx.Module, dict]:
-  """(Classifier in eval mode, meta) from any checkpoint, fp32 parameters whatever was stored."""
+def _write_json(step_dir: Path, item: str, value: dict) -> None:
+  ocp.Checkpointer(ocp.JsonCheckpointHandler()).save(
+      step_dir.absolute() / item, args=ocp.args.JsonSave(jsonable(value)))
+
+
+def read_spec(path: str | Path) -> ModelSpec:
+  """The model spec of a checkpoint, without loading any weights."""
+  return ModelSpec.from_json(_read_json(resolve(path), SPEC))
+
+
+def read_config(path: str | Path) -> TrainConfig:
+  return TrainConfig.from_dict(_read_json(resolve(path), CONFIG))
+
+
+def read_progress(path: str | Path) -> Progress:
+  return Progress.from_json(_read_json(resolve(path), PROGRESS))
+
+
+def load_inference(path: str | Path, dtype=jnp.float32) -> tuple[nnx.Module, ModelSpec]:
+  """(Classifier in eval mode, spec) from any checkpoint, fp32 parameters whatever was stored."""
   step_dir = resolve(path)
-  meta = read_meta(step_dir)
-  model = restore_model(step_dir, meta, dtype)
+  spec = read_spec(step_dir)
+  model = restore_model(step_dir, spec, dtype)
   model.eval()
-  return model, meta
+  return model, spec
 
 
-def restore_model(step_dir: Path, meta: dict, dtype=jnp.float32) -> nnx.Module:
+def restore_model(step_dir: Path, spec: ModelSpec, dtype=jnp.float32) -> nnx.Module:
   """The checkpoint's Classifier, built abstractly so no random initialisation is wasted."""
-  from ichflax import models, steps  # pylint: disable=import-outside-toplevel
+  from ichflax import models, steps  # noqa: PLC0415  (models import this module's users)
   abstract = nnx.eval_shape(lambda: models.build_classifier(
-      meta["task"], meta["variant"], meta["dropout"], rngs=nnx.Rngs(0), dtype=dtype))
+      spec.task, spec.variant, spec.dropout, rngs=nnx.Rngs(0), dtype=dtype))
   graphdef, target, rngs = nnx.split(abstract, MODEL_STATE, ...)
   target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, jnp.float32), target)
   with ocp.StandardCheckpointer() as ckptr:
@@ -124,21 +156,50 @@ def export_inference(src: str | Path, dst: str | Path, dtype=jnp.bfloat16) -> Pa
   """Writes a small inference-only checkpoint (no optimiser state), parameters in `dtype`.
 
   BatchNorm statistics stay fp32 (their variance is sensitive to rounding); `load_inference`
-  casts everything back to fp32.
+  casts everything back to fp32. The run's test metrics (its report) travel along when the
+  exported step is the one the report tested.
   """
   step_dir = resolve(src)
   dst = Path(dst).absolute()
   if dst.exists():
     raise CheckpointError(f"{dst} already exists: remove it or choose another destination")
-  meta = read_meta(step_dir)
-  restored = model_state(restore_model(step_dir, meta))
+  spec = read_spec(step_dir)
+  restored = model_state(restore_model(step_dir, spec))
   params = jax.tree.map(lambda x: x.astype(dtype), nnx.state(restored, nnx.Param))
   with ocp.StandardCheckpointer() as ckptr:
     ckptr.save(dst / STATE, nnx.merge_state(restored, params))
-  ocp.Checkpointer(ocp.JsonCheckpointHandler()).save(
-      dst / META, args=ocp.args.JsonSave(jsonable({**meta, "stored_dtype": jnp.dtype(dtype).name,
-                                                   "exported_from": str(step_dir)})))
+  progress = read_progress(step_dir)
+  report = step_dir.parent.parent / "report" / "report.json"
+  if step_dir.name.isdigit() and report.is_file():
+    tested = json.loads(report.read_text())
+    if tested.get("best_step") == int(step_dir.name):
+      progress.test = tested.get("test")
+  _write_json(dst, SPEC, spec.replace(stored_dtype=jnp.dtype(dtype).name).to_json())
+  _write_json(dst, CONFIG, _read_json(step_dir, CONFIG))
+  _write_json(dst, PROGRESS, progress.to_json())
   return dst
+
+
+def migrate(path: str | Path) -> Path:
+  """Splits an older checkpoint's single `meta` item into spec, config and progress, in place.
+
+  The weights are not touched, so the migrated checkpoint computes exactly what it did.
+  """
+  step_dir = Path(path)
+  if not (step_dir / LEGACY_META).is_dir():
+    raise CheckpointError(f"{step_dir} has no `{LEGACY_META}` item: nothing to migrate")
+  from ichflax import config  # noqa: PLC0415
+  legacy = _read_json(step_dir, LEGACY_META)
+  recipe = legacy.get("recipe")
+  spec = ModelSpec.from_json({**legacy, "recipe": config.ALIASES.get(recipe, recipe)})
+  measured = legacy.get("metrics") or {}
+  progress = dataclasses.replace(Progress.from_json(legacy), validation=measured.get("validation"),
+                                 test=measured.get("test"))
+  _write_json(step_dir, SPEC, spec.to_json())
+  _write_json(step_dir, CONFIG, TrainConfig.from_dict(legacy.get("config") or {}).to_dict())
+  _write_json(step_dir, PROGRESS, progress.to_json())
+  shutil.rmtree(step_dir / LEGACY_META)
+  return step_dir
 
 
 def _score(metrics: dict) -> float:
@@ -169,16 +230,22 @@ def jsonable(x: Any) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-  """`python -m ichflax.checkpoint export SRC DST [--dtype bfloat16]`: a small serving copy."""
-  import argparse  # pylint: disable=import-outside-toplevel
+  """`python -m ichflax.checkpoint export SRC DST [--dtype bfloat16]` or `migrate DIR`."""
+  import argparse  # noqa: PLC0415
   p = argparse.ArgumentParser(prog="python -m ichflax.checkpoint", description=main.__doc__)
-  p.add_argument("command", choices=["export"])
-  p.add_argument("src", help="a training workdir, its checkpoints/ dir or one step dir")
-  p.add_argument("dst", help="new directory for the inference checkpoint")
-  p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+  commands = p.add_subparsers(dest="command", required=True)
+  export = commands.add_parser("export", help="a small serving copy of a training checkpoint")
+  export.add_argument("src", help="a training workdir, its checkpoints/ dir or one step dir")
+  export.add_argument("dst", help="new directory for the inference checkpoint")
+  export.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+  old = commands.add_parser("migrate", help="convert a checkpoint of the older one-`meta` layout")
+  old.add_argument("dir", help="the checkpoint's step directory (holding state/ and meta/)")
   a = p.parse_args(argv)
   try:
-    print(export_inference(a.src, a.dst, jnp.dtype(a.dtype)))
+    if a.command == "export":
+      print(export_inference(a.src, a.dst, jnp.dtype(a.dtype)))
+    else:
+      print(migrate(a.dir))
   except CheckpointError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

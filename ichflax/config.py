@@ -1,74 +1,150 @@
-"""Typed training configs, the seed's per-task presets and the checks that run before any work.
+"""Typed training configs: each field defined once, with everything derived from it.
 
 A run is fully described by one `TrainConfig`; it is saved in every checkpoint so that a resumed
-run and the inference path read back exactly what training used.
+run and the report read back exactly what training used. Each field carries its help text, its
+allowed values and whether it may be swept or must match on resume; the command-line flags
+(`add_flags`), the sweep table (`SWEEPABLE`), the resume check (`RESUME_FIELDS`) and
+`validate` are all derived from those fields, so a new field is one line here.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import logging
 import os
 import shutil
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
 from ichflax import tasks
 
-RECIPES = ("seed", "full")
+log = logging.getLogger("ichflax.config")
+
+RECIPES = ("paper", "full")
 VARIANTS = ("keras", "torchvision")
 DTYPES = ("auto", "float32", "bfloat16")
+PROTOCOLS = ("paper", "full")
+# Names used before the paper's recipe, preset and protocol were called "paper".
+ALIASES = {"seed": "paper"}
 # ResNet50 downsamples by 32; below 32 px the last stage has no spatial extent.
 MIN_IMAGE_SIZE = 32
 # Rough upper bound of one checkpoint (ResNet50 params + Adam moments, fp32) plus headroom.
 MIN_FREE_BYTES = 600 * 2**20
 
 
+class ConfigError(ValueError):
+  """A config that cannot run; the message says what to change."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+  """What a config field means and allows, beside its type and default.
+
+  `low`/`high`: inclusive bounds unless `*_open`; `sweep`: a grid may vary it; `resume`: a
+  workdir holding another value refuses to resume; `flag`: it gets a command-line flag.
+  """
+
+  help: str
+  choices: tuple = ()
+  low: float | None = None
+  high: float | None = None
+  low_open: bool = False
+  high_open: bool = False
+  sweep: bool = False
+  resume: bool = False
+  flag: bool = True
+
+
+def option(default: Any, help: str, **roles) -> Any:  # noqa: A002  (argparse's word for it)
+  """A dataclass field carrying its `Option`."""
+  metadata = {"option": Option(help, **roles)}
+  if dataclasses.is_dataclass(default):
+    return dataclasses.field(default_factory=lambda: default, metadata=metadata)
+  return dataclasses.field(default=default, metadata=metadata)
+
+
+def _option(f: dataclasses.Field) -> Option:
+  return f.metadata["option"]
+
+
 @dataclasses.dataclass(frozen=True)
 class AugmentConfig:
-  """The seed's ImageDataGenerator family, as ranges drawn per example (0 turns one off)."""
+  """The paper's ImageDataGenerator family, as ranges drawn per example (0 turns one off)."""
 
-  enabled: bool = True
-  zoom: float = 0.1  # scale drawn in [1 - zoom, 1 + zoom]
-  shear: float = 0.1  # shear factor drawn in [-shear, shear]
-  stretch: float = 0.1  # extra x/y aspect drawn in [1 - stretch, 1 + stretch]
-  shift: float = 0.1  # translation as a fraction of the image side
-  rotation: float = 10.0  # degrees drawn in [-rotation, rotation]
-  flip: bool = True  # horizontal flip with probability 1/2
+  enabled: bool = option(True, "training augmentation on the device", resume=True)
+  zoom: float = option(0.1, "scale drawn in [1 - zoom, 1 + zoom]", low=0.0, high=1.0,
+                       high_open=True, resume=True)
+  shear: float = option(0.1, "shear factor drawn in [-shear, shear]", low=0.0, resume=True)
+  stretch: float = option(0.1, "extra x/y aspect drawn in [1 - stretch, 1 + stretch]", low=0.0,
+                          high=1.0, high_open=True, resume=True)
+  shift: float = option(0.1, "translation as a fraction of the image side", low=0.0, high=1.0,
+                        resume=True)
+  rotation: float = option(10.0, "degrees drawn in [-rotation, rotation]", low=0.0, high=180.0,
+                           resume=True)
+  flip: bool = option(True, "horizontal flip with probability 1/2", resume=True)
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-  """Everything one training run needs; `None` fields take the task's seed preset."""
+  """Everything one training run needs; `None` fields take the task's paper preset."""
 
-  task: str = "binary"
-  data: str | None = None  # None: the synthetic phantom; else a TFDS dir or an RSNA/PNG folder
-  weights: str | None = None  # converted ImageNet backbone (python -m ichflax.weights)
-  recipe: str = "seed"  # seed: only BatchNorm + head train; full: every parameter
-  variant: str = "keras"  # backbone variant when no --weights give it
-  epochs: int = 20
-  batch_size: int | None = None
-  eval_batch_size: int | None = None
-  dropout: float | None = None
-  image_size: int = 224
-  lr: float = 1e-3  # Keras Adam's default, which the seed used
-  workdir: str = "runs/train"
-  seed: int = 0
-  dtype: str = "auto"  # auto: bf16 compute on GPU/TPU, fp32 on CPU
-  protocol: str = "seed"  # how an RSNA folder is drawn into splits (ichflax.data.prepare)
-  stored_size: int | None = None  # size of the stored slices when a dataset is built
-  phantom_slices: int = 3000  # slices drawn when the phantom is built
-  augment: AugmentConfig = AugmentConfig()
-  # BatchNorm running-average momentum; None keeps the model's (Keras 0.99). Short runs from
-  # random init need faster tracking, or eval-mode statistics lag the changing weights.
-  bn_momentum: float | None = None
-  # From random weights, start each residual block as its shortcut (see models.ResNet50); off
-  # reproduces runs made before it existed. Converted --weights replace it either way.
-  zero_init_residual: bool = True
-  keep: int = 2  # last N checkpoints kept (the best one is kept besides)
-  checkpoint_every: int = 50  # mid-epoch checkpoint every K steps (0: epoch ends only)
-  limit: int | None = None  # use at most this many examples per split (quick runs, tests)
-  distributed: bool = False  # call jax.distributed.initialize() (also env-detected)
-  progress: bool = True
+  task: str = option("binary", "what to learn from the six RSNA labels",
+                     choices=tuple(tasks.TASKS), resume=True)
+  data: str | None = option(None, "phantom (default), a TFDS dataset dir, or an RSNA/PNG folder",
+                            resume=True)
+  weights: str | None = option(None, "converted ImageNet backbone (python -m ichflax.weights)",
+                               resume=True)
+  recipe: str = option("paper", "paper: only BatchNorm + head train; full: every parameter",
+                       choices=RECIPES, sweep=True, resume=True)
+  variant: str = option("keras", "backbone variant when no --weights give it",
+                        choices=VARIANTS, sweep=True, resume=True)
+  epochs: int = option(20, "epochs to train", low=1, sweep=True)
+  batch_size: int | None = option(None, "training batch (default: the task's paper preset)",
+                                  low=1, sweep=True, resume=True)
+  eval_batch_size: int | None = option(None, "evaluation batch (default: the training batch)",
+                                       low=1, sweep=True)
+  dropout: float | None = option(None, "head dropout (default: the task's paper preset)",
+                                 low=0.0, high=1.0, high_open=True, sweep=True, resume=True)
+  image_size: int = option(224, "model input side in pixels (a multiple of 32, at least 32)",
+                           sweep=True, resume=True)
+  lr: float = option(1e-3, "Adam learning rate (Keras' default, which the paper used)",
+                     low=0.0, low_open=True, sweep=True, resume=True)
+  workdir: str = option("runs/train", "checkpoints and report (default runs/<preset>-<task>)")
+  seed: int = option(0, "random seed of the model, the data order and augmentation",
+                     sweep=True, resume=True)
+  dtype: str = option("auto", "compute dtype; auto: bf16 on GPU/TPU, fp32 on CPU",
+                      choices=DTYPES, resume=True)
+  protocol: str = option("paper", "how an RSNA folder is drawn into splits (paper or full)",
+                         choices=PROTOCOLS, resume=True)
+  stored_size: int | None = option(None, "stored slice size when a dataset is built", low=32,
+                                   sweep=True, resume=True)
+  phantom_slices: int = option(3000, "slices drawn when the phantom is built", low=1,
+                               resume=True)
+  augment: AugmentConfig = option(AugmentConfig(), "training augmentation")
+  # Short runs from random init need faster tracking, or eval-mode statistics lag the weights.
+  bn_momentum: float | None = option(None, "BatchNorm running-average momentum (default: the "
+                                     "model's, Keras 0.99)", low=0.0, high=1.0, high_open=True,
+                                     sweep=True, resume=True)
+  zero_init_residual: bool = option(
+      True, "random init: each residual block starts as its shortcut (--no-zero-init-residual "
+      "reproduces runs made before the option existed)", resume=True)
+  keep: int = option(2, "last N checkpoints kept (the best one is kept besides)", low=1)
+  checkpoint_every: int = option(50, "mid-epoch checkpoint every K steps (0: epoch ends only)",
+                                 low=0)
+  limit: int | None = option(None, "use at most this many examples per split", low=1,
+                             sweep=True, resume=True)
+  distributed: bool = option(False, "call jax.distributed.initialize() (also env-detected)")
+  progress: bool = option(True, "progress bar (off: log lines only)")
+
+  def __post_init__(self):
+    for name in ("recipe", "protocol"):
+      value = getattr(self, name)
+      if value in ALIASES:
+        log.warning("%s %r is now called %r", name, value, ALIASES[value])
+        object.__setattr__(self, name, ALIASES[value])
 
   @property
   def resolved_batch_size(self) -> int:
@@ -87,22 +163,127 @@ class TrainConfig:
     return dataclasses.asdict(self)
 
   @classmethod
-  def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-    d = dict(d)
-    d["augment"] = AugmentConfig(**d.get("augment", {}))
-    known = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in d.items() if k in known})
+  def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+    """Inverse of `to_dict`; unknown keys (from older or newer code) are ignored."""
+    return _from_dict(cls, d)
 
-  def replace(self, **changes) -> "TrainConfig":
+  def replace(self, **changes) -> TrainConfig:
     return dataclasses.replace(self, **changes)
 
 
+def _from_dict(cls, d: dict[str, Any]):
+  kwargs = {}
+  for f in dataclasses.fields(cls):
+    if f.name in d:
+      value = d[f.name]
+      nested = _nested(f)
+      kwargs[f.name] = _from_dict(nested, value) if nested and isinstance(value, dict) else value
+  return cls(**kwargs)
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls) -> dict[str, Any]:
+  if cls not in _HINTS:
+    _HINTS[cls] = typing.get_type_hints(cls)
+  return _HINTS[cls]
+
+
+def _nested(f: dataclasses.Field) -> type | None:
+  """The dataclass type of a nested config field (AugmentConfig), else None."""
+  default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+  return type(default) if dataclasses.is_dataclass(default) else None
+
+
+def value_type(cls, name: str) -> type:
+  """The plain type of a field (`int | None` -> int)."""
+  hint = _hints(cls)[name]
+  if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+    hint = next(a for a in typing.get_args(hint) if a is not type(None))
+  return hint
+
+
+def _walk(cls=TrainConfig, prefix: str = ""):
+  """(dotted name, owning class, field) for every leaf field, nested configs included."""
+  for f in dataclasses.fields(cls):
+    nested = _nested(f)
+    if nested:
+      yield from _walk(nested, f"{prefix}{f.name}.")
+    else:
+      yield prefix + f.name, cls, f
+
+
+# What a sweep may vary and must match on resume, derived from the fields' roles.
+SWEEPABLE: dict[str, type] = {n: value_type(c, f.name) for n, c, f in _walk() if _option(f).sweep}
+RESUME_FIELDS: tuple[str, ...] = tuple(n for n, _, f in _walk() if _option(f).resume)
+
+
+def get(cfg: TrainConfig, dotted: str) -> Any:
+  for part in dotted.split("."):
+    cfg = getattr(cfg, part)
+  return cfg
+
+
+def with_values(cfg: TrainConfig, values: dict[str, Any]) -> TrainConfig:
+  """`cfg` with dotted field names set (`augment.enabled`), nested configs rebuilt."""
+  top: dict[str, Any] = {}
+  nested: dict[str, dict[str, Any]] = {}
+  for dotted, value in values.items():
+    head, _, rest = dotted.partition(".")
+    if rest:
+      nested.setdefault(head, {})[rest] = value
+    else:
+      top[head] = value
+  for head, changes in nested.items():
+    top[head] = dataclasses.replace(getattr(cfg, head), **changes)
+  return dataclasses.replace(cfg, **top)
+
+
+# --- command-line flags ----------------------------------------------------------------------
+
+
+def _flag_name(dotted: str) -> str:
+  """augment.enabled -> --augment, augment.zoom -> --augment-zoom, batch_size -> --batch-size."""
+  name = dotted.replace(".enabled", "").replace(".", "-").replace("_", "-")
+  return f"--{name}"
+
+
+def add_flags(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
+  """One flag per config field (or the `only` ones), defaults None: unset flags change nothing.
+
+  Booleans get --x / --no-x. Parsed values go back with `flags_to_values`.
+  """
+  for dotted, cls, f in _walk():
+    opt = _option(f)
+    if not opt.flag or (only is not None and dotted not in only):
+      continue
+    kind = value_type(cls, f.name)
+    kwargs: dict[str, Any] = dict(dest=dotted, default=None, help=opt.help)
+    if kind is bool:
+      kwargs["action"] = argparse.BooleanOptionalAction
+    else:
+      kwargs["type"] = kind
+      if opt.choices:
+        kwargs["choices"] = opt.choices
+    parser.add_argument(_flag_name(dotted), **kwargs)
+
+
+def flags_to_values(namespace: argparse.Namespace) -> dict[str, Any]:
+  """The config fields a parsed command line set (dotted names -> values)."""
+  names = {n for n, _, _ in _walk()}
+  return {k: v for k, v in vars(namespace).items() if k in names and v is not None}
+
+
+# --- presets ---------------------------------------------------------------------------------
+
 PRESETS: dict[str, dict[str, Any]] = {
-    # The paper's recipe: ImageNet ResNet50 at 224 px, only BatchNorm + head train, task presets.
-    # The paper does not state its epoch count; 20 matches the length of its curves' x axes.
-    "seed": dict(recipe="seed", image_size=224, epochs=20),
+    # The paper's text: ImageNet ResNet50 at 224 px, only BatchNorm + head train, the task's
+    # presets (binary dropout 0.4 batch 16, subtype dropout 0.3 batch 8: tasks.py). The paper
+    # does not state its epoch count; 20 matches the length of its curves' x axes.
+    "paper": dict(recipe="paper", protocol="paper", image_size=224, epochs=20),
     # CPU demo: no ImageNet weights exist offline, so every parameter trains from random init
-    # (the seed recipe cannot learn without pretrained features). 96 px, not 64: bleeds stay
+    # (the paper's recipe cannot learn without pretrained features). 96 px, not 64: bleeds stay
     # visible and XLA's CPU step is faster there (docs/training.md); 4 epochs of the phantom's
     # 1428 training slices (356 steps) keep a 2-core run near 10 minutes.
     "cpu-demo": dict(recipe="full", image_size=96, epochs=4, lr=1e-3, batch_size=16,
@@ -111,33 +292,29 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def preset(name: str, **overrides) -> TrainConfig:
-  """A config from a named preset, with explicit overrides applied on top."""
+  """A config from a named preset, with explicit overrides (dotted names too) applied on top."""
+  if name in ALIASES:
+    log.warning("preset %r is now called %r", name, ALIASES[name])
+    name = ALIASES[name]
   if name not in PRESETS:
     raise ValueError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
-  return TrainConfig(**{**PRESETS[name], **overrides})
+  return with_values(TrainConfig(), {**PRESETS[name], **overrides})
+
+
+# --- validation ------------------------------------------------------------------------------
 
 
 def validate(cfg: TrainConfig, *, num_devices: int = 1) -> None:
   """Fails fast, with what was wrong and what to do, before any data or model work."""
-  _check(cfg.task in tasks.TASKS, f"unknown task {cfg.task!r}: choose one of {tuple(tasks.TASKS)}")
-  _check(cfg.recipe in RECIPES, f"unknown recipe {cfg.recipe!r}: choose one of {RECIPES}")
-  _check(cfg.variant in VARIANTS, f"unknown variant {cfg.variant!r}: choose one of {VARIANTS}")
-  _check(cfg.dtype in DTYPES, f"unknown dtype {cfg.dtype!r}: choose one of {DTYPES}")
+  for dotted, _, f in _walk():
+    _check_field(dotted.replace("_", " ").replace(".", " "), get(cfg, dotted), _option(f))
+  _check(0.0 <= cfg.resolved_dropout < 1.0, f"dropout must be in [0, 1), got {cfg.dropout}")
   _check(cfg.image_size >= MIN_IMAGE_SIZE and cfg.image_size % 32 == 0,
          f"image size {cfg.image_size} does not suit ResNet50 (it downsamples by 32): use a "
          f"multiple of 32 that is at least {MIN_IMAGE_SIZE}, e.g. 64 or 224")
-  _check(cfg.epochs >= 1, f"epochs must be at least 1, got {cfg.epochs}")
-  _check(cfg.lr > 0, f"learning rate must be positive, got {cfg.lr}")
-  _check(0.0 <= cfg.resolved_dropout < 1.0, f"dropout must be in [0, 1), got {cfg.dropout}")
-  _check(cfg.bn_momentum is None or 0.0 <= cfg.bn_momentum < 1.0,
-         f"bn_momentum must be in [0, 1), got {cfg.bn_momentum}")
-  _check(cfg.keep >= 1, f"keep must be at least 1 checkpoint, got {cfg.keep}")
-  _check(cfg.checkpoint_every >= 0, "checkpoint_every must be >= 0 (0: at epoch ends only)")
-  _check(cfg.limit is None or cfg.limit >= 1, f"limit must be positive, got {cfg.limit}")
-  _check(cfg.phantom_slices >= 1, f"phantom_slices must be positive, got {cfg.phantom_slices}")
   for name, size in (("batch size", cfg.resolved_batch_size),
                      ("eval batch size", cfg.resolved_eval_batch_size)):
-    _check(size >= 1 and size % num_devices == 0,
+    _check(size % num_devices == 0,
            f"{name} {size} must be a positive multiple of the {num_devices} devices "
            "(each device takes an equal share of the batch)")
   if cfg.data is not None and cfg.data != "phantom":
@@ -151,6 +328,25 @@ def validate(cfg: TrainConfig, *, num_devices: int = 1) -> None:
   _check_space(Path(cfg.workdir))
 
 
+def _check_field(label: str, value: Any, opt: Option) -> None:
+  """A field's declared choices and bounds; None means 'the preset's value' and always passes."""
+  if value is None:
+    return
+  if opt.choices:
+    _check(value in opt.choices,
+           f"unknown {label} {value!r}: choose one of {', '.join(opt.choices)}")
+    return
+  low, high = opt.low, opt.high
+  too_low = low is not None and (value <= low if opt.low_open else value < low)
+  too_high = high is not None and (value >= high if opt.high_open else value > high)
+  if too_low or too_high:
+    if high is None:
+      bound = f"greater than {low}" if opt.low_open else f"at least {low}"
+    else:
+      bound = f"in {'(' if opt.low_open else '['}{low}, {high}{')' if opt.high_open else ']'}"
+    raise ConfigError(f"{label} must be {bound}, got {value}")
+
+
 def _check_space(workdir: Path) -> None:
   probe = workdir
   while not probe.exists():
@@ -161,10 +357,6 @@ def _check_space(workdir: Path) -> None:
   _check(free >= MIN_FREE_BYTES,
          f"only {free / 2**20:.0f} MiB free under {probe}; checkpoints need about "
          f"{MIN_FREE_BYTES / 2**20:.0f} MiB: free space or choose another --workdir")
-
-
-class ConfigError(ValueError):
-  """A config that cannot run; the message says what to change."""
 
 
 def _check(ok: bool, message: str) -> None:

@@ -2,7 +2,7 @@
 
 Grad-CAM (Selvaraju et al. 2017) weights each channel of the backbone's final feature map by the
 mean gradient of one class logit, so the map says where the evidence for *that* class lies. The
-box around its most salient region answers the seed paper's wish for "a border box around the
+box around its most salient region answers the paper's wish for "a border box around the
 hemorrhage"; it is an attention box, not a segmentation: it shows where the model looked, not
 the extent of a bleed.
 """

@@ -1,6 +1,6 @@
 """Evaluation metrics as plain numpy, so they are easy to check by hand and run anywhere.
 
-Confusion matrices are indexed [actual, predicted], as in the seed's Tables 2 and 4.
+Confusion matrices are indexed [actual, predicted], as in the paper's Tables 2 and 4.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The seed paper's published figures as data (RSNA stage 1, seed protocol), for side-by-side reports.
+"""The paper's published figures as data (RSNA stage 1, its protocol), for side-by-side reports.
 
 Source: /work/shared/SEED.md (Tables 1-4 and the text). The text's sensitivity/specificity
 disagree with its own confusion matrices; both are kept here, and the table-derived ones are
@@ -7,7 +7,7 @@ computed from the matrices by `ichflax.metrics`, never typed in.
 
 from __future__ import annotations
 
-DATA = "RSNA ICH stage 1 (seed protocol: 1600/400 per class, 128 px PNG resized to 224)"
+DATA = "RSNA ICH stage 1 (the paper's protocol: 1600/400 per class, 128 px PNG resized to 224)"
 
 BINARY = {
     "loss": {"train": (0.45, 0.30), "validation": (0.35, 0.26), "test": 0.27},

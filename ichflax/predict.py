@@ -1,8 +1,8 @@
 """Serving: one Predictor for the CLI and the Gradio app, and `python -m ichflax.predict`.
 
-A checkpoint's metadata carries the task, label names and preprocessing (windows, stored size,
-image size, backbone variant), so a slice here goes through exactly the path it went through in
-training: DICOM -> HU -> `dicom.slice_to_uint8` -> `preprocess.model_input`. Research and
+A checkpoint's model spec carries the task, label names and preprocessing (windows, stored
+size, image size, backbone variant), so a slice here goes through exactly the path it went through
+in training: DICOM -> HU -> `dicom.slice_to_uint8` -> `preprocess.model_input`. Research and
 education use only; not a medical device.
 
 Usage:
@@ -28,6 +28,7 @@ from PIL import Image
 from ichflax import gradcam, tasks, xla_cache
 from ichflax.data import dicom
 from ichflax.models import preprocess
+from ichflax.spec import ModelSpec
 
 # Larger than any CT slice (512 x 512 typical, 1024 x 1024 rare); refusing bigger images keeps a
 # decompression bomb (a small PNG that decodes to gigabytes) from taking the server down.
@@ -89,12 +90,6 @@ class Prediction:
       out.update(cam_class=self.cam_class, box=self.box and self.box.as_list(),
                  box_kind=gradcam.BOX_KIND, height=self.slice.shape[0], width=self.slice.shape[1])
     return out
-
-
-def _rsna_names(meta: dict) -> tuple[str, ...]:
-  """A model's outputs as RSNA labels: the binary task's one output is `any`."""
-  names = tuple(meta["class_names"])
-  return ("any",) if meta["task"] == "binary" else names
 
 
 def decide(probabilities: dict[str, float], threshold: float = THRESHOLD) -> str:
@@ -200,47 +195,42 @@ class Predictor:
   batched, padded to a power of two so a few compiled shapes serve every batch size.
   """
 
-  def __init__(self, models: Sequence[tuple[nnx.Module, dict]], *, batch_size: int = 8,
+  def __init__(self, models: Sequence[tuple[nnx.Module, ModelSpec]], *, batch_size: int = 8,
                threshold: float = THRESHOLD):
     if not models:
-      raise ValueError("give at least one (model, meta) pair")
+      raise ValueError("give at least one (model, spec) pair")
     self.models = list(models)
-    self.metas = [meta for _, meta in models]
-    first = self.metas[0]
-    for meta in self.metas[1:]:
-      if (meta["stored_size"], _windows(meta)) != (first["stored_size"], _windows(first)):
+    self.specs = [spec for _, spec in models]
+    first = self.specs[0]
+    for spec in self.specs[1:]:
+      if (spec.stored_size, spec.windows) != (first.stored_size, first.windows):
         raise ValueError("the checkpoints were trained on different preprocessing (stored size "
                          "or windows); use checkpoints made from the same dataset")
-    labels = [name for meta in self.metas for name in _rsna_names(meta)]
+    labels = [name for spec in self.specs for name in spec.outputs]
     if len(set(labels)) != len(labels):
       raise ValueError(f"the checkpoints overlap in their labels ({', '.join(labels)}): load one "
                        "multilabel checkpoint, or one binary plus one subtype checkpoint")
-    self.windows = _windows(first)
-    self.stored_size = int(first["stored_size"])
+    self.windows = first.windows
+    self.stored_size = first.stored_size
     self.batch_size = batch_size
     self.threshold = threshold
-    self._runs = [_compile(model, meta) for model, meta in models]
+    self._runs = [_compile(model, spec) for model, spec in models]
 
   @classmethod
   def from_checkpoint(cls, *paths: str | os.PathLike, **kwargs) -> Predictor:
     """Loads each checkpoint (a step dir, a CheckpointManager dir or a training workdir)."""
-    from ichflax import checkpoint  # pylint: disable=import-outside-toplevel
+    from ichflax import checkpoint  # noqa: PLC0415  (orbax only when loading)
     return cls([checkpoint.load_inference(p) for p in paths], **kwargs)
 
   @property
   def labels(self) -> tuple[str, ...]:
     """Every RSNA label some loaded model predicts, in the tasks.LABELS order."""
-    have = {name for meta in self.metas for name in _rsna_names(meta)}
+    have = {name for spec in self.specs for name in spec.outputs}
     return tuple(name for name in tasks.LABELS if name in have)
 
   def summary(self) -> str:
     """One line per checkpoint: what it predicts and what data its weights were trained on."""
-    lines = []
-    for meta in self.metas:
-      lines.append(f"{meta['task']} model ({', '.join(_rsna_names(meta))}), ResNet50 "
-                   f"{meta['variant']} at {meta['image_size']} px, trained on "
-                   f"{_describe_data(meta.get('data'))}")
-    return "\n".join(lines)
+    return "\n".join(spec.describe() for spec in self.specs)
 
   def load(self, source: Source, name: str | None = None) -> Slice:
     """One slice prepared as this predictor's checkpoints expect (see `load_slice`)."""
@@ -300,11 +290,11 @@ class _Run:
   with_cam: Callable
 
 
-def _compile(model: nnx.Module, meta: dict) -> _Run:
+def _compile(model: nnx.Module, spec: ModelSpec) -> _Run:
   """Jitted probabilities, and probabilities + Grad-CAM, for one model (state captured once)."""
   graphdef, state = nnx.split(model)
-  task = tasks.get_task(meta["task"])
-  size, variant = int(meta["image_size"]), meta["variant"]
+  task = tasks.get_task(spec.task)
+  size, variant = spec.image_size, spec.variant
 
   def inputs(images):
     return preprocess.model_input(images, size, variant)
@@ -320,7 +310,7 @@ def _compile(model: nnx.Module, meta: dict) -> _Run:
     logits, cam = gradcam.logits_and_cam(m, inputs(images), class_index)
     return task.probabilities(logits), cam
 
-  return _Run(_rsna_names(meta), lambda images: plain(state, images),
+  return _Run(spec.outputs, lambda images: plain(state, images),
               lambda images, index: with_cam(state, images, index))
 
 
@@ -331,18 +321,6 @@ def _pad_batch(images: np.ndarray) -> np.ndarray:
   if target == n:
     return images
   return np.concatenate([images, np.zeros((target - n,) + images.shape[1:], images.dtype)])
-
-
-def _windows(meta: dict) -> tuple[tuple[float, float], ...]:
-  return tuple((float(c), float(w)) for c, w in meta["windows"])
-
-
-def _describe_data(data) -> str:
-  if not data:
-    return "unrecorded data"
-  if isinstance(data, dict):
-    return ", ".join(f"{k}: {v}" for k, v in data.items())
-  return str(data)
 
 
 # --- series and the command line -------------------------------------------------------------
@@ -405,16 +383,16 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--batch-size", type=int, default=8)
   parser.add_argument("--threshold", type=float, default=THRESHOLD)
   args = parser.parse_args(argv)
-  from ichflax import checkpoint  # pylint: disable=import-outside-toplevel
-  try:  # the metadata says how to read slices; the weights load only if some slice reads
-    metas = [checkpoint.read_meta(p) for p in args.checkpoint]
+  from ichflax import checkpoint  # noqa: PLC0415
+  try:  # the spec says how to read slices; the weights load only if some slice reads
+    specs = [checkpoint.read_spec(p) for p in args.checkpoint]
   except (checkpoint.CheckpointError, OSError) as e:
     parser.exit(2, f"error: {e}\n")
   loaded: list[tuple[str | None, Slice]] = []
   for folder, path in _expand(args.inputs):
     try:
-      loaded.append((folder, load_slice(path, windows=_windows(metas[0]),
-                                        stored_size=int(metas[0]["stored_size"]))))
+      loaded.append((folder, load_slice(path, windows=specs[0].windows,
+                                        stored_size=specs[0].stored_size)))
     except READ_ERRORS as e:
       _emit({"file": str(path), "error": str(e)})
   if not loaded:

@@ -1,4 +1,4 @@
-"""Run reports in JSON and Markdown: the seed's Tables 1-4 beside the paper's, and its curves.
+"""Run reports in JSON and Markdown: the paper's Tables 1-4 beside ours, and the curves.
 
 Every figure in a report names its data: ours (the phantom or RSNA, from the dataset's info) and
 the paper's (RSNA stage 1). Research and education use only; not a medical device.
@@ -6,6 +6,7 @@ the paper's (RSNA stage 1). Research and education use only; not a medical devic
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -15,25 +16,28 @@ import numpy as np
 
 from ichflax import metrics, paper, tasks
 from ichflax.checkpoint import jsonable
+from ichflax.progress import EpochRecord
+from ichflax.spec import ModelSpec
 
 DISCLAIMER = "Research and education use only; not a medical device."
 
 
-def build(task_name: str, history: Sequence[dict], test: dict, *, data: str,
+def build(spec: ModelSpec, history: Sequence[EpochRecord], test: dict, *,
           config: dict | None = None, extra: dict | None = None) -> dict:
   """The report as a dict: curves, start/end table, test metrics, paper figures if any."""
-  task = tasks.get_task(task_name)
+  task = tasks.get_task(spec.task)
   start, end = history[0], history[-1]
   table = {
-      "loss": {"train": (start["train_loss"], end["train_loss"]),
-               "validation": (start["val_loss"], end["val_loss"]), "test": test["loss"]},
-      "accuracy": {"train": (start["train_accuracy"], end["train_accuracy"]),
-                   "validation": (start["val_accuracy"], end["val_accuracy"]),
+      "loss": {"train": (start.train_loss, end.train_loss),
+               "validation": (start.val_loss, end.val_loss), "test": test["loss"]},
+      "accuracy": {"train": (start.train_accuracy, end.train_accuracy),
+                   "validation": (start.val_accuracy, end.val_accuracy),
                    "test": test["accuracy"]},
   }
-  out = {"task": task.name, "class_names": list(task.class_names), "data": data,
-         "epochs": len(history), "table": table, "test": test, "history": list(history),
-         "config": config or {}, "disclaimer": DISCLAIMER, **(extra or {})}
+  out = {"task": task.name, "class_names": list(task.class_names), "data": spec.data,
+         "spec": spec.to_json(), "epochs": len(history), "table": table, "test": test,
+         "history": [dataclasses.asdict(h) for h in history], "config": config or {},
+         "disclaimer": DISCLAIMER, **(extra or {})}
   if task.name in paper.RESULTS:
     out["paper"] = paper_figures(task.name)
   return out
@@ -52,7 +56,7 @@ def paper_figures(task_name: str) -> dict:
 
 
 def markdown(report: dict) -> str:
-  """Human-readable report; the paper's columns appear only for the seed's two tasks."""
+  """Human-readable report; the paper's columns appear only for the paper's two tasks."""
   ref = report.get("paper")
   n = report["test"].get("n", "?")
   lines = [f"# ichflax {report['task']} report", "",
@@ -61,7 +65,7 @@ def markdown(report: dict) -> str:
     note = ("Different data: compare the shape, not the decimals." if "phantom" in report["data"]
             else "Same source, our own draw of the split.")
     lines.append(f"Paper: **{ref['data']}**. {note}")
-  lines += [f"*{DISCLAIMER}*", "", "## Loss and accuracy, start -> end (seed Tables 1/3)", ""]
+  lines += [f"*{DISCLAIMER}*", "", "## Loss and accuracy, start -> end (paper Tables 1/3)", ""]
   head = "| | ours | paper |" if ref else "| | ours |"
   lines += [head, "|---|---|---|" if ref else "|---|---|"]
   for quantity in ("loss", "accuracy"):
@@ -80,7 +84,7 @@ def markdown(report: dict) -> str:
 def _confusion_section(report: dict, ref: dict | None) -> list[str]:
   names = (["no", "yes"] if len(report["test"]["confusion"]) == 2 and report["task"] != "subtype"
            else list(report["class_names"]))
-  title = "## Test confusion matrix (seed Tables 2/4), rows actual, columns predicted"
+  title = "## Test confusion matrix (paper Tables 2/4), rows actual, columns predicted"
   if report["task"] == "multilabel":
     title += " - `any` label"
   out = [title, "", "Ours:", "", *_matrix(report["test"]["confusion"], names)]
@@ -122,10 +126,10 @@ def _metric_section(report: dict, ref: dict | None) -> list[str]:
 
 
 def plot_curves(history: Sequence[dict], out_dir: Path, task_name: str) -> list[Path]:
-  """accuracy.png and loss.png per epoch, train and validation (the seed's Figures 2-5)."""
-  import matplotlib  # pylint: disable=import-outside-toplevel
+  """accuracy.png and loss.png per epoch, train and validation (the paper's Figures 2-5)."""
+  import matplotlib  # noqa: PLC0415  (plotting only when a report is written)
   matplotlib.use("Agg")
-  from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
+  from matplotlib import pyplot as plt  # noqa: PLC0415
   epochs = [h["epoch"] for h in history]
   paths = []
   for quantity in ("accuracy", "loss"):

@@ -1,7 +1,7 @@
 """Pure, jit-compiled train and eval steps over a split NNX model.
 
 The Classifier is split once into (trainable, BatchNorm statistics, everything else). Gradients
-are taken w.r.t. the trainable part only, so in the seed recipe the frozen convolutions cost no
+are taken w.r.t. the trainable part only, so in the paper's recipe the frozen convolutions cost no
 weight gradients and Adam keeps moments for BatchNorm + head alone. Train and eval use two
 graph definitions of the same model (train mode / eval mode), so the mode is static.
 """

@@ -1,5 +1,6 @@
-"""Checkpoints: last N + best kept, exact round trip, inference loading and bf16 export."""
+"""Checkpoints: last N + best kept, exact round trip, inference loading, bf16 export, migration."""
 
+import json
 import math
 
 import jax
@@ -9,11 +10,21 @@ import optax
 import pytest
 from flax import nnx
 
-from ichflax import checkpoint, config, models
+from ichflax import checkpoint, config, models, tasks
+from ichflax.progress import EpochRecord, EpochSums, Progress
+from ichflax.spec import ModelSpec
 
-META = {"task": "multilabel", "class_names": ["a"], "variant": "keras", "dropout": 0.3,
-        "image_size": 64, "stored_size": 64, "windows": ((40, 80), (80, 200), (600, 2800)),
-        "data": "synthetic phantom", "metrics": {}}
+SPEC = ModelSpec(task="multilabel", class_names=tasks.LABELS, variant="keras", image_size=64,
+                 stored_size=64, windows=((40, 80), (80, 200), (600, 2800)), dropout=0.3,
+                 recipe="paper", data="synthetic phantom")
+CONFIG = config.TrainConfig(task="multilabel", image_size=64, dropout=0.3)
+PROGRESS = Progress(step=3, epoch=1, batch=1, epoch_sums=EpochSums(loss=1.5, n=4),
+                    history=[EpochRecord(1, 2, 0.5, 0.75, 0.6, 0.7, float("nan"))])
+
+
+def _save(manager, step, state, opt_state, score=None, **items):
+  checkpoint.save(manager, step, state, opt_state, score=score,
+                  **{"spec": SPEC, "config": CONFIG, "progress": PROGRESS, **items})
 
 
 @pytest.fixture(scope="module")
@@ -22,12 +33,11 @@ def trained_like(tmp_path_factory):
   model = models.build_classifier("multilabel", "keras", 0.3, rngs=nnx.Rngs(1))
   stats = nnx.state(model, nnx.BatchStat)
   nnx.update(model, jax.tree.map(lambda x: x + 0.5, stats))
-  params = nnx.state(model, models.trainable_filter("seed"))
+  params = nnx.state(model, models.trainable_filter("paper"))
   opt_state = optax.adam(1e-3).init(params)
   workdir = tmp_path_factory.mktemp("ckpt")
   manager = checkpoint.open_manager(workdir, keep=2)
-  checkpoint.save(manager, 3, checkpoint.model_state(model), opt_state,
-                  {**META, "step": 3, "loss": float("nan")}, score=0.5)
+  _save(manager, 3, checkpoint.model_state(model), opt_state, score=0.5)
   manager.wait_until_finished()
   model.eval()
   x = jax.random.uniform(jax.random.key(0), (2, 64, 64, 3), minval=-100, maxval=100)
@@ -39,12 +49,15 @@ def test_restore_round_trip(trained_like):
   manager = checkpoint.open_manager(workdir, keep=2)
   target = checkpoint.model_state(models.build_classifier("multilabel", "keras", 0.3,
                                                           rngs=nnx.Rngs(2)))
-  state, opt, meta = checkpoint.restore(manager, 3, target, opt_state)
+  state, opt, progress = checkpoint.restore(manager, 3, target, opt_state)
   for got, want in zip(jax.tree.leaves(state), jax.tree.leaves(checkpoint.model_state(model))):
     np.testing.assert_array_equal(got, want)
   for got, want in zip(jax.tree.leaves(opt), jax.tree.leaves(opt_state)):
     np.testing.assert_array_equal(got, want)
-  assert meta["step"] == 3 and meta["loss"] is None and meta["windows"][0] == [40, 80]
+  # NaN is stored as null (JSON has no NaN); everything else comes back typed and equal.
+  assert progress == Progress(**{**PROGRESS.__dict__, "history": [
+      EpochRecord(1, 2, 0.5, 0.75, 0.6, 0.7, None)]})
+  assert checkpoint.read_spec(workdir) == SPEC and checkpoint.read_config(workdir) == CONFIG
   # Evaluation restores the model alone; the optimiser moments are not read.
   model_only, no_opt, _ = checkpoint.restore(manager, 3, target)
   assert no_opt is None
@@ -56,8 +69,8 @@ def test_load_inference_matches_and_is_in_eval_mode(trained_like):
   workdir, model, _, x = trained_like
   step_dir = workdir / "checkpoints" / "3"
   assert checkpoint.resolve(workdir) == checkpoint.resolve(workdir / "checkpoints") == step_dir
-  loaded, meta = checkpoint.load_inference(workdir)
-  assert meta["task"] == "multilabel" and meta["image_size"] == 64
+  loaded, spec = checkpoint.load_inference(workdir)
+  assert spec == SPEC
   np.testing.assert_allclose(loaded(x), model(x), rtol=1e-5, atol=1e-5)
   np.testing.assert_array_equal(loaded(x), loaded(x))  # no dropout at inference
 
@@ -65,8 +78,9 @@ def test_load_inference_matches_and_is_in_eval_mode(trained_like):
 def test_export_bf16_is_small_and_close(trained_like, tmp_path):
   workdir, model, _, x = trained_like
   dst = checkpoint.export_inference(workdir, tmp_path / "demo")
-  loaded, meta = checkpoint.load_inference(dst)
-  assert meta["stored_dtype"] == "bfloat16" and meta["task"] == "multilabel"
+  loaded, spec = checkpoint.load_inference(dst)
+  assert spec == SPEC.replace(stored_dtype="bfloat16")
+  assert checkpoint.read_config(dst) == CONFIG and checkpoint.read_progress(dst).step == 3
   assert jax.tree.leaves(nnx.state(loaded, nnx.Param))[0].dtype == jnp.float32
   want = np.asarray(model(x))
   np.testing.assert_allclose(loaded(x), want, atol=0.05 * np.abs(want).max() + 1e-3)
@@ -82,7 +96,7 @@ def test_keeps_last_n_and_the_best(tmp_path):
   manager = checkpoint.open_manager(tmp_path, keep=2)
   state = {"w": jnp.ones(3)}
   for step, score in [(1, 0.9), (2, None), (3, 0.2), (4, None), (5, 0.1), (6, None)]:
-    checkpoint.save(manager, step, state, state, {"step": step}, score)
+    _save(manager, step, state, state, score)
   manager.wait_until_finished()
   assert manager.all_steps() == [1, 5, 6]  # best epoch (1) + the last two
   assert checkpoint.resolve(tmp_path) == tmp_path / "checkpoints" / "1"
@@ -100,3 +114,38 @@ def test_jsonable():
                              1: config.AugmentConfig(enabled=False)})
   assert out == {"a": [1, 2.5], "b": [0, 1], "c": None,
                  "1": {**config.AugmentConfig(enabled=False).__dict__}}
+
+
+def test_export_carries_the_reports_test_metrics(trained_like, tmp_path):
+  """The step the report tested exports with its test figures; the demo's card shows them."""
+  workdir = trained_like[0]
+  (workdir / "report").mkdir(exist_ok=True)
+  (workdir / "report" / "report.json").write_text(json.dumps(
+      {"best_step": 3, "test": {"accuracy": 0.875, "n": 8}}))
+  try:
+    dst = checkpoint.export_inference(workdir, tmp_path / "demo")
+  finally:
+    (workdir / "report" / "report.json").unlink()
+  assert checkpoint.read_progress(dst).test == {"accuracy": 0.875, "n": 8}
+
+
+def test_migrates_the_older_single_meta_layout(trained_like, tmp_path):
+  """A checkpoint saved with one untyped `meta` item is refused with the command that converts
+  it; after `migrate` it loads to the same spec, config, progress and outputs."""
+  import shutil  # noqa: PLC0415
+  workdir, model, _, x = trained_like
+  old = tmp_path / "old"
+  shutil.copytree(workdir / "checkpoints" / "3" / "state", old / "state")
+  legacy = {**SPEC.to_json(), "recipe": "seed", "config": CONFIG.to_dict(), "seed": 0,
+            **{k: v for k, v in PROGRESS.to_json().items() if k != "validation"},
+            "metrics": {"validation": {"accuracy": 0.5}}}
+  checkpoint._write_json(old, "meta", legacy)  # noqa: SLF001
+  with pytest.raises(checkpoint.CheckpointError, match="ichflax.checkpoint migrate"):
+    checkpoint.load_inference(old)
+  assert checkpoint.main(["migrate", str(old)]) == 0
+  loaded, spec = checkpoint.load_inference(old)
+  assert spec == SPEC and not (old / "meta").exists()
+  assert checkpoint.read_config(old) == CONFIG
+  progress = checkpoint.read_progress(old)
+  assert progress.step == 3 and progress.validation == {"accuracy": 0.5}
+  np.testing.assert_array_equal(loaded(x), checkpoint.load_inference(workdir)[0](x))

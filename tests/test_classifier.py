@@ -33,7 +33,7 @@ def test_classifier_is_head_on_backbone(backbone):
 
 
 @pytest.mark.parametrize("task", ["binary", "subtype", "multilabel"])
-def test_head_per_task_uses_the_seed_presets(backbone, task):
+def test_head_per_task_uses_the_paper_presets(backbone, task):
   model = build_classifier(task, "keras", rngs=nnx.Rngs(1), backbone=backbone)
   spec = get_task(task)
   assert model.head.dropout.rate == spec.default_dropout
@@ -58,23 +58,23 @@ def test_head_gives_float32_logits_from_bf16_features():
 
 def test_trainable_filter_counts(backbone):
   model = build_classifier("binary", "keras", rngs=nnx.Rngs(1), backbone=backbone)
-  seed = _count(nnx.state(model, trainable_filter("seed")))
+  paper = _count(nnx.state(model, trainable_filter("paper")))
   full = _count(nnx.state(model, trainable_filter("full")))
   # Counted independently: every BatchNorm scale/bias in the backbone + every head parameter.
   bn = sum(m.scale.size + m.bias.size for _, m in nnx.iter_graph(model.backbone)
            if isinstance(m, nnx.BatchNorm))
   head = _count(nnx.state(model.head, nnx.Param))
-  summary = (f"seed recipe trains {seed:,} of {full:,} parameters "
-             f"({bn:,} backbone BatchNorm + {head:,} head; {100 * seed / full:.2f}%)")
+  summary = (f"paper recipe trains {paper:,} of {full:,} parameters "
+             f"({bn:,} backbone BatchNorm + {head:,} head; {100 * paper / full:.2f}%)")
   print("\n" + summary)
-  assert seed == bn + head, summary
+  assert paper == bn + head, summary
   assert full == _count(nnx.state(model, nnx.Param)), summary
-  assert 0.5e6 < seed < 0.7e6 and 23e6 < full < 25e6, summary
+  assert 0.5e6 < paper < 0.7e6 and 23e6 < full < 25e6, summary
 
 
-def test_seed_recipe_step_changes_only_batchnorm_and_head(backbone):
+def test_paper_recipe_step_changes_only_batchnorm_and_head(backbone):
   model = build_classifier("subtype", "keras", rngs=nnx.Rngs(1), backbone=nnx.clone(backbone))
-  wrt = trainable_filter("seed")
+  wrt = trainable_filter("paper")
   optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=wrt)
   task = get_task("subtype")
   x = jax.random.normal(jax.random.key(0), (4, 32, 32, 3))
@@ -103,7 +103,7 @@ def test_bad_arguments_are_refused(backbone):
     build_classifier("binary", "torchvision", rngs=nnx.Rngs(0), backbone=backbone)
   with pytest.raises(ValueError, match="dropout must be in"):
     Classifier(backbone, 1, 1.5, rngs=nnx.Rngs(0))
-  with pytest.raises(ValueError, match="choose 'seed' or 'full'"):
+  with pytest.raises(ValueError, match="choose 'paper' or 'full'"):
     trainable_filter("bn_only")
   with pytest.raises(ValueError, match="unknown task"):
     build_classifier("segmentation", "keras", rngs=nnx.Rngs(0), backbone=backbone)

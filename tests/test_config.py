@@ -1,16 +1,20 @@
-"""Configs: presets follow the seed, and bad configs fail before any work with a clear message."""
+"""Configs: presets follow the paper, each field defined once, bad configs fail with a message."""
+
+import argparse
+import dataclasses
 
 import pytest
 
 from ichflax import config
 
 
-def test_seed_presets_per_task():
-  binary = config.preset("seed", task="binary")
-  subtype = config.preset("seed", task="subtype")
+def test_paper_presets_per_task():
+  binary = config.preset("paper", task="binary")
+  subtype = config.preset("paper", task="subtype")
   assert (binary.resolved_dropout, binary.resolved_batch_size) == (0.4, 16)
   assert (subtype.resolved_dropout, subtype.resolved_batch_size) == (0.3, 8)
-  assert binary.image_size == 224 and binary.recipe == "seed" and binary.lr == 1e-3
+  assert binary.image_size == 224 and binary.recipe == "paper" and binary.lr == 1e-3
+  assert binary.protocol == "paper"
   demo = config.preset("cpu-demo")
   assert demo.recipe == "full" and demo.image_size < 224
   assert config.preset("cpu-demo", dropout=0.25).resolved_dropout == 0.25
@@ -29,7 +33,10 @@ def test_round_trip_through_dict():
     (dict(recipe="linear"), "unknown recipe"),
     (dict(dropout=1.0), "dropout"),
     (dict(epochs=0), "epochs"),
-    (dict(lr=0.0), "learning rate"),
+    (dict(lr=0.0), "lr must be greater than 0.0, got 0.0"),
+    (dict(batch_size=0), "batch size must be at least 1, got 0"),
+    (dict(protocol="random"), "unknown protocol"),
+    (dict(augment=config.AugmentConfig(zoom=1.0)), r"augment zoom must be in \[0.0, 1.0\)"),
     (dict(dtype="float16"), "unknown dtype"),
     (dict(data="/no/such/dir"), "does not exist"),
     (dict(weights="/no/such/weights"), "not found"),
@@ -56,3 +63,35 @@ def test_no_space_for_checkpoints(tmp_path, monkeypatch):
 def test_unknown_preset():
   with pytest.raises(ValueError, match="unknown preset"):
     config.preset("fast")
+
+
+def test_old_seed_names_are_aliases_of_paper(caplog):
+  with caplog.at_level("WARNING", logger="ichflax.config"):
+    cfg = config.preset("seed", recipe="seed", protocol="seed")
+  assert (cfg.recipe, cfg.protocol, cfg.image_size) == ("paper", "paper", 224)
+  assert "now called 'paper'" in caplog.text
+  assert config.TrainConfig.from_dict({"recipe": "seed"}).recipe == "paper"
+
+
+def test_every_field_has_one_flag_and_its_roles():
+  """Flags, sweep table and resume check are derived from the dataclass fields, none missed."""
+  parser = argparse.ArgumentParser()
+  config.add_flags(parser)
+  flags = {a.dest for a in parser._actions if a.dest != "help"}  # noqa: SLF001
+  leaves = {n for n, _, _ in config._walk()}  # noqa: SLF001
+  assert flags == leaves  # every field, nested augmentation included, has exactly one flag
+  a = parser.parse_args(["--batch-size", "32", "--no-augment", "--augment-zoom", "0.5",
+                         "--recipe", "full", "--no-progress"])
+  values = config.flags_to_values(a)
+  assert values == {"batch_size": 32, "augment.enabled": False, "augment.zoom": 0.5,
+                    "recipe": "full", "progress": False}
+  cfg = config.with_values(config.TrainConfig(), values)
+  assert cfg.augment == config.AugmentConfig(enabled=False, zoom=0.5) and cfg.batch_size == 32
+  with pytest.raises(SystemExit):
+    parser.parse_args(["--recipe", "linear"])  # choices come from the field
+  assert config.SWEEPABLE["dropout"] is float and config.SWEEPABLE["batch_size"] is int
+  assert "progress" not in config.SWEEPABLE and "workdir" not in config.SWEEPABLE
+  assert {"task", "dropout", "augment.zoom", "recipe"} <= set(config.RESUME_FIELDS)
+  assert not {"epochs", "workdir", "keep", "progress"} & set(config.RESUME_FIELDS)
+  for f in dataclasses.fields(config.TrainConfig):
+    assert f.metadata["option"].help, f.name

@@ -57,8 +57,8 @@ def test_cam_is_grad_cam_of_the_chosen_logit(predictor):  # noqa: F811
   rng = np.random.default_rng(0)
   images = np.stack([predictor.load(phantom.make_slice(rng, 64, s).hu).model_image
                      for s in ((), (tasks.SUBTYPES.index("subdural"),))])
-  classifier, meta = predictor.models[0]
-  x = preprocess.model_input(images, meta["image_size"], meta["variant"])
+  classifier, spec = predictor.models[0]
+  x = preprocess.model_input(images, spec.image_size, spec.variant)
 
   @nnx.jit
   def compute(model, x):
@@ -93,7 +93,7 @@ def test_gradcam_peaks_inside_planted_bleeds():
     pytest.fail(f"no demo checkpoint in {weights.DEFAULT_DIR}: this test needs the shipped demo "
                 "weights (trained on the phantom by ichflax.train); place them there first")
   p = predict.Predictor.from_checkpoint(*paths)
-  grid = p.metas[0]["image_size"] // 32
+  grid = p.specs[0].image_size // 32
   size = grid * max(1, p.stored_size // grid)  # square slices that split into whole cells
   rng = np.random.default_rng(123)
   slices = [phantom.make_slice(rng, size, (int(rng.integers(5)),)) for _ in range(BLEEDS)]

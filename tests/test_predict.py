@@ -108,8 +108,8 @@ def check_prediction(p: predict.Prediction, shape: tuple[int, int], labels) -> N
 
 
 def test_meta_drives_preprocessing(predictor):
-  meta = predictor.metas[0]
-  assert meta["task"] == "multilabel" and predictor.labels == tasks.LABELS
+  spec = predictor.specs[0]
+  assert spec.task == "multilabel" and predictor.labels == tasks.LABELS
   assert predictor.stored_size == 64 and len(predictor.windows) == 3
   assert "phantom" in predictor.summary()
 
@@ -163,14 +163,13 @@ def test_binary_plus_subtype_checkpoints_merge(predictor, bleed):
   """`any` from the binary model, subtypes (softmax, given a bleed) from the subtype model."""
   from flax import nnx  # pylint: disable=import-outside-toplevel
   from ichflax import models  # pylint: disable=import-outside-toplevel
-  trained, meta = predictor.models[0]
+  trained, spec = predictor.models[0]
   pair = []
   for task in ("binary", "subtype"):  # the trained backbone under each task's own head
     model = models.Classifier(trained.backbone, tasks.get_task(task).num_outputs, 0.3,
                               rngs=nnx.Rngs(0))
     model.eval()
-    pair.append((model, {**meta, "task": task,
-                         "class_names": list(tasks.get_task(task).class_names)}))
+    pair.append((model, spec.replace(task=task, class_names=tasks.get_task(task).class_names)))
   both = predict.Predictor(pair)
   assert both.labels == tasks.LABELS
   p, = both.predict([bleed.hu])
@@ -180,7 +179,7 @@ def test_binary_plus_subtype_checkpoints_merge(predictor, bleed):
   with pytest.raises(ValueError, match="overlap in their labels"):
     predict.Predictor([predictor.models[0], pair[0]])
   with pytest.raises(ValueError, match="different preprocessing"):
-    predict.Predictor([pair[0], (pair[1][0], {**pair[1][1], "windows": [[40, 80]]})])
+    predict.Predictor([pair[0], (pair[1][0], pair[1][1].replace(windows=((40, 80),)))])
 
 
 def test_series_ordered_by_position(predictor, tmp_path):

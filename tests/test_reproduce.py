@@ -1,4 +1,4 @@
-"""The seed's two experiments end to end on a tiny phantom (32 px, one short epoch each)."""
+"""The paper's two experiments end to end on a tiny phantom (32 px, one short epoch each)."""
 
 import json
 from pathlib import Path
@@ -22,11 +22,12 @@ def test_reproduce_writes_one_side_by_side_report(tmp_path, capsys):
   assert md.count("synthetic phantom") >= 2
   both = json.loads((tmp_path / "rep" / "reproduce.json").read_text())
   assert set(both) == {"binary", "subtype"}
-  assert both["subtype"]["config"]["dropout"] is None  # the seed's preset: 0.3
+  assert both["subtype"]["config"]["dropout"] is None  # the paper's preset: 0.3
   assert (Path(both["binary"]["config"]["workdir"]) / "report" / "accuracy.png").exists()
   assert both["binary"]["paper"]["table_derived"]["sensitivity"] == 1913 / 2000
 
 
-def test_reproduce_uses_the_seed_presets():
+def test_reproduce_uses_the_paper_presets():
   cfg = reproduce.parse_args(["--data", "phantom"])
-  assert (cfg.image_size, cfg.recipe, cfg.protocol, cfg.lr) == (224, "seed", "seed", 1e-3)
+  assert (cfg.image_size, cfg.recipe, cfg.protocol, cfg.lr) == (224, "paper", "paper", 1e-3)
+  assert cfg.workdir == "runs/reproduce"

@@ -24,7 +24,7 @@ def _learnable_batch(n=16, size=32, seed=0):
 def seed_run():
   """Ten seed-recipe steps (augmentation on) from a random init; before/after states."""
   model = models.build_classifier("binary", "keras", 0.4, rngs=nnx.Rngs(0))
-  trainable = models.trainable_filter("seed")
+  trainable = models.trainable_filter("paper")
   spec = steps.StepSpec("binary", 32, "keras", AugmentConfig(rotation=5.0))
   compiled, state, frozen = steps.make_steps(model, trainable, optax.adam(1e-3), spec)
   before = jax.tree.map(np.asarray, (state.trainable, state.batch_stats))

@@ -13,6 +13,7 @@ import pytest
 
 from ichflax import checkpoint, config, tasks, train, xla_cache
 from ichflax.data import builders
+from ichflax.progress import Progress
 
 ROOT = Path(__file__).resolve().parents[1]
 # XLA's compile cache, shared by this process and the subprocesses it starts.
@@ -87,9 +88,11 @@ def test_sweep_ranks_runs_and_checkpoints_serve(dataset, tmp_path, caplog):
 
   run_dir = Path(result["rows"][0]["workdir"])
   best = checkpoint.resolve(run_dir)
-  model, meta = checkpoint.load_inference(best)
-  assert meta["task"] == "binary" and meta["image_size"] == 32 and meta["stored_size"] == 32
-  assert meta["data"] == "synthetic phantom" and meta["history"][0]["epoch"] == 1
+  model, spec = checkpoint.load_inference(best)
+  assert (spec.task, spec.image_size, spec.stored_size) == ("binary", 32, 32)
+  assert spec.data == "synthetic phantom" and checkpoint.read_progress(best).history[0].epoch == 1
+  assert checkpoint.read_config(best) == cfg.replace(seed=result["rows"][0]["params"]["seed"],
+                                                     workdir=str(run_dir))
   x = np.zeros((1, 32, 32, 3), np.float32)
   assert model(x).shape == (1, 1)
   report = json.loads((run_dir / "report" / "report.json").read_text())
@@ -118,7 +121,9 @@ def test_unknown_task_is_refused(capsys):
 def test_refuses_to_resume_a_different_run(dataset, tmp_path):
   manager = checkpoint.open_manager(tmp_path, keep=1)
   cfg = _cfg(dataset, tmp_path)
-  checkpoint.save(manager, 1, {"w": np.ones(2)}, {"w": np.ones(2)}, {"config": cfg.to_dict()})
+  spec = train.model_spec(cfg, train.build_model(cfg, np.float32), {"size": 32, "channels": 3})
+  checkpoint.save(manager, 1, {"w": np.ones(2)}, {"w": np.ones(2)}, spec=spec, config=cfg,
+                  progress=Progress())
   manager.wait_until_finished()
   with pytest.raises(config.ConfigError, match="different dropout"):
     train.run(cfg.replace(dropout=0.1))
@@ -130,8 +135,13 @@ def test_defaults_and_grid_parsing():
   assert cfg.workdir == "runs/cpu-demo-binary" and grid is None
   assert cfg.zero_init_residual
   assert not train.parse_args(["--no-zero-init-residual"])[0].zero_init_residual
-  seed_cfg, _ = train.parse_args(["--preset", "seed", "--task", "subtype"])
-  assert (seed_cfg.image_size, seed_cfg.recipe, seed_cfg.resolved_batch_size) == (224, "seed", 8)
+  paper, _ = train.parse_args(["--preset", "paper", "--task", "subtype"])
+  assert (paper.image_size, paper.recipe, paper.resolved_batch_size) == (224, "paper", 8)
+  assert paper.workdir == "runs/paper-subtype"
+  flags, _ = train.parse_args(["--no-augment", "--augment-rotation", "20", "--keep", "3",
+                               "--lr", "0.01", "--no-progress"])
+  assert not flags.augment.enabled and flags.augment.rotation == 20.0 and flags.keep == 3
+  assert flags.lr == 0.01 and not flags.progress and flags.recipe == "full"  # cpu-demo's
   assert train.parse_grid("dropout=0.25,0.3 batch_size=8,16") == [
       {"dropout": 0.25, "batch_size": 8}, {"dropout": 0.25, "batch_size": 16},
       {"dropout": 0.3, "batch_size": 8}, {"dropout": 0.3, "batch_size": 16}]
@@ -145,10 +155,10 @@ def test_defaults_and_grid_parsing():
 
 def test_limit_draws_every_class(dataset, tmp_path):
   cfg = _cfg(dataset, tmp_path, limit=12)
-  _, _, splits = train.load_data(cfg, tasks.get_task("binary"))
+  _, splits = train.load_data(cfg, tasks.get_task("binary"))
   groups = builders.read_meta(dataset, "train")["group"][splits["train"].indices]
   assert len(groups) == 12 and len(set(groups.tolist())) > 2  # not a class-sorted prefix
-  _, _, again = train.load_data(cfg, tasks.get_task("binary"))
+  _, again = train.load_data(cfg, tasks.get_task("binary"))
   np.testing.assert_array_equal(again["train"].indices, splits["train"].indices)  # seeded
 
 

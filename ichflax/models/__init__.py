@@ -1,4 +1,4 @@
-"""Models: the ResNet50 backbone (two weight layouts), its input normalisation, the seed head."""
+"""Models: the ResNet50 backbone (two weight layouts), its input normalisation, the paper's head."""
 
 from ichflax.models import preprocess
 from ichflax.models.classifier import Classifier, build_classifier, trainable_filter

@@ -1,4 +1,4 @@
-"""Backbone + seed head, and the filters that say which parameters a recipe trains."""
+"""Backbone + the paper's head, and the filters that say which parameters a recipe trains."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def build_classifier(task_name: str, variant: str, dropout: float | None = None,
                      rngs: nnx.Rngs, dtype=jnp.float32,
                      backbone: ResNet50 | None = None,
                      zero_init_residual: bool = False) -> Classifier:
-  """A classifier for a task; dropout None takes the task's seed preset.
+  """A classifier for a task; dropout None takes the task's paper preset.
 
   Pass `backbone` (e.g. from `ichflax.weights.load_backbone`) to start from ImageNet weights;
   otherwise the backbone is randomly initialised (`zero_init_residual`: see ResNet50).
@@ -53,14 +53,14 @@ def _is_backbone_bn(path: tuple, _) -> bool:
           and any(isinstance(k, str) and k.startswith(BN_PREFIX) for k in path))
 
 
-def trainable_filter(recipe: Literal["seed", "full"]) -> nnx.filterlib.Filter:
+def trainable_filter(recipe: Literal["paper", "full"]) -> nnx.filterlib.Filter:
   """nnx filter of the parameters a recipe trains.
 
-  "seed": the paper froze every backbone layer except BatchNorm, so every backbone BatchNorm
+  "paper": the paper froze every backbone layer except BatchNorm, so every backbone BatchNorm
   scale/bias plus the whole head; "full": every parameter.
   """
   if recipe == "full":
     return nnx.Param
-  if recipe == "seed":
+  if recipe == "paper":
     return nnx.All(nnx.Param, nnx.Any(nnx.PathContains("head"), _is_backbone_bn))
-  raise ValueError(f"unknown training recipe {recipe!r}: choose 'seed' or 'full'")
+  raise ValueError(f"unknown training recipe {recipe!r}: choose 'paper' or 'full'")

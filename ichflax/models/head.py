@@ -1,6 +1,6 @@
-"""The seed's classification head on the backbone's feature map.
+"""The paper's classification head on the backbone's feature map.
 
-GlobalAveragePooling -> Dense(256, ReLU) -> Dropout(p) -> BatchNorm -> Dense(k), as in the seed
+GlobalAveragePooling -> Dense(256, ReLU) -> Dropout(p) -> BatchNorm -> Dense(k), as in the paper
 paper (Keras). The head computes in float32 whatever the backbone's dtype: it is tiny, and the
 logits feed a loss that must not lose precision under bf16.
 """
@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-# Keras BatchNormalization defaults, the layer the seed's head used.
+# Keras BatchNormalization defaults, the layer the paper's head used.
 HEAD_BN_MOMENTUM = 0.99
 HEAD_BN_EPSILON = 1e-3
 

@@ -1,6 +1,6 @@
 """ResNet50 in flax.nnx, NHWC, in the two layouts whose ImageNet weights we convert.
 
-"keras" is ResNet50 v1 as `keras.applications.ResNet50` (the seed's backbone); "torchvision" is
+"keras" is ResNet50 v1 as `keras.applications.ResNet50` (the paper's backbone); "torchvision" is
 v1.5 as `torchvision.models.resnet50`. Padding is explicit everywhere because Flax 'SAME' on a
 stride-2 convolution pads differently from both references, which would silently shift every
 feature map by a pixel and break weight parity.

@@ -56,6 +56,8 @@ class BuildConfig:
   workers: int | None = None  # conversion processes; None: one per CPU core
 
   def __post_init__(self):
+    if self.protocol == "paper":  # the training config's name for it (renamed here next)
+      object.__setattr__(self, "protocol", "seed")
     if self.protocol not in PROTOCOLS:
       raise DataError(f"unknown protocol {self.protocol!r}: choose seed or full")
     if self.size < 8:

@@ -1,0 +1,68 @@
+"""`ModelSpec`: everything inference needs to use a checkpoint exactly as training did.
+
+It is saved as its own checkpoint item beside the weights and read as attributes by the
+Predictor, the demo, the report and `checkpoint export`, so serving can never guess at what a
+model was trained on or how its inputs were made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ichflax import tasks
+
+Window = tuple[float, float]  # (center, width) in HU
+# "backbone": the variant's own ImageNet normalisation (models.preprocess.normalize).
+NORMALIZATIONS = ("backbone",)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  """What a checkpoint's weights compute and on what inputs (no training-loop state)."""
+
+  task: str
+  class_names: tuple[str, ...]
+  variant: str  # ResNet50 weight layout: "keras" (v1) or "torchvision" (v1.5)
+  image_size: int  # model input side, pixels
+  stored_size: int  # side of the stored uint8 slice the model input is resized from
+  windows: tuple[Window, ...]  # CT windows, one per stored channel
+  dropout: float
+  recipe: str  # "paper" (BatchNorm + head trained) or "full"
+  data: str  # a sentence naming the training data (reports and model cards quote it)
+  normalization: str = "backbone"
+  stored_dtype: str = "float32"  # parameters as saved (exports may be bfloat16)
+
+  def __post_init__(self):
+    tasks.get_task(self.task)  # raises for an unknown task
+    if self.normalization not in NORMALIZATIONS:
+      raise ValueError(f"unknown normalisation {self.normalization!r}: choose one of "
+                       f"{', '.join(NORMALIZATIONS)}")
+    object.__setattr__(self, "class_names", tuple(self.class_names))
+    object.__setattr__(self, "windows", tuple((float(c), float(w)) for c, w in self.windows))
+
+  @property
+  def outputs(self) -> tuple[str, ...]:
+    """The model's outputs as RSNA labels: the binary task's one output is `any`."""
+    return ("any",) if self.task == "binary" else self.class_names
+
+  @property
+  def channels(self) -> int:
+    return len(self.windows)
+
+  def describe(self) -> str:
+    """One line for people: what it predicts, on which backbone, trained on what."""
+    return (f"{self.task} model ({', '.join(self.outputs)}), ResNet50 {self.variant} at "
+            f"{self.image_size} px, trained on {self.data or 'unrecorded data'}")
+
+  def to_json(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_json(cls, d: dict[str, Any]) -> ModelSpec:
+    """Reads a saved spec; fields added later take their defaults, unknown keys are ignored."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in d.items() if k in names})
+
+  def replace(self, **changes) -> ModelSpec:
+    return dataclasses.replace(self, **changes)
