@@ -25,6 +25,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
   parser.add_argument("--share", action="store_true", help="also make a public gradio.live link")
   parser.add_argument("--checkpoint", action="append", metavar="DIR",
                       help="checkpoint to serve (repeat for binary + subtype)")
+  parser.add_argument("--analyses", type=int, default=None,
+                      help="analyses at once, the rest wait in the queue (default 2, measured "
+                           "on a 2-vCPU box in docs/serving.md)")
   return parser.parse_args(argv)
 
 
@@ -44,15 +47,16 @@ def main(argv: list[str] | None = None) -> None:
   os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
   upload_root = private_upload_dir()
   import demo  # pylint: disable=import-outside-toplevel
-  from demo import ui, uploads, weights  # pylint: disable=import-outside-toplevel
+  from demo import ui, weights  # pylint: disable=import-outside-toplevel
   from ichflax import xla_cache  # pylint: disable=import-outside-toplevel
   xla_cache.enable()
   demo.quiet_pydicom()
-  app, _ = demo.create_app(weights.requested(args.checkpoint), upload_root)
+  app, callbacks = demo.create_app(weights.requested(args.checkpoint), upload_root,
+                                   args.analyses or ui.ANALYSES)
   host = args.host or ("0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1")
-  app.queue(default_concurrency_limit=1)  # one CPU-bound analysis at a time
-  app.launch(server_name=host, server_port=args.port, share=args.share, css=ui.CSS,
-             max_file_size=f"{uploads.MAX_UPLOAD_MB}mb", show_error=False)
+  app.queue(default_concurrency_limit=1)  # the slider's cheap re-render has a queue of its own
+  app.launch(server_name=host, server_port=args.port, share=args.share, show_error=False,
+             **demo.launch_kwargs(callbacks))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import logging
 import time
 import traceback
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -34,6 +34,8 @@ NO_WEIGHTS = (
     "The demo weights live in `checkpoints/` of the repository; or train your own with "
     "`python -m ichflax.train --task multilabel --workdir runs/demo` and start the app with "
     "`python app.py --checkpoint runs/demo` (or set `ICHFLAX_CHECKPOINT=runs/demo`).")
+# (fraction done, what is being done): gr.Progress, so a long series shows how far it got.
+Progress = Callable[[float, str], object]
 
 
 @dataclasses.dataclass
@@ -92,15 +94,15 @@ class Demo:
 
   def __init__(self, predictor: predict.Predictor | None, upload_root: str | Path):
     self.predictor = predictor
-    self.upload_root = Path(upload_root)
+    self.uploads = uploads.Ledger(upload_root)
 
-  def analyze(self, files: Sequence[str] | None) -> Result:
-    """Upload event: read (and delete) the files, then analyse them."""
+  def analyze(self, files: Sequence[str] | None, progress: Progress | None = None) -> Result:
+    """Upload event: read (and release, so delete) the files, then analyse them."""
     if not files:
       return Result("Upload a CT slice (DICOM, PNG or JPG), several slices of a series, or a zip.")
     try:
-      items, problems = uploads.read_uploads(files, self.upload_root)
-      return self._analyze(items, problems)
+      items, problems = uploads.read_uploads(files, self.uploads)
+      return self._analyze(items, problems, progress)
     except Exception as e:  # pylint: disable=broad-except
       return _unexpected(e)
 
@@ -121,7 +123,8 @@ class Demo:
               "windows": (None, None, None)}
     return render(views[int(np.clip(int(index or 0), 0, len(views) - 1))])
 
-  def _analyze(self, items: list[uploads.Item], problems: list[str]) -> Result:
+  def _analyze(self, items: list[uploads.Item], problems: list[str],
+               progress: Progress | None = None) -> Result:
     start = time.perf_counter()
     windows, size = ((self.predictor.windows, self.predictor.stored_size) if self.predictor
                      else (dicom.THREE_WINDOWS, 256))
@@ -138,7 +141,12 @@ class Demo:
     preds, model_s = [None] * len(slices), 0.0
     if self.predictor:
       model_start = time.perf_counter()
-      preds = self.predictor.predict(slices)
+      preds, step = [], self.predictor.batch_size
+      for done in range(0, len(slices), step):
+        if progress is not None:  # not `if progress`: gr.Progress has a length, 0 at first
+          progress(done / len(slices), f"slices {done + 1}-{min(done + step, len(slices))} "
+                   f"of {len(slices)}")
+        preds += self.predictor.predict(slices[done:done + step])
       model_s = time.perf_counter() - model_start
     views = [SliceView.of(s, p) for s, p in zip(slices, preds)]
     focus = _most_suspicious(views)

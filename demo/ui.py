@@ -41,6 +41,8 @@ CSS = """
 #message {min-height: 3em}
 #overlay img, .window img {width: 100%; height: 100%; object-fit: contain}
 """
+# Uploads and example clicks share one queue of model runs; see docs/serving.md for why two.
+ANALYSES = 2
 
 
 def inline_image(**kwargs) -> gr.Image:
@@ -84,8 +86,12 @@ def _subtype_heading(predictor) -> str:
   return "Subtypes (each an independent probability)"
 
 
-def build(demo: callbacks.Demo, model_card: str) -> gr.Blocks:
-  """The Blocks app around the callbacks; `model_card` is Markdown about the loaded weights."""
+def build(demo: callbacks.Demo, model_card: str, analyses: int = ANALYSES) -> gr.Blocks:
+  """The Blocks app around the callbacks; `model_card` is Markdown about the loaded weights.
+
+  At most `analyses` model runs (uploads and example clicks together) go at once; the rest wait
+  in Gradio's queue, which shows each visitor their place and an estimate.
+  """
   with gr.Blocks(title="ichflax", analytics_enabled=False) as app:
     gr.Markdown(f"# {TITLE}")
     gr.Markdown(NOTICE, elem_id="notice")
@@ -125,11 +131,10 @@ def build(demo: callbacks.Demo, model_card: str) -> gr.Blocks:
                   "MB)", file_count="multiple", elem_id="upload", height=150)
         example_name = gr.Textbox(visible=False)
         examples = [(n, label) for n, label in EXAMPLES if (callbacks.EXAMPLES_DIR / n).is_file()]
-        gr.Examples([[n] for n, _ in examples], example_name, results,
-                    fn=lambda name: outputs(demo.example(name)), run_on_click=True,
-                    cache_examples=False, api_name="example",
-                    example_labels=[label for _, label in examples],
-                    label="Phantom examples (synthetic slices made by ichflax; not patients)")
+        picked = gr.Examples([[n] for n, _ in examples], example_name, cache_examples=False,
+                             example_labels=[label for _, label in examples],
+                             label="Phantom examples (synthetic slices made by ichflax; not "
+                                   "patients)")
         message.render()
         hemorrhage.render()
         subtypes.render()
@@ -141,14 +146,17 @@ def build(demo: callbacks.Demo, model_card: str) -> gr.Blocks:
         slider.render()
         table.render()
 
-    def on_upload(paths):
-      return [None, *outputs(demo.analyze(paths))]  # clears the box: the files are gone
+    def on_upload(paths, progress=gr.Progress()):
+      return [None, *outputs(demo.analyze(paths, progress))]  # clears the box: the files are gone
 
     def on_slide(number, state):
       shown = demo.show(int(number or 1) - 1, state)
       return [shown.get("message") or gr.skip(), shown["hemorrhage"], shown["subtypes"],
               shown["overlay"], *shown["windows"]]
 
-    files.upload(on_upload, files, [files, *results], api_name="analyze")
+    lane = {"concurrency_id": "analysis", "concurrency_limit": analyses}
+    files.upload(on_upload, files, [files, *results], api_name="analyze", **lane)
+    picked.load_input_event.then(lambda name: outputs(demo.example(name)), example_name, results,
+                                 api_name="example", **lane)
     slider.release(on_slide, [slider, views], [message, *panels], api_name="show_slice")
   return app

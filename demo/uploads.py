@@ -5,13 +5,20 @@ each upload once into bytes and deleting it (and the folder Gradio made for it) 
 copy outlives the request, and nothing downstream ever sees a path a patient could be traced by.
 A zip is read member by member without extracting, so path traversal cannot write anywhere, and
 size checks on what is actually decompressed stop a zip bomb.
+
+Why a ledger: Gradio stores an upload under a folder named by its content hash, so visitors who
+send the same file at once share one path. Each upload the server answers is counted on its path
+(`CountUploads`), each request releases its paths once read, and only the last release deletes.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import io
+import json
 import os
+import threading
 import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Iterable
@@ -21,6 +28,7 @@ MAX_SLICES = 200  # one head CT series is 30-60 slices at 5 mm
 MAX_UNZIPPED_MB = 512
 MAX_ZIP_RATIO = 100  # CT slices compress 2-4x; 100x is a bomb, not a scan
 _ZIP_MAGIC = b"PK\x03\x04"
+UPLOAD_ROUTE = "/gradio_api/upload"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,25 +39,134 @@ class Item:
   data: bytes
 
 
+class Ledger:
+  """How many answered uploads still wait to be read, per path under `root`.
+
+  A path is deleted (with its per-upload folder) when its last user releases it. Deleting waits
+  while an upload's body is fully received but not yet counted: Gradio may be moving that
+  upload onto the very path about to go. That window is milliseconds (hashing and a rename),
+  whatever the client's speed, since it opens only once the last byte has arrived.
+  """
+
+  def __init__(self, root: str | os.PathLike):
+    self.root = Path(root).resolve()
+    self._lock = threading.Lock()
+    self._users: collections.Counter[Path] = collections.Counter()
+    self._landing = 0  # uploads received but not yet counted
+    self._unused: set[Path] = set()  # released while an upload was landing; deleted after
+
+  def claim(self, paths: Iterable[str]) -> None:
+    """One more user for each path (a path listed twice gets two)."""
+    with self._lock:
+      self._users.update(Path(p).resolve() for p in paths)
+
+  def release(self, paths: Iterable[str]) -> None:
+    """One user fewer for each path; a path nobody needs any more is deleted."""
+    with self._lock:
+      for p in paths:
+        path = Path(p).resolve()
+        self._users[path] -= 1
+        if self._users[path] <= 0:
+          del self._users[path]
+          self._unused.add(path)
+      self._delete_unused()
+
+  def hold(self) -> None:
+    """An upload has fully arrived: deletions wait until it is counted (`let_go`)."""
+    with self._lock:
+      self._landing += 1
+
+  def let_go(self) -> None:
+    with self._lock:
+      self._landing -= 1
+      self._delete_unused()
+
+  def _delete_unused(self) -> None:
+    """Under the lock, so no upload can land between the decision and the deletion."""
+    if self._landing:
+      return
+    for path in self._unused - set(self._users):
+      _remove(path, self.root)
+    self._unused.clear()
+
+
+class CountUploads:
+  """ASGI middleware: counts every path Gradio's upload route answers in the ledger.
+
+  The count is made before the client sees the answer, so no request can release a path first.
+  Pass it to FastAPI as `Middleware(CountUploads, ledger=...)` (gradio's `app_kwargs`).
+  """
+
+  def __init__(self, app, ledger: Ledger):
+    self.app = app
+    self.ledger = ledger
+
+  async def __call__(self, scope, receive, send) -> None:
+    if (scope["type"] != "http" or scope["method"] != "POST"
+        or not scope["path"].endswith(UPLOAD_ROUTE)):
+      await self.app(scope, receive, send)
+      return
+    landing = False
+
+    async def received():
+      nonlocal landing
+      message = await receive()
+      if message["type"] == "http.request" and not message.get("more_body") and not landing:
+        landing = True
+        self.ledger.hold()
+      return message
+
+    start, body = {}, []
+
+    async def answer(message):
+      if message["type"] == "http.response.start":
+        start.update(message)  # held back until the paths are counted
+        return
+      if message["type"] != "http.response.body":
+        await send(message)
+        return
+      body.append(message.get("body", b""))
+      if message.get("more_body"):
+        return
+      content = b"".join(body)
+      if start["status"] == 200:
+        self.ledger.claim(_paths(content))
+      await send(start)
+      await send({"type": "http.response.body", "body": content})
+
+    try:
+      await self.app(scope, received, answer)
+    finally:
+      if landing:
+        self.ledger.let_go()
+
+
+def _paths(content: bytes) -> list[str]:
+  """The upload route's answer: a JSON list of the stored paths."""
+  try:
+    paths = json.loads(content)
+  except ValueError:
+    return []
+  return [p for p in paths if isinstance(p, str)] if isinstance(paths, list) else []
+
+
 def _remove(path: Path, root: Path) -> None:
   """Deletes an upload and the per-upload folder Gradio made for it, never outside `root`."""
   try:
-    path = path.resolve()
     if root not in path.parents:
       return
     path.unlink(missing_ok=True)
     if path.parent != root and not any(path.parent.iterdir()):
       path.parent.rmdir()
   except OSError:
-    pass  # another request may share the folder (same content hash); it removes it later
+    pass  # a fresh upload of other content under the same name shares the folder: it goes later
 
 
-def read_uploads(paths: Iterable[str], upload_root: str | os.PathLike) -> tuple[list[Item], list[str]]:
-  """(items, problems): every file read into memory and deleted; zips opened member by member.
+def read_uploads(paths: Iterable[str], ledger: Ledger) -> tuple[list[Item], list[str]]:
+  """(items, problems): every file read into memory and released; zips opened member by member.
 
   `problems` holds one message per file or member that was skipped, naming it and saying why.
   """
-  root = Path(upload_root).resolve()
   items, problems = [], []
   paths = list(paths or [])
   try:
@@ -70,8 +187,7 @@ def read_uploads(paths: Iterable[str], upload_root: str | os.PathLike) -> tuple[
       items.extend(more)
       problems.extend(bad)
   finally:
-    for p in paths:
-      _remove(Path(p), root)
+    ledger.release(paths)
   if len(items) > MAX_SLICES:
     problems.append(f"{len(items)} files uploaded; only the first {MAX_SLICES} were analysed "
                     "(one series at a time)")
