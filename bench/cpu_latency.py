@@ -1,6 +1,6 @@
 """One-slice CPU inference latency of the serving path, beside a PyTorch ResNet50 forward.
 
-What a demo visitor waits for: one DICOM slice through `ichflax.predict.Predictor` (read, HU,
+What a demo visitor waits for: one DICOM slice through `ichflax.predictor.Predictor` (read, HU,
 windows, model, and optionally Grad-CAM + attention box), p50 / p90 / min over single calls;
 then the jitted model alone on the prepared input; then torchvision's ResNet50 forward (eager,
 inference mode) on the very same normalised input, so the two frameworks are compared on equal
@@ -81,9 +81,9 @@ def measure(cases: list[Case], warmup: int, repeats: int) -> list[Latency]:
 
 def _predictor(args):
   """The checkpoint's Predictor, or a random-init multilabel one at --image-size."""
-  from ichflax import predict, tasks  # pylint: disable=import-outside-toplevel
+  from ichflax import predictor, tasks  # pylint: disable=import-outside-toplevel
   if args.checkpoint and not args.random:
-    return predict.Predictor.from_checkpoint(*args.checkpoint, batch_size=1), "checkpoint"
+    return predictor.Predictor.from_checkpoint(*args.checkpoint, batch_size=1), "checkpoint"
   from flax import nnx  # pylint: disable=import-outside-toplevel
   from ichflax import models  # pylint: disable=import-outside-toplevel
   from ichflax.data import dicom  # pylint: disable=import-outside-toplevel
@@ -92,7 +92,7 @@ def _predictor(args):
   meta = {"task": "multilabel", "class_names": list(tasks.LABELS), "variant": "keras",
           "image_size": args.image_size, "stored_size": args.stored_size,
           "windows": [list(w) for w in dicom.THREE_WINDOWS], "data": "random init (benchmark)"}
-  return predict.Predictor([(model, meta)], batch_size=1), "random init"
+  return predictor.Predictor([(model, meta)], batch_size=1), "random init"
 
 
 def _torch_case(x_nhwc: np.ndarray) -> Case:

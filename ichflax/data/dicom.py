@@ -17,6 +17,8 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom import uid as dicom_uid
 from PIL import Image
 
+from ichflax.data import filetypes
+
 Source = Union[str, os.PathLike, BinaryIO, bytes]
 Window = tuple[float, float]  # (center, width) in HU
 
@@ -34,7 +36,6 @@ THREE_WINDOWS: tuple[Window, ...] = (WINDOWS["brain"], WINDOWS["subdural"], WIND
 ONE_WINDOW: tuple[Window, ...] = (WINDOWS["brain"],)
 # PIL's bilinear filter widens its support when shrinking, so downsizing is antialiased.
 RESAMPLE = Image.Resampling.BILINEAR
-_SIGNATURES = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"GIF8": "a GIF image"}
 
 
 class DicomError(ValueError):
@@ -78,27 +79,29 @@ def _read(source: Source, **kwargs) -> pydicom.FileDataset:
   try:
     if isinstance(source, (str, os.PathLike)):
       with open(source, "rb") as f:
-        head = f.read(132)
+        head = f.read(filetypes.HEAD_BYTES)
       fp = source
     else:  # bytes or a file object: always the whole file, whatever was read from it before
       if not isinstance(source, bytes):
         source.seek(0)
         source = source.read()
-      head, fp = source[:132], io.BytesIO(source)
+      head, fp = source[:filetypes.HEAD_BYTES], io.BytesIO(source)
   except FileNotFoundError:
     raise DicomError(name, "file not found") from None
   except OSError as e:
     raise DicomError(name, f"cannot open ({e.strerror or e})") from None
-  for magic, kind in _SIGNATURES.items():
-    if head.startswith(magic):
-      raise DicomError(name, f"not a DICOM file: it is {kind}; give the original .dcm slice, "
-                       "or open the picture as a PNG/JPG image")
+  signature = filetypes.match(head)
+  if signature is not None and signature.kind != filetypes.DICOM:
+    hint = (", or open the picture as a PNG/JPG image" if signature.kind in filetypes.PICTURES
+            else "")
+    raise DicomError(name, f"not a DICOM file: it is {signature.description}; give the original "
+                     f".dcm slice{hint}")
   if not head:
     raise DicomError(name, "empty file (0 bytes)")
   try:
     # force=True also accepts the preamble-less DICOMs some exporters write; a non-DICOM file
     # then fails below for having no image.
-    return pydicom.dcmread(fp, force=head[128:132] != b"DICM", **kwargs)
+    return pydicom.dcmread(fp, force=signature != filetypes.DICOM_PREAMBLE, **kwargs)
   except Exception as e:  # pydicom raises many types for damaged files
     raise DicomError(name, f"not a readable DICOM file, possibly truncated ({e})") from None
 

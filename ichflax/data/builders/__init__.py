@@ -23,7 +23,7 @@ import tensorflow_datasets as tfds
 import tqdm
 
 from ichflax import tasks
-from ichflax.data import dicom, phantom, png, rsna
+from ichflax.data import convert, dicom, phantom, rsna
 from ichflax.data.builders.tfds_builders import BUILDERS, VERSION, Record
 
 CACHE_ENV = "ICHFLAX_DATA_DIR"
@@ -75,19 +75,19 @@ def cache_dir() -> Path:
   return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE)
 
 
-def _convert_all(jobs: list[png.Job], workers: int | None) -> list[png.Result]:
+def _convert_all(jobs: list[convert.Job], workers: int | None) -> list[convert.Result]:
   """Run conversions with a files/s progress bar, in worker processes when it pays."""
   workers = workers or os.cpu_count() or 1
   bar = tqdm.tqdm(total=len(jobs), unit="files", desc="convert", smoothing=0.1)
   results = []
   if workers == 1 or len(jobs) < _POOL_MIN_FILES:
     for job in jobs:
-      results.append(png.run(job))
+      results.append(convert.run(job))
       bar.update()
   else:  # spawn: the caller may hold JAX threads, which fork would copy mid-flight
     with concurrent.futures.ProcessPoolExecutor(
         workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-      for result in pool.map(png.run, jobs, chunksize=16):
+      for result in pool.map(convert.run, jobs, chunksize=16):
         results.append(result)
         bar.update()
   bar.close()
@@ -130,7 +130,7 @@ def _build(kind: str, items: list[_Item], out: Path, cfg: BuildConfig, name: str
   if cfg.protocol == "seed":
     per_class = cfg.per_class or (rsna.max_per_class(labels) if kind == "phantom"
                                   else SEED_PER_CLASS)
-  results: dict[int, png.Result] = {}
+  results: dict[int, convert.Result] = {}
   usable = np.ones(len(items), bool)
   start = time.perf_counter()
   while True:  # the seed protocol redraws around files that fail, so classes stay balanced
@@ -142,8 +142,8 @@ def _build(kind: str, items: list[_Item], out: Path, cfg: BuildConfig, name: str
     else:
       chosen = np.arange(len(items))
     todo = [i for i in chosen.tolist() if i not in results]
-    jobs = [png.Job(items[i].source, os.fspath(work / f"{items[i].image_id}.png"), file_kind,
-                    cfg.size, windows) for i in todo]
+    jobs = [convert.Job(items[i].source, os.fspath(work / f"{items[i].image_id}.png"),
+                        file_kind, cfg.size, windows) for i in todo]
     results.update(zip(todo, _convert_all(jobs, cfg.workers)))
     failed = {i for i, r in results.items() if r.error}
     usable[list(failed)] = False
