@@ -165,11 +165,12 @@ def main(argv: list[str] | None = None) -> int:
   if args.checkpoint is None and not args.random:
     from demo import weights  # pylint: disable=import-outside-toplevel
     args.checkpoint = weights.discover()
-  from ichflax.data import dicom, phantom  # pylint: disable=import-outside-toplevel
+  from ichflax.data import ct_writer, dicom, phantom  # pylint: disable=import-outside-toplevel
   with tempfile.TemporaryDirectory() as tmp:  # one phantom subdural slice, as a DICOM file
     path = Path(tmp) / "slice.dcm"
-    dicom.write_ct(path, phantom.make_slice(np.random.default_rng(0), args.slice_size, (4,)).hu,
-                   dicom.SliceGeometry("ID_bench", "ID_s", "ID_r", 1, 0.0), patient_id="PHANTOM")
+    hu = phantom.make_slice(np.random.default_rng(0), args.slice_size, (4,)).hu
+    ct_writer.write_ct(path, hu, dicom.SliceGeometry("ID_bench", "ID_s", "ID_r", 1, 0.0),
+                       patient_id="PHANTOM")
     info, rows = run(args, path)
   print(common.heading("One-slice CPU latency", info))
   print(format_table(rows))

@@ -3,6 +3,7 @@
 import csv
 import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -142,7 +143,7 @@ def test_png_folders(tmp_path):
                                  out=tmp_path / "out")
   info = builders.dataset_info(dataset_dir)
   assert info["source"] == "png" and info["windows"] is None and info["skipped"] == 2
-  report = (builders._resolve(dataset_dir) / builders.REPORT_FILE).read_text()
+  report = (Path(info["dataset_dir"]) / builders.REPORT_FILE).read_text()
   assert "notes.txt: not a PNG/JPG image" in report
   assert "broken.png: damaged or truncated image" in report
   assert sum(info["splits"].values()) == 24

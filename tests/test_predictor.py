@@ -18,7 +18,7 @@ from PIL import Image
 from ichflax import gradcam, tasks, train
 from ichflax import predictor as predictor_lib
 from ichflax.config import AugmentConfig, TrainConfig
-from ichflax.data import dicom, phantom
+from ichflax.data import ct_writer, dicom, phantom
 
 SUBDURAL = tasks.SUBTYPES.index("subdural")
 
@@ -59,7 +59,7 @@ def write_dicom(path: Path, hu: np.ndarray, index: int = 0, z: float = 0.0,
                 series: str = "ID_series", **tags) -> Path:
   """A CT slice through the data layer's writer, plus any extra (e.g. identifying) tags."""
   geo = dicom.SliceGeometry(f"ID_test{index:03d}", "ID_study", series, index + 1, z)
-  dicom.write_ct(path, hu, geo, patient_id="PHANTOM")
+  ct_writer.write_ct(path, hu, geo, patient_id="PHANTOM")
   if tags:
     ds = pydicom.dcmread(path)
     for key, value in tags.items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -90,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
   pv.set_defaults(run=_preview)
 
   args = p.parse_args(argv)
+  # The library logs what a build does (reused, built, skipped files); show it as before.
+  logging.basicConfig(format="[data] %(message)s")
+  logging.getLogger("ichflax").setLevel(logging.INFO)
   try:
     args.run(args)
   except (ValueError, OSError) as e:  # DataError, LabelError, DicomError are ValueErrors
