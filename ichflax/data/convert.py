@@ -21,7 +21,7 @@ _ROUTES = {"dicom": inputs.dicom_slice, "image": inputs.picture_slice}
 
 @dataclasses.dataclass(frozen=True)
 class Job:
-  """Convert `source` (a DICOM, or a PNG/JPG for the seed's folders) into `target`."""
+  """Convert `source` (a DICOM, or a PNG/JPG for the paper's folders) into `target`."""
 
   source: str
   target: str

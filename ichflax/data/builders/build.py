@@ -1,4 +1,4 @@
-"""Build TFDS datasets from the phantom, an RSNA download or the seed's PNG folders.
+"""Build TFDS datasets from the phantom, an RSNA download or the paper's PNG folders.
 
 A build has two stages. (1) Every source file is converted, in parallel worker processes, into
 a cached PNG of the model image under `<out>/_work/` (a re-run skips files already done, so an
@@ -27,9 +27,11 @@ from ichflax.data.builders.tfds_builders import BUILDERS, VERSION, Record
 
 CACHE_ENV = "ICHFLAX_DATA_DIR"
 DEFAULT_CACHE = "data_cache"
-PROTOCOLS = ("seed", "full")
-SEED_PER_CLASS = 2000
-# Folder names accepted for the seed's PNG classes (case-insensitive).
+PROTOCOLS = ("paper", "full")
+# The paper protocol's former name, still accepted (TrainConfig passes it until it is renamed).
+_OLD_PAPER_NAME = "seed"
+PAPER_PER_CLASS = 2000
+# Folder names accepted for the paper's PNG classes (case-insensitive).
 PNG_FOLDERS = {**{name: g for g, name in enumerate(tasks.SUBTYPES)},
                **{name: tasks.NO_HEMORRHAGE_GROUP
                   for name in ("no", "normal", "none", "no_hemorrhage", "negative")}}
@@ -43,15 +45,19 @@ class BuildConfig:
   """How slices are stored and split."""
 
   size: int = 256  # stored image side, pixels
-  windows: int = 3  # 3: brain, subdural, bone as RGB; 1: the seed-style brain window
-  protocol: str = "seed"  # seed: per-class draw, 80:20 then 90:10; full: all, split by study
-  per_class: int | None = None  # seed protocol; None: 2000 (RSNA, PNG) or the most the phantom has
-  seed: int = 0
+  windows: int = 3  # 3: brain, subdural, bone as RGB; 1: the paper-style brain window
+  protocol: str = "paper"  # paper: per-class draw, 80:20 then 90:10; full: all, split by study
+  per_class: int | None = None  # paper protocol; None: 2000 (RSNA, PNG) or the phantom's most
+  seed: int = 0  # random seed of the split draw
   workers: int | None = None  # conversion processes; None: one per CPU core
 
   def __post_init__(self):
+    if self.protocol == _OLD_PAPER_NAME:
+      log.info("protocol %r is now called 'paper'; building with protocol 'paper'",
+               _OLD_PAPER_NAME)
+      object.__setattr__(self, "protocol", "paper")
     if self.protocol not in PROTOCOLS:
-      raise DataError(f"unknown protocol {self.protocol!r}: choose seed or full")
+      raise DataError(f"unknown protocol {self.protocol!r}: choose paper or full")
     if self.size < 8:
       raise DataError(f"size {self.size} is too small: use at least 8 (e.g. 256)")
     dicom.windows_for(self.windows)  # raises for anything but 3 or 1
@@ -102,17 +108,17 @@ def _build(kind: str, items: list[_Item], out: Path, cfg: BuildConfig, name: str
   work.mkdir(parents=True, exist_ok=True)
   windows = dicom.windows_for(cfg.windows)
   per_class = None
-  if cfg.protocol == "seed":
+  if cfg.protocol == "paper":
     per_class = cfg.per_class or (rsna.max_per_class(labels) if kind == "phantom"
-                                  else SEED_PER_CLASS)
+                                  else PAPER_PER_CLASS)
   results: dict[int, convert.Result] = {}
   usable = np.ones(len(items), bool)
   start = time.perf_counter()
-  while True:  # the seed protocol redraws around files that fail, so classes stay balanced
-    if cfg.protocol == "seed":
+  while True:  # the paper protocol redraws around files that fail, so classes stay balanced
+    if cfg.protocol == "paper":
       pool = np.flatnonzero(usable)
       drawn = {s: (pool[i], g) for s, (i, g) in
-               rsna.seed_split(labels[pool], per_class, cfg.seed).items()}
+               rsna.paper_split(labels[pool], per_class, cfg.seed).items()}
       chosen = np.unique(np.concatenate([i for i, _ in drawn.values()]))
     else:
       chosen = np.arange(len(items))
@@ -166,7 +172,7 @@ def _source_key(path: Path) -> str:
 
 def _config_name(cfg: BuildConfig, prefix: str = "") -> str:
   parts = [prefix, cfg.protocol, f"s{cfg.size}", f"w{cfg.windows}",
-           f"pc{cfg.per_class}" if cfg.protocol == "seed" and cfg.per_class else "",
+           f"pc{cfg.per_class}" if cfg.protocol == "paper" and cfg.per_class else "",
            f"seed{cfg.seed}"]
   return "_".join(p for p in parts if p)
 
@@ -202,7 +208,7 @@ def build_rsna(root: str | os.PathLike, out: str | os.PathLike, cfg: BuildConfig
 
 def build_png(root: str | os.PathLike, out: str | os.PathLike,
               cfg: BuildConfig = BuildConfig()) -> Path:
-  """The seed's PNG folders (one per subtype plus "no") -> TFDS dataset dir."""
+  """The paper's PNG folders (one per subtype plus "no") -> TFDS dataset dir."""
   root = Path(root)
   folders = {p.name.lower(): p for p in root.iterdir() if p.is_dir()} if root.is_dir() else {}
   found = {PNG_FOLDERS[n]: p for n, p in folders.items() if n in PNG_FOLDERS}
@@ -237,13 +243,13 @@ def build_phantom(out: str | os.PathLike, cfg: BuildConfig = BuildConfig(), *, n
 
 
 def prepare(data: str | os.PathLike | None = None, *, size: int = 256, windows: int = 3,
-            protocol: str = "seed", per_class: int | None = None, seed: int = 0,
+            protocol: str = "paper", per_class: int | None = None, seed: int = 0,
             num: int = 3000, out: str | os.PathLike | None = None,
             workers: int | None = None) -> str:
   """A dataset dir ready for `open_split`: builds on first use, then reuses it.
 
   data: None or "phantom" (the synthetic default, `num` slices), a built TFDS dir, an RSNA
-  folder, or the seed's PNG folders. Built data goes to `out` (default `cache_dir()`).
+  folder, or the paper's PNG folders. Built data goes to `out` (default `cache_dir()`).
   """
   cfg = BuildConfig(size, windows, protocol, per_class, seed, workers)
   out = Path(out) if out else cache_dir()
@@ -251,8 +257,8 @@ def prepare(data: str | os.PathLike | None = None, *, size: int = 256, windows: 
     return os.fspath(build_phantom(out, cfg, num=num))
   path = Path(data)
   if not path.exists():
-    raise DataError(f"{path}: no such folder; give a TFDS dataset dir, an RSNA folder, the seed's "
-                    "PNG folders, or leave data unset for the synthetic phantom")
+    raise DataError(f"{path}: no such folder; give a TFDS dataset dir, an RSNA folder, the "
+                    "paper's PNG folders, or leave data unset for the synthetic phantom")
   if (path / "dataset_info.json").exists():
     return os.fspath(path)
   try:
