@@ -135,7 +135,7 @@ class Demo:
     skipped = _skipped(problems)
     if not slices:
       return Result("**Nothing could be analysed.**" + skipped)
-    slices = [s for series in series.order_series(slices) for s in series]
+    slices = [s for ordered in series.order_series(slices) for s in ordered]
     preds, model_s = [None] * len(slices), 0.0
     if self.predictor:
       model_start = time.perf_counter()
@@ -148,10 +148,10 @@ class Demo:
     message = _headline(views, focus) + _latency(len(views), model_s, total_s, self.predictor)
     if not self.predictor:
       message = NO_WEIGHTS + "\n\n" + message
-    series = len(views) > 1
+    several = len(views) > 1
     return Result(message + skipped, shown["hemorrhage"], shown["subtypes"], shown["overlay"],
-                  shown["windows"], _table(views) if series else None,
-                  {"maximum": len(views) - 1, "value": focus} if series else None, views)
+                  shown["windows"], _table(views) if several else None,
+                  {"maximum": len(views) - 1, "value": focus} if several else None, views)
 
 
 def _most_suspicious(views: list[SliceView]) -> int:
