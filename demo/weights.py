@@ -11,7 +11,8 @@ import logging
 import os
 from pathlib import Path
 
-from ichflax import checkpoint, predict
+from ichflax import checkpoint
+from ichflax import predictor as predictor_lib
 
 log = logging.getLogger("ichflax.demo")
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,13 +52,13 @@ def requested(cli: list[str] | None) -> list[Path]:
   return discover()
 
 
-def load(paths: list[Path]) -> tuple[predict.Predictor | None, str]:
+def load(paths: list[Path]) -> tuple[predictor_lib.Predictor | None, str]:
   """(Predictor or None, Markdown for the page): never raises, so the app always starts."""
   if not paths:
     return None, (f"No checkpoint found in `{DEFAULT_DIR.name}/`: the app runs without a model "
                   "(windows only).")
   try:
-    predictor = predict.Predictor.from_checkpoint(*paths)
+    predictor = predictor_lib.Predictor.from_checkpoint(*paths)
   except Exception as e:  # noqa: BLE001  (the app must start without weights)
     log.error("could not load %s: %s", ", ".join(map(str, paths)), e)
     return None, (f"Could not load weights from `{', '.join(map(str, paths))}`: {e}. The app "
@@ -65,7 +66,7 @@ def load(paths: list[Path]) -> tuple[predict.Predictor | None, str]:
   return predictor, card(predictor, paths)
 
 
-def card(predictor: predict.Predictor, paths: list[Path]) -> str:
+def card(predictor: predictor_lib.Predictor, paths: list[Path]) -> str:
   """Model card summary: what each checkpoint predicts, its data, its test metrics, the card."""
   lines = ["**Loaded weights.** " + " ".join(
       f"{line}." for line in predictor.summary().splitlines())]
