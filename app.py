@@ -42,13 +42,14 @@ def private_upload_dir() -> str:
 
 def main(argv: list[str] | None = None) -> None:
   args = parse(argv)
-  logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+  logging.basicConfig(level=logging.WARNING,
+                      format="%(asctime)s %(name)s %(levelname)s %(message)s")
   logging.getLogger("ichflax").setLevel(logging.INFO)
   os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
   upload_root = private_upload_dir()
-  import demo  # pylint: disable=import-outside-toplevel
-  from demo import ui, weights  # pylint: disable=import-outside-toplevel
-  from ichflax import xla_cache  # pylint: disable=import-outside-toplevel
+  import demo
+  from demo import ui, weights
+  from ichflax import xla_cache
   xla_cache.enable()
   demo.quiet_pydicom()
   app, callbacks = demo.create_app(weights.requested(args.checkpoint), upload_root,

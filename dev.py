@@ -38,7 +38,7 @@ def _venv_works() -> bool:
 
 
 def ensure_venv(req: str) -> None:
-  if sys.version_info < (3, 11):
+  if sys.version_info < (3, 11):  # noqa: UP036  (dev.py runs under whatever python3 is)
     sys.exit(f"ichflax needs Python 3.11 or newer; this is {sys.version.split()[0]}.")
   if not _venv_works():
     print(f"[dev] creating {VENV}", flush=True)

@@ -7,6 +7,7 @@ docs/benchmarks.md can name its machine, versions, date and command.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import importlib.metadata
@@ -18,8 +19,9 @@ import shlex
 import statistics
 import sys
 import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python bench/x.py` from anywhere imports the repo's ichflax.
@@ -57,10 +59,8 @@ def versions() -> dict[str, str]:
   """Installed versions read from package metadata, without importing (torch is slow, optional)."""
   out = {"python": platform.python_version()}
   for name in PACKAGES:
-    try:
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
       out[name] = importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-      pass
   return out
 
 
@@ -77,7 +77,7 @@ def cpu_model() -> str:
 def machine_info(argv: Sequence[str] | None = None) -> dict[str, Any]:
   """Who measured what where: the record each figure in the docs must carry."""
   info: dict[str, Any] = {
-      "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+      "date_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
       "command": "python " + shlex.join([os.path.relpath(sys.argv[0], ROOT),
                                          *(sys.argv[1:] if argv is None else argv)]),
       "cpu_model": cpu_model(),
@@ -89,12 +89,12 @@ def machine_info(argv: Sequence[str] | None = None) -> dict[str, Any]:
       "versions": versions(),
   }
   if "jax" in sys.modules:  # Only when the benchmark already uses jax: no import side effects.
-    import jax  # pylint: disable=g-import-not-at-top
+    import jax
     devs = jax.devices()
     info["jax_backend"] = jax.default_backend()
     info["jax_devices"] = [f"{d.platform}:{getattr(d, 'device_kind', '?')}" for d in devs]
   if "torch" in sys.modules:
-    import torch  # pylint: disable=g-import-not-at-top
+    import torch
     if torch.cuda.is_available():
       info["torch_cuda_device"] = torch.cuda.get_device_name(0)
       info["torch_cuda"] = torch.version.cuda
@@ -220,9 +220,9 @@ def _nan_to_none(x: Any) -> Any:
 def torch_available() -> bool:
   """torch is a reference only: importable here is enough, never a requirement."""
   try:
-    import torch  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
-    import torchvision  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
-  except Exception:  # pylint: disable=broad-except  (a broken CUDA torch raises OSError etc.)
+    import torch  # noqa: F401
+    import torchvision  # noqa: F401
+  except Exception:  # noqa: BLE001  (a broken CUDA torch raises OSError etc.)
     return False
   return True
 
@@ -239,8 +239,9 @@ def add_data_args(p) -> None:
 
 def open_dataset(args, stored_size: int, split: str = "train"):
   """(dataset_dir, random-access split, indices of every example) through ichflax.data."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from ichflax import data  # pylint: disable=g-import-not-at-top
+  import numpy as np
+
+  from ichflax import data
   dataset_dir = args.data or data.prepare(None, size=stored_size, num=args.phantom_num,
                                           out=args.data_out)
   source = data.open_split(dataset_dir, split)

@@ -21,14 +21,15 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 if __package__ in (None, ""):  # `python bench/cpu_latency.py`: make `bench` importable.
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench import common  # pylint: disable=wrong-import-position
+from bench import common
 
 DEFAULT_JSON = common.ROOT / "bench" / "results" / "cpu_latency.json"
 
@@ -81,13 +82,14 @@ def measure(cases: list[Case], warmup: int, repeats: int) -> list[Latency]:
 
 def _predictor(args):
   """The checkpoint's Predictor, or a random-init multilabel one at --image-size."""
-  from ichflax import predictor, tasks  # pylint: disable=import-outside-toplevel
+  from ichflax import predictor, tasks
   if args.checkpoint and not args.random:
     return predictor.Predictor.from_checkpoint(*args.checkpoint, batch_size=1), "checkpoint"
-  from flax import nnx  # pylint: disable=import-outside-toplevel
-  from ichflax import models  # pylint: disable=import-outside-toplevel
-  from ichflax.data import dicom  # pylint: disable=import-outside-toplevel
-  from ichflax.spec import ModelSpec  # pylint: disable=import-outside-toplevel
+  from flax import nnx
+
+  from ichflax import models
+  from ichflax.data import dicom
+  from ichflax.spec import ModelSpec
   model = models.build_classifier("multilabel", "keras", rngs=nnx.Rngs(0))
   model.eval()
   spec = ModelSpec(task="multilabel", class_names=tasks.LABELS, variant="keras",
@@ -98,8 +100,8 @@ def _predictor(args):
 
 
 def _torch_case(x_nhwc: np.ndarray) -> Case:
-  import torch  # pylint: disable=import-outside-toplevel
-  import torchvision  # pylint: disable=import-outside-toplevel
+  import torch
+  import torchvision
   model = torchvision.models.resnet50(weights=None).eval()
   x = torch.from_numpy(np.ascontiguousarray(x_nhwc.transpose(0, 3, 1, 2)))
 
@@ -113,12 +115,13 @@ def _torch_case(x_nhwc: np.ndarray) -> Case:
 
 
 def run(args, slice_path: Path) -> tuple[dict, list[Latency]]:
-  import jax  # pylint: disable=import-outside-toplevel
-  from ichflax.models import preprocess  # pylint: disable=import-outside-toplevel
+  import jax
+
+  from ichflax.models import preprocess
   predictor, source = _predictor(args)
   size = predictor.specs[0].image_size
   images = predictor.load(slice_path).model_image[None]
-  fns = predictor._runs[0]  # pylint: disable=protected-access
+  fns = predictor._runs[0]  # noqa: SLF001
   index = np.full(1, -1, np.int32)
   on_slice = f"{source}; {args.slice_size}x{args.slice_size} slice, {size} px"
   cases = [
@@ -165,9 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     args.image_size, args.stored_size, args.slice_size = 64, 64, 96
     args.repeats, args.warmup, args.random = 3, 1, True
   if args.checkpoint is None and not args.random:
-    from demo import weights  # pylint: disable=import-outside-toplevel
+    from demo import weights
     args.checkpoint = weights.discover()
-  from ichflax.data import ct_writer, dicom, phantom  # pylint: disable=import-outside-toplevel
+  from ichflax.data import ct_writer, dicom, phantom
   with tempfile.TemporaryDirectory() as tmp:  # one phantom subdural slice, as a DICOM file
     path = Path(tmp) / "slice.dcm"
     hu = phantom.make_slice(np.random.default_rng(0), args.slice_size, (4,)).hu

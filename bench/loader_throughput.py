@@ -21,15 +21,16 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 if __package__ in (None, ""):  # `python bench/loader_throughput.py`: make `bench` importable.
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numpy as np  # pylint: disable=g-import-not-at-top
+import numpy as np
 
-from bench import common  # pylint: disable=g-import-not-at-top
+from bench import common
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -70,7 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def loader_kwargs(workers: int, threads: int) -> dict[str, Any] | None:
   """The loader's worker/thread arguments it has (None: it cannot run this setting)."""
-  from ichflax.data import loader  # pylint: disable=g-import-not-at-top
+  from ichflax.data import loader
   params = inspect.signature(loader.batches).parameters
   out = {}
   for value, names, default in ((workers, ("workers", "num_workers"), 0),
@@ -85,7 +86,7 @@ def loader_kwargs(workers: int, threads: int) -> dict[str, Any] | None:
 
 def bench_loader(source, indices, args, workers: int, threads: int) -> common.Row | None:
   """Batches/s of `loader.batches` alone, with the whole batch materialised on the host."""
-  from ichflax.data import loader  # pylint: disable=g-import-not-at-top
+  from ichflax.data import loader
   kwargs = loader_kwargs(workers, threads)
   if kwargs is None:
     return None
@@ -110,19 +111,19 @@ def bench_loader(source, indices, args, workers: int, threads: int) -> common.Ro
 
 
 def png_bytes(image: np.ndarray) -> bytes:
-  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from PIL import Image
   buf = io.BytesIO()
   Image.fromarray(image if image.shape[-1] == 3 else image[..., 0]).save(buf, format="PNG")
   return buf.getvalue()
 
 
 def decode_png(data: bytes) -> np.ndarray:
-  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from PIL import Image
   return np.asarray(Image.open(io.BytesIO(data)))
 
 
 def write_records(path: Path, payloads: list[bytes]) -> None:
-  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
+  from array_record.python import array_record_module
   writer = array_record_module.ArrayRecordWriter(str(path), "group_size:1")
   for p in payloads:
     writer.write(p)
@@ -144,7 +145,7 @@ def time_reads(n: int, read: Callable[[int], np.ndarray], order: np.ndarray,
 
 def bench_storage(source, indices, args) -> list[common.Row]:
   """Per-record read cost: the TFDS source (PNG) vs array_record of PNG vs of raw uint8 bytes."""
-  from array_record.python import array_record_data_source  # pylint: disable=g-import-not-at-top
+  from array_record.python import array_record_data_source
   n = min(args.records, len(indices))
   rng = np.random.default_rng(0)
   picked = rng.permutation(indices)[:n]

@@ -26,11 +26,10 @@ import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import common  # sets sys.path for ichflax
 import numpy as np
 
-import common  # sets sys.path for ichflax
-
-from ichflax.data import dicom, phantom  # pylint: disable=wrong-import-order
+from ichflax.data import dicom, phantom
 
 SERIES_SLICES = 20
 STARTUP_S = 300
@@ -63,7 +62,7 @@ def start(analyses: int, root: Path) -> tuple[subprocess.Popen, str]:
                           cwd=common.ROOT, env=env, stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
   url, deadline = f"http://127.0.0.1:{port}/", time.monotonic() + STARTUP_S
-  import httpx  # pylint: disable=import-outside-toplevel
+  import httpx
   while time.monotonic() < deadline and proc.poll() is None:
     try:
       if httpx.get(url, timeout=2).status_code == 200:
@@ -81,7 +80,7 @@ def rss_mb(pid: int) -> float:
 
 def run(analyses: int, files: list[tuple[Path, int]], clients: int, each: int,
         root: Path) -> dict:
-  from gradio_client import Client, handle_file  # pylint: disable=import-outside-toplevel
+  from gradio_client import Client, handle_file
   proc, url = start(analyses, root)
   try:
     warm = Client(url, verbose=False, download_files=False)

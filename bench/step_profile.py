@@ -28,8 +28,8 @@ from typing import Any
 if __package__ in (None, ""):
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench import common  # pylint: disable=g-import-not-at-top
-from bench import train_throughput as tt  # pylint: disable=g-import-not-at-top
+from bench import common
+from bench import train_throughput as tt
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -100,8 +100,9 @@ def hlo_census(lowered, compiled) -> dict[str, Any]:
 
 def compile_variants(recipe, size, batch, dtype, args, donation: bool = True):
   """The project's compiled step and the same step jitted with its state donated."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from ichflax import sharding  # pylint: disable=g-import-not-at-top
+  import jax
+
+  from ichflax import sharding
   built = tt.build_step(recipe, size, dtype, args.task, args.variant)
   steps_, state, frozen = built
   batch_ = tt.to_device(tt.synthetic_batch(batch, args.stored_size, 3, args.task), args.task,
@@ -118,10 +119,11 @@ def compile_variants(recipe, size, batch, dtype, args, donation: bool = True):
 
 def forward_cost(size, batch, dtype, args) -> dict[str, float]:
   """One eval-mode forward of the classifier: the unit the train step is measured in."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from flax import nnx  # pylint: disable=g-import-not-at-top
-  from ichflax.models import build_classifier  # pylint: disable=g-import-not-at-top
+  import jax
+  import jax.numpy as jnp
+  from flax import nnx
+
+  from ichflax.models import build_classifier
   model = build_classifier(args.task, args.variant, rngs=nnx.Rngs(0), dtype=tt.jax_dtype(dtype))
   model.eval()
   graphdef, state = nnx.split(model)
@@ -136,12 +138,13 @@ def time_breakdown(args, recipe: str) -> dict[str, float]:
   Differences between consecutive stages say where the time goes; each stage is its own jit,
   so fusion across stage boundaries is lost and the parts need not sum exactly to the whole.
   """
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from flax import nnx  # pylint: disable=g-import-not-at-top
-  from ichflax import augment, tasks  # pylint: disable=g-import-not-at-top
-  from ichflax.config import AugmentConfig  # pylint: disable=g-import-not-at-top
-  from ichflax.models import build_classifier, trainable_filter  # pylint: disable=g-import-not-at-top
+  import jax
+  import jax.numpy as jnp
+  from flax import nnx
+
+  from ichflax import augment, tasks
+  from ichflax.config import AugmentConfig
+  from ichflax.models import build_classifier, trainable_filter
   size, batch, dtype = args.time_size, args.time_batch, "fp32"
   task = tasks.get_task(args.task)
   (_, state, frozen), dev, project, donated, _ = compile_variants(recipe, size, batch, dtype, args)
@@ -177,9 +180,10 @@ def time_breakdown(args, recipe: str) -> dict[str, float]:
 
 def time_augment(args) -> dict[str, float]:
   """ms of the on-device augmentation alone at the profiled size: its share of a step."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from ichflax import augment, sharding  # pylint: disable=g-import-not-at-top
-  from ichflax.config import AugmentConfig  # pylint: disable=g-import-not-at-top
+  import jax
+
+  from ichflax import augment, sharding
+  from ichflax.config import AugmentConfig
   dev = tt.to_device(tt.synthetic_batch(args.batch_size, args.stored_size, 3, args.task),
                      args.task, sharding.make_mesh())
   out = {}
@@ -187,14 +191,14 @@ def time_augment(args) -> dict[str, float]:
     fn = jax.jit(lambda im, k, cfg=cfg: augment.model_input(im, k, cfg, args.image_size,
                                                             args.variant))
     key = jax.random.key(0)
-    out[name] = common.time_steps(lambda: fn(dev["image"], key), tt.sync_jax, warmup=2,
-                                  repeats=args.repeats).median_s * 1e3
+    out[name] = common.time_steps(lambda fn=fn, key=key: fn(dev["image"], key), tt.sync_jax,
+                                  warmup=2, repeats=args.repeats).median_s * 1e3
   return out
 
 
 def main(argv=None) -> int:
   args = parse_args(argv)
-  import jax  # pylint: disable=g-import-not-at-top
+  import jax
   result: dict[str, Any] = {"cost": {}, "hlo": {}, "breakdown_ms": {}}
   s, b = args.image_size, args.batch_size
   for dtype in args.dtypes:

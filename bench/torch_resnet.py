@@ -30,7 +30,7 @@ def build(recipe: str, num_outputs: int, dropout: float) -> nn.Module:
   model.fc = paper_head(num_outputs, dropout)
   if recipe == "paper":  # Frozen convs: autograd then skips their weight gradients.
     for module in model.modules():
-      trainable = isinstance(module, nn.modules.batchnorm._BatchNorm)  # pylint: disable=protected-access
+      trainable = isinstance(module, nn.modules.batchnorm._BatchNorm)
       for p in module.parameters(recurse=False):
         p.requires_grad_(trainable)
     for p in model.fc.parameters():
@@ -51,7 +51,7 @@ def bench_train(*, recipe: str, image_size: int, batch_size: int, dtype: str, co
   params = [p for p in model.parameters() if p.requires_grad]
   opt = torch.optim.Adam(params, lr=1e-4, fused=device.type == "cuda")
   if compile_:
-    torch._dynamo.reset()  # pylint: disable=protected-access  (a fresh graph per configuration)
+    torch._dynamo.reset()
   net = torch.compile(model) if compile_ else model
   x = torch.randn(batch_size, 3, image_size, image_size, device=device)
   x = x.contiguous(memory_format=torch.channels_last)

@@ -30,7 +30,7 @@ from typing import Any
 if __package__ in (None, ""):  # `python bench/train_throughput.py`: make `bench` importable.
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench import common  # pylint: disable=g-import-not-at-top
+from bench import common
 
 DTYPES = {"bf16": "bfloat16", "fp32": "float32"}
 
@@ -81,17 +81,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def jax_dtype(name: str):
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp
   return jnp.dtype(DTYPES[name]).type
 
 
 def build_step(recipe: str, image_size: int, dtype: str, task: str, variant: str):
   """ichflax's train step, built exactly as training builds it: (steps, state, frozen)."""
-  import optax  # pylint: disable=g-import-not-at-top
-  from flax import nnx  # pylint: disable=g-import-not-at-top
-  from ichflax import steps  # pylint: disable=g-import-not-at-top
-  from ichflax.config import AugmentConfig, TrainConfig  # pylint: disable=g-import-not-at-top
-  from ichflax.models import build_classifier, trainable_filter  # pylint: disable=g-import-not-at-top
+  import optax
+  from flax import nnx
+
+  from ichflax import steps
+  from ichflax.config import AugmentConfig, TrainConfig
+  from ichflax.models import build_classifier, trainable_filter
   dt = jax_dtype(dtype)
   model = build_classifier(task, variant, rngs=nnx.Rngs(0), dtype=dt)
   spec = steps.StepSpec(task=task, image_size=image_size, variant=variant,
@@ -101,7 +102,7 @@ def build_step(recipe: str, image_size: int, dtype: str, task: str, variant: str
 
 def synthetic_batch(batch_size: int, stored_size: int, channels: int, task: str, seed: int = 0):
   """A loader-shaped host batch (uint8 images, labels, group, mask) of random content."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
+  import numpy as np
   rng = np.random.default_rng(seed)
   return {"image": rng.integers(0, 256, (batch_size, stored_size, stored_size, channels),
                                 dtype=np.uint8),
@@ -112,7 +113,7 @@ def synthetic_batch(batch_size: int, stored_size: int, channels: int, task: str,
 
 def to_device(batch: dict[str, Any], task_name: str, mesh) -> dict[str, Any]:
   """Loader batch -> what the train step reads, split over the devices (as training does)."""
-  from ichflax import sharding, tasks  # pylint: disable=g-import-not-at-top
+  from ichflax import sharding, tasks
   task = tasks.get_task(task_name)
   local = {"image": batch["image"], "mask": batch["mask"],
            "targets": task.targets(batch["labels"], batch["group"])}
@@ -121,7 +122,7 @@ def to_device(batch: dict[str, Any], task_name: str, mesh) -> dict[str, Any]:
 
 def compile_step(built, device_batch) -> tuple[Any, float, float, float]:
   """AOT-compiles the train step once: (executable, compile seconds, GFLOP, GB accessed)."""
-  import jax  # pylint: disable=g-import-not-at-top
+  import jax
   steps_, state, frozen = built
   t0 = time.perf_counter()
   compiled = steps_.train.lower(state, frozen, device_batch, jax.random.key(0), 0).compile()
@@ -137,7 +138,7 @@ class JaxTrainer:
   """Holds the evolving train state so a step is one call, as in the training loop."""
 
   def __init__(self, compiled, state, frozen):
-    import jax  # pylint: disable=g-import-not-at-top
+    import jax
     self.compiled, self.state, self.frozen = compiled, state, frozen
     self.key = jax.random.key(0)
     self.i = 0
@@ -150,7 +151,7 @@ class JaxTrainer:
 
 
 def sync_jax(x):
-  import jax  # pylint: disable=g-import-not-at-top
+  import jax
   return jax.block_until_ready(x)
 
 
@@ -174,17 +175,17 @@ def bench_jax_compute(args, recipe, size, batch_size, dtype, mesh, stored) -> tu
 
 def open_dataset(args, stored_size: int):
   """TFDS train split (random access) + the indices the task learns from."""
-  from ichflax import data, tasks  # pylint: disable=g-import-not-at-top
+  from ichflax import data, tasks
   dataset_dir, source, _ = common.open_dataset(args, stored_size)
   meta = data.read_meta(dataset_dir, "train")
-  import numpy as np  # pylint: disable=g-import-not-at-top
+  import numpy as np
   indices = np.flatnonzero(tasks.get_task(args.task).select(meta["labels"], meta["group"]))
   return dataset_dir, source, indices
 
 
 def loader_batches(source, indices, batch_size: int, threads: int | None):
   """Endless seeded epochs of ichflax.data.loader batches, as the training loop draws them."""
-  from ichflax.data import loader  # pylint: disable=g-import-not-at-top
+  from ichflax.data import loader
   kwargs = {} if threads is None else {"threads": threads}
   for epoch in itertools.count():
     yield from loader.batches(source, indices, batch_size, shuffle=True, seed=0, epoch=epoch,
@@ -199,7 +200,7 @@ def bench_jax_end_to_end(args, trainer, dataset, recipe, size, batch_size, dtype
   True reads loss and probabilities back every step, as ichflax/train.py's loop does, which
   serialises loading and compute: the gap between the two rows is what that read-back costs.
   """
-  import numpy as np  # pylint: disable=g-import-not-at-top
+  import numpy as np
   dataset_dir, source, indices = dataset
   if len(indices) < batch_size:
     raise SystemExit(f"dataset {dataset_dir} has {len(indices)} training examples for the "
@@ -233,14 +234,15 @@ def stored_size_of(args) -> int:
   if args.stored_size:
     return args.stored_size
   if args.data:
-    from ichflax import data  # pylint: disable=g-import-not-at-top
+    from ichflax import data
     return int(data.dataset_info(args.data)["size"])
   return 256
 
 
 def run(args) -> tuple[dict[str, Any], list[common.Row]]:
-  import jax  # pylint: disable=g-import-not-at-top
-  from ichflax import sharding  # pylint: disable=g-import-not-at-top
+  import jax
+
+  from ichflax import sharding
   mesh = sharding.make_mesh()
   stored = stored_size_of(args)
   want_torch = "torch" in args.modes and common.torch_available()
@@ -270,7 +272,7 @@ def run(args) -> tuple[dict[str, Any], list[common.Row]]:
           _progress(args, rows, label)
       del trainer
     if want_torch:
-      from bench import torch_resnet  # pylint: disable=g-import-not-at-top
+      from bench import torch_resnet
       for compile_ in (False, True) if torch_compile else (False,):
         rows.append(torch_resnet.bench_train(
             recipe=recipe, image_size=size, batch_size=batch_size, dtype=dtype,
@@ -280,7 +282,7 @@ def run(args) -> tuple[dict[str, Any], list[common.Row]]:
   info = common.machine_info()
   info["skipped_for_time"] = skipped
   if want_torch:
-    from bench import torch_resnet  # pylint: disable=g-import-not-at-top
+    from bench import torch_resnet
     info["torch_device"] = torch_resnet.device_name()
   elif "torch" in args.modes:
     info["torch_device"] = "torch/torchvision not importable: baselines skipped"

@@ -11,8 +11,8 @@ import dataclasses
 import logging
 import time
 import traceback
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -104,7 +104,7 @@ class Demo:
     try:
       items, problems = uploads.read_uploads(files, self.uploads)
       return self._analyze(items, problems, progress)
-    except Exception as e:  # pylint: disable=broad-except
+    except Exception as e:  # noqa: BLE001
       return _unexpected(e)
 
   def example(self, name: str) -> Result:
@@ -114,7 +114,7 @@ class Demo:
       return Result(f"Example {name!r} is missing; regenerate with `python -m demo.make_examples`.")
     try:
       return self._analyze(*uploads.items_from_bytes(path.name, path.read_bytes()))
-    except Exception as e:  # pylint: disable=broad-except
+    except Exception as e:  # noqa: BLE001
       return _unexpected(e)
 
   def show(self, index, views: list[SliceView] | None) -> dict:

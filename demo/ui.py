@@ -146,7 +146,7 @@ def build(demo: callbacks.Demo, model_card: str, analyses: int = ANALYSES) -> gr
         slider.render()
         table.render()
 
-    def on_upload(paths, progress=gr.Progress()):
+    def on_upload(paths, progress=gr.Progress()):  # noqa: B008  (how Gradio injects progress)
       return [None, *outputs(demo.analyze(paths, progress))]  # clears the box: the files are gone
 
     def on_slide(number, state):

@@ -20,8 +20,8 @@ import json
 import os
 import threading
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
-from typing import Iterable
 
 from ichflax.data import filetypes
 

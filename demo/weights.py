@@ -72,8 +72,8 @@ def card(predictor: predictor_lib.Predictor, paths: list[Path]) -> str:
       f"{line}." for line in predictor.summary().splitlines())]
   for path, spec in zip(paths, predictor.specs):
     measured = checkpoint.read_progress(path)
-    split, figures = ("test", measured.test) if measured.test else ("validation", measured.validation)
-    shown = _figures(figures)
+    split = "test" if measured.test else "validation"
+    shown = _figures(measured.test or measured.validation)
     if shown:
       data = spec.data + (" — synthetic, not patients" if "phantom" in spec.data.lower() else "")
       lines.append(f"{split.capitalize()} metrics of the {spec.task} model, on its own {split} "

@@ -142,7 +142,7 @@ def load_inference(path: str | Path, dtype=jnp.float32) -> tuple[nnx.Module, Mod
 
 def restore_model(step_dir: Path, spec: ModelSpec, dtype=jnp.float32) -> nnx.Module:
   """The checkpoint's Classifier, built abstractly so no random initialisation is wasted."""
-  from ichflax import models, steps  # noqa: PLC0415  (models import this module's users)
+  from ichflax import models, steps  # Models import this module's users
   abstract = nnx.eval_shape(lambda: models.build_classifier(
       spec.task, spec.variant, spec.dropout, rngs=nnx.Rngs(0), dtype=dtype))
   graphdef, target, rngs = nnx.split(abstract, MODEL_STATE, ...)
@@ -188,7 +188,7 @@ def migrate(path: str | Path) -> Path:
   step_dir = Path(path)
   if not (step_dir / LEGACY_META).is_dir():
     raise CheckpointError(f"{step_dir} has no `{LEGACY_META}` item: nothing to migrate")
-  from ichflax import config  # noqa: PLC0415
+  from ichflax import config
   legacy = _read_json(step_dir, LEGACY_META)
   recipe = legacy.get("recipe")
   spec = ModelSpec.from_json({**legacy, "recipe": config.ALIASES.get(recipe, recipe)})
@@ -231,7 +231,7 @@ def jsonable(x: Any) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
   """`python -m ichflax.checkpoint export SRC DST [--dtype bfloat16]` or `migrate DIR`."""
-  import argparse  # noqa: PLC0415
+  import argparse
   p = argparse.ArgumentParser(prog="python -m ichflax.checkpoint", description=main.__doc__)
   commands = p.add_subparsers(dest="command", required=True)
   export = commands.add_parser("export", help="a small serving copy of a training checkpoint")

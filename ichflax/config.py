@@ -123,7 +123,7 @@ class TrainConfig:
                                    sweep=True, resume=True)
   phantom_slices: int = option(3000, "slices drawn when the phantom is built", low=1,
                                resume=True)
-  augment: AugmentConfig = option(AugmentConfig(), "training augmentation")
+  augment: AugmentConfig = option(AugmentConfig(), "training augmentation")  # noqa: RUF009
   # Short runs from random init need faster tracking, or eval-mode statistics lag the weights.
   bn_momentum: float | None = option(None, "BatchNorm running-average momentum (default: the "
                                      "model's, Keras 0.99)", low=0.0, high=1.0, high_open=True,

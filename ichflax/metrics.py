@@ -89,13 +89,14 @@ def evaluate(task_name: str, probs: np.ndarray, targets: np.ndarray) -> dict:
   """Every metric the task reports, from probabilities and targets of the evaluated examples."""
   task = tasks.get_task(task_name)
   probs, targets = np.asarray(probs, np.float64), np.asarray(targets, np.float64)
-  out: dict = {"n": int(len(targets)), "log_loss": log_loss(targets, probs, task.activation)}
+  out: dict = {"n": len(targets), "log_loss": log_loss(targets, probs, task.activation)}
   if task.activation == "softmax":
     y, pred = targets.argmax(-1), probs.argmax(-1)
     cm = confusion_matrix(y, pred, task.num_outputs)
     aucs = [roc_auc(y == k, probs[:, k]) for k in range(task.num_outputs)]
     out |= {"accuracy": accuracy(y, pred), "confusion": cm.tolist(),
-            "per_class_sensitivity": dict(zip(task.class_names, _floats(per_class_sensitivity(cm)))),
+            "per_class_sensitivity": dict(zip(task.class_names,
+                                              _floats(per_class_sensitivity(cm)))),
             "per_class_auc": dict(zip(task.class_names, _floats(aucs))),
             "auc": float(np.nanmean(aucs)) if not np.all(np.isnan(aucs)) else float("nan")}
     return out

@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from PIL import Image
 
@@ -27,7 +27,8 @@ def _expand(args: Sequence[str]) -> list[tuple[str | None, Path]]:
   for arg in args:
     p = Path(arg)
     if p.is_dir():
-      out.extend((arg, f) for f in sorted(p.iterdir()) if f.is_file() and not f.name.startswith("."))
+      out.extend((arg, f) for f in sorted(p.iterdir())
+                 if f.is_file() and not f.name.startswith("."))
     else:
       out.append((None, p))
   return out
@@ -53,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--batch-size", type=int, default=8)
   parser.add_argument("--threshold", type=float, default=THRESHOLD)
   args = parser.parse_args(argv)
-  from ichflax import checkpoint  # noqa: PLC0415  (orbax only after the arguments parse)
+  from ichflax import checkpoint  # Orbax only after the arguments parse
   try:  # the spec says how to read slices; the weights load only if some slice reads
     specs = [checkpoint.read_spec(p) for p in args.checkpoint]
   except (checkpoint.CheckpointError, OSError) as e:

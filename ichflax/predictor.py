@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import jax
 import numpy as np
@@ -97,7 +97,7 @@ class Predictor:
   @classmethod
   def from_checkpoint(cls, *paths: str | os.PathLike, **kwargs) -> Predictor:
     """Loads each checkpoint (a step dir, a CheckpointManager dir or a training workdir)."""
-    from ichflax import checkpoint  # noqa: PLC0415  (orbax only when loading)
+    from ichflax import checkpoint  # Orbax only when loading
     return cls([checkpoint.load_inference(p) for p in paths], **kwargs)
 
   @property

@@ -9,8 +9,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -127,9 +128,9 @@ def _metric_section(report: dict, ref: dict | None) -> list[str]:
 
 def plot_curves(history: Sequence[dict], out_dir: Path, task_name: str) -> list[Path]:
   """accuracy.png and loss.png per epoch, train and validation (the paper's Figures 2-5)."""
-  import matplotlib  # noqa: PLC0415  (plotting only when a report is written)
+  import matplotlib  # Plotting only when a report is written
   matplotlib.use("Agg")
-  from matplotlib import pyplot as plt  # noqa: PLC0415
+  from matplotlib import pyplot as plt
   epochs = [h["epoch"] for h in history]
   paths = []
   for quantity in ("accuracy", "loss"):

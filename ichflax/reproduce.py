@@ -32,7 +32,7 @@ def run(base: config.TrainConfig) -> dict:
            "names the data ours were measured on. The paper's text and its own confusion "
            "matrices disagree on sensitivity/specificity; both are shown, and ours are computed "
            "from our confusion matrix.", ""]
-  for task, result in results.items():
+  for result in results.values():
     body = Path(result["report_md"]).read_text().replace("# ichflax", "## ichflax", 1)
     parts += [body.replace("\n## ", "\n### "), ""]
   workdir.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from ichflax.data import inputs
 from ichflax.predictor import THRESHOLD, Prediction, decide
@@ -17,8 +17,8 @@ def order_series(slices: Sequence[inputs.Slice]) -> list[list[inputs.Slice]]:
 
   def position(s: inputs.Slice):
     g = s.geometry
-    return (g is None or g.position_z is None, g and g.position_z or 0.0,
-            g and g.instance_number or 0, s.name)
+    return (g is None or g.position_z is None, (g and g.position_z) or 0.0,
+            (g and g.instance_number) or 0, s.name)
 
   return [sorted(group, key=position) for group in groups.values()]
 

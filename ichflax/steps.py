@@ -9,7 +9,8 @@ graph definitions of the same model (train mode / eval mode), so the mode is sta
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -7,7 +7,7 @@ one dataset serves every task; a task only selects examples, builds targets and 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

@@ -14,8 +14,9 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import jax
 import numpy as np
@@ -98,7 +99,7 @@ def run(cfg: TrainConfig) -> dict:
 def build_model(cfg: TrainConfig, dtype) -> models.Classifier:
   backbone = None
   if cfg.weights is not None:
-    from ichflax import weights  # noqa: PLC0415  (h5py/safetensors only when asked for)
+    from ichflax import weights  # H5py/safetensors only when asked for
     backbone = weights.load_backbone(cfg.weights, dtype=dtype)
   variant = backbone.variant if backbone is not None else cfg.variant
   model = models.build_classifier(cfg.task, variant, cfg.resolved_dropout,
@@ -113,7 +114,7 @@ def build_model(cfg: TrainConfig, dtype) -> models.Classifier:
 
 def model_spec(cfg: TrainConfig, model: models.Classifier, info: dict) -> ModelSpec:
   """What inference needs to know about this run's model, from its config and its dataset."""
-  from ichflax.data import dicom  # noqa: PLC0415  (keeps pydicom out of the import path)
+  from ichflax.data import dicom  # Keeps pydicom out of the import path
   task = tasks.get_task(cfg.task)
   windows = info.get("windows") or dicom.windows_for(info["channels"])
   return ModelSpec(task=task.name, class_names=task.class_names, variant=model.variant,
@@ -123,7 +124,7 @@ def model_spec(cfg: TrainConfig, model: models.Classifier, info: dict) -> ModelS
 
 def load_data(cfg: TrainConfig, task: tasks.Task) -> tuple[dict, dict[str, Split]]:
   """Prepares the dataset once and picks each split's examples for the task."""
-  from ichflax import data  # noqa: PLC0415  (TFDS only when data is needed)
+  from ichflax import data  # TFDS only when data is needed
   kwargs = {"protocol": cfg.protocol}
   if cfg.stored_size is not None:
     kwargs["size"] = cfg.stored_size
@@ -247,7 +248,7 @@ class _Trainer:
     Training: each host loads only its rows of every global batch (the order is fixed by
     (seed, epoch)). Evaluation: each host loads whole padded batches and keeps its rows.
     """
-    from ichflax.data import loader  # noqa: PLC0415
+    from ichflax.data import loader
     rows = sharding.host_slice(batch_size)
     if train:
       order = loader.epoch_order(split.indices, shuffle=True, seed=self.cfg.seed, epoch=epoch)
@@ -315,7 +316,7 @@ def finish(trainer: _Trainer, trainable, state: steps.TrainState, splits) -> dic
 def _host(x) -> np.ndarray:
   """A global array gathered to this host (all hosts' rows on a multi-host mesh)."""
   if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # noqa: PLC0415
+    from jax.experimental import multihost_utils
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
   return np.asarray(x)
 
@@ -363,7 +364,8 @@ def sweep(cfg: TrainConfig, grid: str) -> dict:
       continue
     val = result["metrics"]["validation"] or {}
     rows.append({"params": p, "workdir": point.workdir, "val_accuracy": val.get("accuracy"),
-                 "val_loss": val.get("loss"), "test_accuracy": result["metrics"]["test"]["accuracy"]})
+                 "val_loss": val.get("loss"),
+                 "test_accuracy": result["metrics"]["test"]["accuracy"]})
   metric, higher = ranking(cfg.task)
   table = report.sweep_table(rows, f"val_{metric}", higher)
   out = Path(cfg.workdir).absolute() / "sweep"

@@ -29,9 +29,9 @@ def relative_error(ours: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
 
 def keras_reference(h5_path, seed: int = 0) -> dict[str, np.ndarray]:
   """Save a random Keras ResNet50 notop in the legacy h5 layout; return its outputs per size."""
-  import h5py  # pylint: disable=import-outside-toplevel
-  import keras  # pylint: disable=import-outside-toplevel
-  from keras.src.legacy.saving import legacy_h5_format  # pylint: disable=import-outside-toplevel
+  import h5py
+  import keras
+  from keras.src.legacy.saving import legacy_h5_format
 
   assert keras.backend.backend() == "jax", "set KERAS_BACKEND=jax before importing keras"
   keras.utils.set_random_seed(seed)
@@ -55,9 +55,9 @@ def keras_reference(h5_path, seed: int = 0) -> dict[str, np.ndarray]:
 
 def torch_reference(pth_path, safetensors_path, seed: int = 0) -> dict[str, np.ndarray]:
   """Save a random torchvision ResNet50 as .pth and .safetensors; return NHWC outputs per size."""
-  import safetensors.torch  # pylint: disable=import-outside-toplevel
-  import torch  # pylint: disable=import-outside-toplevel
-  import torchvision  # pylint: disable=import-outside-toplevel
+  import safetensors.torch
+  import torch
+  import torchvision
 
   torch.manual_seed(seed)
   model = torchvision.models.resnet50(weights=None)

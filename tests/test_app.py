@@ -20,11 +20,10 @@ import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
+from test_predictor import bad_files, shared, write_dicom  # noqa: F401
 
 from demo import callbacks, uploads
 from ichflax.data import phantom
-from test_predictor import (bad_files, shared,  # noqa: F401
-                            write_dicom)
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "demo" / "examples"
@@ -225,8 +224,9 @@ def test_no_identifying_data_in_responses_log_or_disk(server, identified_dicom, 
 
 def test_app_without_weights_starts_and_says_so(tmp_path, identified_dicom):
   """No checkpoint: the page still serves, shows windows, and says how to get weights."""
-  import demo  # pylint: disable=import-outside-toplevel
-  from gradio import utils  # pylint: disable=import-outside-toplevel
+  from gradio import utils
+
+  import demo
   app, _ = demo.create_app([], utils.get_upload_folder())
   app.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
              quiet=True)

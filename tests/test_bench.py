@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # bench/ is scripts, not an installed package
 
-from bench import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+from bench import common  # noqa: E402  (after sys.path points at the repository)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def check_record(result: dict, script: str) -> None:
 
 
 def table_rows(stdout: str) -> list[str]:
-  lines = [l for l in stdout.splitlines() if l.startswith("| ")]
+  lines = [line for line in stdout.splitlines() if line.startswith("| ")]
   assert lines and lines[0].startswith("| framework | impl | mode |"), stdout
   return lines[1:]
 
@@ -101,9 +101,10 @@ def test_time_steps_reports_compile_apart():
 
 
 def test_step_profile_census_on_a_tiny_bf16_program():
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from bench import step_profile  # pylint: disable=g-import-not-at-top
+  import jax
+  import jax.numpy as jnp
+
+  from bench import step_profile
 
   def f(x, w):
     y = jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",

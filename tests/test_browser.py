@@ -11,7 +11,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from test_app import IDENTITY, ROOT, identified_dicom, server  # noqa: F401
 from test_predictor import bad_files  # noqa: F401
 
@@ -37,7 +36,7 @@ def page(tmp_path_factory):
     context.close()
 
 
-def test_upload_dicom_and_see_the_result(server, page, identified_dicom, bad_files):  # noqa: F811
+def test_upload_dicom_and_see_the_result(server, page, identified_dicom, bad_files):
   page.goto(server.url)
   assert "not a medical device" in page.locator("#notice").inner_text()
   page.locator("#upload input[type=file]").set_input_files(str(identified_dicom))
@@ -57,7 +56,7 @@ def test_upload_dicom_and_see_the_result(server, page, identified_dicom, bad_fil
   assert "Traceback" not in page.locator("body").inner_text()
 
 
-def test_example_is_one_click_away(server, page):  # noqa: F811
+def test_example_is_one_click_away(server, page):
   page.goto(server.url)
   page.get_by_text("A series of 8 slices (zip)").click()
   page.locator("#message", has_text="slice").wait_for(timeout=RESULT_TIMEOUT_MS)

@@ -132,14 +132,14 @@ def test_export_carries_the_reports_test_metrics(trained_like, tmp_path):
 def test_migrates_the_older_single_meta_layout(trained_like, tmp_path):
   """A checkpoint saved with one untyped `meta` item is refused with the command that converts
   it; after `migrate` it loads to the same spec, config, progress and outputs."""
-  import shutil  # noqa: PLC0415
-  workdir, model, _, x = trained_like
+  import shutil
+  workdir, _, _, x = trained_like
   old = tmp_path / "old"
   shutil.copytree(workdir / "checkpoints" / "3" / "state", old / "state")
   legacy = {**SPEC.to_json(), "recipe": "seed", "config": CONFIG.to_dict(), "seed": 0,
             **{k: v for k, v in PROGRESS.to_json().items() if k != "validation"},
             "metrics": {"validation": {"accuracy": 0.5}}}
-  checkpoint._write_json(old, "meta", legacy)  # noqa: SLF001
+  checkpoint._write_json(old, "meta", legacy)
   with pytest.raises(checkpoint.CheckpointError, match="ichflax.checkpoint migrate"):
     checkpoint.load_inference(old)
   assert checkpoint.main(["migrate", str(old)]) == 0

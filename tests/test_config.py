@@ -77,8 +77,8 @@ def test_every_field_has_one_flag_and_its_roles():
   """Flags, sweep table and resume check are derived from the dataclass fields, none missed."""
   parser = argparse.ArgumentParser()
   config.add_flags(parser)
-  flags = {a.dest for a in parser._actions if a.dest != "help"}  # noqa: SLF001
-  leaves = {n for n, _, _ in config._walk()}  # noqa: SLF001
+  flags = {a.dest for a in parser._actions if a.dest != "help"}
+  leaves = {n for n, _, _ in config._walk()}
   assert flags == leaves  # every field, nested augmentation included, has exactly one flag
   a = parser.parse_args(["--batch-size", "32", "--no-augment", "--augment-zoom", "0.5",
                          "--recipe", "full", "--no-progress"])

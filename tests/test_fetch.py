@@ -5,6 +5,7 @@ import http.server
 import os
 import socket
 import threading
+import typing
 
 import numpy as np
 import pytest
@@ -23,9 +24,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
   """Serves PAYLOAD with Range support; the first `drops` responses stop half-way."""
 
   drops = 0
-  ranges: list[str | None] = []
+  ranges: typing.ClassVar[list[str | None]] = []
 
-  def do_GET(self):  # pylint: disable=invalid-name
+  def do_GET(self):
     rng = self.headers.get("Range")
     type(self).ranges.append(rng)
     start = int(rng.removeprefix("bytes=").rstrip("-")) if rng else 0
@@ -109,9 +110,9 @@ def test_server_down_prints_url(tmp_path, capsys):
 
 def test_sources_match_the_reference_libraries():
   """URLs and checksums are the ones Keras and torch.hub themselves use, not invented."""
-  from keras.src.applications import resnet  # pylint: disable=import-outside-toplevel
-  from torch.hub import HASH_REGEX  # pylint: disable=import-outside-toplevel
-  from torchvision.models import ResNet50_Weights  # pylint: disable=import-outside-toplevel
+  from keras.src.applications import resnet
+  from torch.hub import HASH_REGEX
+  from torchvision.models import ResNet50_Weights
   notop = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
   assert SOURCES["keras"].url == resnet.BASE_WEIGHTS_PATH + notop
   assert SOURCES["keras"].md5 == resnet.WEIGHTS_HASHES["resnet50"][1]

@@ -11,16 +11,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from test_predictor import predictor, tiny_checkpoint  # noqa: F401
 
 from ichflax import gradcam, tasks
 from ichflax import predictor as predictor_lib
 from ichflax.data import phantom
 from ichflax.models import preprocess
-from test_predictor import predictor, tiny_checkpoint  # noqa: F401  pylint: disable=unused-import
 
 # Planted bleeds in the Grad-CAM test: how many, and how far the hit rate must beat chance.
 BLEEDS = 40
-MIN_MARGIN_OVER_CHANCE = 0.4  # measured on the shipped model: 0.90 vs chance 0.19 (40 slices, 4x4 grid)
+# Measured on the shipped model: 0.90 vs chance 0.19 (40 slices, 4x4 grid).
+MIN_MARGIN_OVER_CHANCE = 0.4
 
 
 def test_attention_box_takes_the_largest_salient_region():
@@ -37,7 +38,7 @@ def test_upsample_keeps_range_and_reaches_input_size():
   cam = np.array([[0.0, 1.0], [0.5, 0.25]], np.float32)
   up = gradcam.upsample(cam, (96, 70))
   assert up.shape == (96, 70) and up.dtype == np.float32
-  assert 0.0 <= up.min() and up.max() <= 1.0
+  assert up.min() >= 0.0 and up.max() <= 1.0
   assert up[0, -1] > up[0, 0]  # the hot corner stays hot
 
 
@@ -53,7 +54,7 @@ def test_overlay_draws_the_box_and_leaves_cold_pixels_alone():
   assert not np.array_equal(out[25, 25], (100, 100, 100))  # heat blended in
 
 
-def test_cam_is_grad_cam_of_the_chosen_logit(predictor):  # noqa: F811
+def test_cam_is_grad_cam_of_the_chosen_logit(predictor):
   """Logits equal the model's own; maps are ReLU'd, peak-normalised, per example, per class."""
   rng = np.random.default_rng(0)
   images = np.stack([predictor.load(phantom.make_slice(rng, 64, s).hu).model_image
@@ -88,7 +89,7 @@ def test_gradcam_peaks_inside_planted_bleeds():
   is defined: a hit is a peak cell containing blood, and chance is the share of cells that do,
   i.e. where a peak placed at random would land.
   """
-  from demo import weights  # pylint: disable=import-outside-toplevel
+  from demo import weights
   paths = weights.discover()
   if not paths:
     pytest.fail(f"no demo checkpoint in {weights.DEFAULT_DIR}: this test needs the shipped demo "

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from test_predictor import bad_files, png_bytes, write_dicom  # noqa: F401
 
 from ichflax import tasks
 from ichflax.data import builders, dicom, filetypes, inputs, phantom, rsna
-from test_predictor import bad_files, png_bytes, write_dicom  # noqa: F401
 
 SIZE = 32  # stored model image side in the builds below
 
@@ -38,7 +38,7 @@ def test_sniff_by_content(data, kind):
     (lambda d: d / "multi.dcm", "multi-frame"),
     (lambda d: d / "huge.png", "10000x10000 pixels"),
 ])
-def test_bad_inputs_get_one_clear_error(make, message, bad_files):  # noqa: F811
+def test_bad_inputs_get_one_clear_error(make, message, bad_files):
   path = make(bad_files)
   with pytest.raises(inputs.READ_ERRORS, match=message) as err:
     inputs.load_slice(path)

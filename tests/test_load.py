@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 from gradio_client import handle_file
 from gradio_client.utils import Status
-
-from ichflax.data import phantom
 from test_app import ROOT, Server, server  # noqa: F401
 from test_predict import write_dicom
+
+from ichflax.data import phantom
 
 CLIENTS, UPLOADS_EACH = 8, 5
 BURST_S = 150  # the whole burst; no request waits longer
@@ -72,7 +72,7 @@ def analysed(message: str) -> bool:
   return "Latency" in message and "Skipped" not in message
 
 
-def burst(server: Server, files: list[Path], clients: int = CLIENTS,  # noqa: F811
+def burst(server: Server, files: list[Path], clients: int = CLIENTS,
           each: int = UPLOADS_EACH) -> list[str]:
   """`clients` visitors at once, each uploading `each` files in turn; the failed answers."""
   deadline = time.monotonic() + BURST_S
@@ -97,7 +97,7 @@ def left_in(uploads: Path) -> list[Path]:
 
 
 @pytest.mark.slow
-def test_many_visitors_sending_the_same_files(server, files):  # noqa: F811
+def test_many_visitors_sending_the_same_files(server, files):
   warm = server.client()
   for path in files:  # compiles every batch shape first, so RSS measures the burst alone
     assert analysed(warm.predict([handle_file(str(path))], api_name="/analyze")[1])
@@ -122,7 +122,7 @@ def _watch(jobs: dict[str, object], until) -> dict[str, list]:
 
 @pytest.mark.slow
 def test_queue_shows_place_and_estimate_and_single_slices_pass_a_long_series(
-    server, files, long_series):  # noqa: F811
+    server, files, long_series):
   clients = [server.client() for _ in range(4)]
   for path in (files[0], long_series):  # Gradio estimates from the times it has seen
     clients[0].predict([handle_file(str(path))], api_name="/analyze")
@@ -155,7 +155,7 @@ def documented_example() -> str:
   return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
-def test_documented_api_example_runs(server, files, tmp_path):  # noqa: F811
+def test_documented_api_example_runs(server, files, tmp_path):
   example = documented_example()
   assert 'Client("http://127.0.0.1:7860/")' in example and '"slice.dcm"' in example
   (tmp_path / "slice.dcm").write_bytes(files[0].read_bytes())

@@ -31,7 +31,7 @@ def test_normal_slice_is_a_head():
 
 @pytest.mark.parametrize("kind", range(5))
 def test_each_subtype_labels_and_blood(kind):
-  s, f = _slice((kind,), seed=kind)
+  s, _ = _slice((kind,), seed=kind)
   expected = np.zeros(6, int)
   expected[[kind, tasks.ANY]] = 1
   np.testing.assert_array_equal(s.labels, expected)

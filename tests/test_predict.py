@@ -8,11 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from test_predictor import SUBDURAL, bad_files, png_bytes, tiny_checkpoint, write_dicom  # noqa: F401
 
 from ichflax import predict, tasks
 from ichflax.data import phantom
-from test_predictor import (SUBDURAL, bad_files, png_bytes, tiny_checkpoint,  # noqa: F401
-                            write_dicom)
 
 
 def test_cli_schema(tiny_checkpoint, tmp_path, capsys):

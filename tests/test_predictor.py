@@ -37,7 +37,7 @@ def shared(name: str, make):
 
 def _train_tiny(root: Path) -> Path:
   """A real training checkpoint: multilabel, full recipe, 64 px, one short epoch."""
-  from ichflax import data  # pylint: disable=import-outside-toplevel
+  from ichflax import data
   dataset = data.prepare(None, size=64, num=120, protocol="full", out=root / "data", workers=1)
   cfg = TrainConfig(task="multilabel", data=dataset, recipe="full", epochs=1, batch_size=8,
                     image_size=64, limit=8, workdir=str(root / "run"), progress=False,
@@ -99,7 +99,7 @@ def check_prediction(p: predictor_lib.Prediction, shape: tuple[int, int], labels
   assert tuple(p.probabilities) == labels
   assert all(0.0 <= v <= 1.0 for v in p.probabilities.values())
   assert p.cam.shape == shape and p.cam.dtype == np.float32
-  assert 0.0 <= p.cam.min() and p.cam.max() <= 1.0
+  assert p.cam.min() >= 0.0 and p.cam.max() <= 1.0
   box = p.box
   if p.cam.max() == 0:  # no positive evidence anywhere: no salient region either
     assert box is None
@@ -162,8 +162,9 @@ def test_cam_class_choice(predictor, bleed):
 
 def test_binary_plus_subtype_checkpoints_merge(predictor, bleed):
   """`any` from the binary model, subtypes (softmax, given a bleed) from the subtype model."""
-  from flax import nnx  # pylint: disable=import-outside-toplevel
-  from ichflax import models  # pylint: disable=import-outside-toplevel
+  from flax import nnx
+
+  from ichflax import models
   trained, spec = predictor.models[0]
   pair = []
   for task in ("binary", "subtype"):  # the trained backbone under each task's own head

@@ -85,8 +85,8 @@ def test_unknown_variant_is_refused():
 
 
 def test_normalize_matches_the_references():
-  from keras.applications import resnet50  # pylint: disable=import-outside-toplevel
-  from torchvision.models import ResNet50_Weights  # pylint: disable=import-outside-toplevel
+  from keras.applications import resnet50
+  from torchvision.models import ResNet50_Weights
   x = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype(np.float32)
   np.testing.assert_allclose(preprocess.normalize(x, "keras"),
                              resnet50.preprocess_input(x.copy()), atol=1e-4)

@@ -1,4 +1,4 @@
-"""RSNA labels (duplicates, conflicts, missing rows), Kaggle layouts, and the two split protocols."""
+"""RSNA labels (duplicates, conflicts, missing rows), Kaggle layouts, the two split protocols."""
 
 import numpy as np
 import pytest

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+from test_predictor import predictor, tiny_checkpoint, write_dicom  # noqa: F401
 
 from ichflax import series
 from ichflax.data import phantom
-from test_predictor import (predictor, tiny_checkpoint,  # noqa: F401  pylint: disable=unused-import
-                            write_dicom)
 
 
 def test_series_ordered_by_position(predictor, tmp_path):

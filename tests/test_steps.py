@@ -61,7 +61,7 @@ def test_loss_falls_on_a_learnable_set(seed_run):
 def test_eval_uses_running_stats_and_is_deterministic(seed_run):
   compiled, state, frozen, *_, batch, _ = seed_run
   loss_a, probs_a = compiled.eval(state, frozen, batch)
-  loss_b, probs_b = compiled.eval(state, frozen, batch)
+  _, probs_b = compiled.eval(state, frozen, batch)
   np.testing.assert_array_equal(probs_a, probs_b)
   # Running statistics, not the batch's: one example alone scores as it does in the batch.
   _, single = compiled.eval(state, frozen, jax.tree.map(lambda x: x[:1], batch))

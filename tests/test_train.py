@@ -1,4 +1,4 @@
-"""Training end to end on a tiny phantom at 32 px: kill -9 and resume, the run API, sweep, errors."""
+"""Training end to end on a tiny phantom at 32 px: kill -9 and resume, run API, sweep, errors."""
 
 import json
 import os
@@ -82,7 +82,8 @@ def test_sweep_ranks_runs_and_checkpoints_serve(dataset, tmp_path, caplog):
   assert lines[0].startswith("| rank | seed | val_accuracy") and len(lines) == 4
   ranked = [float(line.split("|")[3]) for line in lines[2:]]
   assert ranked == sorted(ranked, reverse=True)
-  assert sorted(ranked) == pytest.approx(sorted(r["val_accuracy"] for r in result["rows"]), abs=1e-3)
+  assert sorted(ranked) == pytest.approx(sorted(r["val_accuracy"] for r in result["rows"]),
+                                         abs=1e-3)
   written = Path(result["path"]).read_text().splitlines()
   assert [line.split("|")[1].strip() for line in written if line.startswith("| ")][1:] == ["1", "2"]
 

@@ -126,7 +126,7 @@ def test_keras_swapped_tensor_refused(keras_ref, tmp_path):
 
 
 def test_torch_missing_and_swapped_refused(torch_ref, tmp_path):
-  from safetensors.numpy import load_file, save_file  # pylint: disable=import-outside-toplevel
+  from safetensors.numpy import load_file, save_file
   _, st, _ = torch_ref
   state = load_file(st)
   missing = {k: v for k, v in state.items() if not k.startswith("layer2.1.bn2.")}
@@ -143,7 +143,7 @@ def test_torch_missing_and_swapped_refused(torch_ref, tmp_path):
 
 
 def test_crash_while_writing_leaves_nothing(torch_ref, tmp_path, monkeypatch):
-  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  import orbax.checkpoint as ocp
   _, st, _ = torch_ref
 
   def disk_full(*args, **kwargs):

@@ -23,7 +23,7 @@ def _phantom(args) -> None:
 
 
 def _build(args) -> None:
-  from ichflax.data import builders  # pylint: disable=g-import-not-at-top  (TFDS is slow to import)
+  from ichflax.data import builders  #  (TFDS is slow to import)
   cfg = builders.BuildConfig(args.size, args.windows, args.protocol, args.per_class, args.seed,
                              args.workers)
   if args.rsna:
@@ -36,7 +36,7 @@ def _build(args) -> None:
 
 
 def _info(args) -> None:
-  from ichflax.data import builders  # pylint: disable=g-import-not-at-top
+  from ichflax.data import builders
   print(json.dumps(builders.dataset_info(args.dataset), indent=2))
 
 

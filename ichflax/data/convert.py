@@ -46,7 +46,7 @@ def run(job: Job) -> Result:
     s = _ROUTES[job.kind](job.source, windows=job.windows, stored_size=job.size)
   except inputs.READ_ERRORS as e:
     return Result(job.target, error=e.reason)
-  except Exception as e:  # pylint: disable=broad-except  (one odd file must not end a build)
+  except Exception as e:  # noqa: BLE001  (one odd file must not end a build)
     return Result(job.target, error=f"unexpected {type(e).__name__} while reading ({e})")
   study = s.geometry.study_instance_uid if s.geometry else ""
   info = PngImagePlugin.PngInfo()

@@ -9,7 +9,8 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
-from typing import BinaryIO, Sequence, Union
+from collections.abc import Sequence
+from typing import BinaryIO
 
 import numpy as np
 import pydicom
@@ -17,7 +18,7 @@ from PIL import Image
 
 from ichflax.data import filetypes
 
-Source = Union[str, os.PathLike, BinaryIO, bytes]
+Source = str | os.PathLike | BinaryIO | bytes
 Window = tuple[float, float]  # (center, width) in HU
 
 AIR_HU = -1024.0
@@ -100,7 +101,7 @@ def _read(source: Source, **kwargs) -> pydicom.FileDataset:
     # force=True also accepts the preamble-less DICOMs some exporters write; a non-DICOM file
     # then fails below for having no image.
     return pydicom.dcmread(fp, force=signature != filetypes.DICOM_PREAMBLE, **kwargs)
-  except Exception as e:  # pydicom raises many types for damaged files
+  except Exception as e:  # noqa: BLE001  (pydicom raises many types for damaged files)
     raise DicomError(name, f"not a readable DICOM file, possibly truncated ({e})") from None
 
 
@@ -133,7 +134,7 @@ def _pixels(ds: pydicom.Dataset, name: str) -> np.ndarray:
                      "one slice; a CT slice is usually 512x512")
   try:
     px = ds.pixel_array
-  except Exception as e:
+  except Exception as e:  # noqa: BLE001  (each decoder plugin raises its own types)
     raise DicomError(name, f"pixel data cannot be decoded, possibly truncated ({e})") from None
   if px.ndim != 2 or min(px.shape) < 2:
     raise DicomError(name, f"pixel data has shape {px.shape}; expected one 2-D slice")

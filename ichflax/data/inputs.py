@@ -12,8 +12,8 @@ import dataclasses
 import functools
 import io
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence, Union
 
 import numpy as np
 from PIL import Image
@@ -26,7 +26,7 @@ MAX_PIXELS = dicom.MAX_PIXELS
 # PIL modes read as grey or colour 8-bit pictures; others (16-bit, float) carry no window.
 _GREY_MODES, _COLOUR_MODES = ("L", "1", "LA"), ("RGB", "RGBA", "P", "PA", "CMYK", "YCbCr")
 
-Source = Union[str, os.PathLike, bytes, np.ndarray]
+Source = str | os.PathLike | bytes | np.ndarray
 
 
 class InputError(ValueError):
@@ -91,7 +91,7 @@ def read_picture(data: bytes, name: str) -> np.ndarray:
   except Image.DecompressionBombError:
     raise InputError(name, "image dimensions are far too large (a decompression bomb?); "
                      "upload a CT slice of at most 4096x4096 pixels") from None
-  except Exception as e:  # PIL raises many types for damaged files
+  except Exception as e:  # noqa: BLE001  (PIL raises many types for damaged files)
     raise InputError(name, f"damaged or truncated image ({e}); export the slice again") from None
 
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import grain
-from absl import flags
 import numpy as np
+from absl import flags
 
 
 class _Take:

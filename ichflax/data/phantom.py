@@ -97,7 +97,8 @@ class _Frame:
     pu, pv = cu * a.half_axes[0], cv * a.half_axes[1]
     x, y = a.center[0] + c * pu - s * pv, a.center[1] + s * pu + c * pv
     r = radius * max(a.half_axes) + 4.0 / size
-    to_px = lambda t: int(np.clip(np.round((t + 1) / 2 * (size - 1)), 0, size))
+    def to_px(t):
+      return int(np.clip(np.round((t + 1) / 2 * (size - 1)), 0, size))
     return slice(to_px(y - r), to_px(y + r) + 1), slice(to_px(x - r), to_px(x + r) + 1)
 
 

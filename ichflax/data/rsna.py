@@ -106,8 +106,8 @@ def find_layout(root: str | os.PathLike) -> tuple[Path, Path]:
 
 def _split_sizes(n: int) -> tuple[int, int, int]:
   """(train, validation, test) counts; each split gets at least one so none is empty."""
-  test = max(1, int(round(n * TEST_FRACTION)))
-  validation = max(1, int(round((n - test) * VALIDATION_FRACTION)))
+  test = max(1, round(n * TEST_FRACTION))
+  validation = max(1, round((n - test) * VALIDATION_FRACTION))
   return n - test - validation, validation, test
 
 
@@ -175,8 +175,8 @@ def full_split(study_ids: list[str], seed: int = 0, validation: float = 0.1,
     raise ValueError(f"the full protocol splits by study and needs at least 3 studies; found "
                      f"{len(studies)}")
   order = np.random.default_rng(seed).permutation(len(studies))
-  n_test = max(1, int(round(len(studies) * test)))
-  n_val = max(1, int(round(len(studies) * validation)))
+  n_test = max(1, round(len(studies) * test))
+  n_val = max(1, round(len(studies) * validation))
   which = {}
   for rank, j in enumerate(order):
     which[studies[j]] = 2 if rank < n_test else 1 if rank < n_test + n_val else 0

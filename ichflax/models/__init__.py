@@ -5,5 +5,13 @@ from ichflax.models.classifier import Classifier, build_classifier, trainable_fi
 from ichflax.models.head import Head
 from ichflax.models.resnet import FEATURES, VARIANTS, ResNet50
 
-__all__ = ["Classifier", "FEATURES", "Head", "ResNet50", "VARIANTS", "build_classifier",
-           "preprocess", "trainable_filter"]
+__all__ = [
+           "FEATURES",
+           "VARIANTS",
+           "Classifier",
+           "Head",
+           "ResNet50",
+           "build_classifier",
+           "preprocess",
+           "trainable_filter",
+]

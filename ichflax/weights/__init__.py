@@ -3,5 +3,12 @@
 from ichflax.weights.convert import ConversionError, convert, load_backbone, read_metadata
 from ichflax.weights.fetch import SOURCES, FetchError, fetch
 
-__all__ = ["ConversionError", "FetchError", "SOURCES", "convert", "fetch", "load_backbone",
-           "read_metadata"]
+__all__ = [
+           "SOURCES",
+           "ConversionError",
+           "FetchError",
+           "convert",
+           "fetch",
+           "load_backbone",
+           "read_metadata",
+]

@@ -80,7 +80,7 @@ def _text(name) -> str:
 def _read_keras_h5(path: Path) -> dict[str, dict[str, np.ndarray]]:
   """Legacy Keras h5 (the official notop file, or Keras 3's legacy writer), ':0' or not."""
   with h5py.File(path, "r") as f:
-    root = f["model_weights"] if "model_weights" in f else f
+    root = f.get("model_weights", f)
     if "layer_names" not in root.attrs:
       if "layers" in root:
         raise ConversionError(
@@ -115,7 +115,7 @@ def _group_state_dict(state: dict[str, np.ndarray]) -> dict[str, dict[str, np.nd
 
 def _read_torch(path: Path) -> dict[str, dict[str, np.ndarray]]:
   try:
-    import torch  # pylint: disable=import-outside-toplevel
+    import torch
   except ImportError:
     raise ConversionError(
         f"{path.name} is a PyTorch pickle (.pth), which needs torch to read; install torch, or "
@@ -129,7 +129,7 @@ def _read_torch(path: Path) -> dict[str, dict[str, np.ndarray]]:
 
 
 def _read_safetensors(path: Path) -> dict[str, dict[str, np.ndarray]]:
-  from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
+  from safetensors.numpy import load_file
   return _group_state_dict(load_file(path))
 
 

@@ -31,8 +31,8 @@ PROTOCOLS = config.PROTOCOLS
 PAPER_PER_CLASS = 2000
 # Folder names accepted for the paper's PNG classes (case-insensitive).
 PNG_FOLDERS = {**{name: g for g, name in enumerate(tasks.SUBTYPES)},
-               **{name: tasks.NO_HEMORRHAGE_GROUP
-                  for name in ("no", "normal", "none", "no_hemorrhage", "negative")}}
+               **dict.fromkeys(("no", "normal", "none", "no_hemorrhage", "negative"),
+                               tasks.NO_HEMORRHAGE_GROUP)}
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _POOL_MIN_FILES = 64  # below this, worker start-up costs more than it saves
 log = logging.getLogger("ichflax.data.builders")
