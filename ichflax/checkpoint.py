@@ -174,9 +174,13 @@ def export_inference(src: str | Path, dst: str | Path, dtype=jnp.bfloat16) -> Pa
     tested = json.loads(report.read_text())
     if tested.get("best_step") == int(step_dir.name):
       progress.test = tested.get("test")
-  _write_json(dst, SPEC, spec.replace(stored_dtype=jnp.dtype(dtype).name).to_json())
-  _write_json(dst, CONFIG, _read_json(step_dir, CONFIG))
+  spec = spec.replace(stored_dtype=jnp.dtype(dtype).name)
+  config = _read_json(step_dir, CONFIG)
+  _write_json(dst, SPEC, spec.to_json())
+  _write_json(dst, CONFIG, config)
   _write_json(dst, PROGRESS, progress.to_json())
+  from ichflax import card  # noqa: PLC0415  (huggingface_hub only when exporting)
+  card.write(dst, spec, TrainConfig.from_dict(config), progress)
   return dst
 
 
