@@ -13,6 +13,7 @@ import pydicom
 from starlette.middleware import Middleware
 
 from demo import callbacks, ui, uploads, weights
+from ichflax import predict
 
 
 def create_app(checkpoints: list[Path], upload_root: str | Path,
@@ -23,10 +24,21 @@ def create_app(checkpoints: list[Path], upload_root: str | Path,
   """
   predictor, card = weights.load(checkpoints)
   demo = callbacks.Demo(predictor, upload_root)
-  if predictor is not None:  # the first visitor should not wait for XLA to compile
-    threading.Thread(target=predictor.predict, args=([np.zeros((64, 64), np.float32)],),
-                     daemon=True, name="warm-up").start()
+  if predictor is not None:  # no visitor should wait for XLA to compile
+    threading.Thread(target=warm_up, args=(predictor,), daemon=True, name="warm-up").start()
   return ui.build(demo, card, analyses), demo
+
+
+def warm_up(predictor: predict.Predictor) -> None:
+  """Compiles every batch shape a request can use: one slice first, then each padded series size.
+
+  The Predictor pads batches to powers of two up to `batch_size`, so these few programs serve
+  every request; with the persistent compile cache a restart only loads them.
+  """
+  size = 1
+  while size < 2 * predictor.batch_size:  # up to the power of two a full batch is padded to
+    predictor.predict([np.zeros((64, 64), np.float32)] * size)
+    size *= 2
 
 
 def launch_kwargs(demo: callbacks.Demo) -> dict:
