@@ -1,6 +1,6 @@
 """One-slice CPU inference latency of the serving path, beside a PyTorch ResNet50 forward.
 
-What a demo visitor waits for: one DICOM slice through `ichflax.predict.Predictor` (read, HU,
+What a demo visitor waits for: one DICOM slice through `ichflax.predictor.Predictor` (read, HU,
 windows, model, and optionally Grad-CAM + attention box), p50 / p90 / min over single calls;
 then the jitted model alone on the prepared input; then torchvision's ResNet50 forward (eager,
 inference mode) on the very same normalised input, so the two frameworks are compared on equal
@@ -81,9 +81,9 @@ def measure(cases: list[Case], warmup: int, repeats: int) -> list[Latency]:
 
 def _predictor(args):
   """The checkpoint's Predictor, or a random-init multilabel one at --image-size."""
-  from ichflax import predict, tasks  # pylint: disable=import-outside-toplevel
+  from ichflax import predictor, tasks  # pylint: disable=import-outside-toplevel
   if args.checkpoint and not args.random:
-    return predict.Predictor.from_checkpoint(*args.checkpoint, batch_size=1), "checkpoint"
+    return predictor.Predictor.from_checkpoint(*args.checkpoint, batch_size=1), "checkpoint"
   from flax import nnx  # pylint: disable=import-outside-toplevel
   from ichflax import models  # pylint: disable=import-outside-toplevel
   from ichflax.data import dicom  # pylint: disable=import-outside-toplevel
@@ -94,7 +94,7 @@ def _predictor(args):
                    image_size=args.image_size, stored_size=args.stored_size,
                    windows=dicom.THREE_WINDOWS, dropout=0.3, recipe="full",
                    data="random init (benchmark)")
-  return predict.Predictor([(model, spec)], batch_size=1), "random init"
+  return predictor.Predictor([(model, spec)], batch_size=1), "random init"
 
 
 def _torch_case(x_nhwc: np.ndarray) -> Case:
@@ -167,11 +167,12 @@ def main(argv: list[str] | None = None) -> int:
   if args.checkpoint is None and not args.random:
     from demo import weights  # pylint: disable=import-outside-toplevel
     args.checkpoint = weights.discover()
-  from ichflax.data import dicom, phantom  # pylint: disable=import-outside-toplevel
+  from ichflax.data import ct_writer, dicom, phantom  # pylint: disable=import-outside-toplevel
   with tempfile.TemporaryDirectory() as tmp:  # one phantom subdural slice, as a DICOM file
     path = Path(tmp) / "slice.dcm"
-    dicom.write_ct(path, phantom.make_slice(np.random.default_rng(0), args.slice_size, (4,)).hu,
-                   dicom.SliceGeometry("ID_bench", "ID_s", "ID_r", 1, 0.0), patient_id="PHANTOM")
+    hu = phantom.make_slice(np.random.default_rng(0), args.slice_size, (4,)).hu
+    ct_writer.write_ct(path, hu, dicom.SliceGeometry("ID_bench", "ID_s", "ID_r", 1, 0.0),
+                       patient_id="PHANTOM")
     info, rows = run(args, path)
   print(common.heading("One-slice CPU latency", info))
   print(format_table(rows))

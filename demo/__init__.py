@@ -13,7 +13,7 @@ import pydicom
 from starlette.middleware import Middleware
 
 from demo import callbacks, ui, uploads, weights
-from ichflax import predict
+from ichflax import predictor as predictor_lib
 
 
 def create_app(checkpoints: list[Path], upload_root: str | Path,
@@ -29,7 +29,7 @@ def create_app(checkpoints: list[Path], upload_root: str | Path,
   return ui.build(demo, card, analyses), demo
 
 
-def warm_up(predictor: predict.Predictor) -> None:
+def warm_up(predictor: predictor_lib.Predictor) -> None:
   """Compiles every batch shape a request can use: one slice first, then each padded series size.
 
   The Predictor pads batches to powers of two up to `batch_size`, so these few programs serve

@@ -17,8 +17,9 @@ from typing import Callable, Sequence
 import numpy as np
 
 from demo import uploads
-from ichflax import gradcam, predict, tasks
-from ichflax.data import dicom
+from ichflax import gradcam, series, tasks
+from ichflax import predictor as predictor_lib
+from ichflax.data import dicom, inputs
 
 log = logging.getLogger("ichflax.demo")
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
@@ -52,7 +53,7 @@ class SliceView:
   position_z: float | None
 
   @classmethod
-  def of(cls, s: predict.Slice, p: predict.Prediction | None) -> SliceView:
+  def of(cls, s: inputs.Slice, p: predictor_lib.Prediction | None) -> SliceView:
     cam = None if p is None or p.cam is None else np.rint(p.cam * 255).astype(np.uint8)
     return cls(s.name, s.display, None if s.hu is None else np.rint(s.hu).astype(np.int16), cam,
                p and p.box, p.probabilities if p else {}, p.label if p else "",
@@ -92,7 +93,7 @@ def render(view: SliceView) -> dict:
 class Demo:
   """The app's callbacks around one Predictor (or none, when no weights were found)."""
 
-  def __init__(self, predictor: predict.Predictor | None, upload_root: str | Path):
+  def __init__(self, predictor: predictor_lib.Predictor | None, upload_root: str | Path):
     self.predictor = predictor
     self.uploads = uploads.Ledger(upload_root)
 
@@ -131,13 +132,13 @@ class Demo:
     slices = []
     for item in items:
       try:
-        slices.append(predict.load_slice(item.data, item.name, windows=windows, stored_size=size))
-      except predict.READ_ERRORS as e:
+        slices.append(inputs.load_slice(item.data, item.name, windows=windows, stored_size=size))
+      except inputs.READ_ERRORS as e:
         problems.append(str(e))
     skipped = _skipped(problems)
     if not slices:
       return Result("**Nothing could be analysed.**" + skipped)
-    slices = [s for series in predict.order_series(slices) for s in series]
+    slices = [s for ordered in series.order_series(slices) for s in ordered]
     preds, model_s = [None] * len(slices), 0.0
     if self.predictor:
       model_start = time.perf_counter()
@@ -155,10 +156,10 @@ class Demo:
     message = _headline(views, focus) + _latency(len(views), model_s, total_s, self.predictor)
     if not self.predictor:
       message = NO_WEIGHTS + "\n\n" + message
-    series = len(views) > 1
+    several = len(views) > 1
     return Result(message + skipped, shown["hemorrhage"], shown["subtypes"], shown["overlay"],
-                  shown["windows"], _table(views) if series else None,
-                  {"maximum": len(views) - 1, "value": focus} if series else None, views)
+                  shown["windows"], _table(views) if several else None,
+                  {"maximum": len(views) - 1, "value": focus} if several else None, views)
 
 
 def _most_suspicious(views: list[SliceView]) -> int:

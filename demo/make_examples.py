@@ -15,7 +15,7 @@ from PIL import Image
 
 from demo.callbacks import EXAMPLES_DIR
 from ichflax import tasks
-from ichflax.data import dicom, phantom
+from ichflax.data import ct_writer, dicom, phantom
 
 SIZE = 256
 SEED = 2026
@@ -38,8 +38,8 @@ def write(out: Path = EXAMPLES_DIR) -> list[Path]:
     subtypes = () if name == "normal" else (tasks.SUBTYPES.index(name),)
     s = phantom.make_slice(rng, SIZE, subtypes, anatomy, level=0.55)
     path = out / f"{name}.dcm"
-    dicom.write_ct(path, s.hu, _geometry(name, i, "examples"), patient_id="PHANTOM-EXAMPLE",
-                   pixel_spacing=phantom.FIELD_OF_VIEW_MM / SIZE)
+    ct_writer.write_ct(path, s.hu, _geometry(name, i, "examples"), patient_id="PHANTOM-EXAMPLE",
+                       pixel_spacing=phantom.FIELD_OF_VIEW_MM / SIZE)
     written.append(path)
     if name == "subdural":
       png = out / "subdural.png"
@@ -57,8 +57,9 @@ def _series(path: Path, rng: np.random.Generator) -> Path:
       subtypes = (tasks.SUBTYPES.index("subdural"),) if 2 <= i < 6 else ()
       s = phantom.make_slice(rng, SIZE, subtypes, anatomy, level=(i + 0.5) / SERIES)
       slice_path = Path(tmp) / f"slice_{i:02d}.dcm"
-      dicom.write_ct(slice_path, s.hu, _geometry(f"series{i:02d}", int(i), "series"),
-                     patient_id="PHANTOM-EXAMPLE", pixel_spacing=phantom.FIELD_OF_VIEW_MM / SIZE)
+      ct_writer.write_ct(slice_path, s.hu, _geometry(f"series{i:02d}", int(i), "series"),
+                         patient_id="PHANTOM-EXAMPLE",
+                         pixel_spacing=phantom.FIELD_OF_VIEW_MM / SIZE)
       zf.writestr(zipfile.ZipInfo(slice_path.name, _FIXED_TIME), slice_path.read_bytes(),
                   zipfile.ZIP_DEFLATED)
   return path

@@ -23,11 +23,12 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Iterable
 
+from ichflax.data import filetypes
+
 MAX_UPLOAD_MB = 64  # a 512x512 slice is ~0.5 MB; a zipped series of 100 slices fits easily
 MAX_SLICES = 200  # one head CT series is 30-60 slices at 5 mm
 MAX_UNZIPPED_MB = 512
 MAX_ZIP_RATIO = 100  # CT slices compress 2-4x; 100x is a bomb, not a scan
-_ZIP_MAGIC = b"PK\x03\x04"
 UPLOAD_ROUTE = "/gradio_api/upload"
 
 
@@ -197,7 +198,7 @@ def read_uploads(paths: Iterable[str], ledger: Ledger) -> tuple[list[Item], list
 
 def items_from_bytes(name: str, data: bytes) -> tuple[list[Item], list[str]]:
   """One file, or the members of a zip, as items (and problems, for a zip)."""
-  if data.startswith(_ZIP_MAGIC):
+  if filetypes.sniff(data) == filetypes.ZIP:
     return _read_zip(name, data)
   return [Item(name, data)], []
 
@@ -236,7 +237,7 @@ def _read_zip(name: str, data: bytes) -> tuple[list[Item], list[str]]:
     if len(content) > info.file_size or len(content) > budget:
       return [], [f"{name}: a member unzips to more than it declares (a zip bomb?); refused"]
     budget -= len(content)
-    if content.startswith(_ZIP_MAGIC):
+    if filetypes.sniff(content) == filetypes.ZIP:
       problems.append(f"{label}: a zip inside the zip; upload the inner zip itself, skipped")
       continue
     items.append(Item(member.name, content))

@@ -13,7 +13,8 @@ import os
 import re
 from pathlib import Path
 
-from ichflax import checkpoint, hub, predict
+from ichflax import checkpoint, hub
+from ichflax import predictor as predictor_lib
 
 log = logging.getLogger("ichflax.demo")
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,7 +60,7 @@ def _checkpoint(text: str) -> Checkpoint:
   return text if hub.is_hub(text) else Path(text)
 
 
-def load(paths: list[Checkpoint]) -> tuple[predict.Predictor | None, str]:
+def load(paths: list[Checkpoint]) -> tuple[predictor_lib.Predictor | None, str]:
   """(Predictor or None, Markdown for the page): never raises, so the app always starts.
 
   Hub checkpoints are downloaded (once, into the Hub cache) and checked here, so the page can
@@ -70,7 +71,7 @@ def load(paths: list[Checkpoint]) -> tuple[predict.Predictor | None, str]:
                   "(windows only).")
   try:
     paths = [checkpoint.resolve(p) if hub.is_hub(p) else p for p in paths]
-    predictor = predict.Predictor.from_checkpoint(*paths)
+    predictor = predictor_lib.Predictor.from_checkpoint(*paths)
   except Exception as e:  # noqa: BLE001  (the app must start without weights)
     log.error("could not load %s: %s", ", ".join(map(str, paths)), e)
     return None, (f"Could not load weights from `{', '.join(map(str, paths))}`: {e}. The app "
@@ -78,13 +79,14 @@ def load(paths: list[Checkpoint]) -> tuple[predict.Predictor | None, str]:
   return predictor, card(predictor, paths)
 
 
-def card(predictor: predict.Predictor, paths: list[Path]) -> str:
+def card(predictor: predictor_lib.Predictor, paths: list[Path]) -> str:
   """Model card summary: what each checkpoint predicts, its data, its test metrics, the card."""
   lines = ["**Loaded weights.** " + " ".join(
       f"{line}." for line in predictor.summary().splitlines())]
   for path, spec in zip(paths, predictor.specs):
     measured = checkpoint.read_progress(path)
-    split, figures = ("test", measured.test) if measured.test else ("validation", measured.validation)
+    split, figures = (("test", measured.test) if measured.test
+                      else ("validation", measured.validation))
     shown = _figures(figures)
     if shown:
       data = spec.data + (" — synthetic, not patients" if "phantom" in spec.data.lower() else "")

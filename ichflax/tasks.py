@@ -16,7 +16,7 @@ import numpy as np
 LABELS = ("epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural", "any")
 SUBTYPES = LABELS[:5]
 ANY = 5
-# The paper's protocol draws a folder per class: groups 0..4 are the subtypes, 5 is "no hemorrhage".
+# The paper protocol draws a folder per class: groups 0..4 are the subtypes, 5 is "no hemorrhage".
 NO_HEMORRHAGE_GROUP = 5
 NO_GROUP = -1
 # RSNA 2019 metric: weighted multi-label log loss, `any` weighted 2, each subtype 1.
@@ -65,13 +65,13 @@ class Task:
 
 
 def _one_subtype(labels: np.ndarray, group: np.ndarray) -> np.ndarray:
-  drawn = group >= 0
+  drawn = group >= 0  # by the paper protocol
   exactly_one = labels[:, :5].sum(axis=1) == 1
   return np.where(drawn, (group >= 0) & (group < NO_HEMORRHAGE_GROUP), exactly_one)
 
 
 def _subtype_targets(labels: np.ndarray, group: np.ndarray) -> np.ndarray:
-  # The paper's protocol labels a slice by the folder it was drawn for; otherwise its one subtype.
+  # The paper protocol labels a slice by the folder it was drawn for; otherwise its one subtype.
   index = np.where(group >= 0, group, np.argmax(labels[:, :5], axis=1))
   return np.eye(5, dtype=np.float32)[np.clip(index, 0, 4)]
 

@@ -23,8 +23,8 @@ from PIL import Image
 
 from demo import callbacks, uploads
 from ichflax.data import phantom
-from test_predict import (bad_files, shared,  # noqa: F401
-                          write_dicom)
+from test_predictor import (bad_files, shared,  # noqa: F401
+                            write_dicom)
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "demo" / "examples"

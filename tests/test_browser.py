@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from test_app import IDENTITY, ROOT, identified_dicom, server  # noqa: F401
-from test_predict import bad_files  # noqa: F401
+from test_predictor import bad_files  # noqa: F401
 
 playwright = pytest.importorskip("playwright.sync_api")
 

@@ -3,6 +3,7 @@
 import csv
 import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -116,7 +117,7 @@ def test_resume_converts_only_what_is_missing(rsna_dir, full, monkeypatch):
   assert builders.dataset_info(again)["splits"] == builders.dataset_info(dataset_dir)["splits"]
 
 
-def test_seed_protocol_build_is_balanced(rsna_dir, tmp_path):
+def test_paper_protocol_build_is_balanced(rsna_dir, tmp_path):
   dataset_dir = builders.build_rsna(rsna_dir[0], tmp_path,
                                     builders.BuildConfig(size=32, windows=1, per_class=4))
   info = builders.dataset_info(dataset_dir)
@@ -142,8 +143,9 @@ def test_png_folders(tmp_path):
                                  out=tmp_path / "out")
   info = builders.dataset_info(dataset_dir)
   assert info["source"] == "png" and info["windows"] is None and info["skipped"] == 2
-  report = (builders._resolve(dataset_dir) / builders.REPORT_FILE).read_text()
-  assert "notes.txt: not a PNG/JPG image" in report and "broken.png: cannot read" in report
+  report = (Path(info["dataset_dir"]) / builders.REPORT_FILE).read_text()
+  assert "notes.txt: not a PNG/JPG image" in report
+  assert "broken.png: damaged or truncated image" in report
   assert sum(info["splits"].values()) == 24
   meta = builders.read_meta(dataset_dir, "train")
   for labels, image_id in zip(meta["labels"], meta["image_id"]):
@@ -171,7 +173,7 @@ def test_prepare_phantom_default_is_cached(tmp_path, monkeypatch):
   first = builders.prepare(None, size=32, num=60, workers=1)
   assert first.startswith(str(tmp_path / "cache"))
   info = builders.dataset_info(first)
-  assert info["source"] == "phantom" and info["protocol"] == "seed" and info["per_class"] >= 3
+  assert info["source"] == "phantom" and info["protocol"] == "paper" and info["per_class"] >= 3
   assert builders.prepare("phantom", size=32, num=60) == first  # reused, not rebuilt
   assert builders.prepare(first) == first  # a TFDS dir is used as is
   assert builders.prepare(tmp_path / "cache") == first  # a folder above one dataset too
@@ -194,6 +196,7 @@ def test_prepare_and_open_errors(tmp_path, full):
     builders.open_split(dataset_dir, "dev")
   with pytest.raises(builders.DataError, match="unknown protocol"):
     builders.BuildConfig(protocol="random")
+  assert builders.BuildConfig(protocol="seed").protocol == "paper"  # the old name, still read
 
 
 def test_cli_phantom_build_info(tmp_path, capsys):
@@ -203,7 +206,7 @@ def test_cli_phantom_build_info(tmp_path, capsys):
                    "--size", "32", "--per-class", "3", "--workers", "1"]) == 0
   assert "dataset: " in capsys.readouterr().out
   assert cli.main(["info", str(tmp_path / "tfds")]) == 0
-  assert '"protocol": "seed"' in capsys.readouterr().out
+  assert '"protocol": "paper"' in capsys.readouterr().out
   assert cli.main(["build", "--rsna", str(tmp_path / "raw"), "--out", str(tmp_path / "t2"),
                    "--per-class", "500"]) == 2
   assert "use --per-class" in capsys.readouterr().err

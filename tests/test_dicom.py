@@ -7,13 +7,13 @@ import pydicom
 import pytest
 from PIL import Image
 
-from ichflax.data import dicom
+from ichflax.data import ct_writer, dicom
 
 GEOMETRY = dicom.SliceGeometry("ID_0a1b2c", "ID_study", "ID_series", 7, -12.5)
 
 
 def _write(path, hu, **kwargs):
-  dicom.write_ct(path, hu, GEOMETRY, patient_id="ID_synthetic", **kwargs)
+  ct_writer.write_ct(path, hu, GEOMETRY, patient_id="ID_synthetic", **kwargs)
   return path
 
 
@@ -112,7 +112,7 @@ def test_presets_and_window_choices():
 
 
 def test_pad_to_square_centres_with_the_fill():
-  rgb = np.full((2, 4, 3), 7, np.uint8)  # an upright picture, as predict pads PNG/JPG uploads
+  rgb = np.full((2, 4, 3), 7, np.uint8)  # an upright picture, as inputs pads PNG/JPG pictures
   out = dicom.pad_to_square(rgb, 0)
   assert out.shape == (4, 4, 3) and out.dtype == np.uint8
   np.testing.assert_array_equal(out[1:3], rgb)

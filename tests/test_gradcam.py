@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from ichflax import gradcam, predict, tasks
+from ichflax import gradcam, tasks
+from ichflax import predictor as predictor_lib
 from ichflax.data import phantom
 from ichflax.models import preprocess
-from test_predict import predictor, tiny_checkpoint  # noqa: F401  pylint: disable=unused-import
+from test_predictor import predictor, tiny_checkpoint  # noqa: F401  pylint: disable=unused-import
 
 # Planted bleeds in the Grad-CAM test: how many, and how far the hit rate must beat chance.
 BLEEDS = 40
@@ -92,7 +93,7 @@ def test_gradcam_peaks_inside_planted_bleeds():
   if not paths:
     pytest.fail(f"no demo checkpoint in {weights.DEFAULT_DIR}: this test needs the shipped demo "
                 "weights (trained on the phantom by ichflax.train); place them there first")
-  p = predict.Predictor.from_checkpoint(*paths)
+  p = predictor_lib.Predictor.from_checkpoint(*paths)
   grid = p.specs[0].image_size // 32
   size = grid * max(1, p.stored_size // grid)  # square slices that split into whole cells
   rng = np.random.default_rng(123)

@@ -80,9 +80,9 @@ def _random_labels(n, seed=0):
   return labels
 
 
-def test_seed_protocol_sizes_groups_and_disjointness():
+def test_paper_protocol_sizes_groups_and_disjointness():
   labels = _random_labels(30000)
-  split = rsna.seed_split(labels, 2000, seed=3)
+  split = rsna.paper_split(labels, 2000, seed=3)
   sizes = {s: np.bincount(g, minlength=6).tolist() for s, (_, g) in split.items()}
   assert sizes == {"train": [1440] * 6, "validation": [160] * 6, "test": [400] * 6}
   every = np.concatenate([i for i, _ in split.values()])
@@ -91,20 +91,20 @@ def test_seed_protocol_sizes_groups_and_disjointness():
     sub = group < tasks.NO_HEMORRHAGE_GROUP
     assert (labels[idx[sub], group[sub]] == 1).all()  # drawn from its class's folder
     assert (labels[idx[~sub], tasks.ANY] == 0).all()
-  again = rsna.seed_split(labels, 2000, seed=3)
+  again = rsna.paper_split(labels, 2000, seed=3)
   assert all((again[s][0] == split[s][0]).all() for s in rsna.SPLITS)
-  assert not (rsna.seed_split(labels, 2000, seed=4)["test"][0] == split["test"][0]).all()
+  assert not (rsna.paper_split(labels, 2000, seed=4)["test"][0] == split["test"][0]).all()
 
 
-def test_seed_protocol_too_few_images_says_what_to_do():
+def test_paper_protocol_too_few_images_says_what_to_do():
   labels = _random_labels(300)
   most = rsna.max_per_class(labels)
   assert most > 3
-  assert len(rsna.seed_split(labels, most)["train"][0]) > 0
+  assert len(rsna.paper_split(labels, most)["train"][0]) > 0
   with pytest.raises(ValueError, match=f"use --per-class {most} or less"):
-    rsna.seed_split(labels, most + 1)
+    rsna.paper_split(labels, most + 1)
   with pytest.raises(ValueError, match="at least 3"):
-    rsna.seed_split(labels, 2)
+    rsna.paper_split(labels, 2)
 
 
 def test_full_protocol_splits_by_study():

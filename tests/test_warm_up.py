@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import demo
-from ichflax import predict
+from ichflax import predictor as predictor_lib
 
 
 @dataclasses.dataclass
@@ -20,7 +20,7 @@ class _Recorder:
     items = list(items)
     for start in range(0, len(items), self.batch_size):
       chunk = items[start:start + self.batch_size]
-      self.compiled.add(len(predict._pad_batch(  # the Predictor's own padding
+      self.compiled.add(len(predictor_lib._pad_batch(  # the Predictor's own padding
           np.zeros((len(chunk), 1)))))
     return []
 

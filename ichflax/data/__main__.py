@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from ichflax import tasks
+from ichflax import config, tasks
 from ichflax.data import dicom, phantom
 
 
@@ -65,15 +66,17 @@ def main(argv: list[str] | None = None) -> int:
   b = sub.add_parser("build", help="build a TFDS dataset (array_record, no TensorFlow)")
   src = b.add_mutually_exclusive_group(required=True)
   src.add_argument("--rsna", type=Path, help="Kaggle RSNA folder: stage_*_train.csv + images")
-  src.add_argument("--png", type=Path, help="the seed's PNG folders, one per class")
+  src.add_argument("--png", type=Path, help="the paper's PNG folders, one per class")
   src.add_argument("--phantom", type=int, metavar="N", help="generate N phantom slices")
   b.add_argument("--out", type=Path, required=True, help="TFDS data dir")
-  b.add_argument("--protocol", choices=("seed", "full"), default="seed")
+  b.add_argument("--protocol", choices=(*config.PROTOCOLS, *config.ALIASES), default="paper",
+                 help="paper: per class, as the paper drew; full: every image, split by study "
+                      "(seed: the old name of paper)")
   b.add_argument("--size", type=int, default=256, help="stored image side in pixels")
   b.add_argument("--windows", type=int, choices=(3, 1), default=3,
                  help="3: brain, subdural, bone as RGB; 1: the brain window only")
   b.add_argument("--per-class", type=int, default=None,
-                 help="seed protocol images per class (default 2000; phantom: as many as exist)")
+                 help="paper protocol images per class (default 2000; phantom: as many as exist)")
   b.add_argument("--seed", type=int, default=0, help="seed of the split draw")
   b.add_argument("--workers", type=int, default=None, help="processes (default: CPU cores)")
   b.set_defaults(run=_build)
@@ -90,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
   pv.set_defaults(run=_preview)
 
   args = p.parse_args(argv)
+  # The library logs what a build does (reused, built, skipped files); show it as before.
+  logging.basicConfig(format="[data] %(message)s")
+  logging.getLogger("ichflax").setLevel(logging.INFO)
   try:
     args.run(args)
   except (ValueError, OSError) as e:  # DataError, LabelError, DicomError are ValueErrors

@@ -13,9 +13,9 @@ from typing import BinaryIO, Sequence, Union
 
 import numpy as np
 import pydicom
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom import uid as dicom_uid
 from PIL import Image
+
+from ichflax.data import filetypes
 
 Source = Union[str, os.PathLike, BinaryIO, bytes]
 Window = tuple[float, float]  # (center, width) in HU
@@ -34,7 +34,6 @@ THREE_WINDOWS: tuple[Window, ...] = (WINDOWS["brain"], WINDOWS["subdural"], WIND
 ONE_WINDOW: tuple[Window, ...] = (WINDOWS["brain"],)
 # PIL's bilinear filter widens its support when shrinking, so downsizing is antialiased.
 RESAMPLE = Image.Resampling.BILINEAR
-_SIGNATURES = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"GIF8": "a GIF image"}
 
 
 class DicomError(ValueError):
@@ -78,27 +77,29 @@ def _read(source: Source, **kwargs) -> pydicom.FileDataset:
   try:
     if isinstance(source, (str, os.PathLike)):
       with open(source, "rb") as f:
-        head = f.read(132)
+        head = f.read(filetypes.HEAD_BYTES)
       fp = source
     else:  # bytes or a file object: always the whole file, whatever was read from it before
       if not isinstance(source, bytes):
         source.seek(0)
         source = source.read()
-      head, fp = source[:132], io.BytesIO(source)
+      head, fp = source[:filetypes.HEAD_BYTES], io.BytesIO(source)
   except FileNotFoundError:
     raise DicomError(name, "file not found") from None
   except OSError as e:
     raise DicomError(name, f"cannot open ({e.strerror or e})") from None
-  for magic, kind in _SIGNATURES.items():
-    if head.startswith(magic):
-      raise DicomError(name, f"not a DICOM file: it is {kind}; give the original .dcm slice, "
-                       "or open the picture as a PNG/JPG image")
+  signature = filetypes.match(head)
+  if signature is not None and signature.kind != filetypes.DICOM:
+    hint = (", or open the picture as a PNG/JPG image" if signature.kind in filetypes.PICTURES
+            else "")
+    raise DicomError(name, f"not a DICOM file: it is {signature.description}; give the original "
+                     f".dcm slice{hint}")
   if not head:
     raise DicomError(name, "empty file (0 bytes)")
   try:
     # force=True also accepts the preamble-less DICOMs some exporters write; a non-DICOM file
     # then fails below for having no image.
-    return pydicom.dcmread(fp, force=head[128:132] != b"DICM", **kwargs)
+    return pydicom.dcmread(fp, force=signature != filetypes.DICOM_PREAMBLE, **kwargs)
   except Exception as e:  # pydicom raises many types for damaged files
     raise DicomError(name, f"not a readable DICOM file, possibly truncated ({e})") from None
 
@@ -219,71 +220,3 @@ def slice_to_uint8(hu: np.ndarray, windows: Sequence[Window] = THREE_WINDOWS,
   if hu.shape[0] != size:
     hu = np.asarray(Image.fromarray(hu).resize((size, size), RESAMPLE))
   return np.stack([window(hu, c, wd) for c, wd in windows], axis=-1)
-
-
-# How `write_ct` stores HU, mirroring what RSNA 2019 files contain: signed int16 with intercept
-# -1024 and -2000 padding outside the scan circle; unsigned 12-bit with intercept -1024; and
-# the wrapped 12-bit quirk (intercept 0) that `read_hu` corrects.
-ENCODINGS = ("int16", "uint12", "rsna_wrapped")
-
-
-def _encode(hu: np.ndarray, encoding: str) -> tuple[np.ndarray, int, int, float]:
-  """(stored pixels, BitsStored, PixelRepresentation, RescaleIntercept)."""
-  hu = np.rint(hu).astype(np.int32)
-  if encoding == "int16":
-    return np.clip(hu + 1024, -2000, 32767).astype(np.int16), 16, 1, -1024.0
-  if encoding == "uint12":
-    return np.clip(hu + 1024, 0, 4095).astype(np.uint16), 12, 0, -1024.0
-  if encoding == "rsna_wrapped":
-    return np.mod(np.clip(hu, -1000, 3095), 4096).astype(np.uint16), 12, 0, 0.0
-  raise ValueError(f"unknown encoding {encoding!r}: choose one of {', '.join(ENCODINGS)}")
-
-
-def _set_tags(ds: FileDataset, geometry: SliceGeometry, patient_id: str) -> None:
-  ds.file_meta.MediaStorageSOPInstanceUID = geometry.sop_instance_uid
-  ds.SOPInstanceUID = geometry.sop_instance_uid
-  ds.PatientID = patient_id
-  ds.StudyInstanceUID = geometry.study_instance_uid
-  ds.SeriesInstanceUID = geometry.series_instance_uid
-
-
-def write_ct(path: str | os.PathLike, hu: np.ndarray, geometry: SliceGeometry, *,
-             patient_id: str, pixel_spacing: float = 0.45, encoding: str = "int16",
-             photometric: str = "MONOCHROME2", padding: np.ndarray | None = None) -> None:
-  """Write one axial CT slice with the tags RSNA 2019 files carry (synthetic identities only).
-
-  `padding`: optional bool mask of pixels outside the scan circle, stored as raw -2000
-  (int16 encoding only), as many real scanners do.
-  """
-  if photometric == "MONOCHROME1" and encoding == "rsna_wrapped":
-    raise ValueError("the wrapped RSNA encoding is MONOCHROME2 only")
-  stored, bits, signed, intercept = _encode(np.asarray(hu), encoding)
-  if padding is not None and encoding == "int16":
-    stored[padding] = -2000
-  if photometric == "MONOCHROME1":
-    stored = (stored.max() + stored.min() - stored.astype(np.int32)).astype(stored.dtype)
-  meta = FileMetaDataset()
-  meta.MediaStorageSOPClassUID = dicom_uid.CTImageStorage
-  meta.TransferSyntaxUID = dicom_uid.ExplicitVRLittleEndian
-  ds = FileDataset(os.fspath(path), {}, file_meta=meta, preamble=b"\0" * 128)
-  ds.SOPClassUID = dicom_uid.CTImageStorage
-  ds.Modality = "CT"
-  ds.InstanceNumber = geometry.instance_number or 1
-  ds.ImagePositionPatient = [-115.0, -115.0, geometry.position_z or 0.0]
-  ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-  ds.SamplesPerPixel = 1
-  ds.PhotometricInterpretation = photometric
-  ds.Rows, ds.Columns = stored.shape
-  ds.PixelSpacing = [pixel_spacing, pixel_spacing]
-  ds.BitsAllocated = 16
-  ds.BitsStored = bits
-  ds.HighBit = bits - 1
-  ds.PixelRepresentation = signed
-  ds.WindowCenter, ds.WindowWidth = WINDOWS["brain"]
-  ds.RescaleIntercept = intercept
-  ds.RescaleSlope = 1.0
-  ds.PixelData = stored.tobytes()
-  # RSNA files use "ID_<hex>" in UID fields; pydicom would warn on each, readers accept them.
-  with pydicom.config.disable_value_validation():
-    _set_tags(ds, geometry, patient_id)
-    ds.save_as(path, enforce_file_format=True)

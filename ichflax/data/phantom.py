@@ -12,18 +12,17 @@ the head centre; image y grows towards the back of a supine patient, so blood la
 
 from __future__ import annotations
 
-import concurrent.futures
 import csv
 import dataclasses
+import functools
 import hashlib
-import multiprocessing
 import os
 from pathlib import Path
 
 import numpy as np
 
-from ichflax import tasks
-from ichflax.data import dicom
+from ichflax import parallel, tasks
+from ichflax.data import ct_writer, dicom
 
 EPIDURAL, INTRAPARENCHYMAL, INTRAVENTRICULAR, SUBARACHNOID, SUBDURAL = range(5)
 FIELD_OF_VIEW_MM = 230.0
@@ -305,11 +304,12 @@ def _uid(*parts) -> str:
   return "ID_" + hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=5).hexdigest()
 
 
-def _write_study(out: Path, seed: int, study: int, count: int, size: int) -> list[tuple]:
-  """Generate and write one study; returns (image_id, labels) rows for the CSV."""
+def _write_study(out: Path, seed: int, size: int, job: tuple[int, int]) -> list[tuple]:
+  """Generate and write one study (index, slice count); returns (image_id, labels) CSV rows."""
+  study, count = job
   rng = np.random.default_rng([seed, study])
   a = Anatomy.sample(rng)
-  encoding = rng.choice(dicom.ENCODINGS, p=[0.75, 0.2, 0.05])
+  encoding = rng.choice(ct_writer.ENCODINGS, p=[0.75, 0.2, 0.05])
   study_uid, series_uid = _uid(seed, study, "study"), _uid(seed, study, "series")
   patient = _uid(seed, study, "patient")
   scan_circle = np.hypot(*np.meshgrid(*2 * [np.linspace(-1, 1, size)])) > 1.0
@@ -318,9 +318,9 @@ def _write_study(out: Path, seed: int, study: int, count: int, size: int) -> lis
     s = make_slice(rng, size, sample_subtypes(rng), a, level=(i + 0.5) / count)
     image_id = _uid(seed, study, i)[:12]
     geo = dicom.SliceGeometry(image_id, study_uid, series_uid, i + 1, SLICE_MM * i)
-    dicom.write_ct(out / f"{image_id}.dcm", s.hu, geo, patient_id=patient,
-                   pixel_spacing=FIELD_OF_VIEW_MM / size, encoding=str(encoding),
-                   padding=scan_circle)
+    ct_writer.write_ct(out / f"{image_id}.dcm", s.hu, geo, patient_id=patient,
+                       pixel_spacing=FIELD_OF_VIEW_MM / size, encoding=str(encoding),
+                       padding=scan_circle)
     rows.append((image_id, s.labels))
   return rows
 
@@ -340,14 +340,9 @@ def write_rsna(out: str | os.PathLike, num: int, seed: int = 0, size: int = 256,
   rng = np.random.default_rng(seed)
   while sum(sizes) < num:
     sizes.append(int(min(rng.integers(4, 13), num - sum(sizes))))
-  args = [(out / IMAGES_DIR, seed, i, n, size) for i, n in enumerate(sizes)]
-  workers = workers or os.cpu_count() or 1
-  if workers == 1 or len(sizes) == 1:
-    studies = [_write_study(*a) for a in args]
-  else:  # spawn: the parent may hold JAX threads, which fork would copy mid-flight
-    with concurrent.futures.ProcessPoolExecutor(
-        workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-      studies = list(pool.map(_write_study, *zip(*args)))
+  studies = parallel.map_ordered(functools.partial(_write_study, out / IMAGES_DIR, seed, size),
+                                 list(enumerate(sizes)), workers=workers, desc="phantom",
+                                 unit="studies")
   rows = [row for study in studies for row in study]
   (out / MARKER).write_text(f"Synthetic head-CT phantom made by ichflax.data.phantom (seed "
                             f"{seed}, {num} slices, {size} px). No real patient data.\n")

@@ -1,8 +1,8 @@
 """RSNA 2019 labels, the Kaggle folder layouts, and the two ways to split them.
 
-The seed protocol (the paper's): per class `per_class` images (five subtypes and "no
-hemorrhage"), 80:20 train/test, then 90:10 train/validation, each image in at most one class so
-no slice is in two splits. The full protocol: every image, validation and test drawn by study
+The paper protocol: per class `per_class` images (five subtypes and "no hemorrhage"), 80:20
+train/test, then 90:10 train/validation, each image in at most one class so no slice is in two
+splits. The full protocol: every image, validation and test drawn by study
 so slices of one scan never straddle splits.
 """
 
@@ -22,8 +22,8 @@ SPLITS = ("train", "validation", "test")
 # Kaggle layouts: stage 2 (2019 final) and stage 1 names, for images and label files.
 IMAGE_DIRS = ("stage_2_train", "stage_2_train_images", "stage_1_train_images", "stage_1_train")
 CSV_NAMES = ("stage_2_train.csv", "stage_1_train.csv")
-TEST_FRACTION = 0.2  # seed: 80:20 train/test per class
-VALIDATION_FRACTION = 0.1  # seed: then 90:10 train/validation
+TEST_FRACTION = 0.2  # paper: 80:20 train/test per class
+VALIDATION_FRACTION = 0.1  # paper: then 90:10 train/validation
 
 
 class LabelError(ValueError):
@@ -112,7 +112,7 @@ def _split_sizes(n: int) -> tuple[int, int, int]:
 
 
 def class_candidates(labels: np.ndarray) -> list[np.ndarray]:
-  """Per seed class (five subtypes, then "no hemorrhage") the indices that belong to it."""
+  """Per paper class (five subtypes, then "no hemorrhage") the indices that belong to it."""
   labels = np.asarray(labels)
   return ([np.flatnonzero(labels[:, c] == 1) for c in range(5)]
           + [np.flatnonzero(labels[:, tasks.ANY] == 0)])
@@ -132,7 +132,7 @@ def _draw(candidates: list[np.ndarray], per_class: int, rng) -> list[np.ndarray]
 
 
 def max_per_class(labels: np.ndarray) -> int:
-  """Largest per-class count the seed protocol can draw from these labels."""
+  """Largest per-class count the paper protocol can draw from these labels."""
   cands = class_candidates(labels)
   lo, hi = 0, min(len(c) for c in cands)
   while lo < hi:  # feasibility is monotone in per_class: binary search
@@ -144,9 +144,9 @@ def max_per_class(labels: np.ndarray) -> int:
   return lo
 
 
-def seed_split(labels: np.ndarray, per_class: int = 2000,
-               seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-  """The seed protocol: split -> (indices into labels, group per index)."""
+def paper_split(labels: np.ndarray, per_class: int = 2000,
+                seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """The paper protocol: split -> (indices into labels, group per index)."""
   cands = class_candidates(labels)
   if per_class < 3:
     raise ValueError(f"per_class must be at least 3 (one image each for train, validation and "

@@ -1,0 +1,270 @@
+"""Build TFDS datasets from the phantom, an RSNA download or the paper's PNG folders.
+
+A build has two stages. (1) Every source file is converted, in parallel worker processes, into
+a cached PNG of the model image under `<out>/_work/` (a re-run skips files already done, so an
+interrupted build resumes; a bad file is skipped and listed in the report). (2) A TFDS builder
+writes the splits as array_record. Beside the TFDS files we keep a small labels side file per
+split, so `read.read_meta` never decodes an image, and `ichflax.json` for `read.dataset_info`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from ichflax import config, parallel, tasks
+from ichflax.data import convert, dicom, phantom, rsna
+from ichflax.data.builders.read import INFO_FILE, REPORT_FILE, DataError, resolve
+from ichflax.data.builders.tfds_builders import BUILDERS, VERSION, Record
+
+CACHE_ENV = "ICHFLAX_DATA_DIR"
+DEFAULT_CACHE = "data_cache"
+PROTOCOLS = config.PROTOCOLS
+PAPER_PER_CLASS = 2000
+# Folder names accepted for the paper's PNG classes (case-insensitive).
+PNG_FOLDERS = {**{name: g for g, name in enumerate(tasks.SUBTYPES)},
+               **{name: tasks.NO_HEMORRHAGE_GROUP
+                  for name in ("no", "normal", "none", "no_hemorrhage", "negative")}}
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+_POOL_MIN_FILES = 64  # below this, worker start-up costs more than it saves
+log = logging.getLogger("ichflax.data.builders")
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildConfig:
+  """How slices are stored and split."""
+
+  size: int = 256  # stored image side, pixels
+  windows: int = 3  # 3: brain, subdural, bone as RGB; 1: the paper-style brain window
+  protocol: str = "paper"  # paper: per-class draw, 80:20 then 90:10; full: all, split by study
+  per_class: int | None = None  # paper protocol; None: 2000 (RSNA, PNG) or the phantom's most
+  seed: int = 0  # random seed of the split draw
+  workers: int | None = None  # conversion processes; None: one per CPU core
+
+  def __post_init__(self):
+    if self.protocol in config.ALIASES:
+      log.warning("protocol %r is now called %r", self.protocol, config.ALIASES[self.protocol])
+      object.__setattr__(self, "protocol", config.ALIASES[self.protocol])
+    if self.protocol not in PROTOCOLS:
+      raise DataError(f"unknown protocol {self.protocol!r}: choose paper or full")
+    if self.size < 8:
+      raise DataError(f"size {self.size} is too small: use at least 8 (e.g. 256)")
+    dicom.windows_for(self.windows)  # raises for anything but 3 or 1
+
+
+@dataclasses.dataclass(frozen=True)
+class _Item:
+  source: str
+  image_id: str
+  labels: np.ndarray  # (6,)
+
+
+def cache_dir() -> Path:
+  """Where `prepare` keeps built datasets: $ICHFLAX_DATA_DIR, else ./data_cache."""
+  return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE)
+
+
+def _write_side_files(dataset_dir: Path, plan: dict[str, list[Record]], info: dict,
+                      report: list[str]) -> None:
+  for split, records in plan.items():
+    np.savez(dataset_dir / f"meta-{split}.npz",
+             labels=np.array([r.labels for r in records], np.int32).reshape(-1, 6),
+             group=np.array([r.group for r in records], np.int32),
+             image_id=np.array([r.image_id for r in records], str),
+             study_id=np.array([r.study_id for r in records], str))
+  (dataset_dir / REPORT_FILE).write_text(
+      f"# ichflax build report for {dataset_dir}\n# {len(report)} items skipped\n"
+      + "".join(f"{line}\n" for line in report))
+  (dataset_dir / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+
+
+def _build(kind: str, items: list[_Item], out: Path, cfg: BuildConfig, name: str,
+           description: str, report: list[str], file_kind: str = "dicom", *,
+           source: Path) -> Path:
+  """Convert (cached), split, write TFDS + side files; returns the dataset dir.
+
+  The image cache is kept per source folder: two sources may share image ids, never images.
+  """
+  builder_cls = BUILDERS[kind]
+  dataset_dir = out / builder_cls.name / name / VERSION
+  if (dataset_dir / INFO_FILE).exists():
+    log.info("using the existing dataset %s", dataset_dir)
+    return dataset_dir
+  if not items:
+    raise DataError(f"{description}: no usable images found")
+  labels = np.stack([it.labels for it in items])
+  work = out / "_work" / builder_cls.name / f"s{cfg.size}_w{cfg.windows}" / _source_key(source)
+  work.mkdir(parents=True, exist_ok=True)
+  windows = dicom.windows_for(cfg.windows)
+  per_class = None
+  if cfg.protocol == "paper":
+    per_class = cfg.per_class or (rsna.max_per_class(labels) if kind == "phantom"
+                                  else PAPER_PER_CLASS)
+  results: dict[int, convert.Result] = {}
+  usable = np.ones(len(items), bool)
+  start = time.perf_counter()
+  while True:  # the paper protocol redraws around files that fail, so classes stay balanced
+    if cfg.protocol == "paper":
+      pool = np.flatnonzero(usable)
+      drawn = {s: (pool[i], g) for s, (i, g) in
+               rsna.paper_split(labels[pool], per_class, cfg.seed).items()}
+      chosen = np.unique(np.concatenate([i for i, _ in drawn.values()]))
+    else:
+      chosen = np.arange(len(items))
+    todo = [i for i in chosen.tolist() if i not in results]
+    jobs = [convert.Job(items[i].source, os.fspath(work / f"{items[i].image_id}.png"),
+                        file_kind, cfg.size, windows) for i in todo]
+    results.update(zip(todo, parallel.map_ordered(
+        convert.run, jobs, workers=cfg.workers, serial_below=_POOL_MIN_FILES, chunksize=16,
+        desc="convert", unit="files")))
+    failed = {i for i, r in results.items() if r.error}
+    usable[list(failed)] = False
+    if cfg.protocol == "full" or not failed & set(chosen.tolist()):
+      break
+  seconds = time.perf_counter() - start
+  report += [f"{items[i].source}: {results[i].error}" for i in sorted(failed)]
+  if cfg.protocol == "full":
+    ok = np.flatnonzero(usable)
+    drawn = {s: (ok[idx], g) for s, (idx, g) in
+             rsna.full_split([results[i].study_id for i in ok], cfg.seed).items()}
+  plan = {split: [Record(results[i].target, tuple(int(v) for v in items[i].labels), int(g),
+                         items[i].image_id, results[i].study_id)
+                  for i, g in zip(idx.tolist(), groups.tolist()) if i not in failed]
+          for split, (idx, groups) in drawn.items()}
+  empty = [split for split, records in plan.items() if not records]
+  if empty:
+    raise DataError(f"{description}: split {', '.join(empty)} would be empty (too few usable "
+                    "files); first problems: " + "; ".join(report[:3] or ["none"]))
+  tfds.disable_progress_bar()
+  builder = builder_cls(plan=plan, size=cfg.size, channels=cfg.windows, data_dir=os.fspath(out),
+                        config=tfds.core.BuilderConfig(name=name), file_format="array_record")
+  builder.download_and_prepare()
+  info = {"source": kind, "data": description, "protocol": cfg.protocol, "size": cfg.size,
+          "channels": cfg.windows,
+          "windows": [list(w) for w in windows] if file_kind == "dicom" else None,
+          "per_class": per_class, "seed": cfg.seed,
+          "splits": {s: len(r) for s, r in plan.items()},
+          "groups": {s: rsna.count_by_group([r.group for r in recs]) for s, recs in plan.items()},
+          "skipped": len(report), "report": REPORT_FILE,
+          "convert_files_per_s": round(len(results) / max(seconds, 1e-9), 1)}
+  _write_side_files(Path(builder.data_dir), plan, info, report)
+  log.info("built %s: %s; %d files in %.1fs (%s files/s); %d skipped%s", builder.data_dir,
+           info["splits"], len(results), seconds, info["convert_files_per_s"], len(report),
+           f", listed in {Path(builder.data_dir) / REPORT_FILE}" if report else "")
+  return Path(builder.data_dir)
+
+
+def _source_key(path: Path) -> str:
+  """Short stable name of a source folder, so that another folder never reuses its builds."""
+  return "src" + hashlib.sha256(os.fspath(path.resolve()).encode()).hexdigest()[:8]
+
+
+def _config_name(cfg: BuildConfig, prefix: str = "") -> str:
+  parts = [prefix, cfg.protocol, f"s{cfg.size}", f"w{cfg.windows}",
+           f"pc{cfg.per_class}" if cfg.protocol == "paper" and cfg.per_class else "",
+           f"seed{cfg.seed}"]
+  return "_".join(p for p in parts if p)
+
+
+def build_rsna(root: str | os.PathLike, out: str | os.PathLike, cfg: BuildConfig = BuildConfig(),
+               *, prefix: str = "") -> Path:
+  """An RSNA-format folder (Kaggle layout: CSV + images folder) -> TFDS dataset dir.
+
+  A folder written by the phantom is built as `ich_phantom`, so its results say "synthetic".
+  """
+  images, csv_path = rsna.find_layout(root)
+  kind = "phantom" if (images.parent / phantom.MARKER).exists() else "rsna"
+  table = rsna.read_labels(csv_path)
+  report = list(table.problems)
+  on_disk = {n[:-4] for n in os.listdir(images) if n.endswith(".dcm")}
+  if not on_disk:
+    raise DataError(f"{images}: no .dcm files in the images folder")
+  items = []
+  for image_id, labels in zip(table.image_ids, table.labels):
+    if image_id in on_disk:
+      items.append(_Item(os.fspath(images / f"{image_id}.dcm"), image_id, labels))
+    else:
+      report.append(f"{images / (image_id + '.dcm')}: file missing (labelled in {csv_path.name})")
+  unlabelled = len(on_disk) - len(items)
+  if unlabelled:
+    log.info("%d DICOM files in %s have no labels and are not used", unlabelled, images)
+  description = (f"synthetic phantom ({len(items)} slices, {images.parent.resolve()})"
+                 if kind == "phantom" else f"RSNA folder {images.parent.resolve()}")
+  # A phantom's prefix already names its folder (count, seed); a user's folder gets its key.
+  name = _config_name(cfg, prefix or _source_key(images.parent))
+  return _build(kind, items, Path(out), cfg, name, description, report, source=images.parent)
+
+
+def build_png(root: str | os.PathLike, out: str | os.PathLike,
+              cfg: BuildConfig = BuildConfig()) -> Path:
+  """The paper's PNG folders (one per subtype plus "no") -> TFDS dataset dir."""
+  root = Path(root)
+  folders = {p.name.lower(): p for p in root.iterdir() if p.is_dir()} if root.is_dir() else {}
+  found = {PNG_FOLDERS[n]: p for n, p in folders.items() if n in PNG_FOLDERS}
+  if len(found) < 6:
+    raise DataError(f"{root}: expected one folder per class ({', '.join(tasks.SUBTYPES)} and "
+                    f"no/normal), found {sorted(folders) or 'none'}")
+  items, report = [], []
+  for n in sorted(set(folders) - set(PNG_FOLDERS)):
+    log.info("folder %s is not a class name and is not used", folders[n])
+  for group, folder in sorted(found.items()):
+    labels = np.zeros(6, np.int32)
+    if group < tasks.NO_HEMORRHAGE_GROUP:
+      labels[[group, tasks.ANY]] = 1
+    for path in sorted(folder.iterdir()):
+      if path.suffix.lower() in _IMAGE_SUFFIXES:
+        items.append(_Item(os.fspath(path), f"{group}_{path.stem}", labels))
+      elif path.is_file():
+        report.append(f"{path}: not a PNG/JPG image, not used")
+  return _build("png", items, Path(out), cfg, _config_name(cfg, _source_key(root)),
+                f"PNG folders {root.resolve()}", report, file_kind="image", source=root)
+
+
+def build_phantom(out: str | os.PathLike, cfg: BuildConfig = BuildConfig(), *, num: int = 3000,
+                  phantom_seed: int = 0) -> Path:
+  """Generate (once) an RSNA-format phantom folder under `out`, then build it as ich_phantom."""
+  out = Path(out)
+  raw = out / "phantom_rsna" / f"n{num}_s{max(cfg.size, 256)}_seed{phantom_seed}"
+  if not (raw / phantom.CSV_NAME).exists():  # the CSV is written last: its presence = complete
+    log.info("generating %d phantom slices in %s", num, raw)
+    phantom.write_rsna(raw, num, seed=phantom_seed, size=max(cfg.size, 256), workers=cfg.workers)
+  return build_rsna(raw, out, cfg, prefix=f"n{num}_ph{phantom_seed}")
+
+
+def prepare(data: str | os.PathLike | None = None, *, size: int = 256, windows: int = 3,
+            protocol: str = "paper", per_class: int | None = None, seed: int = 0,
+            num: int = 3000, out: str | os.PathLike | None = None,
+            workers: int | None = None) -> str:
+  """A dataset dir ready for `open_split`: builds on first use, then reuses it.
+
+  data: None or "phantom" (the synthetic default, `num` slices), a built TFDS dir, an RSNA
+  folder, or the paper's PNG folders. Built data goes to `out` (default `cache_dir()`).
+  """
+  cfg = BuildConfig(size, windows, protocol, per_class, seed, workers)
+  out = Path(out) if out else cache_dir()
+  if data is None or data == "phantom":
+    return os.fspath(build_phantom(out, cfg, num=num))
+  path = Path(data)
+  if not path.exists():
+    raise DataError(f"{path}: no such folder; give a TFDS dataset dir, an RSNA folder, the "
+                    "paper's PNG folders, or leave data unset for the synthetic phantom")
+  if (path / "dataset_info.json").exists():
+    return os.fspath(path)
+  try:
+    rsna.find_layout(path)
+  except rsna.LabelError:
+    if path.is_dir() and any(p.name.lower() in PNG_FOLDERS for p in path.iterdir()):
+      return os.fspath(build_png(path, out, cfg))
+    return os.fspath(resolve(path))  # a folder above a built dataset, or a clear error
+  return os.fspath(build_rsna(path, out, cfg))
+
+
+__all__ = ("BuildConfig", "build_phantom", "build_png", "build_rsna", "cache_dir", "prepare")

@@ -1,0 +1,183 @@
+"""One input file -> the model image: the single path shared by dataset builds and serving.
+
+bytes -> what kind of file (`filetypes`) -> HU (DICOM) or an 8-bit picture (PNG/JPG) -> the
+stored model image. The dataset builders convert each file with `dicom_slice` or
+`picture_slice`, and the Predictor's `load_slice` dispatches to the same two functions, so a
+file can never be read one way in training and another in serving.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import io
+import os
+from pathlib import Path
+from typing import Sequence, Union
+
+import numpy as np
+from PIL import Image
+
+from ichflax.data import dicom, filetypes
+
+# Larger than any CT slice (512 x 512 typical, 1024 x 1024 rare); refusing bigger images keeps a
+# decompression bomb (a small PNG that decodes to gigabytes) from taking the server down.
+MAX_PIXELS = dicom.MAX_PIXELS
+# PIL modes read as grey or colour 8-bit pictures; others (16-bit, float) carry no window.
+_GREY_MODES, _COLOUR_MODES = ("L", "1", "LA"), ("RGB", "RGBA", "P", "PA", "CMYK", "YCbCr")
+
+Source = Union[str, os.PathLike, bytes, np.ndarray]
+
+
+class InputError(ValueError):
+  """An input that is not one readable CT slice; the message names it and says what to do."""
+
+  def __init__(self, source: str, reason: str):
+    super().__init__(f"{source}: {reason}")
+    self.source = source
+    self.reason = reason
+
+
+# Everything a bad input can raise: batch callers (builds, the CLI, the demo) report these per
+# item and carry on; both carry `source` and `reason`.
+READ_ERRORS = (InputError, dicom.DicomError)
+
+
+@dataclasses.dataclass(frozen=True)
+class Slice:
+  """One input slice, ready for every model sharing the same preprocessing."""
+
+  name: str
+  model_image: np.ndarray  # uint8 (stored_size, stored_size, C): what training stored
+  picture: np.ndarray | None = None  # uint8 (H, W) or (H, W, 3) as given: PNG/JPG, uint8 arrays
+  hu: np.ndarray | None = None  # float32 (H, W), DICOM and HU arrays only
+  geometry: dicom.SliceGeometry | None = None  # DICOM only: orders a series, no patient tags
+
+  @functools.cached_property
+  def display(self) -> np.ndarray:
+    """uint8 at input resolution: the picture, or the brain window of HU.
+
+    Made on first use, so dataset builds never pay for a view they do not show.
+    """
+    return self.picture if self.hu is None else dicom.window(self.hu, *dicom.WINDOWS["brain"])
+
+  @property
+  def shape(self) -> tuple[int, int]:
+    return (self.picture if self.hu is None else self.hu).shape[:2]
+
+
+def read_picture(data: bytes, name: str) -> np.ndarray:
+  """uint8 (H, W) or (H, W, 3) from PNG/JPEG bytes, refusing oversized, 16-bit or damaged ones."""
+  signature = filetypes.match(data)
+  if signature is None or signature.kind not in filetypes.PICTURES:
+    what = signature.description if signature else "no known image format"
+    raise InputError(name, f"not a PNG or JPG image ({what}); export the slice as an 8-bit "
+                     "PNG/JPG")
+  try:
+    with Image.open(io.BytesIO(data)) as img:
+      w, h = img.size
+      if w * h > MAX_PIXELS:
+        raise InputError(name, f"image is {w}x{h} pixels, over the {MAX_PIXELS:,}-pixel limit "
+                         "(4096x4096); a CT slice is usually 512x512: downscale it or upload "
+                         "the DICOM")
+      if img.mode in _GREY_MODES:
+        return np.asarray(img.convert("L"))
+      if img.mode in _COLOUR_MODES:
+        return np.asarray(img.convert("RGB"))
+      raise InputError(name, f"{img.mode} image (16-bit or float) has no display window; "
+                       "upload an 8-bit PNG/JPG or the original DICOM")
+  except InputError:
+    raise
+  except Image.DecompressionBombError:
+    raise InputError(name, "image dimensions are far too large (a decompression bomb?); "
+                     "upload a CT slice of at most 4096x4096 pixels") from None
+  except Exception as e:  # PIL raises many types for damaged files
+    raise InputError(name, f"damaged or truncated image ({e}); export the slice again") from None
+
+
+def picture_to_model(picture: np.ndarray, windows: Sequence[dicom.Window],
+                     size: int) -> np.ndarray:
+  """uint8 (size, size, C) from an 8-bit picture, which is taken as already windowed.
+
+  Pad to a centred square with black (as HU are padded with air), then grey for one window or
+  RGB for three (grey is repeated; a colour picture becomes grey by PIL's luma), then PIL
+  bilinear to `size`. Padding first and converting after gives the same pixels either way.
+  """
+  pil = Image.fromarray(dicom.pad_to_square(picture, 0))
+  pil = pil.convert("L" if len(windows) == 1 else "RGB")
+  pil = pil.resize((size, size), dicom.RESAMPLE)
+  return np.asarray(pil).reshape(size, size, -1)
+
+
+def dicom_slice(source: str | os.PathLike | bytes, name: str | None = None, *,
+                windows: Sequence[dicom.Window] = dicom.THREE_WINDOWS,
+                stored_size: int = 256) -> Slice:
+  """A DICOM slice (path or bytes): HU, then `dicom.slice_to_uint8` with the training windows."""
+  if isinstance(source, bytes):
+    name = name or "<uploaded file>"
+    source = io.BytesIO(source)
+    source.name = name  # DicomError messages name the file, not a buffer
+  hu, geometry = dicom.read_slice(source)
+  return _from_hu(hu, name or os.fspath(source), windows, stored_size, geometry)
+
+
+def picture_slice(source: str | os.PathLike | bytes, name: str | None = None, *,
+                  windows: Sequence[dicom.Window] = dicom.THREE_WINDOWS,
+                  stored_size: int = 256) -> Slice:
+  """A PNG/JPG slice (path or bytes), already windowed: see `picture_to_model`."""
+  name, data = _read_bytes(source, name)
+  return _from_picture(read_picture(data, name), name, windows, stored_size)
+
+
+def load_slice(source: Source, name: str | None = None, *,
+               windows: Sequence[dicom.Window] = dicom.THREE_WINDOWS,
+               stored_size: int = 256) -> Slice:
+  """One slice from a path, file bytes, or an array (float: HU; uint8: a picture).
+
+  The content decides the route (`dicom_slice` or `picture_slice`), never the file name.
+  Raises one of READ_ERRORS naming the input and what to do.
+  """
+  if isinstance(source, np.ndarray):
+    return _from_array(source, name or "array", windows, stored_size)
+  name, data = _read_bytes(source, name)
+  kind = filetypes.sniff(data)
+  if kind in filetypes.PICTURES:
+    return picture_slice(data, name, windows=windows, stored_size=stored_size)
+  if kind == filetypes.DICOM:
+    return dicom_slice(data, name, windows=windows, stored_size=stored_size)
+  raise InputError(name, "not a DICOM, PNG or JPG file (no DICOM header); upload a CT slice as "
+                   "exported by the scanner or PACS (.dcm), or as a PNG/JPG image")
+
+
+def _read_bytes(source: str | os.PathLike | bytes, name: str | None) -> tuple[str, bytes]:
+  if isinstance(source, (bytes, bytearray)):
+    data, name = bytes(source), name or "<uploaded file>"
+  else:
+    name = name or os.fspath(source)
+    try:
+      data = Path(source).read_bytes()
+    except OSError as e:
+      raise InputError(name, f"cannot read ({e.strerror or e})") from None
+  if not data:
+    raise InputError(name, "empty file (0 bytes); upload a DICOM, PNG or JPG CT slice")
+  return name, data
+
+
+def _from_array(array: np.ndarray, name: str, windows, stored_size: int) -> Slice:
+  if array.dtype == np.uint8 and (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] == 3)):
+    return _from_picture(array, name, windows, stored_size)
+  if np.issubdtype(array.dtype, np.floating) and array.ndim == 2:
+    return _from_hu(array.astype(np.float32), name, windows, stored_size)
+  raise InputError(name, f"array of {array.dtype} {array.shape}: give float HU (H, W) or "
+                   "a uint8 image (H, W) / (H, W, 3)")
+
+
+def _from_hu(hu: np.ndarray, name: str, windows, stored_size: int,
+             geometry: dicom.SliceGeometry | None = None) -> Slice:
+  return Slice(name, dicom.slice_to_uint8(hu, windows, stored_size), hu=hu, geometry=geometry)
+
+
+def _from_picture(picture: np.ndarray, name: str, windows, stored_size: int) -> Slice:
+  if min(picture.shape[:2]) < 2:
+    raise InputError(name, f"image is {picture.shape[1]}x{picture.shape[0]} pixels; too small")
+  return Slice(name, picture_to_model(picture, windows, stored_size), picture=picture)

@@ -1,0 +1,24 @@
+"""Series grouping and order by position, and the study summary, on a real checkpoint."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ichflax import series
+from ichflax.data import phantom
+from test_predictor import (predictor, tiny_checkpoint,  # noqa: F401  pylint: disable=unused-import
+                            write_dicom)
+
+
+def test_series_ordered_by_position(predictor, tmp_path):
+  rng = np.random.default_rng(2)
+  zs = [15.0, 0.0, 10.0, 5.0]
+  for i, z in enumerate(zs):  # file names deliberately not in z order
+    write_dicom(tmp_path / f"{chr(100 - i)}.dcm", phantom.make_slice(rng, 64).hu, i, z)
+  slices = [predictor.load(p) for p in sorted(tmp_path.iterdir())]
+  ordered, = series.order_series(slices)
+  assert [s.geometry.position_z for s in ordered] == sorted(zs)
+  preds = predictor.predict(ordered)
+  summary = series.study_summary(preds)
+  assert summary["slices"] == 4
+  assert summary["hemorrhage_probability"] == max(p.probabilities["any"] for p in preds)
