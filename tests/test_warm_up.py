@@ -1,10 +1,12 @@
-"""The app's warm-up compiles every batch shape a request can use, so none compiles on demand."""
+"""The app starts ready: every batch shape compiled before serving, caches kept on a Space."""
 
 import dataclasses
+import os
 
 import numpy as np
 import pytest
 
+import app
 import demo
 from ichflax import predictor as predictor_lib
 
@@ -33,3 +35,18 @@ def test_warm_up_covers_every_request_shape(batch_size):
     request = _Recorder(batch_size)
     request.predict([None] * slices)
     assert request.compiled <= warmed.compiled, (slices, request.compiled, warmed.compiled)
+
+
+def test_a_space_keeps_its_caches_on_persistent_storage(tmp_path, monkeypatch):
+  """With /data mounted, downloaded weights and compiled programs survive a restart."""
+  for name in ("SPACE_ID", "HF_HOME", "ICHFLAX_JAX_CACHE"):
+    monkeypatch.delenv(name, raising=False)
+  app.space_storage(str(tmp_path))
+  assert "HF_HOME" not in os.environ, "only on a Space"
+  monkeypatch.setenv("SPACE_ID", "someone/ichflax")
+  app.space_storage(str(tmp_path / "not-mounted"))
+  assert "HF_HOME" not in os.environ, "only with persistent storage"
+  monkeypatch.setenv("ICHFLAX_JAX_CACHE", "/elsewhere")
+  app.space_storage(str(tmp_path))
+  assert os.environ["HF_HOME"] == str(tmp_path / ".huggingface")
+  assert os.environ["ICHFLAX_JAX_CACHE"] == "/elsewhere", "an explicit setting wins"
