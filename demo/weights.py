@@ -1,23 +1,26 @@
 """Which weights the demo serves, and what the page says about them.
 
 The lead ships one multilabel checkpoint under `checkpoints/`; a binary + subtype pair, or any
-checkpoint given by `--checkpoint` / `ICHFLAX_CHECKPOINT`, works too. The page must say what data
-the weights saw (the phantom is not patients) and must still start when there are none.
+checkpoint given by `--checkpoint` / `ICHFLAX_CHECKPOINT` (a directory, or a Hugging Face Hub
+repository `hf://OWNER/REPO[@REVISION]`, the usual way on a Space), works too. The page must say
+what data the weights saw (the phantom is not patients) and must still start when there are none.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
-from ichflax import checkpoint
+from ichflax import checkpoint, hub
 from ichflax import predictor as predictor_lib
 
 log = logging.getLogger("ichflax.demo")
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DIR = ROOT / "checkpoints"
-ENV = "ICHFLAX_CHECKPOINT"  # one path, or several joined by os.pathsep
+ENV = "ICHFLAX_CHECKPOINT"  # one path or hf:// URI, or several joined by os.pathsep
+Checkpoint = Path | str  # a directory, or an hf:// URI (a Path would fold its "//")
 CARD_NAMES = ("MODEL_CARD.md", "README.md")
 
 
@@ -43,21 +46,31 @@ def _looks_like_checkpoint(path: Path) -> bool:
           or any(p.name.isdigit() for p in path.iterdir() if p.is_dir()))
 
 
-def requested(cli: list[str] | None) -> list[Path]:
-  """Paths from the command line, else the environment variable, else `discover()`."""
+def requested(cli: list[str] | None) -> list[Checkpoint]:
+  """Checkpoints from the command line, else the environment variable, else `discover()`."""
   if cli:
-    return [Path(p) for p in cli]
+    return [_checkpoint(p) for p in cli]
   if os.environ.get(ENV):
-    return [Path(p) for p in os.environ[ENV].split(os.pathsep) if p]
+    # os.pathsep is ":" on POSIX, which hf:// also holds: split only where a new item starts.
+    return [_checkpoint(p) for p in re.split(f"{os.pathsep}(?!//)", os.environ[ENV]) if p]
   return discover()
 
 
-def load(paths: list[Path]) -> tuple[predictor_lib.Predictor | None, str]:
-  """(Predictor or None, Markdown for the page): never raises, so the app always starts."""
+def _checkpoint(text: str) -> Checkpoint:
+  return text if hub.is_hub(text) else Path(text)
+
+
+def load(paths: list[Checkpoint]) -> tuple[predictor_lib.Predictor | None, str]:
+  """(Predictor or None, Markdown for the page): never raises, so the app always starts.
+
+  Hub checkpoints are downloaded (once, into the Hub cache) and checked here, so the page can
+  say what went wrong and how to fix it.
+  """
   if not paths:
     return None, (f"No checkpoint found in `{DEFAULT_DIR.name}/`: the app runs without a model "
                   "(windows only).")
   try:
+    paths = [checkpoint.resolve(p) if hub.is_hub(p) else p for p in paths]
     predictor = predictor_lib.Predictor.from_checkpoint(*paths)
   except Exception as e:  # noqa: BLE001  (the app must start without weights)
     log.error("could not load %s: %s", ", ".join(map(str, paths)), e)

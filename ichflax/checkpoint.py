@@ -87,7 +87,11 @@ def restore(manager: ocp.CheckpointManager, step: int, state: nnx.State,
 
 
 def resolve(path: str | Path) -> Path:
-  """A step directory from itself, a CheckpointManager directory (best step) or a workdir."""
+  """A step directory from itself, a CheckpointManager directory (best step), a workdir, or a
+  Hub repository `hf://OWNER/REPO[@REVISION]` (downloaded once into the Hub cache)."""
+  if str(path).startswith("hf:/"):  # also after Path() collapsed the "//"
+    from ichflax import hub
+    path = hub.download(str(path))
   path = Path(path)
   if (path / STATE).is_dir() and (path / LEGACY_META).is_dir() and not (path / SPEC).is_dir():
     raise CheckpointError(
@@ -174,9 +178,13 @@ def export_inference(src: str | Path, dst: str | Path, dtype=jnp.bfloat16) -> Pa
     tested = json.loads(report.read_text())
     if tested.get("best_step") == int(step_dir.name):
       progress.test = tested.get("test")
-  _write_json(dst, SPEC, spec.replace(stored_dtype=jnp.dtype(dtype).name).to_json())
-  _write_json(dst, CONFIG, _read_json(step_dir, CONFIG))
+  spec = spec.replace(stored_dtype=jnp.dtype(dtype).name)
+  config = _read_json(step_dir, CONFIG)
+  _write_json(dst, SPEC, spec.to_json())
+  _write_json(dst, CONFIG, config)
   _write_json(dst, PROGRESS, progress.to_json())
+  from ichflax import card
+  card.write(dst, spec, TrainConfig.from_dict(config), progress)
   return dst
 
 
@@ -230,7 +238,8 @@ def jsonable(x: Any) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-  """`python -m ichflax.checkpoint export SRC DST [--dtype bfloat16]` or `migrate DIR`."""
+  """`python -m ichflax.checkpoint export SRC DST [--dtype bfloat16]`, `push DIR OWNER/REPO`
+  or `migrate DIR`."""
   import argparse
   p = argparse.ArgumentParser(prog="python -m ichflax.checkpoint", description=main.__doc__)
   commands = p.add_subparsers(dest="command", required=True)
@@ -238,12 +247,23 @@ def main(argv: list[str] | None = None) -> int:
   export.add_argument("src", help="a training workdir, its checkpoints/ dir or one step dir")
   export.add_argument("dst", help="new directory for the inference checkpoint")
   export.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+  push = commands.add_parser(
+      "push", help="upload an exported checkpoint and its model card to a Hugging Face model "
+                   "repository (token: HF_TOKEN or `hf auth login`)")
+  push.add_argument("dir", help="a directory written by `export`")
+  push.add_argument("repo", help="OWNER/REPO on the Hub; created if it does not exist")
+  push.add_argument("--private", action="store_true", help="create the repository private")
   old = commands.add_parser("migrate", help="convert a checkpoint of the older one-`meta` layout")
   old.add_argument("dir", help="the checkpoint's step directory (holding state/ and meta/)")
   a = p.parse_args(argv)
   try:
     if a.command == "export":
       print(export_inference(a.src, a.dst, jnp.dtype(a.dtype)))
+    elif a.command == "push":
+      from ichflax import hub
+      commit = hub.push(a.dir, a.repo, private=a.private)
+      print(f"{commit.commit_url}\nserve it with: python app.py --checkpoint hf://{a.repo}"
+            f"@{commit.oid}")
     else:
       print(migrate(a.dir))
   except CheckpointError as e:
@@ -253,4 +273,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  # Run the importable module's main: errors raised by ichflax.hub subclass *its* CheckpointError,
+  # not that of this `__main__` copy.
+  from ichflax import checkpoint
+  sys.exit(checkpoint.main())
