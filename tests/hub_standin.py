@@ -81,16 +81,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return
     self._send(404, {"error": f"no route {method} {path}"})
 
-  def do_GET(self):  # pylint: disable=invalid-name
+  def do_GET(self):  # noqa: N802  (http.server's name)
     self._route("GET")
 
-  def do_HEAD(self):  # pylint: disable=invalid-name
+  def do_HEAD(self):  # noqa: N802  (http.server's name)
     self._route("HEAD")
 
-  def do_POST(self):  # pylint: disable=invalid-name
+  def do_POST(self):  # noqa: N802  (http.server's name)
     self._route("POST")
 
-  def do_PUT(self):  # pylint: disable=invalid-name
+  def do_PUT(self):  # noqa: N802  (http.server's name)
     self._route("PUT")
 
   def _read_body(self) -> bytes:
