@@ -81,16 +81,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return
     self._send(404, {"error": f"no route {method} {path}"})
 
-  def do_GET(self):  # noqa: N802  (http.server's name)
+  def do_GET(self):
     self._route("GET")
 
-  def do_HEAD(self):  # noqa: N802  (http.server's name)
+  def do_HEAD(self):
     self._route("HEAD")
 
-  def do_POST(self):  # noqa: N802  (http.server's name)
+  def do_POST(self):
     self._route("POST")
 
-  def do_PUT(self):  # noqa: N802  (http.server's name)
+  def do_PUT(self):
     self._route("PUT")
 
   def _read_body(self) -> bytes:
