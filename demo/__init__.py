@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 import threading
-import warnings
 from pathlib import Path
 
 import gradio as gr
 import numpy as np
-import pydicom
 from starlette.middleware import Middleware
 
 from demo import callbacks, ui, uploads, weights
@@ -34,12 +31,3 @@ def launch_kwargs(demo: callbacks.Demo) -> dict:
   return {"app_kwargs": {"middleware": [Middleware(uploads.CountUploads, ledger=demo.uploads)]},
           "max_file_size": f"{uploads.MAX_UPLOAD_MB}mb", "css": ui.CSS}
 
-
-def quiet_pydicom() -> None:
-  """pydicom's validation warnings quote tag values (a patient's name, a date): never log them.
-
-  Process-wide, so the server's entry point (app.py) calls it.
-  """
-  pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
-  logging.getLogger("pydicom").setLevel(logging.CRITICAL)
-  warnings.filterwarnings("ignore", module="pydicom")
