@@ -105,8 +105,8 @@ def _decompress(data: bytes, name: str, max_bytes: int) -> bytes:
       head = f.read(_HEADER_BYTES)
       declared = _declared_bytes(head, name)
       if declared > max_bytes:
-        raise InputError(name, f"declares {declared / 2**30:.1f} GiB of voxels, over the "
-                         f"{max_bytes / 2**30:.0f} GiB limit; upload one head CT series")
+        raise InputError(name, f"declares {declared / 2**20:,.0f} MB of voxels, over the "
+                         f"{max_bytes / 2**20:,.0f} MB limit; upload one head CT series")
       return head + f.read(max(declared - len(head), 0))
   except (OSError, EOFError, zlib.error):
     raise InputError(name, "is a damaged gzip file (not a readable .nii.gz); copy or export it "
