@@ -203,18 +203,19 @@ class ImageFile:
   def __init__(self, ds: pydicom.Dataset, name: str):
     self.ds, self.name = ds, name
     if is_dicomdir(ds):
-      raise DicomError(name, "is a DICOMDIR (the index of a DICOM export), not an image; the "
-                       "image files it lists are read from the folder beside it")
+      raise DicomError(name, "is a DICOMDIR (the index of a DICOM export), not an image; skipped: "
+                       "give its whole folder, and the images beside it are read")
     if "PixelData" not in ds:
       kind = header(ds, "Modality", str, "", name=name) or "unknown kind"
-      raise DicomError(name, f"has no pixel data (a non-image DICOM object: {kind}); "
-                       "a CT image is needed")
+      raise DicomError(name, f"has no pixel data (a non-image DICOM object: {kind}); skipped: "
+                       "give the CT images of the series")
     self.frames = header(ds, "NumberOfFrames", int, 1, name=name)
     if self.frames < 1:
       raise DicomError(name, f"declares {self.frames} frames; re-export it from the scanner or "
                        "PACS")
     if header(ds, "SamplesPerPixel", int, 1, name=name) != 1:
-      raise DicomError(name, "is a colour image; a CT slice has one grayscale sample per pixel")
+      raise DicomError(name, "is a colour image (a screenshot or secondary capture?); give the CT "
+                       "images themselves, one grayscale sample per pixel")
     for keyword in _PIXEL_TAGS:
       if header(ds, keyword, int, None, name=name) is None:
         raise DicomError(name, f"lacks {keyword}, which its pixel data needs; export it again "
@@ -293,8 +294,8 @@ class ImageFile:
       raise DicomError(self.name, f"its {ts.name} pixel data cannot be decoded: the file is "
                        "damaged or truncated; copy or export it again") from None
     if px.ndim != 2 or min(px.shape) < 2:
-      raise DicomError(self.name, f"pixel data has shape {px.shape}; expected one 2-D slice per "
-                       "frame")
+      raise DicomError(self.name, f"pixel data has shape {px.shape}, not one 2-D slice per frame; "
+                       "export the series again from the scanner or PACS")
     return px
 
 

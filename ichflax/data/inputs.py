@@ -192,5 +192,6 @@ def from_hu(hu: np.ndarray, name: str, *, windows: Sequence[dicom.Window],
 
 def _from_picture(picture: np.ndarray, name: str, windows, stored_size: int) -> Slice:
   if min(picture.shape[:2]) < 2:
-    raise InputError(name, f"image is {picture.shape[1]}x{picture.shape[0]} pixels; too small")
+    raise InputError(name, f"image is {picture.shape[1]}x{picture.shape[0]} pixels; too small: "
+                     "give a CT slice")
   return Slice(name, picture_to_model(picture, windows, stored_size), picture=picture)

@@ -138,5 +138,5 @@ def _three_d(shape: tuple[int, ...], name: str) -> tuple[int, int, int]:
     raise InputError(name, f"is a {len(shape)}-D volume ({' x '.join(map(str, shape))}), e.g. "
                      "perfusion or several scans in time; upload one 3-D CT volume")
   if len(shape) < 2 or min(shape) < 1 or min(shape[:2]) < 2:
-    raise InputError(name, f"has voxel dimensions {shape}; a CT volume is 3-D")
+    raise InputError(name, f"has voxel dimensions {shape}; give a 3-D CT volume")
   return tuple(shape) + (1,) * (3 - len(shape))
