@@ -133,6 +133,8 @@ class _Reader:
 
   def _add(self, name: str, data: bytes, again: Callable[[], bytes],
            container: str | None) -> None:
+    if not data:
+      raise inputs.InputError(name, "empty file (0 bytes); give a DICOM, NIfTI, PNG or JPG file")
     kind = filetypes.sniff(data)
     if kind == filetypes.ZIP:
       members, problems = archives.read_zip(name, data)
@@ -207,9 +209,7 @@ def _read_file(path: Path, name: str) -> bytes:
   try:
     data = path.read_bytes()
   except OSError as e:
-    raise inputs.InputError(name, f"cannot read ({e.strerror or e})") from None
-  if not data:
-    raise inputs.InputError(name, "empty file (0 bytes); give a DICOM, NIfTI, PNG or JPG file")
+    raise inputs.InputError(name, f"cannot read ({e.strerror or e}); check the path") from None
   return data
 
 
