@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       except Exception as e:  # noqa: BLE001  (one batch's failure must not lose the others)
         preds = []
         for s in slices:
-          _emit(_error(sources.unexpected(s.label, e)))
+          _emit(_error(sources.unexpected(s.name, e)))
       for pred in preds:
         index = len(kept)
         record = pred.to_json()
