@@ -67,8 +67,9 @@ def main(argv: list[str] | None = None) -> None:
   import demo
   from demo import ui, weights
   from ichflax import xla_cache
+  from ichflax.data import dicom
   xla_cache.enable()
-  demo.quiet_pydicom()
+  dicom.quiet_pydicom()
   app, callbacks = demo.create_app(weights.requested(args.checkpoint), upload_root,
                                    args.analyses or ui.ANALYSES, wait_for_warm_up=True)
   host = args.host or ("0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 import warnings
@@ -10,7 +9,6 @@ from pathlib import Path
 
 import gradio as gr
 import numpy as np
-import pydicom
 from starlette.middleware import Middleware
 
 from demo import callbacks, ui, uploads, weights
@@ -57,12 +55,3 @@ def launch_kwargs(demo: callbacks.Demo) -> dict:
   return {"app_kwargs": {"middleware": [Middleware(uploads.CountUploads, ledger=demo.uploads)]},
           "max_file_size": f"{uploads.MAX_UPLOAD_MB}mb", "css": ui.CSS}
 
-
-def quiet_pydicom() -> None:
-  """pydicom's validation warnings quote tag values (a patient's name, a date): never log them.
-
-  Process-wide, so the server's entry point (app.py) calls it.
-  """
-  pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
-  logging.getLogger("pydicom").setLevel(logging.CRITICAL)
-  warnings.filterwarnings("ignore", module="pydicom")

@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from demo import uploads
-from ichflax import gradcam, series, tasks
+from ichflax import gradcam, tasks
 from ichflax import predictor as predictor_lib
-from ichflax.data import dicom, inputs
+from ichflax.data import dicom, inputs, sources
+from ichflax.data.archives import Item, Problem
 
 log = logging.getLogger("ichflax.demo")
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
@@ -35,6 +36,8 @@ NO_WEIGHTS = (
     "The demo weights live in `checkpoints/` of the repository; or train your own with "
     "`python -m ichflax.train --task multilabel --workdir runs/demo` and start the app with "
     "`python app.py --checkpoint runs/demo` (or set `ICHFLAX_CHECKPOINT=runs/demo`).")
+# Slices decoded at a time when no model is loaded (with one, the predictor's batch size).
+BATCH = 8
 # (fraction done, what is being done): gr.Progress, so a long series shows how far it got.
 Progress = Callable[[float, str], object]
 
@@ -44,18 +47,23 @@ class SliceView:
   """One analysed slice, kept compactly in the session so the slider can re-render it."""
 
   name: str
-  display: np.ndarray  # uint8, input resolution (brain window for DICOM)
-  hu: np.ndarray | None  # int16 HU (DICOM only)
+  picture: np.ndarray | None  # uint8 as uploaded (PNG/JPG only; HU are shown through windows)
+  hu: np.ndarray | None  # int16 HU (DICOM and NIfTI)
   cam: np.ndarray | None  # uint8 Grad-CAM, 255 = peak
   box: gradcam.Box | None
   probabilities: dict[str, float]
   label: str
   position_z: float | None
 
+  @property
+  def display(self) -> np.ndarray:
+    """uint8 at input resolution: the picture, or the brain window of HU (made when shown)."""
+    return self.picture if self.hu is None else dicom.window(self.hu, *dicom.WINDOWS["brain"])
+
   @classmethod
   def of(cls, s: inputs.Slice, p: predictor_lib.Prediction | None) -> SliceView:
     cam = None if p is None or p.cam is None else np.rint(p.cam * 255).astype(np.uint8)
-    return cls(s.name, s.display, None if s.hu is None else np.rint(s.hu).astype(np.int16), cam,
+    return cls(s.label, s.picture, None if s.hu is None else np.rint(s.hu).astype(np.int16), cam,
                p and p.box, p.probabilities if p else {}, p.label if p else "",
                s.geometry.position_z if s.geometry else None)
 
@@ -100,7 +108,8 @@ class Demo:
   def analyze(self, files: Sequence[str] | None, progress: Progress | None = None) -> Result:
     """Upload event: read (and release, so delete) the files, then analyse them."""
     if not files:
-      return Result("Upload a CT slice (DICOM, PNG or JPG), several slices of a series, or a zip.")
+      return Result("Upload a CT slice (DICOM, PNG or JPG), several slices of a series, a "
+                    "multi-frame DICOM or NIfTI volume, or a zip.")
     try:
       items, problems = uploads.read_uploads(files, self.uploads)
       return self._analyze(items, problems, progress)
@@ -113,7 +122,7 @@ class Demo:
     if not name or not path.is_file():
       return Result(f"Example {name!r} is missing; regenerate with `python -m demo.make_examples`.")
     try:
-      return self._analyze(*uploads.items_from_bytes(path.name, path.read_bytes()))
+      return self._analyze([Item(path.name, path.read_bytes())], [])
     except Exception as e:  # noqa: BLE001
       return _unexpected(e)
 
@@ -124,32 +133,36 @@ class Demo:
               "windows": (None, None, None)}
     return render(views[int(np.clip(int(index or 0), 0, len(views) - 1))])
 
-  def _analyze(self, items: list[uploads.Item], problems: list[str],
+  def _analyze(self, items: list[Item], problems: list[Problem],
                progress: Progress | None = None) -> Result:
+    """Reads the items into series and analyses them one batch at a time.
+
+    Only a batch of decoded slices is in memory at once; what stays per slice is its compact
+    view (int16 HU and a uint8 map) for the slider.
+    """
     start = time.perf_counter()
     windows, size = ((self.predictor.windows, self.predictor.stored_size) if self.predictor
                      else (dicom.THREE_WINDOWS, 256))
-    slices = []
-    for item in items:
-      try:
-        slices.append(inputs.load_slice(item.data, item.name, windows=windows, stored_size=size))
-      except inputs.READ_ERRORS as e:
-        problems.append(str(e))
-    skipped = _skipped(problems)
-    if not slices:
-      return Result("**Nothing could be analysed.**" + skipped)
-    slices = [s for ordered in series.order_series(slices) for s in ordered]
-    preds, model_s = [None] * len(slices), 0.0
-    if self.predictor:
-      model_start = time.perf_counter()
-      preds, step = [], self.predictor.batch_size
-      for done in range(0, len(slices), step):
+    reading = sources.read(items, windows=windows, stored_size=size,
+                           max_slices=uploads.MAX_SLICES)
+    problems = problems + reading.problems
+    step = self.predictor.batch_size if self.predictor else BATCH
+    views, model_s, done, total = [], 0.0, 0, reading.slices
+    for group in reading.series:
+      for slices, bad in group.batches(step):
         if progress is not None:  # not `if progress`: gr.Progress has a length, 0 at first
-          progress(done / len(slices), f"slices {done + 1}-{min(done + step, len(slices))} "
-                   f"of {len(slices)}")
-        preds += self.predictor.predict(slices[done:done + step])
-      model_s = time.perf_counter() - model_start
-    views = [SliceView.of(s, p) for s, p in zip(slices, preds)]
+          progress(done / total, f"slices {done + 1}-{done + len(slices) + len(bad)} of {total}")
+        problems += bad
+        preds = [None] * len(slices)
+        if self.predictor and slices:
+          model_start = time.perf_counter()
+          preds = self.predictor.predict(slices)
+          model_s += time.perf_counter() - model_start
+        views += [SliceView.of(s, p) for s, p in zip(slices, preds)]
+        done += len(slices) + len(bad)
+    skipped = _skipped(problems)
+    if not views:
+      return Result("**Nothing could be analysed.**" + skipped)
     focus = _most_suspicious(views)
     shown = render(views[focus])
     total_s = time.perf_counter() - start

@@ -127,8 +127,10 @@ def build(demo: callbacks.Demo, model_card: str, analyses: int = ANALYSES) -> gr
     with gr.Row():
       with gr.Column(scale=2, min_width=320):
         files = upload_files(
-            label=f"CT slice(s): DICOM, PNG/JPG, or a zip of one series (≤ {uploads.MAX_UPLOAD_MB} "
-                  "MB)", file_count="multiple", elem_id="upload", height=150)
+            label=f"CT slice(s): DICOM (compressed or multi-frame too), a NIfTI volume "
+                  f"(.nii/.nii.gz), PNG/JPG, or a zip of one series — up to "
+                  f"{uploads.MAX_SLICES:,} slices, {uploads.MAX_UPLOAD_MB} MB per file",
+            file_count="multiple", elem_id="upload", height=150)
         example_name = gr.Textbox(visible=False)
         examples = [(n, label) for n, label in EXAMPLES if (callbacks.EXAMPLES_DIR / n).is_file()]
         picked = gr.Examples([[n] for n, _ in examples], example_name, cache_examples=False,

@@ -3,8 +3,7 @@
 Why in memory: an uploaded DICOM carries patient tags (name, ID, dates, institution). Reading
 each upload once into bytes and deleting it (and the folder Gradio made for it) at once means no
 copy outlives the request, and nothing downstream ever sees a path a patient could be traced by.
-A zip is read member by member without extracting, so path traversal cannot write anywhere, and
-size checks on what is actually decompressed stop a zip bomb.
+Zips, volumes and series are opened by `ichflax.data.sources`, the reader the CLI uses too.
 
 Why a ledger: Gradio stores an upload under a folder named by its content hash, so visitors who
 send the same file at once share one path. Each upload the server answers is counted on its path
@@ -14,30 +13,18 @@ send the same file at once share one path. Each upload the server answers is cou
 from __future__ import annotations
 
 import collections
-import dataclasses
-import io
 import json
 import os
 import threading
-import zipfile
 from collections.abc import Iterable
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
-from ichflax.data import filetypes
+from ichflax.data.archives import Item, Problem
 
-MAX_UPLOAD_MB = 64  # a 512x512 slice is ~0.5 MB; a zipped series of 100 slices fits easily
-MAX_SLICES = 200  # one head CT series is 30-60 slices at 5 mm
-MAX_UNZIPPED_MB = 512
-MAX_ZIP_RATIO = 100  # CT slices compress 2-4x; 100x is a bomb, not a scan
+# A zipped 600-slice 512x512 series is 150-300 MB; a NIfTI volume of it 100-300 MB.
+MAX_UPLOAD_MB = 512
+MAX_SLICES = 1000  # a thin-slice head CT series is 150-600 slices
 UPLOAD_ROUTE = "/gradio_api/upload"
-
-
-@dataclasses.dataclass(frozen=True)
-class Item:
-  """One uploaded file (or zip member), held in memory only."""
-
-  name: str
-  data: bytes
 
 
 class Ledger:
@@ -163,10 +150,10 @@ def _remove(path: Path, root: Path) -> None:
     pass  # a fresh upload of other content under the same name shares the folder: it goes later
 
 
-def read_uploads(paths: Iterable[str], ledger: Ledger) -> tuple[list[Item], list[str]]:
-  """(items, problems): every file read into memory and released; zips opened member by member.
+def read_uploads(paths: Iterable[str], ledger: Ledger) -> tuple[list[Item], list[Problem]]:
+  """(items, problems): every upload read into memory and released (so deleted).
 
-  `problems` holds one message per file or member that was skipped, naming it and saying why.
+  Zips stay whole here: `ichflax.data.sources` opens them, as it does for the CLI.
   """
   items, problems = [], []
   paths = list(paths or [])
@@ -177,68 +164,13 @@ def read_uploads(paths: Iterable[str], ledger: Ledger) -> tuple[list[Item], list
       try:
         size = path.stat().st_size
         if size > MAX_UPLOAD_MB * 2**20:
-          problems.append(f"{name}: {size / 2**20:.0f} MB is over the {MAX_UPLOAD_MB} MB upload "
-                          "limit; upload fewer slices at a time")
+          problems.append(Problem(name, f"{size / 2**20:.0f} MB is over the {MAX_UPLOAD_MB} MB "
+                                  "upload limit; upload fewer slices at a time"))
           continue
-        data = path.read_bytes()
+        items.append(Item(name, path.read_bytes()))
       except OSError as e:
-        problems.append(f"{name}: cannot read the upload ({e.strerror or e}); upload it again")
-        continue
-      more, bad = items_from_bytes(name, data)
-      items.extend(more)
-      problems.extend(bad)
+        problems.append(Problem(name, f"cannot read the upload ({e.strerror or e}); upload it "
+                                "again"))
   finally:
     ledger.release(paths)
-  if len(items) > MAX_SLICES:
-    problems.append(f"{len(items)} files uploaded; only the first {MAX_SLICES} were analysed "
-                    "(one series at a time)")
-    items = items[:MAX_SLICES]
-  return items, problems
-
-
-def items_from_bytes(name: str, data: bytes) -> tuple[list[Item], list[str]]:
-  """One file, or the members of a zip, as items (and problems, for a zip)."""
-  if filetypes.sniff(data) == filetypes.ZIP:
-    return _read_zip(name, data)
-  return [Item(name, data)], []
-
-
-def _read_zip(name: str, data: bytes) -> tuple[list[Item], list[str]]:
-  """Members of a zip of slices, refusing bombs, nested archives and unsafe paths."""
-  try:
-    archive = zipfile.ZipFile(io.BytesIO(data))
-    infos = [i for i in archive.infolist() if not i.is_dir()]
-  except (zipfile.BadZipFile, ValueError, OSError) as e:
-    return [], [f"{name}: damaged zip archive ({e}); zip the slices again"]
-  if len(infos) > MAX_SLICES:
-    return [], [f"{name}: {len(infos)} files in the zip, more than the {MAX_SLICES}-slice limit; "
-                "zip one series at a time"]
-  declared = sum(i.file_size for i in infos)
-  if declared > MAX_UNZIPPED_MB * 2**20:
-    return [], [f"{name}: unzips to {declared / 2**20:.0f} MB, over the {MAX_UNZIPPED_MB} MB "
-                "limit; zip one series at a time"]
-  items, problems, budget = [], [], MAX_UNZIPPED_MB * 2**20
-  for info in infos:
-    member = PurePosixPath(info.filename)
-    label = f"{name}/{info.filename}"
-    if member.is_absolute() or ".." in member.parts or "\\" in info.filename:
-      problems.append(f"{label}: unsafe path in the zip, skipped")
-      continue
-    if member.name.startswith(".") or "__MACOSX" in member.parts:
-      continue  # Finder metadata, not slices
-    if info.compress_size and info.file_size / info.compress_size > MAX_ZIP_RATIO:
-      return [], [f"{name}: compression ratio over {MAX_ZIP_RATIO}:1 (a zip bomb?); refused"]
-    try:
-      with archive.open(info) as fh:
-        content = fh.read(min(budget, info.file_size) + 1)  # the header may lie about sizes
-    except (zipfile.BadZipFile, NotImplementedError, RuntimeError, OSError, EOFError) as e:
-      problems.append(f"{label}: cannot unzip ({e}), skipped")
-      continue
-    if len(content) > info.file_size or len(content) > budget:
-      return [], [f"{name}: a member unzips to more than it declares (a zip bomb?); refused"]
-    budget -= len(content)
-    if filetypes.sniff(content) == filetypes.ZIP:
-      problems.append(f"{label}: a zip inside the zip; upload the inner zip itself, skipped")
-      continue
-    items.append(Item(member.name, content))
   return items, problems

@@ -1,7 +1,11 @@
 """`python -m ichflax.predict`: JSON lines of probabilities and Grad-CAM for CT slices and series.
 
 Usage:
-  python -m ichflax.predict FILE_OR_DIR... --checkpoint DIR [--gradcam OUT_DIR]
+  python -m ichflax.predict FILE_OR_DIR_OR_ZIP... --checkpoint DIR [--gradcam OUT_DIR]
+
+Reads what the app reads (`ichflax.data.sources`): DICOM slices and multi-frame DICOM, NIfTI
+volumes, PNG/JPG, folders (recursively) and zips. Every file ends as a row: a prediction per
+slice, or `{"file", "status": "error", "reason"}`; rows are written as each batch finishes.
 
 Research and education use only; not a medical device.
 """
@@ -9,43 +13,45 @@ Research and education use only; not a medical device.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import tqdm
 from PIL import Image
 
 from ichflax import gradcam, series, xla_cache
-from ichflax.data import inputs
-from ichflax.predictor import THRESHOLD, Predictor
-
-
-def _expand(args: Sequence[str]) -> list[tuple[str | None, Path]]:
-  """(folder it came from or None, file) for each file argument and each file in a folder."""
-  out = []
-  for arg in args:
-    p = Path(arg)
-    if p.is_dir():
-      out.extend((arg, f) for f in sorted(p.iterdir())
-                 if f.is_file() and not f.name.startswith("."))
-    else:
-      out.append((None, p))
-  return out
+from ichflax.data import dicom, sources
+from ichflax.predictor import THRESHOLD, Prediction, Predictor
 
 
 def _emit(record: dict) -> None:
   print(json.dumps(record), flush=True)
 
 
+def _error(problem: sources.Problem) -> dict:
+  """The row of a file (or slice) that gave no prediction: the reason names it."""
+  return {"file": problem.file, "status": "error", "reason": str(problem)}
+
+
+def _kept(pred: Prediction) -> Prediction:
+  """What the study summary needs of a written prediction: no pixels, no map."""
+  light = dataclasses.replace(pred.slice, model_image=pred.slice.model_image[:0], hu=None,
+                              picture=None)
+  return dataclasses.replace(pred, slice=light, cam=None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(
       prog="python -m ichflax.predict",
       description="Hemorrhage and subtype probabilities, Grad-CAM and its attention box for CT "
-                  "slices (DICOM, PNG, JPG) and folders of series.",
+                  "slices (DICOM, PNG, JPG), multi-frame DICOM and NIfTI volumes, and folders "
+                  "or zips of series.",
       epilog="One JSON line per slice, one error line per unreadable file, and a study summary "
-             "per series when a folder is given. Research and education use only.")
-  parser.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR")
+             "per series of a folder, zip or volume. Research and education use only.")
+  parser.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR_OR_ZIP")
   parser.add_argument("--checkpoint", action="append", required=True, metavar="DIR",
                       help="a checkpoint; repeat for a binary + a subtype checkpoint")
   parser.add_argument("--gradcam", metavar="OUT_DIR", type=Path,
@@ -59,14 +65,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     specs = [checkpoint.read_spec(p) for p in args.checkpoint]
   except (checkpoint.CheckpointError, OSError) as e:
     parser.exit(2, f"error: {e}\n")
-  loaded: list[tuple[str | None, inputs.Slice]] = []
-  for folder, path in _expand(args.inputs):
-    try:
-      loaded.append((folder, inputs.load_slice(path, windows=specs[0].windows,
-                                               stored_size=specs[0].stored_size)))
-    except inputs.READ_ERRORS as e:
-      _emit({"file": str(path), "error": str(e)})
-  if not loaded:
+  dicom.quiet_pydicom()
+  reading = sources.read(args.inputs, windows=specs[0].windows,
+                         stored_size=specs[0].stored_size)
+  for problem in reading.problems:
+    _emit(_error(problem))
+  if not reading.slices:
     return 1
   try:
     predictor = Predictor.from_checkpoint(*args.checkpoint, batch_size=args.batch_size,
@@ -78,30 +82,40 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"choose one of {', '.join(predictor.labels)}\n")
   if args.gradcam:
     args.gradcam.mkdir(parents=True, exist_ok=True)
-  # Loose files go in one batch with no summary; each series of a folder gets its summary.
-  folders = sorted({f for f, _ in loaded if f is not None})
-  groups = [([s for f, s in loaded if f is None], False)] + [
-      (ordered, True) for folder in folders
-      for ordered in series.order_series([s for f, s in loaded if f == folder])]
-  written = 0  # numbered, so slices with the same file name never overwrite each other's map
-  for group, summarise in groups:
-    if not group:
-      continue
-    preds = predictor.predict(group, gradcam_on=True, cam_class=args.cam_class)
-    for i, pred in enumerate(preds):
-      record = pred.to_json()
-      if summarise and pred.slice.geometry is not None:
-        record.update(slice_index=i, position_z=pred.slice.geometry.position_z)
-      if args.gradcam:
-        written += 1
-        out = args.gradcam / f"{written:04d}_{Path(pred.slice.name).stem}_gradcam.png"
-        Image.fromarray(gradcam.overlay(pred.slice.display, pred.cam, pred.box)).save(out)
-        record["gradcam"] = str(out)
-      _emit(record)
-    if summarise:
-      _emit({"study": series.study_summary(preds, args.threshold)})
-  return 0
-
+  written = predicted = 0  # numbered, so slices with the same file name never share a map
+  bar = tqdm.tqdm(total=reading.slices, unit="slice", file=sys.stderr, disable=None,
+                  desc="predict")
+  for group in reading.series:  # rows are written batch by batch: a stopped run keeps them
+    kept = []
+    for slices, problems in group.batches(args.batch_size):
+      for problem in problems:
+        _emit(_error(problem))
+      try:
+        preds = predictor.predict(slices, gradcam_on=True, cam_class=args.cam_class)
+      except Exception as e:  # noqa: BLE001  (one batch's failure must not lose the others)
+        preds = []
+        for s in slices:
+          _emit(_error(sources.unexpected(s.name, e)))
+      for pred in preds:
+        index = len(kept)
+        record = pred.to_json()
+        if pred.slice.frame is not None:
+          record["frame"] = pred.slice.frame
+        if group.summarise and pred.slice.geometry is not None:
+          record.update(slice_index=index, position_z=pred.slice.geometry.position_z)
+        if args.gradcam:
+          written += 1
+          out = args.gradcam / f"{written:04d}_{Path(pred.slice.name).stem}_gradcam.png"
+          Image.fromarray(gradcam.overlay(pred.slice.display, pred.cam, pred.box)).save(out)
+          record["gradcam"] = str(out)
+        _emit(record)
+        kept.append(_kept(pred))
+      predicted += len(preds)
+      bar.update(len(slices) + len(problems))
+    if group.summarise and kept:
+      _emit({"study": series.study_summary(kept, args.threshold)})
+  bar.close()
+  return 0 if predicted else 1
 
 if __name__ == "__main__":
   xla_cache.enable()

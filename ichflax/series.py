@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ichflax.data import inputs
+from ichflax.data import inputs, sources
 from ichflax.predictor import THRESHOLD, Prediction, decide
 
 
@@ -14,13 +14,8 @@ def order_series(slices: Sequence[inputs.Slice]) -> list[list[inputs.Slice]]:
   for s in slices:
     key = s.geometry.series_instance_uid if s.geometry else f"file:{s.name}"
     groups.setdefault(key, []).append(s)
-
-  def position(s: inputs.Slice):
-    g = s.geometry
-    return (g is None or g.position_z is None, (g and g.position_z) or 0.0,
-            (g and g.instance_number) or 0, s.name)
-
-  return [sorted(group, key=position) for group in groups.values()]
+  return [sorted(group, key=lambda s: sources.order_key(s.name, s.geometry))
+          for group in groups.values()]
 
 
 def study_summary(predictions: Sequence[Prediction], threshold: float = THRESHOLD) -> dict:

@@ -137,3 +137,21 @@ def test_cpu_latency_smoke(tmp_path):
       assert math.isfinite(row[field]) and row[field] > 0, (field, row)
     assert row["p90_ms"] >= row["p50_ms"] >= row["min_ms"], row
   assert "| framework | impl | what | p50 ms |" in proc.stdout
+
+
+def test_series_throughput_smoke(tmp_path):
+  """The series benchmark: every input format decoded to the same images, the table printed."""
+  out = tmp_path / "series.json"
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
+  proc = subprocess.run([sys.executable, str(ROOT / "bench" / "series_throughput.py"), "--smoke",
+                         "--json", str(out)], cwd=ROOT, env=env, capture_output=True, text=True,
+                        timeout=600)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  result = json.loads(out.read_text())
+  check_record(result, "series_throughput.py")
+  formats = {row["format"] for row in result["series"]}
+  assert {"DICOM uncompressed", "DICOM JPEG-LS lossless", "NIfTI .nii.gz"} <= formats, formats
+  for row in result["series"]:
+    for field in ("decode_s", "model_s", "end_to_end_slices_per_s"):
+      assert math.isfinite(row[field]) and row[field] > 0, (field, row)
+  assert "| input | MB | decode s |" in proc.stdout

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 from test_app import IDENTITY, ROOT, identified_dicom, server  # noqa: F401
-from test_predictor import bad_files  # noqa: F401
+from test_dicom import _gdcm
+from test_predictor import bad_files, write_dicom  # noqa: F401
+from test_sources import enhanced_ct, phantom_volume, write_nifti
 
 playwright = pytest.importorskip("playwright.sync_api")
 
@@ -62,3 +64,21 @@ def test_example_is_one_click_away(server, page):
   page.locator("#message", has_text="slice").wait_for(timeout=RESULT_TIMEOUT_MS)
   page.locator("#table").wait_for(state="visible", timeout=RESULT_TIMEOUT_MS)
   assert page.locator("#table").get_by_text("slice_07.dcm").count() == 1
+
+
+def test_compressed_multiframe_and_nifti_uploads_work(server, page, tmp_path):
+  """JPEG Lossless SV1 (the commonest PACS export), an Enhanced CT multi-frame, a .nii.gz."""
+  volume = phantom_volume(size=128)
+  plain = write_dicom(tmp_path / "plain.dcm", volume[0])
+  uploads = {"sv1.dcm": _gdcm("JPEGLosslessProcess14_1")(plain, tmp_path / "sv1.dcm"),
+             "enhanced.dcm": enhanced_ct(tmp_path / "enhanced.dcm", volume),
+             "head.nii.gz": write_nifti(tmp_path / "head.nii.gz", volume)}
+  page.goto(server.url)
+  for name, path in uploads.items():
+    page.locator("#upload input[type=file]").set_input_files(str(path))
+    page.locator("#message", has_text=name).wait_for(timeout=RESULT_TIMEOUT_MS)
+    text = page.locator("#message").inner_text()
+    assert "Latency" in text and "Skipped" not in text, name
+    assert page.locator("#window-brain img").first.get_attribute("src").startswith("data:image")
+    if name != "sv1.dcm":  # a volume is a series: the table lists its slices
+      assert page.locator("#table").get_by_text(f"{name} [slice 4]").count() == 1, name

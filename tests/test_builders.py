@@ -80,7 +80,8 @@ def test_bad_files_are_skipped_and_reported(rsna_dir, full):
   info = builders.dataset_info(dataset_dir)
   assert info["skipped"] == 4
   report = (dataset_dir / builders.REPORT_FILE).read_text()
-  assert f"{bad['truncated']}: pixel data cannot be decoded, possibly truncated" in report
+  assert (f"{bad['truncated']}: its Explicit VR Little Endian pixel data cannot be decoded: the "
+          "file is damaged or truncated") in report
   assert f"{bad['deleted']}: file missing" in report
   assert f"{bad['renamed']}: not a DICOM file: it is a PNG image" in report
   assert f"{bad['conflict'].stem}: conflicting duplicate rows for any" in report

@@ -1,13 +1,17 @@
 """DICOM -> HU -> windows: hand-computed values, the RSNA 12-bit fix, and every bad input."""
 
 import io
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
 from PIL import Image
+from pydicom import uid
 
-from ichflax.data import ct_writer, dicom
+from ichflax.data import ct_writer, dicom, phantom
 
 GEOMETRY = dicom.SliceGeometry("ID_0a1b2c", "ID_study", "ID_series", 7, -12.5)
 
@@ -179,14 +183,14 @@ def test_missing_pixel_data(tmp_path, hu):
     dicom.read_hu(path)
 
 
-def test_multi_frame_is_refused(tmp_path):
+def test_multi_frame_is_a_series_not_a_slice(tmp_path):
   path = _write(tmp_path / "a.dcm", np.zeros((8, 8)))
   ds = pydicom.dcmread(path)
   ds.NumberOfFrames = 2
   ds.PixelData = np.zeros((2, 8, 8), np.int16).tobytes()
   with pydicom.config.disable_value_validation():
     ds.save_as(path)
-  with pytest.raises(dicom.DicomError, match="multi-frame.*only single slices"):
+  with pytest.raises(dicom.DicomError, match="multi-frame.*read it as a series"):
     dicom.read_hu(path)
 
 
@@ -228,7 +232,7 @@ def test_malformed_header_value_is_one_clear_error(tmp_path, hu, tag, value):
   ds = pydicom.dcmread(path)
   ds[tag] = pydicom.DataElement(ds[tag].tag, "LO", value)  # text where a number belongs
   ds.save_as(path)
-  with pytest.raises(dicom.DicomError, match="malformed header value"):
+  with pytest.raises(dicom.DicomError, match=f"malformed {tag} value"):
     dicom.read_slice(path)
 
 
@@ -236,3 +240,140 @@ def test_huge_slice_is_refused_before_decoding(tmp_path, hu):
   path = _edit(_write(tmp_path / "a.dcm", hu), Rows=5000, Columns=5000)
   with pytest.raises(dicom.DicomError, match="pixel limit"):
     dicom.read_hu(path)
+
+
+# Every common CT transfer syntax, made from one phantom slice by a real encoder: pydicom's own
+# (`Dataset.compress`, with the plugins in requirements.txt) or, for JPEG Lossless process 14 and
+# JPEG baseline, GDCM (python-gdcm, test-only).
+PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"  # in the wheel: no download
+
+
+def _compress(ts, **kwargs):
+  def make(src, dst):
+    ds = pydicom.dcmread(src)
+    ds.compress(ts, **kwargs)
+    ds.save_as(dst, enforce_file_format=True)
+    return dst
+  return make
+
+
+def _gdcm(ts_name):
+  def make(src, dst):
+    gdcm = pytest.importorskip("gdcm")
+    reader = gdcm.ImageReader()
+    reader.SetFileName(str(src))
+    assert reader.Read()
+    change = gdcm.ImageChangeTransferSyntax()
+    change.SetTransferSyntax(gdcm.TransferSyntax(getattr(gdcm.TransferSyntax, ts_name)))
+    change.SetInput(reader.GetImage())
+    assert change.Change()
+    writer = gdcm.ImageWriter()
+    writer.SetFileName(str(dst))
+    writer.SetFile(reader.GetFile())
+    writer.SetImage(change.GetOutput())
+    assert writer.Write()
+    return dst
+  return make
+
+
+def _rewrite(ts, **kwargs):
+  """Same pixels, another uncompressed encoding (byte order swapped by hand for big endian)."""
+  def make(src, dst):
+    ds = pydicom.dcmread(src)
+    px = ds.pixel_array
+    ds.file_meta.TransferSyntaxUID = ts
+    if ts == uid.ExplicitVRBigEndian:
+      ds.PixelData = px.astype(">i2").tobytes()
+    pydicom.dcmwrite(dst, ds, force_encoding=True, **kwargs)
+    return dst
+  return make
+
+
+# (transfer syntax, how to make it, largest HU difference allowed: 0 = lossless)
+SYNTAXES = [
+    (uid.RLELossless, _compress(uid.RLELossless), 0),
+    (uid.JPEGLSLossless, _compress(uid.JPEGLSLossless), 0),
+    (uid.JPEG2000Lossless, _compress(uid.JPEG2000Lossless), 0),
+    (uid.JPEGLosslessSV1, _gdcm("JPEGLosslessProcess14_1"), 0),
+    (uid.JPEGLossless, _gdcm("JPEGLosslessProcess14"), 0),
+    (uid.DeflatedExplicitVRLittleEndian, _rewrite(uid.DeflatedExplicitVRLittleEndian,
+                                                  little_endian=True, implicit_vr=False), 0),
+    (uid.ExplicitVRBigEndian, _rewrite(uid.ExplicitVRBigEndian, little_endian=False,
+                                       implicit_vr=False), 0),
+    (uid.ImplicitVRLittleEndian, _rewrite(uid.ImplicitVRLittleEndian, little_endian=True,
+                                          implicit_vr=True), 0),
+    (uid.JPEGLSNearLossless, _compress(uid.JPEGLSNearLossless, jls_error=2), 2),
+    (uid.JPEG2000, _compress(uid.JPEG2000, j2k_cr=[5]), 40),
+]
+
+
+@pytest.mark.parametrize("ts,make,tolerance", SYNTAXES, ids=[s[0].name for s in SYNTAXES])
+def test_every_ct_transfer_syntax_decodes_to_the_uncompressed_hu(tmp_path, ts, make, tolerance):
+  hu = phantom.make_slice(np.random.default_rng(0), 64, (4,)).hu
+  plain = _write(tmp_path / "plain.dcm", hu)
+  encoded = make(plain, tmp_path / "encoded.dcm")
+  assert pydicom.dcmread(encoded).file_meta.TransferSyntaxUID == ts  # really re-encoded
+  out, expected = dicom.read_hu(encoded), dicom.read_hu(plain)
+  if tolerance == 0:
+    np.testing.assert_array_equal(out, expected)
+  else:
+    assert 0 < np.abs(out - expected).max() <= tolerance
+
+
+def test_jpeg_baseline_8_bit_decodes(tmp_path):
+  """Baseline JPEG holds 8-bit samples only: a slice stored as (HU + 1024) / 8, lossy."""
+  hu = phantom.make_slice(np.random.default_rng(0), 64, (4,)).hu
+  ds = pydicom.dcmread(_write(tmp_path / "a.dcm", hu))
+  ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+  ds.RescaleSlope, ds.RescaleIntercept = 8, -1024
+  ds.PixelData = np.clip(np.rint((hu + 1024) / 8), 0, 255).astype(np.uint8).tobytes()
+  ds.save_as(tmp_path / "8bit.dcm", enforce_file_format=True)
+  encoded = _gdcm("JPEGBaselineProcess1")(tmp_path / "8bit.dcm", tmp_path / "jpeg.dcm")
+  assert pydicom.dcmread(encoded).file_meta.TransferSyntaxUID == uid.JPEGBaseline8Bit
+  assert np.abs(dicom.read_hu(encoded) - dicom.read_hu(tmp_path / "8bit.dcm")).max() <= 16
+
+
+def test_jpeg_extended_12_bit_from_the_pydicom_wheel_decodes():
+  """12-bit lossy JPEG (no pip encoder writes it): the real file pydicom ships."""
+  hu = dicom.read_hu(PYDICOM_FILES / "JPGExtended.dcm")
+  assert hu.shape == (1024, 256) and hu.max() > hu.min()
+
+
+def test_missing_decoder_names_the_syntax_and_the_fix(tmp_path):
+  """The plugin packages made unimportable in a fresh interpreter, as on a bare install."""
+  hu = phantom.make_slice(np.random.default_rng(0), 32).hu
+  path = _compress(uid.JPEGLSLossless)(_write(tmp_path / "a.dcm", hu), tmp_path / "jls.dcm")
+  hide = ("gdcm", "libjpeg", "pylibjpeg", "jpeg_ls", "openjpeg", "rle")
+  code = (f"import sys\nfor m in {hide!r}: sys.modules[m] = None\n"
+          "from ichflax.data import dicom\n"
+          f"try:\n  dicom.read_hu({str(path)!r})\nexcept dicom.DicomError as e:\n  print(e)\n")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                       cwd=Path(__file__).parent.parent).stdout
+  assert "jls.dcm: is compressed as JPEG-LS Lossless Image Compression" in out
+  assert "no decoder for it is installed" in out and "pip install -r requirements.txt" in out
+  assert "truncated" not in out and "plugins" not in out
+
+
+def test_unsupported_syntax_says_which(tmp_path, hu):
+  ds = pydicom.dcmread(_compress(uid.RLELossless)(_write(tmp_path / "a.dcm", hu),
+                                                  tmp_path / "rle.dcm"))
+  ds.file_meta.TransferSyntaxUID = uid.MPEG2MPML  # video: no decoder exists for it
+  ds.save_as(tmp_path / "mpeg.dcm")
+  with pytest.raises(dicom.DicomError, match="uses transfer syntax MPEG2 .* no decoder for; "
+                     "export the series uncompressed"):
+    dicom.read_hu(tmp_path / "mpeg.dcm")
+
+
+@pytest.mark.parametrize("name,reason", [
+    ("badVR.dcm", "has a malformed NumberOfFrames value in its header; re-export it"),
+    ("JPEG2000-embedded-sequence-delimiter.dcm", "decompression-bomb guard stopped it"),
+    ("MR_truncated.dcm", "pixel data cannot be decoded: the file is damaged or truncated"),
+    ("DICOMDIR", "is a DICOMDIR (the index of a DICOM export), not an image"),
+])
+def test_damaged_files_from_the_pydicom_wheel_get_our_words(name, reason):
+  """Our sentence, not a library's: no plugin list, no Pillow text, no int() message."""
+  path = next(PYDICOM_FILES.rglob(name))
+  with pytest.raises(dicom.DicomError) as err:
+    dicom.read_hu(path)
+  assert reason in str(err.value) and name in str(err.value)
+  assert not any(w in str(err.value) for w in ("plugin", "Pillow", "invalid literal", "PIL"))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 from test_predictor import SUBDURAL, bad_files, png_bytes, tiny_checkpoint, write_dicom  # noqa: F401
+from test_sources import ZS, enhanced_ct, phantom_volume, write_nifti, write_series
 
 from ichflax import predict, tasks
 from ichflax.data import phantom
@@ -28,10 +30,11 @@ def test_cli_schema(tiny_checkpoint, tmp_path, capsys):
                        "--gradcam", str(cams)])
   lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
   assert code == 0
-  errors = [r for r in lines if "error" in r]
+  errors = [r for r in lines if r.get("status") == "error"]
   slices = [r for r in lines if "probabilities" in r]
   studies = [r["study"] for r in lines if "study" in r]
   assert [Path(r["file"]).name for r in errors] == ["broken.dcm"]
+  assert set(errors[0]) == {"file", "status", "reason"} and "broken.dcm: " in errors[0]["reason"]
   assert len(slices) == 4 and len(studies) == 1
   for r in slices:
     assert set(r) >= {"file", "probabilities", "hemorrhage_probability", "label", "box",
@@ -54,7 +57,7 @@ def test_cli_fails_only_when_nothing_reads(tiny_checkpoint, bad_files, capsys):
   lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
   assert code == 1
   assert [Path(r["file"]).name for r in lines] == ["empty.dcm", "notes.txt"]
-  assert all(r["error"] for r in lines)
+  assert all(r["status"] == "error" and r["file"] in r["reason"] for r in lines)
 
 
 def test_cli_missing_checkpoint_says_so(tmp_path, capsys):
@@ -72,3 +75,29 @@ def test_cli_unknown_cam_class_names_the_labels(tiny_checkpoint, tmp_path, capsy
   assert exit_.value.code == 2
   assert "'kidney' is not a label" in capsys.readouterr().err
 
+
+
+def test_cli_reads_zips_volumes_and_nested_folders_as_series(tiny_checkpoint, tmp_path, capsys):
+  """What the app reads, the CLI reads: one study summary per series, slices in z order."""
+  volume = phantom_volume(size=32)
+  folder = write_series(tmp_path / "export" / "PAT" / "SE1", volume)
+  zipped = tmp_path / "series.zip"
+  with zipfile.ZipFile(zipped, "w") as zf:
+    for f in sorted(folder.iterdir()):
+      zf.write(f, f.name)
+  inputs = [tmp_path / "export", zipped, enhanced_ct(tmp_path / "enhanced.dcm", volume),
+            write_nifti(tmp_path / "v.nii.gz", volume)]
+  code = predict.main([*map(str, inputs), "--checkpoint", str(tiny_checkpoint),
+                       "--batch-size", "3"])
+  lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+  assert code == 0
+  studies = [r["study"] for r in lines if "study" in r]
+  assert [s["slices"] for s in studies] == [len(ZS)] * 4
+  slices = [r for r in lines if "probabilities" in r]
+  assert len(slices) == 4 * len(ZS) and not [r for r in lines if r.get("status") == "error"]
+  for i in range(4):
+    run = slices[i * len(ZS):(i + 1) * len(ZS)]
+    assert [r["position_z"] for r in run] == pytest.approx(list(ZS))
+    assert [r["slice_index"] for r in run] == list(range(len(ZS)))
+  assert {r["frame"] for r in slices if r["file"].endswith("v.nii.gz")} == {1, 2, 3, 4}
+  assert slices[len(ZS)]["file"].startswith(str(zipped) + "/")

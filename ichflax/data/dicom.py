@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import logging
 import os
-from collections.abc import Sequence
-from typing import BinaryIO
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any, BinaryIO
 
 import numpy as np
 import pydicom
 from PIL import Image
+from pydicom import uid
+from pydicom.pixels import get_decoder, pixel_array
 
 from ichflax.data import filetypes
 
@@ -35,6 +39,11 @@ THREE_WINDOWS: tuple[Window, ...] = (WINDOWS["brain"], WINDOWS["subdural"], WIND
 ONE_WINDOW: tuple[Window, ...] = (WINDOWS["brain"],)
 # PIL's bilinear filter widens its support when shrinking, so downsizing is antialiased.
 RESAMPLE = Image.Resampling.BILINEAR
+# The pip packages behind each pydicom decoding plugin (all in requirements.txt).
+_PLUGIN_PACKAGES = {"gdcm": "python-gdcm", "pylibjpeg": "pylibjpeg, pylibjpeg-libjpeg, "
+                    "pylibjpeg-openjpeg, pylibjpeg-rle", "pyjpegls": "pyjpegls"}
+# Tags without which pixel data has no defined layout.
+_PIXEL_TAGS = ("Rows", "Columns", "BitsAllocated")
 
 
 class DicomError(ValueError):
@@ -55,6 +64,17 @@ class SliceGeometry:
   series_instance_uid: str
   instance_number: int | None
   position_z: float | None  # ImagePositionPatient[2], mm
+
+
+def quiet_pydicom() -> None:
+  """pydicom's validation warnings quote tag values (a patient's name, a date): never log them.
+
+  Its decoders also log each failed plugin with a traceback; ichflax reports the file in its
+  own words instead. Process-wide, so the entry points (app.py, the predict CLI) call it.
+  """
+  pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+  logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+  warnings.filterwarnings("ignore", module="pydicom")
 
 
 def windows_for(n: int) -> tuple[Window, ...]:
@@ -101,44 +121,187 @@ def _read(source: Source, **kwargs) -> pydicom.FileDataset:
     # force=True also accepts the preamble-less DICOMs some exporters write; a non-DICOM file
     # then fails below for having no image.
     return pydicom.dcmread(fp, force=signature != filetypes.DICOM_PREAMBLE, **kwargs)
-  except Exception as e:  # noqa: BLE001  (pydicom raises many types for damaged files)
-    raise DicomError(name, f"not a readable DICOM file, possibly truncated ({e})") from None
+  except Exception:  # noqa: BLE001  (pydicom raises many types for damaged files)
+    raise DicomError(name, "not a readable DICOM file: its header is damaged or truncated; copy "
+                     "or export it again") from None
 
 
-def _geometry(ds: pydicom.Dataset) -> SliceGeometry:
-  with pydicom.config.disable_value_validation():  # RSNA "ID_<hex>" UIDs are not DICOM UIDs
-    pos = ds.get("ImagePositionPatient")
-    num = ds.get("InstanceNumber")
-    return SliceGeometry(
-        sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
-        study_instance_uid=str(ds.get("StudyInstanceUID", "")),
-        series_instance_uid=str(ds.get("SeriesInstanceUID", "")),
-        instance_number=int(num) if num not in (None, "") else None,
-        position_z=float(pos[2]) if pos is not None and len(pos) == 3 else None)
+def header(ds: pydicom.Dataset, keyword: str, convert: Callable[[Any], Any], default: Any, *,
+           name: str) -> Any:
+  """One header value, converted; `default` when absent or empty.
 
-
-def _pixels(ds: pydicom.Dataset, name: str) -> np.ndarray:
-  if "PixelData" not in ds:
-    kind = ds.get("Modality", "") or ds.get("SOPClassUID", "unknown kind")
-    raise DicomError(name, f"has no pixel data (a non-image DICOM object: {kind}); "
-                     "a single CT image slice is needed")
-  frames = int(ds.get("NumberOfFrames", 1) or 1)
-  if frames > 1:
-    raise DicomError(name, f"is a multi-frame DICOM ({frames} frames); only single slices "
-                     "are supported: export the series as one file per slice")
-  if int(ds.get("SamplesPerPixel", 1)) != 1:
-    raise DicomError(name, "is a colour image; a CT slice has one grayscale sample per pixel")
-  rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-  if rows * cols > MAX_PIXELS:  # checked before decoding: a tiny compressed file can be huge
-    raise DicomError(name, f"is {cols}x{rows} pixels, over the {MAX_PIXELS:,}-pixel limit for "
-                     "one slice; a CT slice is usually 512x512")
+  Every value ichflax reads from a DICOM header goes through here, so a damaged value ("1A" in
+  an integer field, a short position) refuses that one file with a clear reason instead of
+  escaping as an exception that stops a batch.
+  """
   try:
-    px = ds.pixel_array
-  except Exception as e:  # noqa: BLE001  (each decoder plugin raises its own types)
-    raise DicomError(name, f"pixel data cannot be decoded, possibly truncated ({e})") from None
-  if px.ndim != 2 or min(px.shape) < 2:
-    raise DicomError(name, f"pixel data has shape {px.shape}; expected one 2-D slice")
-  return px
+    value = ds.get(keyword)
+    if value is None or (isinstance(value, (str, bytes)) and not value.strip()):
+      return default
+    return convert(value)
+  except Exception:  # noqa: BLE001  (pydicom converts lazily: any type can surface here)
+    raise DicomError(name, f"has a malformed {keyword} value in its header; re-export it from "
+                     "the scanner or PACS") from None
+
+
+def is_dicomdir(ds: pydicom.Dataset) -> bool:
+  """A DICOMDIR: the index of a DICOM export (media), listing the image files beside it."""
+  meta = getattr(ds, "file_meta", None) or {}
+  return (meta.get("MediaStorageSOPClassUID") == uid.MediaStorageDirectoryStorage
+          or "DirectoryRecordSequence" in ds)
+
+
+def _position(value) -> tuple[float, float, float]:
+  x, y, z = (float(v) for v in value)
+  return x, y, z
+
+
+def _group_item(ds: pydicom.Dataset, index: int, sequence: str, name: str) -> pydicom.Dataset:
+  """The functional-group item `sequence` of frame `index` (Enhanced CT): per frame, then shared.
+
+  Classic images carry the same attributes at the top level, so the dataset itself is the
+  fallback.
+  """
+  for groups, i in (("PerFrameFunctionalGroupsSequence", index),
+                    ("SharedFunctionalGroupsSequence", 0)):
+    items = header(ds, groups, list, [], name=name)
+    if i < len(items):
+      inner = header(items[i], sequence, list, [], name=name)
+      if inner:
+        return inner[0]
+  return ds
+
+
+def _decoder_problem(ds: pydicom.Dataset) -> str | None:
+  """Why this file's pixel data cannot be decoded here, before trying; None when it can."""
+  ts = (getattr(ds, "file_meta", None) or {}).get("TransferSyntaxUID")
+  if not ts:
+    return ("does not say how its pixel data is encoded (no Transfer Syntax UID in its file "
+            "meta); export it again from the scanner or PACS")
+  ts = uid.UID(str(ts))
+  try:
+    decoder = get_decoder(ts)
+  except (NotImplementedError, ValueError):
+    return (f"uses transfer syntax {ts.name} ({ts}), which ichflax has no decoder for; export "
+            "the series uncompressed, or as JPEG Lossless or JPEG 2000")
+  if not decoder.is_available:
+    plugins = sorted({m.split(" - ")[0].strip() for m in decoder.missing_dependencies})
+    packages = ", ".join(_PLUGIN_PACKAGES.get(p, p) for p in plugins)
+    return (f"is compressed as {ts.name} and no decoder for it is installed; install ichflax's "
+            f"requirements (`pip install -r requirements.txt`: {packages})")
+  return None
+
+
+class ImageFile:
+  """One DICOM image object, read once: its HU decoded frame by frame, on demand.
+
+  A multi-frame object (NumberOfFrames > 1: classic multi-frame or Enhanced CT, whose per-frame
+  functional groups carry each frame's position and rescale) is a series in one file; decoding
+  one frame at a time keeps memory at one slice whatever the frame count.
+  """
+
+  def __init__(self, ds: pydicom.Dataset, name: str):
+    self.ds, self.name = ds, name
+    if is_dicomdir(ds):
+      raise DicomError(name, "is a DICOMDIR (the index of a DICOM export), not an image; skipped: "
+                       "give its whole folder, and the images beside it are read")
+    if "PixelData" not in ds:
+      kind = header(ds, "Modality", str, "", name=name) or "unknown kind"
+      raise DicomError(name, f"has no pixel data (a non-image DICOM object: {kind}); skipped: "
+                       "give the CT images of the series")
+    self.frames = header(ds, "NumberOfFrames", int, 1, name=name)
+    if self.frames < 1:
+      raise DicomError(name, f"declares {self.frames} frames; re-export it from the scanner or "
+                       "PACS")
+    if header(ds, "SamplesPerPixel", int, 1, name=name) != 1:
+      raise DicomError(name, "is a colour image (a screenshot or secondary capture?); give the CT "
+                       "images themselves, one grayscale sample per pixel")
+    for keyword in _PIXEL_TAGS:
+      if header(ds, keyword, int, None, name=name) is None:
+        raise DicomError(name, f"lacks {keyword}, which its pixel data needs; export it again "
+                         "from the scanner or PACS")
+    rows, cols = header(ds, "Rows", int, 0, name=name), header(ds, "Columns", int, 0, name=name)
+    if rows * cols > MAX_PIXELS:  # checked before decoding: a tiny compressed file can be huge
+      raise DicomError(name, f"is {cols}x{rows} pixels, over the {MAX_PIXELS:,}-pixel limit for "
+                       "one slice; a CT slice is usually 512x512")
+    problem = _decoder_problem(ds)
+    if problem:
+      raise DicomError(name, problem)
+    self._bits_stored = header(ds, "BitsStored", int, 16, name=name)
+    self._signed = header(ds, "PixelRepresentation", int, 0, name=name)
+    self._padding = header(ds, "PixelPaddingValue", int, None, name=name)
+    self._monochrome1 = header(ds, "PhotometricInterpretation", str, "",
+                               name=name).strip() == "MONOCHROME1"
+    with pydicom.config.disable_value_validation():  # RSNA "ID_<hex>" UIDs are not DICOM UIDs
+      self._uids = tuple(header(ds, k, str, "", name=name) for k in (
+          "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"))
+    self.geometries = tuple(self._geometry(i) for i in range(self.frames))
+
+  def _geometry(self, index: int) -> SliceGeometry:
+    ds, name = self.ds, self.name
+    plane = _group_item(ds, index, "PlanePositionSequence", name)
+    pos = header(plane, "ImagePositionPatient", _position, None, name=name)
+    z = pos and pos[2]
+    if self.frames > 1 and plane is ds and z is not None:  # classic multi-frame: one position
+      step = header(ds, "SpacingBetweenSlices", float, None, name=name)
+      z = None if step is None else z + index * step
+    number = (header(ds, "InstanceNumber", int, None, name=name) if self.frames == 1
+              else index + 1)
+    return SliceGeometry(*self._uids, number, z)
+
+  def _rescale(self, index: int) -> tuple[float, float, bool]:
+    """(slope, intercept, whether an intercept was given) for one frame."""
+    item = _group_item(self.ds, index, "PixelValueTransformationSequence", self.name)
+    slope = header(item, "RescaleSlope", float, 1.0, name=self.name) or 1.0
+    intercept = header(item, "RescaleIntercept", float, None, name=self.name)
+    return slope, intercept or 0.0, intercept is not None
+
+  def hu(self, index: int = 0) -> np.ndarray:
+    """float32 (H, W) Hounsfield units of one frame.
+
+    Applies RescaleSlope/Intercept (absent: the values are taken as HU already), the RSNA 2019
+    12-bit fix, MONOCHROME1 inversion, and maps padding (PixelPaddingValue, or anything below
+    air such as the -2000 outside the scan circle) to air, -1024 HU.
+    """
+    raw = self._decode(index)
+    slope, intercept, has_intercept = self._rescale(index)
+    x = raw.astype(np.float32)
+    if self._bits_stored == 12 and has_intercept and self._signed == 0 and intercept > -100:
+      # Some RSNA 2019 slices store 12-bit values shifted by +1000 and wrapped modulo 4096 with
+      # an intercept near 0; the RSNA community's fix undoes the wrap and uses intercept -1000.
+      x = x + 1000
+      x[x >= 4096] -= 4096
+      intercept = -1000.0
+    hu = x * slope + intercept
+    padded = raw == self._padding if self._padding is not None else np.zeros(raw.shape, bool)
+    if self._monochrome1 and not padded.all():
+      # MONOCHROME1 shows low values bright: mirror within the slice's range so bright = dense
+      # (padding excluded, or it would shift the mirror point).
+      tissue = hu[~padded]
+      hu = tissue.max() + tissue.min() - hu
+    hu[padded] = AIR_HU
+    return np.maximum(hu, AIR_HU).astype(np.float32)
+
+  def _decode(self, index: int) -> np.ndarray:
+    ts = uid.UID(str(self.ds.file_meta.TransferSyntaxUID))
+    try:
+      px = pixel_array(self.ds, index=index if self.frames > 1 else None)
+    except Exception as e:  # noqa: BLE001  (each decoder plugin raises its own types)
+      if isinstance(e, Image.DecompressionBombError) or "decompression bomb" in str(e).lower():
+        raise DicomError(self.name, f"its {ts.name} pixel data declares an image far larger than "
+                         "its Rows x Columns (a decompression-bomb guard stopped it); export the "
+                         "slice again") from None
+      raise DicomError(self.name, f"its {ts.name} pixel data cannot be decoded: the file is "
+                       "damaged or truncated; copy or export it again") from None
+    if px.ndim != 2 or min(px.shape) < 2:
+      raise DicomError(self.name, f"pixel data has shape {px.shape}, not one 2-D slice per frame; "
+                       "export the series again from the scanner or PACS")
+    return px
+
+
+def open_image(source: Source) -> ImageFile:
+  """A DICOM image object (one slice or many frames) checked and ready to decode frame by frame."""
+  return ImageFile(_read(source), _name(source))
 
 
 def read_hu(source: Source) -> np.ndarray:
@@ -147,42 +310,15 @@ def read_hu(source: Source) -> np.ndarray:
 
 
 def read_slice(source: Source) -> tuple[np.ndarray, SliceGeometry]:
-  """HU and ordering geometry from one read of the file (the dataset builders need both).
+  """HU and ordering geometry of a single-slice DICOM from one read (see `ImageFile.hu`).
 
-  Applies RescaleSlope/Intercept (absent: the values are taken as HU already), the RSNA 2019
-  12-bit fix, MONOCHROME1 inversion, and maps padding (PixelPaddingValue, or anything below
-  air such as the -2000 outside the scan circle) to air, -1024 HU.
+  A multi-frame object is a whole series: `ichflax.data.sources` reads it frame by frame.
   """
-  name = _name(source)
-  ds = _read(source)
-  raw = _pixels(ds, name)
-  try:  # damaged header values must be one clear error, not a crash mid-build
-    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-    has_intercept = ds.get("RescaleIntercept") is not None
-    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
-    wrapped_12_bit = (int(ds.get("BitsStored", 16)) == 12 and has_intercept
-                      and int(ds.get("PixelRepresentation", 0)) == 0 and intercept > -100)
-    padding = ds.get("PixelPaddingValue")
-    geometry = _geometry(ds)
-  except (ValueError, TypeError, IndexError) as e:
-    raise DicomError(name, f"has a malformed header value ({type(e).__name__}); re-export the "
-                     "slice from the scanner or PACS") from None
-  x = raw.astype(np.float32)
-  if wrapped_12_bit:
-    # Some RSNA 2019 slices store 12-bit values shifted by +1000 and wrapped modulo 4096 with an
-    # intercept near 0; the RSNA community's fix undoes the wrap and uses intercept -1000.
-    x = x + 1000
-    x[x >= 4096] -= 4096
-    intercept = -1000.0
-  hu = x * slope + intercept
-  padded = raw == padding if padding is not None else np.zeros(raw.shape, bool)
-  if ds.get("PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1" and not padded.all():
-    # MONOCHROME1 shows low values bright: mirror within the slice's range so bright = dense
-    # (padding excluded, or it would shift the mirror point).
-    tissue = hu[~padded]
-    hu = tissue.max() + tissue.min() - hu
-  hu[padded] = AIR_HU
-  return np.maximum(hu, AIR_HU).astype(np.float32), geometry
+  image = open_image(source)
+  if image.frames > 1:
+    raise DicomError(image.name, f"is a multi-frame DICOM ({image.frames} frames, a series in "
+                     "one file); read it as a series: `python -m ichflax.predict FILE` or the app")
+  return image.hu(0), image.geometries[0]
 
 
 def window(hu: np.ndarray, center: float, width: float) -> np.ndarray:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 PNG, JPEG, GIF, ZIP, DICOM = "png", "jpeg", "gif", "zip", "dicom"
+NIFTI, GZIP = "nifti", "gzip"  # a gzip may hold a NIfTI volume (.nii.gz): `volumes` looks inside
 # The 8-bit pictures a CT slice may come as (a GIF is a picture, but not one we read).
 PICTURES = (PNG, JPEG)
 
@@ -25,14 +26,16 @@ class Signature:
 
 # A standard DICOM file: a 128-byte preamble, then "DICM".
 DICOM_PREAMBLE = Signature(DICOM, 128, b"DICM", "a DICOM file")
-# First match wins. NIfTI (`n+1\0` at 344) and gzip (1f 8b at 0) are signatures of this form, for
-# when volumes are read.
+# First match wins.
 SIGNATURES = (
     Signature(PNG, 0, b"\x89PNG", "a PNG image"),
     Signature(JPEG, 0, b"\xff\xd8\xff", "a JPEG image"),
     Signature(GIF, 0, b"GIF8", "a GIF image"),
     Signature(ZIP, 0, b"PK\x03\x04", "a zip archive"),
+    Signature(GZIP, 0, b"\x1f\x8b", "a gzip file"),
     DICOM_PREAMBLE,
+    Signature(NIFTI, 344, b"n+1\0", "a NIfTI-1 volume"),
+    Signature(NIFTI, 4, b"n+2\0", "a NIfTI-2 volume"),
     # A DICOM without the 128-byte preamble starts with its first tag: group 0002 or 0008, little
     # endian. Anything else with no "DICM" marker is not DICOM, whatever pydicom's force mode reads.
     Signature(DICOM, 0, b"\x02\x00", "a DICOM file"),
@@ -48,7 +51,7 @@ def match(data: bytes) -> Signature | None:
 
 
 def sniff(data: bytes) -> str | None:
-  """The kind of file (PNG, JPEG, GIF, ZIP, DICOM), or None for anything else."""
+  """The kind of file (PNG, JPEG, GIF, ZIP, GZIP, NIFTI, DICOM), or None for anything else."""
   signature = match(data)
   return signature and signature.kind
 

@@ -52,6 +52,12 @@ class Slice:
   picture: np.ndarray | None = None  # uint8 (H, W) or (H, W, 3) as given: PNG/JPG, uint8 arrays
   hu: np.ndarray | None = None  # float32 (H, W), DICOM and HU arrays only
   geometry: dicom.SliceGeometry | None = None  # DICOM only: orders a series, no patient tags
+  frame: int | None = None  # 1-based slice of a multi-frame DICOM or a NIfTI volume
+
+  @property
+  def label(self) -> str:
+    """The file, and the slice within it for a volume: how people see this slice named."""
+    return self.name if self.frame is None else f"{self.name} [slice {self.frame}]"
 
   @functools.cached_property
   def display(self) -> np.ndarray:
@@ -118,7 +124,8 @@ def dicom_slice(source: str | os.PathLike | bytes, name: str | None = None, *,
     source = io.BytesIO(source)
     source.name = name  # DicomError messages name the file, not a buffer
   hu, geometry = dicom.read_slice(source)
-  return _from_hu(hu, name or os.fspath(source), windows, stored_size, geometry)
+  return from_hu(hu, name or os.fspath(source), windows=windows, stored_size=stored_size,
+                 geometry=geometry)
 
 
 def picture_slice(source: str | os.PathLike | bytes, name: str | None = None, *,
@@ -145,6 +152,9 @@ def load_slice(source: Source, name: str | None = None, *,
     return picture_slice(data, name, windows=windows, stored_size=stored_size)
   if kind == filetypes.DICOM:
     return dicom_slice(data, name, windows=windows, stored_size=stored_size)
+  if kind in (filetypes.NIFTI, filetypes.GZIP, filetypes.ZIP):
+    raise InputError(name, "holds a series (a volume or an archive), not one slice: read it with "
+                     "`ichflax.data.sources` (the CLI and the app do)")
   raise InputError(name, "not a DICOM, PNG or JPG file (no DICOM header); upload a CT slice as "
                    "exported by the scanner or PACS (.dcm), or as a PNG/JPG image")
 
@@ -167,17 +177,21 @@ def _from_array(array: np.ndarray, name: str, windows, stored_size: int) -> Slic
   if array.dtype == np.uint8 and (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] == 3)):
     return _from_picture(array, name, windows, stored_size)
   if np.issubdtype(array.dtype, np.floating) and array.ndim == 2:
-    return _from_hu(array.astype(np.float32), name, windows, stored_size)
+    return from_hu(array.astype(np.float32), name, windows=windows, stored_size=stored_size)
   raise InputError(name, f"array of {array.dtype} {array.shape}: give float HU (H, W) or "
                    "a uint8 image (H, W) / (H, W, 3)")
 
 
-def _from_hu(hu: np.ndarray, name: str, windows, stored_size: int,
-             geometry: dicom.SliceGeometry | None = None) -> Slice:
-  return Slice(name, dicom.slice_to_uint8(hu, windows, stored_size), hu=hu, geometry=geometry)
+def from_hu(hu: np.ndarray, name: str, *, windows: Sequence[dicom.Window],
+            stored_size: int, geometry: dicom.SliceGeometry | None = None,
+            frame: int | None = None) -> Slice:
+  """A slice of HU (a DICOM frame, a NIfTI slice, an array) through `dicom.slice_to_uint8`."""
+  return Slice(name, dicom.slice_to_uint8(hu, windows, stored_size), hu=hu, geometry=geometry,
+               frame=frame)
 
 
 def _from_picture(picture: np.ndarray, name: str, windows, stored_size: int) -> Slice:
   if min(picture.shape[:2]) < 2:
-    raise InputError(name, f"image is {picture.shape[1]}x{picture.shape[0]} pixels; too small")
+    raise InputError(name, f"image is {picture.shape[1]}x{picture.shape[0]} pixels; too small: "
+                     "give a CT slice")
   return Slice(name, picture_to_model(picture, windows, stored_size), picture=picture)
