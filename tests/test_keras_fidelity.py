@@ -15,9 +15,10 @@ Tolerances, float32 on CPU: the two frameworks sum ResNet50's reductions in diff
 (test_weights), the loss to ~1e-5 (1e-4 allowed) and moving statistics to ~1e-5 (1e-4). The
 backward pass through 53 batch-statistic BatchNorms amplifies that: gradients (Adam's first
 moment / 0.1 in both) differ by up to ~4% of their tensor's largest, so they are compared
-per tensor by relative L2 norm (5% allowed); in float64 the two losses agree to 5e-5, with our head still in float32. Adam's
-first step is lr x g / (|g| + 3.2e-6), ~lr x sign(g): where g is within rounding of 0 both
-signs are noise, so updates are compared where |g| > 10% of the tensor's largest, to lr / 1000.
+per tensor by relative L2 norm (5% allowed); in float64 the two losses agree to 5e-5, with
+our head still in float32. Adam's first step is lr x g / (|g| + 3.2e-6), ~lr x sign(g):
+where g is within rounding of 0 both signs are noise, so updates are compared where |g| >
+10% of the tensor's largest, to lr / 1000.
 Frozen weights must be bit-identical. Adam's epsilon semantics are pinned exactly by
 `test_keras_adam_matches_keras` (optax's differs there by up to 100% of an update).
 A batch of i.i.d. noise images is useless here: deep features come out near-identical, their
@@ -82,7 +83,7 @@ def keras_step(tmp_path_factory):
 
 
 def _ichflax_step(keras_step, tmp_path):
-  """ichflax's paper-code model on the same weights, one train step; (model before, after, loss)."""
+  """ichflax's paper-code model on the same weights, one train step: (gradients, model, loss)."""
   import jax
   import jax.numpy as jnp
   from flax import nnx
@@ -98,7 +99,6 @@ def _ichflax_step(keras_step, tmp_path):
   head.hidden.kernel[...], head.hidden.bias[...] = dense1
   head.bn.scale[...], head.bn.bias[...], head.bn.mean[...], head.bn.var[...] = bn
   head.out.kernel[...], head.out.bias[...] = dense2
-  before = jax.tree.map(np.asarray, nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat)))
   compiled, state, frozen = steps.make_steps(
       model, models.trainable_filter(cfg.recipe), optim.make(cfg.adam, cfg.lr),
       train.step_spec(cfg, model.variant, jnp.float32))
