@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-import warnings
 from pathlib import Path
 
 import gradio as gr

@@ -1,10 +1,13 @@
 """On-device training augmentation: one random affine per example, one resampling to model size.
 
-The paper used Keras ImageDataGenerator (zoom, shear/stretch, shift, rotation, flip). Here the
-whole family is composed into a single affine map per example and the stored image is sampled
-once, straight at the model size, so there is no resize-then-warp double interpolation. Each
-output pixel averages a few sub-samples (a box filter) so that downscaling a stored 256 px slice
-to 64 px does not alias, matching the antialiased resize of the eval path.
+The paper used Keras ImageDataGenerator (zoom, shear, shift, rotation, flip). Here the whole
+family is composed into a single affine map per example and the stored image is sampled once,
+straight at the model size, so there is no resize-then-warp double interpolation. Two ways to
+draw the map: ichflax's (isotropic zoom and stretch as scales, shear as a factor, black fill)
+and Keras's own (`cfg.keras`: ImageDataGenerator's parameters and matrix, `keras_params` /
+`keras_matrix`), so the paper's code is expressible exactly. With antialiased resizing each
+output pixel averages a few sub-samples (a box filter), so downscaling a stored 256 px slice to
+64 px does not alias, matching the eval path; with nearest resizing it takes the nearest pixel.
 Runs inside the jitted train step; the key fixes every draw, so runs are reproducible.
 """
 
@@ -20,18 +23,27 @@ from ichflax.models import preprocess
 
 
 def model_input(images: jax.Array, key: jax.Array, cfg: AugmentConfig, image_size: int,
-                variant: str, dtype=jnp.float32) -> jax.Array:
+                variant: str, dtype=jnp.float32, *, resize: str = "antialiased",
+                normalization: str = "backbone") -> jax.Array:
   """uint8 (B, S, S, C) -> augmented, normalised float (B, size, size, 3); eval path when off."""
   if not cfg.enabled:
-    return preprocess.model_input(images, image_size, variant, dtype)
+    return preprocess.model_input(images, image_size, variant, dtype, resize=resize,
+                                  normalization=normalization)
   x = preprocess.to_rgb(images)
-  mats = jax.vmap(lambda k: random_affine(k, cfg))(jax.random.split(key, x.shape[0]))
-  x = jax.vmap(lambda img, m: warp(img, m, image_size))(x, mats)
-  return preprocess.normalize(x, variant).astype(dtype)
+  mats = jax.vmap(lambda k: random_affine(k, cfg, image_size))(
+      jax.random.split(key, x.shape[0]))
+  x = jax.vmap(lambda img, m: warp(img, m, image_size, nearest=resize == "nearest",
+                                   fill=cfg.fill))(x, mats)
+  return preprocess.normalize(x, variant, normalization).astype(dtype)
 
 
-def random_affine(key: jax.Array, cfg: AugmentConfig) -> jax.Array:
-  """(2, 3) map from output to input coordinates, both normalised to [-1, 1], (x, y) order."""
+def random_affine(key: jax.Array, cfg: AugmentConfig, image_size: int = 224) -> jax.Array:
+  """(2, 3) map from output to input coordinates, both normalised to [-1, 1], (x, y) order.
+
+  `image_size` matters to Keras's semantics only (its shifts are whole-image pixels).
+  """
+  if cfg.keras:
+    return keras_matrix(keras_params(key, cfg, image_size), image_size)
   kz, ks, kst, kr, kt, kf = jax.random.split(key, 6)
   zoom = jax.random.uniform(kz, (), minval=1 - cfg.zoom, maxval=1 + cfg.zoom)
   stretch = jax.random.uniform(kst, (), minval=1 - cfg.stretch, maxval=1 + cfg.stretch)
@@ -47,14 +59,60 @@ def random_affine(key: jax.Array, cfg: AugmentConfig) -> jax.Array:
   return jnp.concatenate([rotate @ shear_m @ scale, shift[:, None]], axis=1)
 
 
-def warp(image: jax.Array, affine: jax.Array, size: int) -> jax.Array:
+def zoom_range(cfg: AugmentConfig) -> tuple[float, float]:
+  """Keras's zoom_range: [zoom_low, zoom_high], defaulting to [1 - zoom, 1 + zoom]."""
+  low = 1 - cfg.zoom if cfg.zoom_low is None else cfg.zoom_low
+  high = 1 + cfg.zoom if cfg.zoom_high is None else cfg.zoom_high
+  return low, high
+
+
+def keras_params(key: jax.Array, cfg: AugmentConfig, size: int) -> dict[str, jax.Array]:
+  """One draw of `ImageDataGenerator.get_random_transform` for a size x size image.
+
+  theta and shear in degrees from U(-range, range); tx, ty in pixels, a fraction of the side
+  from U(-shift, shift); zx and zy drawn apart from U(zoom_low, zoom_high); flip with p = 1/2.
+  """
+  kr, kx, ky, ks, kz, kf = jax.random.split(key, 6)
+  low, high = zoom_range(cfg)
+
+  def sym(k, r):
+    return jax.random.uniform(k, (), minval=-r, maxval=r)
+
+  zx, zy = jax.random.uniform(kz, (2,), minval=low, maxval=high)
+  return {"theta": sym(kr, cfg.rotation), "tx": sym(kx, cfg.shift) * size,
+          "ty": sym(ky, cfg.shift) * size, "shear": sym(ks, cfg.shear), "zx": zx, "zy": zy,
+          "flip": jnp.logical_and(cfg.flip, jax.random.bernoulli(kf))}
+
+
+def keras_matrix(p: dict[str, jax.Array], size: int) -> jax.Array:
+  """Keras's `apply_affine_transform` (then the horizontal flip) as a normalised (2, 3) map.
+
+  Keras builds rotation . shift . shear . zoom in (x, y) pixel coordinates about the image
+  centre and maps output to input pixels (so zoom < 1 enlarges the content); in coordinates
+  centred and scaled to [-1, 1] the linear part is the same and the shift is 2 t / size. Its
+  flip mirrors the transformed image, i.e. the output x before the map.
+  """
+  theta, shear = jnp.deg2rad(p["theta"]), jnp.deg2rad(p["shear"])
+  cos, sin = jnp.cos(theta), jnp.sin(theta)
+  rotate = jnp.array([[cos, -sin], [sin, cos]])
+  shear_m = jnp.array([[1.0, -jnp.sin(shear)], [0.0, jnp.cos(shear)]])
+  flip = jnp.where(p["flip"], -1.0, 1.0)
+  linear = rotate @ shear_m @ jnp.diag(jnp.array([p["zx"], p["zy"]])) @ jnp.diag(
+      jnp.array([flip, 1.0]))
+  shift = rotate @ jnp.array([p["tx"], p["ty"]]) * (2.0 / size)
+  return jnp.concatenate([linear, shift[:, None]], axis=1)
+
+
+def warp(image: jax.Array, affine: jax.Array, size: int, *, nearest: bool = False,
+         fill: str = "constant") -> jax.Array:
   """Samples float (S, S', C) at `affine`-mapped pixel centres of a size x size output.
 
-  Bilinear, with f x f sub-samples per output pixel (f = input/output ratio, rounded up) and
-  black (air) outside the slice.
+  Bilinear with f x f sub-samples per output pixel (f = input/output ratio, rounded up), or the
+  nearest pixel (`nearest`, one sample). Outside the slice: black (air) for "constant", the
+  nearest edge pixel for "nearest" (Keras's fill_mode='nearest').
   """
   in_h, in_w = image.shape[:2]
-  f = max(1, math.ceil(max(in_h, in_w) / size))
+  f = 1 if nearest else max(1, math.ceil(max(in_h, in_w) / size))
   # Sub-sample centres of every output pixel, normalised to [-1, 1].
   grid = (jnp.arange(size * f, dtype=jnp.float32) + 0.5) / (size * f) * 2 - 1
   gx, gy = jnp.meshgrid(grid, grid)  # (size*f, size*f) each, x along columns
@@ -62,10 +120,12 @@ def warp(image: jax.Array, affine: jax.Array, size: int) -> jax.Array:
   src_x, src_y = affine @ pts
   rows = (src_y + 1) / 2 * in_h - 0.5
   cols = (src_x + 1) / 2 * in_w - 0.5
+  if nearest:  # PIL's rule, floor(x + 0.5) = the eval path's nearest resize at identity
+    rows, cols = jnp.floor(rows + 0.5), jnp.floor(cols + 0.5)
 
   def sample(channel):
-    out = jax.scipy.ndimage.map_coordinates(channel, [rows, cols], order=1, mode="constant",
-                                            cval=0.0)
+    out = jax.scipy.ndimage.map_coordinates(channel, [rows, cols], order=0 if nearest else 1,
+                                            mode=fill, cval=0.0)
     return out.reshape(size, f, size, f).mean(axis=(1, 3))
 
   return jax.vmap(sample, in_axes=2, out_axes=2)(image)

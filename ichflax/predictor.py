@@ -175,7 +175,8 @@ def _compile(model: nnx.Module, spec: ModelSpec) -> _Run:
   size, variant = spec.image_size, spec.variant
 
   def inputs(images):
-    return preprocess.model_input(images, size, variant)
+    return preprocess.model_input(images, size, variant, resize=spec.resize,
+                                  normalization=spec.normalization)
 
   @jax.jit
   def plain(state, images):

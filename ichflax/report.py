@@ -61,7 +61,8 @@ def markdown(report: dict) -> str:
   ref = report.get("paper")
   n = report["test"].get("n", "?")
   lines = [f"# ichflax {report['task']} report", "",
-           f"Ours: **{report['data']}**, {report['epochs']} epochs, test n = {n}."]
+           f"Ours: **{report['data']}**, {report['epochs']} epochs, test n = {n}.",
+           f"Preset: **{report['config'].get('preset') or 'none'}**; {tested_line(report)}"]
   if ref:
     note = ("Different data: compare the shape, not the decimals." if "phantom" in report["data"]
             else "Same source, our own draw of the split.")
@@ -80,6 +81,14 @@ def markdown(report: dict) -> str:
   lines += _confusion_section(report, ref)
   lines += _metric_section(report, ref)
   return "\n".join(lines) + "\n"
+
+
+def tested_line(report: dict) -> str:
+  """Which checkpoint the test figures come from (the paper's code tested its last epoch)."""
+  epoch = report.get("best_epoch", "?")
+  if report.get("tested") == "final":
+    return f"tested: the **final** model (epoch {epoch}), as the paper's code did."
+  return f"tested: the **best** checkpoint by validation (epoch {epoch})."
 
 
 def _confusion_section(report: dict, ref: dict | None) -> list[str]:

@@ -13,8 +13,11 @@ from typing import Any
 from ichflax import tasks
 
 Window = tuple[float, float]  # (center, width) in HU
-# "backbone": the variant's own ImageNet normalisation (models.preprocess.normalize).
-NORMALIZATIONS = ("backbone",)
+# "backbone": the variant's own ImageNet normalisation; "rescale": x / 255 only, as the paper's
+# code fed its ImageNet ResNet50 (models.preprocess.normalize).
+NORMALIZATIONS = ("backbone", "rescale")
+# Stored image -> model size: "antialiased" bilinear, or "nearest" (Keras load_img's PIL default).
+RESIZES = ("antialiased", "nearest")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,12 +35,15 @@ class ModelSpec:
   data: str  # a sentence naming the training data (reports and model cards quote it)
   normalization: str = "backbone"
   stored_dtype: str = "float32"  # parameters as saved (exports may be bfloat16)
+  resize: str = "antialiased"  # stored -> model size (RESIZES)
 
   def __post_init__(self):
     tasks.get_task(self.task)  # raises for an unknown task
     if self.normalization not in NORMALIZATIONS:
       raise ValueError(f"unknown normalisation {self.normalization!r}: choose one of "
                        f"{', '.join(NORMALIZATIONS)}")
+    if self.resize not in RESIZES:
+      raise ValueError(f"unknown resize {self.resize!r}: choose one of {', '.join(RESIZES)}")
     object.__setattr__(self, "class_names", tuple(self.class_names))
     object.__setattr__(self, "windows", tuple((float(c), float(w)) for c, w in self.windows))
 
@@ -49,6 +55,11 @@ class ModelSpec:
   @property
   def channels(self) -> int:
     return len(self.windows)
+
+  @property
+  def input_mode(self) -> str:
+    """"grey": one grey channel (the paper's PNG, or the brain window); "windows": three."""
+    return "grey" if self.channels == 1 else "windows"
 
   def describe(self) -> str:
     """One line for people: what it predicts, on which backbone, trained on what."""

@@ -31,6 +31,9 @@ class StepSpec:
   variant: str
   augment: AugmentConfig
   dtype: Any = jnp.float32
+  resize: str = "antialiased"  # stored -> model size (ModelSpec.resize)
+  normalization: str = "backbone"  # ModelSpec.normalization
+  loss_clip: float = 0.0  # Keras-style probability clip in the loss (tasks.Task.loss)
 
 
 @dataclasses.dataclass
@@ -76,9 +79,10 @@ def make_steps(model: nnx.Module, trainable: nnx.filterlib.Filter,
     rng, fixed = nnx.split_state(frozen, nnx.RngState, ...)
     module = nnx.merge(train_def, params, stats, reseed(rng, drop_key), fixed, copy=True)
     x = augment.model_input(batch["image"], aug_key, spec.augment, spec.image_size,
-                            spec.variant, spec.dtype)
+                            spec.variant, spec.dtype, resize=spec.resize,
+                            normalization=spec.normalization)
     logits = module(x)
-    loss = masked_mean(task.loss(logits, batch["targets"]), batch["mask"])
+    loss = masked_mean(task.loss(logits, batch["targets"], spec.loss_clip), batch["mask"])
     return loss, (nnx.state(module, nnx.BatchStat), task.probabilities(logits))
 
   @jax.jit
@@ -93,9 +97,10 @@ def make_steps(model: nnx.Module, trainable: nnx.filterlib.Filter,
   @jax.jit
   def eval_step(state: TrainState, frozen, batch):
     module = nnx.merge(eval_def, state.trainable, state.batch_stats, frozen, copy=True)
-    x = preprocess.model_input(batch["image"], spec.image_size, spec.variant, spec.dtype)
+    x = preprocess.model_input(batch["image"], spec.image_size, spec.variant, spec.dtype,
+                               resize=spec.resize, normalization=spec.normalization)
     logits = module(x)
-    return task.loss(logits, batch["targets"]), task.probabilities(logits)
+    return task.loss(logits, batch["targets"], spec.loss_clip), task.probabilities(logits)
 
   return Steps(train_step, eval_step), state, frozen
 

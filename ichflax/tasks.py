@@ -47,11 +47,21 @@ class Task:
     """float32 (N, num_outputs) targets for selected examples (one-hot for softmax)."""
     return self._targets(np.asarray(labels), np.asarray(group)).astype(np.float32)
 
-  def loss(self, logits: jax.Array, targets: jax.Array) -> jax.Array:
-    """Per-example loss (N,), in float32 whatever the compute dtype."""
+  def loss(self, logits: jax.Array, targets: jax.Array, clip: float = 0.0) -> jax.Array:
+    """Per-example loss (N,), in float32 whatever the compute dtype.
+
+    clip > 0: probabilities clipped to [clip, 1 - clip] first, as Keras's losses do (1e-7):
+    one confident miss then costs at most -log(clip), and nothing past the clip has a gradient.
+    """
     logits = logits.astype(jnp.float32)
     if self.activation == "softmax":
-      return -jnp.sum(targets * jax.nn.log_softmax(logits), axis=-1)
+      log_p = jax.nn.log_softmax(logits)
+      if clip:
+        log_p = jnp.clip(log_p, jnp.log(clip), jnp.log1p(-clip))
+      return -jnp.sum(targets * log_p, axis=-1)
+    if clip:  # sigmoid(z) clipped to [c, 1 - c] is sigmoid of z clipped to +-logit(1 - c)
+      bound = float(np.log1p(-clip) - np.log(clip))
+      logits = jnp.clip(logits, -bound, bound)
     bce = -(targets * jax.nn.log_sigmoid(logits) + (1 - targets) * jax.nn.log_sigmoid(-logits))
     if self.name == "multilabel":
       w = jnp.asarray(RSNA_WEIGHTS)

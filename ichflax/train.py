@@ -20,11 +20,21 @@ from typing import Any
 
 import jax
 import numpy as np
-import optax
 from flax import nnx
 from tqdm import tqdm
 
-from ichflax import checkpoint, config, metrics, models, report, sharding, steps, tasks, xla_cache
+from ichflax import (
+  checkpoint,
+  config,
+  metrics,
+  models,
+  optim,
+  report,
+  sharding,
+  steps,
+  tasks,
+  xla_cache,
+)
 from ichflax.config import TrainConfig
 from ichflax.progress import EpochRecord, EpochSums, Progress
 from ichflax.spec import ModelSpec
@@ -78,9 +88,9 @@ def run(cfg: TrainConfig) -> dict:
   dtype = steps.compute_dtype(cfg.dtype)
   model = build_model(cfg, dtype)
   spec = model_spec(cfg, model, info)
-  step_spec = steps.StepSpec(task.name, cfg.image_size, model.variant, cfg.augment, dtype)
   trainable = models.trainable_filter(cfg.recipe)
-  compiled, state, frozen = steps.make_steps(model, trainable, optax.adam(cfg.lr), step_spec)
+  compiled, state, frozen = steps.make_steps(model, trainable, optim.make(cfg.adam, cfg.lr),
+                                             step_spec(cfg, model.variant, dtype))
   mesh = sharding.make_mesh()
   state, frozen = sharding.replicate((state, frozen), mesh)
   progress = Progress()
@@ -104,12 +114,20 @@ def build_model(cfg: TrainConfig, dtype) -> models.Classifier:
   variant = backbone.variant if backbone is not None else cfg.variant
   model = models.build_classifier(cfg.task, variant, cfg.resolved_dropout,
                                   rngs=nnx.Rngs(cfg.seed), dtype=dtype, backbone=backbone,
-                                  zero_init_residual=cfg.zero_init_residual)
-  if cfg.bn_momentum is not None:
-    for _, module in nnx.iter_graph(model):
-      if isinstance(module, nnx.BatchNorm):
+                                  zero_init_residual=cfg.zero_init_residual,
+                                  head_init=cfg.head_init)
+  for _, module in nnx.iter_graph(model):
+    if isinstance(module, models.BatchNorm):
+      module.unbiased_variance = cfg.bn_variance == "unbiased"
+      if cfg.bn_momentum is not None:
         module.momentum = cfg.bn_momentum
   return model
+
+
+def step_spec(cfg: TrainConfig, variant: str, dtype) -> steps.StepSpec:
+  """What the compiled steps fix statically, from the run's config."""
+  return steps.StepSpec(cfg.task, cfg.image_size, variant, cfg.augment, dtype, resize=cfg.resize,
+                        normalization=cfg.normalization, loss_clip=cfg.loss_clip)
 
 
 def model_spec(cfg: TrainConfig, model: models.Classifier, info: dict) -> ModelSpec:
@@ -119,19 +137,29 @@ def model_spec(cfg: TrainConfig, model: models.Classifier, info: dict) -> ModelS
   windows = info.get("windows") or dicom.windows_for(info["channels"])
   return ModelSpec(task=task.name, class_names=task.class_names, variant=model.variant,
                    image_size=cfg.image_size, stored_size=info["size"], windows=windows,
-                   dropout=cfg.resolved_dropout, recipe=cfg.recipe, data=data_name(info))
+                   dropout=cfg.resolved_dropout, recipe=cfg.recipe, data=data_name(info),
+                   normalization=cfg.normalization, resize=cfg.resize)
 
 
 def load_data(cfg: TrainConfig, task: tasks.Task) -> tuple[dict, dict[str, Split]]:
   """Prepares the dataset once and picks each split's examples for the task."""
   from ichflax import data  # TFDS only when data is needed
-  kwargs = {"protocol": cfg.protocol}
+  from ichflax.data import rsna
+  kwargs = {"protocol": cfg.protocol, "per_class": cfg.per_class,
+            "windows": 1 if cfg.input_mode == "grey" else 3}
   if cfg.stored_size is not None:
     kwargs["size"] = cfg.stored_size
   if cfg.data in (None, "phantom"):
     kwargs["num"] = cfg.phantom_slices
-  dataset_dir = Path(data.prepare(cfg.data, **kwargs))
+  try:
+    dataset_dir = Path(data.prepare(cfg.data, **kwargs))
+  except (data.DataError, rsna.LabelError) as e:  # a message for the user, not a traceback
+    raise config.ConfigError(str(e)) from e
   info = data.dataset_info(dataset_dir)
+  if info.get("channels") not in (None, kwargs["windows"]):
+    raise config.ConfigError(
+        f"{dataset_dir} stores {info['channels']} channel(s) but --input-mode {cfg.input_mode} "
+        f"needs {kwargs['windows']}: pass the source folder instead, or the matching mode")
   splits = {}
   for name in SPLITS:
     labels = data.read_meta(dataset_dir, name)
@@ -289,10 +317,11 @@ class _Trainer:
 
 
 def finish(trainer: _Trainer, trainable, state: steps.TrainState, splits) -> dict:
-  """Evaluates the best checkpoint on test and writes the report beside the checkpoints."""
+  """Tests the best checkpoint (or the final one, `cfg.tested`) and writes the report."""
   cfg, manager, model = trainer.cfg, trainer.manager, trainer.model
   best = manager.best_step()
-  best = manager.latest_step() if best is None else best
+  if cfg.tested == "final" or best is None:  # the paper's code tested its last epoch's model
+    best = manager.latest_step()
   params, _, tested = checkpoint.restore(manager, best, _model_state(model, state))
   nnx.update(model, params)
   _, trained, stats, frozen = steps.split(model, trainable)
@@ -302,7 +331,7 @@ def finish(trainer: _Trainer, trainable, state: steps.TrainState, splits) -> dic
   test = trainer.evaluate(best_state, frozen, splits["test"])
   history = trainer.progress.history  # the whole run's, however many epochs `best` saw
   rep = report.build(trainer.spec, history, test, config=cfg.to_dict(),
-                     extra={"best_step": best, "best_epoch": tested.epoch,
+                     extra={"best_step": best, "best_epoch": tested.epoch, "tested": cfg.tested,
                             "validation": tested.validation})
   paths = report.write(rep, Path(cfg.workdir).absolute() / "report")
   log.info("report: %s", paths["md"])

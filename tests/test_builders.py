@@ -191,7 +191,7 @@ def test_prepare_and_open_errors(tmp_path, full):
   (rsna_empty / "stage_2_train").mkdir(parents=True)
   rows = [f"ID_a_{k},0" for k in tasks.LABELS]
   (rsna_empty / "stage_2_train.csv").write_text("ID,Label\n" + "\n".join(rows) + "\n")
-  with pytest.raises(builders.DataError, match="no .dcm files"):
+  with pytest.raises(builders.DataError, match="no .dcm or .png images"):
     builders.prepare(rsna_empty, out=tmp_path / "out")
   with pytest.raises(builders.DataError, match="no split 'dev'"):
     builders.open_split(dataset_dir, "dev")

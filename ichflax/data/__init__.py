@@ -4,7 +4,7 @@ The dataset API (`prepare`, `open_split`, `read_meta`, `dataset_info`) is import
 that `ichflax.data.dicom` (used by the Predictor) does not pull in tensorflow_datasets.
 """
 
-_BUILDER_API = ("prepare", "open_split", "read_meta", "dataset_info")
+_BUILDER_API = ("prepare", "open_split", "read_meta", "dataset_info", "DataError")
 
 
 def __getattr__(name):

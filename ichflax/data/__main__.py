@@ -17,9 +17,10 @@ from ichflax.data import dicom, phantom
 
 def _phantom(args) -> None:
   out = phantom.write_rsna(args.out, args.num, seed=args.seed, size=args.size,
-                           workers=args.workers)
-  print(f"wrote {args.num} synthetic slices to {out / phantom.IMAGES_DIR} and labels to "
-        f"{out / phantom.CSV_NAME}")
+                           workers=args.workers, png_size=args.png)
+  images, labels = ((phantom.PNG_IMAGES_DIR, phantom.PNG_CSV_NAME) if args.png
+                    else (phantom.IMAGES_DIR, phantom.CSV_NAME))
+  print(f"wrote {args.num} synthetic slices to {out / images} and labels to {out / labels}")
 
 
 def _build(args) -> None:
@@ -61,17 +62,22 @@ def main(argv: list[str] | None = None) -> int:
   ph.add_argument("--seed", type=int, default=0)
   ph.add_argument("--size", type=int, default=256, help="slice side in pixels")
   ph.add_argument("--workers", type=int, default=None, help="processes (default: CPU cores)")
+  ph.add_argument("--png", type=int, nargs="?", const=phantom.PNG_SIZE, metavar="SIDE",
+                  help="write the seed's layout instead: stage_1_train_images/ID_*.png (grey, "
+                       f"default {phantom.PNG_SIZE} px) + stage_1_train.csv")
   ph.set_defaults(run=_phantom)
 
   b = sub.add_parser("build", help="build a TFDS dataset (array_record, no TensorFlow)")
   src = b.add_mutually_exclusive_group(required=True)
-  src.add_argument("--rsna", type=Path, help="Kaggle RSNA folder: stage_*_train.csv + images")
+  src.add_argument("--rsna", type=Path, help="Kaggle RSNA folder: stage_*_train.csv + images "
+                   "(DICOMs, or the seed's ID_*.png set)")
   src.add_argument("--png", type=Path, help="the paper's PNG folders, one per class")
   src.add_argument("--phantom", type=int, metavar="N", help="generate N phantom slices")
   b.add_argument("--out", type=Path, required=True, help="TFDS data dir")
   b.add_argument("--protocol", choices=(*config.PROTOCOLS, *config.ALIASES), default="paper",
-                 help="paper: per class, as the paper drew; full: every image, split by study "
-                      "(seed: the old name of paper)")
+                 help="paper: per class, as the paper's text drew; paper-code: the authors' "
+                      "parser (CSV order, first subtype with room); full: every image, split "
+                      "by study (seed: the old name of paper)")
   b.add_argument("--size", type=int, default=256, help="stored image side in pixels")
   b.add_argument("--windows", type=int, choices=(3, 1), default=3,
                  help="3: brain, subdural, bone as RGB; 1: the brain window only")

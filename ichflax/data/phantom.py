@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from ichflax import parallel, tasks
 from ichflax.data import ct_writer, dicom
@@ -29,6 +30,10 @@ FIELD_OF_VIEW_MM = 230.0
 SLICE_MM = 5.0
 IMAGES_DIR = "stage_2_train"
 CSV_NAME = "stage_2_train.csv"
+# The seed's source set (Kaggle "rsna_stage1_png_128"): grey 128 px PNGs beside the stage 1 CSV.
+PNG_IMAGES_DIR = "stage_1_train_images"
+PNG_CSV_NAME = "stage_1_train.csv"
+PNG_SIZE = 128
 # Written beside the data so every dataset built from it says it is synthetic.
 MARKER = "SYNTHETIC_PHANTOM.txt"
 # Hemorrhage pairs that occur together in real scans, for slices with two subtypes.
@@ -305,8 +310,12 @@ def _uid(*parts) -> str:
   return "ID_" + hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=5).hexdigest()
 
 
-def _write_study(out: Path, seed: int, size: int, job: tuple[int, int]) -> list[tuple]:
-  """Generate and write one study (index, slice count); returns (image_id, labels) CSV rows."""
+def _write_study(out: Path, seed: int, size: int, png_size: int | None,
+                 job: tuple[int, int]) -> list[tuple]:
+  """Generate and write one study (index, slice count); returns (image_id, labels) CSV rows.
+
+  png_size: write each slice as a grey PNG of that side (the brain window) instead of a DICOM.
+  """
   study, count = job
   rng = np.random.default_rng([seed, study])
   a = Anatomy.sample(rng)
@@ -318,17 +327,25 @@ def _write_study(out: Path, seed: int, size: int, job: tuple[int, int]) -> list[
   for i in range(count):
     s = make_slice(rng, size, sample_subtypes(rng), a, level=(i + 0.5) / count)
     image_id = _uid(seed, study, i)[:12]
+    rows.append((image_id, s.labels))
+    if png_size:
+      grey = dicom.slice_to_uint8(np.where(scan_circle, dicom.AIR_HU, s.hu), dicom.ONE_WINDOW,
+                                  png_size)
+      Image.fromarray(grey[..., 0]).save(out / f"{image_id}.png")
+      continue
     geo = dicom.SliceGeometry(image_id, study_uid, series_uid, i + 1, SLICE_MM * i)
     ct_writer.write_ct(out / f"{image_id}.dcm", s.hu, geo, patient_id=patient,
                        pixel_spacing=FIELD_OF_VIEW_MM / size, encoding=str(encoding),
                        padding=scan_circle)
-    rows.append((image_id, s.labels))
   return rows
 
 
 def write_rsna(out: str | os.PathLike, num: int, seed: int = 0, size: int = 256,
-               workers: int | None = None) -> Path:
+               workers: int | None = None, png_size: int | None = None) -> Path:
   """Write `num` slices as RSNA-format data: `stage_2_train/*.dcm` and `stage_2_train.csv`.
+
+  png_size (e.g. 128): the seed's PNG layout instead, `stage_1_train_images/ID_*.png` (grey,
+  brain window, png_size px) and `stage_1_train.csv`, as the paper's code read it.
 
   Slices come in synthetic studies of 4-12 slices (one patient each), so a split by study is
   a real split. Deterministic for a given seed whatever the number of workers.
@@ -336,18 +353,19 @@ def write_rsna(out: str | os.PathLike, num: int, seed: int = 0, size: int = 256,
   if num < 1:
     raise ValueError(f"--num must be at least 1, got {num}")
   out = Path(out)
-  (out / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
+  images, csv_name = (PNG_IMAGES_DIR, PNG_CSV_NAME) if png_size else (IMAGES_DIR, CSV_NAME)
+  (out / images).mkdir(parents=True, exist_ok=True)
   sizes = []
   rng = np.random.default_rng(seed)
   while sum(sizes) < num:
     sizes.append(int(min(rng.integers(4, 13), num - sum(sizes))))
-  studies = parallel.map_ordered(functools.partial(_write_study, out / IMAGES_DIR, seed, size),
-                                 list(enumerate(sizes)), workers=workers, desc="phantom",
+  write = functools.partial(_write_study, out / images, seed, size, png_size)
+  studies = parallel.map_ordered(write, list(enumerate(sizes)), workers=workers, desc="phantom",
                                  unit="studies")
   rows = [row for study in studies for row in study]
   (out / MARKER).write_text(f"Synthetic head-CT phantom made by ichflax.data.phantom (seed "
                             f"{seed}, {num} slices, {size} px). No real patient data.\n")
-  with open(out / CSV_NAME, "w", newline="") as fh:
+  with open(out / csv_name, "w", newline="") as fh:
     w = csv.writer(fh)
     w.writerow(("ID", "Label"))
     for image_id, labels in rows:

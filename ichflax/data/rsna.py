@@ -149,13 +149,13 @@ def paper_split(labels: np.ndarray, per_class: int = 2000,
   """The paper protocol: split -> (indices into labels, group per index)."""
   cands = class_candidates(labels)
   if per_class < 3:
-    raise ValueError(f"per_class must be at least 3 (one image each for train, validation and "
+    raise LabelError(f"per_class must be at least 3 (one image each for train, validation and "
                      f"test), got {per_class}")
   chosen = _draw(cands, per_class, np.random.default_rng(seed))
   if chosen is None:
     names = [*tasks.SUBTYPES, "no hemorrhage"]
     counts = ", ".join(f"{n} {len(c)}" for n, c in zip(names, cands))
-    raise ValueError(f"not enough images for {per_class} per class (available: {counts}; each "
+    raise LabelError(f"not enough images for {per_class} per class (available: {counts}; each "
                      f"image counts for one class only); use --per-class "
                      f"{max_per_class(labels)} or less")
   out: dict[str, list] = {s: [[], []] for s in SPLITS}
@@ -163,6 +163,66 @@ def paper_split(labels: np.ndarray, per_class: int = 2000,
     for split, part in zip(SPLITS, np.split(idx, np.cumsum(_split_sizes(per_class))[:2])):
       out[split][0].append(part)
       out[split][1].append(np.full(len(part), group, np.int32))
+  return {s: (np.concatenate(i), np.concatenate(g)) for s, (i, g) in out.items()}
+
+
+def paper_code_groups(labels: np.ndarray, per_class: int = 2000) -> np.ndarray:
+  """The authors' `parser_dcm.py`: each image's folder (0..4 subtypes, 5 none, -1 unused).
+
+  Walks the images in CSV order and moves each into the folder of its first subtype (in the
+  CSV's row order) that is 1 and still holds fewer than `per_class`; `any` = 0 goes to none,
+  also capped. A multi-subtype image counts for one folder only.
+  """
+  labels = np.asarray(labels)
+  counts = np.zeros(tasks.NO_HEMORRHAGE_GROUP + 1, np.int64)
+  groups = np.full(len(labels), tasks.NO_GROUP, np.int32)
+  for i, row in enumerate(labels):
+    wanted = ([tasks.NO_HEMORRHAGE_GROUP] if row[tasks.ANY] == 0
+              else np.flatnonzero(row[:tasks.ANY]).tolist())
+    for g in wanted:
+      if counts[g] < per_class:
+        groups[i] = g
+        counts[g] += 1
+        break
+  return groups
+
+
+def paper_code_split(labels: np.ndarray, per_class: int = 2000,
+                     seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """The paper's code: `paper_code_groups`, then 80:20 and 90:10 per folder (1440/160/400)."""
+  groups = paper_code_groups(labels, per_class)
+  return _split_groups(groups, np.zeros(len(groups), bool), seed)
+
+
+def given_test_split(groups: np.ndarray, is_test: np.ndarray,
+                     seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """Class folders holding a test/ subfolder: it is the test split; the rest 90:10 per class."""
+  return _split_groups(np.asarray(groups), np.asarray(is_test, bool), seed)
+
+
+def _split_groups(groups: np.ndarray, is_test: np.ndarray,
+                  seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """Per class: the `is_test` images are the test split when there are any, else 20% drawn;
+  validation 10% of the rest, drawn with `seed`."""
+  rng = np.random.default_rng(seed)
+  names = [*tasks.SUBTYPES, "no hemorrhage"]
+  out: dict[str, list] = {s: [[], []] for s in SPLITS}
+  for g, name in enumerate(names):
+    members = np.flatnonzero(groups == g)
+    given = members[is_test[members]]
+    rest = rng.permutation(members[~is_test[members]])
+    if len(given):
+      n_val = max(1, round(len(rest) * VALIDATION_FRACTION))
+      parts = (rest[n_val:], rest[:n_val], given)
+    else:
+      _, n_val, n_test = _split_sizes(len(rest))
+      parts = (rest[n_test + n_val:], rest[n_test:n_test + n_val], rest[:n_test])
+    if len(members) < 3 or min(map(len, parts)) == 0:
+      raise LabelError(f"class {name} has {len(rest)} training and {len(given)} test images: "
+                       "each class needs at least one image for train, validation and test")
+    for split, part in zip(SPLITS, parts):
+      out[split][0].append(np.sort(part))
+      out[split][1].append(np.full(len(part), g, np.int32))
   return {s: (np.concatenate(i), np.concatenate(g)) for s, (i, g) in out.items()}
 
 

@@ -1,6 +1,7 @@
 """Models: the ResNet50 backbone (two weight layouts), its input normalisation, the paper's head."""
 
 from ichflax.models import preprocess
+from ichflax.models.batchnorm import BatchNorm
 from ichflax.models.classifier import Classifier, build_classifier, trainable_filter
 from ichflax.models.head import Head
 from ichflax.models.resnet import FEATURES, VARIANTS, ResNet50
@@ -8,6 +9,7 @@ from ichflax.models.resnet import FEATURES, VARIANTS, ResNet50
 __all__ = [
            "FEATURES",
            "VARIANTS",
+           "BatchNorm",
            "Classifier",
            "Head",
            "ResNet50",

@@ -17,9 +17,10 @@ class Classifier(nnx.Module):
   """`model(x)` -> logits; `model.head(model.backbone(x))` is the same, split for Grad-CAM."""
 
   def __init__(self, backbone: ResNet50, num_outputs: int, dropout: float, *, rngs: nnx.Rngs,
-               head_width: int = 256):
+               head_width: int = 256, head_init: str = "lecun"):
     self.backbone = backbone
-    self.head = Head(FEATURES, num_outputs, dropout, rngs=rngs, width=head_width)
+    self.head = Head(FEATURES, num_outputs, dropout, rngs=rngs, width=head_width,
+                     kernel_init=head_init)
 
   @property
   def variant(self) -> str:
@@ -32,11 +33,13 @@ class Classifier(nnx.Module):
 def build_classifier(task_name: str, variant: str, dropout: float | None = None, *,
                      rngs: nnx.Rngs, dtype=jnp.float32,
                      backbone: ResNet50 | None = None,
-                     zero_init_residual: bool = False) -> Classifier:
+                     zero_init_residual: bool = False,
+                     head_init: str = "lecun") -> Classifier:
   """A classifier for a task; dropout None takes the task's paper preset.
 
   Pass `backbone` (e.g. from `ichflax.weights.load_backbone`) to start from ImageNet weights;
   otherwise the backbone is randomly initialised (`zero_init_residual`: see ResNet50).
+  `head_init`: the head's Dense kernels, "lecun" (flax) or "glorot" (Keras, the paper's).
   """
   task = tasks.get_task(task_name)
   if backbone is None:
@@ -45,7 +48,7 @@ def build_classifier(task_name: str, variant: str, dropout: float | None = None,
     raise ValueError(f"backbone is the {backbone.variant!r} variant but {variant!r} was asked "
                      "for: pass the variant the backbone was converted from")
   p = task.default_dropout if dropout is None else dropout
-  return Classifier(backbone, task.num_outputs, p, rngs=rngs)
+  return Classifier(backbone, task.num_outputs, p, rngs=rngs, head_init=head_init)
 
 
 def _is_backbone_bn(path: tuple, _) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ichflax.models.resnet import get_variant
 
@@ -19,10 +20,18 @@ TORCH_MEAN = (0.485, 0.456, 0.406)
 TORCH_STD = (0.229, 0.224, 0.225)
 
 
-def normalize(x: jax.Array, variant: str) -> jax.Array:
-  """x: float NHWC, RGB, values in [0, 255] -> the backbone's normalised input (float32)."""
+def normalize(x: jax.Array, variant: str, normalization: str = "backbone") -> jax.Array:
+  """x: float NHWC, RGB, values in [0, 255] -> the backbone's normalised input (float32).
+
+  normalization "rescale" is x / 255 alone: what the paper's code fed its ImageNet ResNet50
+  (`ImageDataGenerator(rescale=1./255)`, no `preprocess_input`).
+  """
   get_variant(variant)
   x = jnp.asarray(x, jnp.float32)
+  if normalization == "rescale":
+    return x / 255.0
+  if normalization != "backbone":
+    raise ValueError(f"unknown normalisation {normalization!r}: choose backbone or rescale")
   if variant == "keras":
     return x[..., ::-1] - jnp.asarray(CAFFE_BGR_MEAN, jnp.float32)
   return (x / 255.0 - jnp.asarray(TORCH_MEAN, jnp.float32)) / jnp.asarray(TORCH_STD, jnp.float32)
@@ -38,14 +47,34 @@ def to_rgb(images: jax.Array) -> jax.Array:
   return jnp.tile(images, (1, 1, 1, 3)) if images.shape[-1] == 1 else images
 
 
-def model_input(images_uint8: jax.Array, image_size: int, variant: str,
-                dtype=jnp.float32) -> jax.Array:
+def model_input(images_uint8: jax.Array, image_size: int, variant: str, dtype=jnp.float32, *,
+                resize: str = "antialiased", normalization: str = "backbone") -> jax.Array:
   """Stored uint8 batch -> normalised model input of image_size x image_size (jit-friendly).
 
-  Resizing is bilinear with antialiasing so a downscale does not alias fine bleeds away.
+  resize "antialiased": bilinear with antialiasing, so a downscale does not alias fine bleeds
+  away; "nearest": PIL's nearest neighbour (`nearest_index`), what Keras
+  `load_img(target_size=...)` did to the paper's 128 px PNGs.
   """
   x = to_rgb(images_uint8)
   b, h, w, c = x.shape
   if (h, w) != (image_size, image_size):
-    x = jax.image.resize(x, (b, image_size, image_size, c), method="bilinear", antialias=True)
-  return normalize(x, variant).astype(dtype)
+    if resize == "nearest":
+      rows = nearest_index(h, image_size)
+      cols = nearest_index(w, image_size)
+      x = x[:, rows][:, :, cols]
+    elif resize == "antialiased":
+      x = jax.image.resize(x, (b, image_size, image_size, c), method="bilinear", antialias=True)
+    else:
+      raise ValueError(f"unknown resize {resize!r}: choose antialiased or nearest")
+  return normalize(x, variant, normalization).astype(dtype)
+
+
+def nearest_index(size_in: int, size_out: int) -> np.ndarray:
+  """Source index of each output pixel under PIL's nearest-neighbour resize.
+
+  PIL walks the row adding in/out to a float64 start of in/out / 2 and truncates, so its
+  rounding drifts from floor((i + 0.5) x in / out); the same running sum reproduces it exactly.
+  """
+  step = size_in / size_out
+  coords = np.add.accumulate(np.r_[0.5 * step, np.full(size_out - 1, step)])
+  return np.minimum(coords.astype(np.int64), size_in - 1)

@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ichflax.models.batchnorm import BatchNorm
+
 # Blocks per stage and bottleneck widths of ResNet50 (output width = 4 x width).
 STAGE_BLOCKS = (3, 4, 6, 3)
 STAGE_WIDTHS = (64, 128, 256, 512)
@@ -64,8 +66,8 @@ class _ConvFactory:
                     use_bias=self.spec.conv_bias, dtype=self.dtype, param_dtype=jnp.float32,
                     rngs=self.rngs)
 
-  def bn(self, features: int) -> nnx.BatchNorm:
-    return nnx.BatchNorm(features, momentum=self.spec.bn_momentum, epsilon=self.spec.bn_epsilon,
+  def bn(self, features: int) -> BatchNorm:
+    return BatchNorm(features, momentum=self.spec.bn_momentum, epsilon=self.spec.bn_epsilon,
                          dtype=self.dtype, param_dtype=jnp.float32, rngs=self.rngs)
 
 

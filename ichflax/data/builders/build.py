@@ -54,7 +54,8 @@ class BuildConfig:
       log.warning("protocol %r is now called %r", self.protocol, config.ALIASES[self.protocol])
       object.__setattr__(self, "protocol", config.ALIASES[self.protocol])
     if self.protocol not in PROTOCOLS:
-      raise DataError(f"unknown protocol {self.protocol!r}: choose paper or full")
+      raise DataError(f"unknown protocol {self.protocol!r}: choose one of "
+                      f"{', '.join(PROTOCOLS)}")
     if self.size < 8:
       raise DataError(f"size {self.size} is too small: use at least 8 (e.g. 256)")
     dicom.windows_for(self.windows)  # raises for anything but 3 or 1
@@ -65,6 +66,7 @@ class _Item:
   source: str
   image_id: str
   labels: np.ndarray  # (6,)
+  test: bool = False  # in a class folder's test/ subfolder: the test split as given
 
 
 def cache_dir() -> Path:
@@ -108,14 +110,29 @@ def _build(kind: str, items: list[_Item], out: Path, cfg: BuildConfig, name: str
   if cfg.protocol == "paper":
     per_class = cfg.per_class or (rsna.max_per_class(labels) if kind == "phantom"
                                   else PAPER_PER_CLASS)
+  elif cfg.protocol == "paper-code":  # a cap, as the authors' parser used it: never too many
+    per_class = cfg.per_class or PAPER_PER_CLASS
+  is_test = np.array([it.test for it in items])
+  groups = np.where(labels[:, tasks.ANY] == 1, labels[:, :tasks.ANY].argmax(1),
+                    tasks.NO_HEMORRHAGE_GROUP)
+  if is_test.any():
+    log.info("%s: the test/ subfolders are the test split; every other image trains or "
+             "validates (no per-class draw)", description)
+
+  def draw(pool: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    if is_test.any():
+      split = rsna.given_test_split(groups[pool], is_test[pool], cfg.seed)
+    elif cfg.protocol == "paper":
+      split = rsna.paper_split(labels[pool], per_class, cfg.seed)
+    else:
+      split = rsna.paper_code_split(labels[pool], per_class, cfg.seed)
+    return {s: (pool[i], g) for s, (i, g) in split.items()}
   results: dict[int, convert.Result] = {}
   usable = np.ones(len(items), bool)
   start = time.perf_counter()
-  while True:  # the paper protocol redraws around files that fail, so classes stay balanced
-    if cfg.protocol == "paper":
-      pool = np.flatnonzero(usable)
-      drawn = {s: (pool[i], g) for s, (i, g) in
-               rsna.paper_split(labels[pool], per_class, cfg.seed).items()}
+  while True:  # the paper protocols redraw around files that fail, so classes stay balanced
+    if cfg.protocol != "full":
+      drawn = draw(np.flatnonzero(usable))
       chosen = np.unique(np.concatenate([i for i, _ in drawn.values()]))
     else:
       chosen = np.arange(len(items))
@@ -168,8 +185,8 @@ def _source_key(path: Path) -> str:
 
 
 def _config_name(cfg: BuildConfig, prefix: str = "") -> str:
-  parts = [prefix, cfg.protocol, f"s{cfg.size}", f"w{cfg.windows}",
-           f"pc{cfg.per_class}" if cfg.protocol == "paper" and cfg.per_class else "",
+  parts = [prefix, cfg.protocol.replace("-", "_"), f"s{cfg.size}", f"w{cfg.windows}",
+           f"pc{cfg.per_class}" if cfg.protocol != "full" and cfg.per_class else "",
            f"seed{cfg.seed}"]
   return "_".join(p for p in parts if p)
 
@@ -184,28 +201,40 @@ def build_rsna(root: str | os.PathLike, out: str | os.PathLike, cfg: BuildConfig
   kind = "phantom" if (images.parent / phantom.MARKER).exists() else "rsna"
   table = rsna.read_labels(csv_path)
   report = list(table.problems)
-  on_disk = {n[:-4] for n in os.listdir(images) if n.endswith(".dcm")}
-  if not on_disk:
-    raise DataError(f"{images}: no .dcm files in the images folder")
+  names = os.listdir(images)
+  # DICOMs (the Kaggle download), or the seed's set: the same CSV beside ID_*.png (grey 128 px,
+  # Kaggle "rsna_stage1_png_128"), read as pictures that are already windowed.
+  suffix = next((x for x in (".dcm", ".png") if any(n.lower().endswith(x) for n in names)), None)
+  if suffix is None:
+    raise DataError(f"{images}: no .dcm or .png images in the images folder")
+  file_kind = "dicom" if suffix == ".dcm" else "image"
+  on_disk = {n[:-4] for n in names if n.lower().endswith(suffix)}
   items = []
   for image_id, labels in zip(table.image_ids, table.labels):
     if image_id in on_disk:
-      items.append(_Item(os.fspath(images / f"{image_id}.dcm"), image_id, labels))
+      items.append(_Item(os.fspath(images / f"{image_id}{suffix}"), image_id, labels))
     else:
-      report.append(f"{images / (image_id + '.dcm')}: file missing (labelled in {csv_path.name})")
+      report.append(f"{images / (image_id + suffix)}: file missing (labelled in "
+                    f"{csv_path.name})")
   unlabelled = len(on_disk) - len(items)
   if unlabelled:
-    log.info("%d DICOM files in %s have no labels and are not used", unlabelled, images)
-  description = (f"synthetic phantom ({len(items)} slices, {images.parent.resolve()})"
-                 if kind == "phantom" else f"RSNA folder {images.parent.resolve()}")
+    log.info("%d %s files in %s have no labels and are not used", unlabelled, suffix, images)
+  what = "PNG " if file_kind == "image" else ""
+  description = (f"synthetic phantom ({len(items)} {what}slices, {images.parent.resolve()})"
+                 if kind == "phantom" else f"RSNA {what}folder {images.parent.resolve()}")
   # A phantom's prefix already names its folder (count, seed); a user's folder gets its key.
   name = _config_name(cfg, prefix or _source_key(images.parent))
-  return _build(kind, items, Path(out), cfg, name, description, report, source=images.parent)
+  return _build(kind, items, Path(out), cfg, name, description, report, file_kind,
+                source=images.parent)
 
 
 def build_png(root: str | os.PathLike, out: str | os.PathLike,
               cfg: BuildConfig = BuildConfig()) -> Path:
-  """The paper's PNG folders (one per subtype plus "no") -> TFDS dataset dir."""
+  """The paper's PNG folders (one per subtype plus "no") -> TFDS dataset dir.
+
+  A class folder's `test/` subfolder, when the folders have one, is the test split as given;
+  any other subfolder is listed in the build report as not used.
+  """
   root = Path(root)
   folders = {p.name.lower(): p for p in root.iterdir() if p.is_dir()} if root.is_dir() else {}
   found = {PNG_FOLDERS[n]: p for n, p in folders.items() if n in PNG_FOLDERS}
@@ -220,10 +249,22 @@ def build_png(root: str | os.PathLike, out: str | os.PathLike,
     if group < tasks.NO_HEMORRHAGE_GROUP:
       labels[[group, tasks.ANY]] = 1
     for path in sorted(folder.iterdir()):
-      if path.suffix.lower() in _IMAGE_SUFFIXES:
-        items.append(_Item(os.fspath(path), f"{group}_{path.stem}", labels))
-      elif path.is_file():
-        report.append(f"{path}: not a PNG/JPG image, not used")
+      test = path.is_dir() and path.name.lower() == "test"
+      for file in sorted(path.iterdir()) if test else [path]:
+        if file.suffix.lower() in _IMAGE_SUFFIXES and file.is_file():
+          items.append(_Item(os.fspath(file), f"{group}_{'test_' * test}{file.stem}", labels,
+                             test))
+        elif file.is_dir():
+          report.append(f"{file}: a subfolder, not used (only a class folder's test/ is read)")
+        else:
+          report.append(f"{file}: not a PNG/JPG image, not used")
+  tested = {g for g, f in found.items()
+            if any(p.is_dir() and p.name.lower() == "test" for p in f.iterdir())}
+  if tested and len(tested) < len(found):
+    missing = sorted(found[g].name for g in set(found) - tested)
+    raise DataError(f"{root}: some class folders have a test/ subfolder but {', '.join(missing)} "
+                    "not: give every class a test/ subfolder, or none (then the test split is "
+                    "drawn)")
   return _build("png", items, Path(out), cfg, _config_name(cfg, _source_key(root)),
                 f"PNG folders {root.resolve()}", report, file_kind="image", source=root)
 
