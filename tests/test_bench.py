@@ -59,7 +59,7 @@ def test_train_throughput_smoke(tmp_path, data_out):
   check_record(result, "train_throughput.py")
   rows = result["rows"]
   modes = {(r["framework"], r["mode"]) for r in rows}
-  assert {("jax", "compute"), ("jax", "end-to-end"), ("jax", "end-to-end, host sync")} <= modes
+  assert {("jax", "compute"), ("jax", "end-to-end"), ("jax", "end-to-end, old loop")} <= modes
   jax_compute = next(r for r in rows if r["framework"] == "jax" and r["mode"] == "compute")
   assert jax_compute["gflops_per_step"] > 0 and jax_compute["compile_s"] > 0
   if common.torch_available():
