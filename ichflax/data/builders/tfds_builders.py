@@ -61,7 +61,8 @@ class _IchBuilder(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, records: list[Record]):
     for r in records:
-      yield r.image_id, {"image": _pixels(r.png, self._channels), "labels": np.asarray(r.labels, np.int32),
+      yield r.image_id, {"image": _pixels(r.png, self._channels),
+                         "labels": np.asarray(r.labels, np.int32),
                          "group": r.group, "image_id": r.image_id, "study_id": r.study_id}
 
 
