@@ -301,6 +301,9 @@ def run(args) -> tuple[dict[str, Any], list[common.Row]]:
         _progress(args, rows, label)
   info = common.machine_info()
   info["skipped_for_time"] = skipped
+  # Peak device memory over every configuration run (GPU/TPU; CPU devices report none).
+  stats = jax.devices()[0].memory_stats() or {}
+  info["peak_device_bytes"] = stats.get("peak_bytes_in_use")
   if want_torch:
     from bench import torch_resnet
     info["torch_device"] = torch_resnet.device_name()
