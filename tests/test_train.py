@@ -240,6 +240,7 @@ def test_lean_paper_checkpoints_resume_to_the_same_weights_and_curves(dataset, t
   assert curves["lr"][0][1] == pytest.approx(whole.lr)
 
 
+@pytest.mark.slow  # three short full-recipe runs (~1 min each on 2 cores), one compile, cached
 def test_divergence_stops_at_its_step_and_resumes_from_the_last_good_checkpoint(
     dataset, tmp_path, capsys, caplog):
   """A non-finite loss is caught where the loop next reads the device (here the epoch end,
