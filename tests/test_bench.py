@@ -75,7 +75,8 @@ def test_loader_throughput_smoke(tmp_path, data_out):
   check_record(result, "loader_throughput.py")
   impls = [r["impl"] for r in result["rows"]]
   assert any(i.startswith("loader") for i in impls)
-  assert {"TFDS source (PNG)", "array_record PNG", "array_record raw uint8"} <= set(impls)
+  assert {"TFDS source (ichflax's stored format)", "TFDS source (PNG, the format before 1.1.0)",
+          "array_record PNG", "array_record raw uint8"} <= set(impls)
   assert len(table_rows(stdout)) == len(result["rows"])
 
 
