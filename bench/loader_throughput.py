@@ -3,8 +3,10 @@
 Why: end-to-end training is only as fast as the slower of the loader and the step. This times
 the loader alone (batches/s and images/s from a TFDS dataset on disk, per worker count) and
 compares it with the train step's measured rate (from bench/train_throughput.py's JSON). It
-also times what each stored record costs to read, PNG (what TFDS stores now) against raw uint8
-bytes in array_record, so a storage change is decided by numbers.
+also times, side by side in one run, what one stored record costs to read through TFDS: raw
+uint8 (ichflax's format since dataset version 1.1.0) against PNG (the format before, rebuilt
+here from the same slices), and the bare array_record equivalents, so a storage change is
+decided by numbers.
 
   python bench/loader_throughput.py --smoke --json /tmp/loader.json
   python bench/loader_throughput.py --workers 0 1 2 --batch-size 64 \
@@ -122,6 +124,41 @@ def decode_png(data: bytes) -> np.ndarray:
   return np.asarray(Image.open(io.BytesIO(data)))
 
 
+def png_tfds(tmp: Path, records: list[dict]):
+  """The given records rebuilt as the dataset format before 1.1.0 (PNG feature): its source."""
+  import tensorflow_datasets as tfds
+  from PIL import Image
+
+  from ichflax.data.builders import tfds_builders
+  paths = []
+  for n, r in enumerate(records):
+    image = np.asarray(r["image"])
+    paths.append(tmp / f"{n}.png")
+    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(
+        paths[-1], format="PNG", compress_level=1)
+
+  class PngCopy(tfds_builders.IchPhantom):
+    def _info(self):
+      info = super()._info()
+      features = dict(info.features)
+      features["image"] = tfds.features.Image(shape=records[0]["image"].shape, dtype=np.uint8,
+                                              encoding_format="png")
+      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(features),
+                                   disable_shuffling=True)
+
+    def _generate_examples(self, plan):
+      for n, (p, r) in enumerate(zip(paths, records)):
+        yield str(n), {"image": str(p), "labels": np.asarray(r["labels"], np.int32),
+                       "group": r["group"], "image_id": str(n), "study_id": r["study_id"]}
+
+  tfds.disable_progress_bar()
+  builder = PngCopy(plan={"train": records}, size=records[0]["image"].shape[0],
+                    channels=records[0]["image"].shape[-1], data_dir=str(tmp / "tfds"),
+                    config=tfds.core.BuilderConfig(name="png_copy"), file_format="array_record")
+  builder.download_and_prepare()
+  return builder.as_data_source(split="train")
+
+
 def write_records(path: Path, payloads: list[bytes]) -> None:
   from array_record.python import array_record_module
   writer = array_record_module.ArrayRecordWriter(str(path), "group_size:1")
@@ -161,9 +198,12 @@ def bench_storage(source, indices, args) -> list[common.Row]:
                                        dtype="uint8", note=note))
     rows[-1].compile_s = float("nan")
 
-  add("TFDS source (PNG)", lambda i: source[int(picked[i])]["image"],
-      "ichflax.data.open_split record, decoded")
+  add("TFDS source (ichflax's stored format)", lambda i: source[int(picked[i])]["image"],
+      "ichflax.data.open_split record (raw uint8 when built by this version)")
   with tempfile.TemporaryDirectory() as tmp:
+    old = png_tfds(Path(tmp), [source[int(i)] for i in picked])
+    add("TFDS source (PNG, the format before 1.1.0)", lambda i: old[i]["image"],
+        "same records as a TFDS Image(png) feature, convert's level 1, as_data_source")
     png = [png_bytes(im) for im in images]
     raw = [im.tobytes() for im in images]
     for name, payloads in (("png", png), ("raw", raw)):

@@ -5,7 +5,8 @@ Why: "make the step fast" starts from checkable facts, not guesses. On any backe
     about 2 forward passes (forward + input gradients) and full fine-tuning about 3 (+ weight
     gradients); if paper ~ full, frozen convolutions still get weight gradients;
   - buffer donation: bytes the compiled step aliases (reuses) between input and output state,
-    with the project's jit and with `donate_argnums=(0,)`;
+    without donation (the loop before issue 14) and as the project's step compiles it (state and
+    sums donated);
   - the dtypes in the optimised HLO of a bf16 step: convolutions in bf16, BatchNorm statistic
     reductions in f32, and how many layout transposes/copies XLA inserted;
   - a timed breakdown at a small size: augmentation alone, forward, forward+backward, whole step.
@@ -99,21 +100,21 @@ def hlo_census(lowered, compiled) -> dict[str, Any]:
 
 
 def compile_variants(recipe, size, batch, dtype, args, donation: bool = True):
-  """The project's compiled step and the same step jitted with its state donated."""
+  """The step jitted without donation, and the project's own step (state and sums donated)."""
   import jax
 
-  from ichflax import sharding
+  from ichflax import sharding, steps
   built = tt.build_step(recipe, size, dtype, args.task, args.variant)
   steps_, state, frozen = built
   batch_ = tt.to_device(tt.synthetic_batch(batch, args.stored_size, 3, args.task), args.task,
                         sharding.make_mesh())
   key = jax.random.key(0)
-  lowered = steps_.train.lower(state, frozen, batch_, key, 0)
+  sums = steps.StepSums.zeros()
+  lowered = jax.jit(steps_.train.__wrapped__).lower(state, frozen, batch_, key, 0, sums)
   project = lowered.compile()
   donated = None
   if donation:
-    donated_fn = jax.jit(steps_.train.__wrapped__, donate_argnums=(0,))
-    donated = donated_fn.lower(state, frozen, batch_, key, 0).compile()
+    donated = steps_.train.lower(state, frozen, batch_, key, 0, sums).compile()
   return built, batch_, project, donated, lowered
 
 
@@ -142,7 +143,7 @@ def time_breakdown(args, recipe: str) -> dict[str, float]:
   import jax.numpy as jnp
   from flax import nnx
 
-  from ichflax import augment, tasks
+  from ichflax import augment, steps, tasks
   from ichflax.config import AugmentConfig
   from ichflax.models import build_classifier, trainable_filter
   size, batch, dtype = args.time_size, args.time_batch, "fp32"
@@ -165,14 +166,15 @@ def time_breakdown(args, recipe: str) -> dict[str, float]:
   for name, fn in (("augment", lambda: aug(dev["image"], key)),
                    ("forward+loss", lambda: fwd(params, rest, x)),
                    ("forward+backward", lambda: grad(params, rest, x)),
-                   ("step", lambda: project(state, frozen, dev, key, 0))):
+                   ("step", lambda: project(state, frozen, dev, key, 0,
+                                            steps.StepSums.zeros()))):
     t = common.time_steps(fn, tt.sync_jax, warmup=1, repeats=args.repeats)
     out[name] = t.median_s * 1e3
   holder = {"s": state}
 
   def donated_step():
-    holder["s"], loss_, _ = donated(holder["s"], frozen, dev, key, 0)
-    return loss_
+    holder["s"], sums = donated(holder["s"], frozen, dev, key, 0, steps.StepSums.zeros())
+    return sums
   out["step (state donated)"] = common.time_steps(
       donated_step, tt.sync_jax, warmup=1, repeats=args.repeats).median_s * 1e3
   return out

@@ -4,7 +4,9 @@ Why one run: figures from different days, drivers or machines do not divide. Thi
 side by side on the same device,
   (a) compute only: ichflax's `steps.make_steps` train step (on-device augmentation included) on a
       synthetic uint8 batch already on the device;
-  (b) end to end: the same step fed by `ichflax.data.loader` from a TFDS dataset on disk;
+  (b) end to end: the same step fed by `ichflax.data.loader` from a TFDS dataset on disk, as the
+      training loop runs it (state donated, sums on the device, no per-step host read) and as
+      the loop before issue 14 ran it (no donation, loss and probabilities read every step);
   (c) torchvision ResNet50 (channels_last, bf16 autocast, eager and torch.compile) when torch
       imports: the baseline a user would otherwise run,
 for the paper's recipe (BatchNorm + head learn) and full fine-tuning, and prints one table, so every
@@ -120,12 +122,19 @@ def to_device(batch: dict[str, Any], task_name: str, mesh) -> dict[str, Any]:
   return sharding.shard_batch(local, mesh)
 
 
-def compile_step(built, device_batch) -> tuple[Any, float, float, float]:
-  """AOT-compiles the train step once: (executable, compile seconds, GFLOP, GB accessed)."""
+def compile_step(built, device_batch, donate: bool = True) -> tuple[Any, float, float, float]:
+  """AOT-compiles the train step once: (executable, compile seconds, GFLOP, GB accessed).
+
+  donate=False: the same step without buffer donation, as the loop before issue 14 had it.
+  """
   import jax
+
+  from ichflax import steps
   steps_, state, frozen = built
+  fn = steps_.train if donate else jax.jit(steps_.train.__wrapped__)
   t0 = time.perf_counter()
-  compiled = steps_.train.lower(state, frozen, device_batch, jax.random.key(0), 0).compile()
+  compiled = fn.lower(state, frozen, device_batch, jax.random.key(0), 0,
+                      steps.StepSums.zeros()).compile()
   seconds = time.perf_counter() - t0
   cost = compiled.cost_analysis()
   cost = (cost[0] if isinstance(cost, (list, tuple)) and cost else cost) or {}
@@ -135,19 +144,22 @@ def compile_step(built, device_batch) -> tuple[Any, float, float, float]:
 
 
 class JaxTrainer:
-  """Holds the evolving train state so a step is one call, as in the training loop."""
+  """Holds the evolving train state and on-device sums so a step is one call, as in training."""
 
   def __init__(self, compiled, state, frozen):
     import jax
+
+    from ichflax import steps
     self.compiled, self.state, self.frozen = compiled, state, frozen
+    self.sums = steps.StepSums.zeros()
     self.key = jax.random.key(0)
     self.i = 0
 
   def step(self, device_batch):
-    self.state, loss, self.probs = self.compiled(self.state, self.frozen, device_batch, self.key,
-                                                 self.i)
+    self.state, self.sums = self.compiled(self.state, self.frozen, device_batch, self.key,
+                                          self.i, self.sums)
     self.i += 1
-    return loss
+    return self.sums
 
 
 def sync_jax(x):
@@ -160,8 +172,13 @@ def bench_jax_compute(args, recipe, size, batch_size, dtype, mesh, stored) -> tu
   built = build_step(recipe, size, dtype, args.task, args.variant)
   dev_batch = to_device(synthetic_batch(batch_size, stored, args.channels, args.task),
                         args.task, mesh)
+  import jax
+  import jax.numpy as jnp
+  fresh = jax.tree.map(jnp.copy, built[1])  # for the old loop: the new one donates built[1]
   compiled, compile_s, gflops, gbytes = compile_step(built, dev_batch)
   trainer = JaxTrainer(compiled, *built[1:])
+  trainer.old_loop = lambda: JaxTrainer(compile_step(built, dev_batch, donate=False)[0], fresh,
+                                        built[2])
   timing = common.time_steps(lambda: trainer.step(dev_batch), sync_jax, warmup=args.warmup,
                              repeats=args.repeats, steps_per_repeat=args.steps)
   row = common.row_from_timing(
@@ -194,24 +211,27 @@ def loader_batches(source, indices, batch_size: int, threads: int | None):
 
 def bench_jax_end_to_end(args, trainer, dataset, recipe, size, batch_size, dtype, mesh,
                          host_sync: bool):
-  """(b) loader from disk -> device -> the same compiled step, timed over whole steps.
+  """(b) loader from disk -> device -> the compiled step, timed over whole steps.
 
-  host_sync=False keeps the device queue full (the host loads batch n+1 while step n runs);
-  True reads loss and probabilities back every step, as ichflax/train.py's loop does, which
-  serialises loading and compute: the gap between the two rows is what that read-back costs.
+  host_sync=False is ichflax/train.py's loop: donated state, sums kept on the device, the queue
+  kept full (the host loads batch n+1 while step n runs). True is the loop before issue 14: the
+  step without donation, its results read back every step, which serialises loading and
+  compute; the gap between the two rows is what the new loop buys.
   """
-  import numpy as np
   dataset_dir, source, indices = dataset
   if len(indices) < batch_size:
     raise SystemExit(f"dataset {dataset_dir} has {len(indices)} training examples for the "
                      f"task, fewer than one batch of {batch_size}")
   it = loader_batches(source, indices, batch_size, args.loader_threads)
 
+  if host_sync:
+    trainer = trainer.old_loop()
+
   def step():
-    loss = trainer.step(to_device(next(it), args.task, mesh))
+    sums = trainer.step(to_device(next(it), args.task, mesh))
     if host_sync:
-      float(loss), np.asarray(trainer.probs)
-    return loss
+      sums.read()
+    return sums
 
   total = args.e2e_steps or args.steps * args.repeats
   per = max(1, total // args.repeats)
@@ -220,7 +240,7 @@ def bench_jax_end_to_end(args, trainer, dataset, recipe, size, batch_size, dtype
   threads = "default" if args.loader_threads is None else args.loader_threads
   return common.row_from_timing(
       timing, bench="train", framework="jax", impl="ichflax step",
-      mode="end-to-end, host sync" if host_sync else "end-to-end",
+      mode="end-to-end, old loop" if host_sync else "end-to-end",
       recipe=recipe, image_size=size, batch_size=batch_size, dtype=dtype,
       note=f"{'/'.join(Path(dataset_dir).parts[-3:-1])}, {len(indices)} examples, "
            f"loader threads {threads}")
@@ -281,6 +301,9 @@ def run(args) -> tuple[dict[str, Any], list[common.Row]]:
         _progress(args, rows, label)
   info = common.machine_info()
   info["skipped_for_time"] = skipped
+  # Peak device memory over every configuration run (GPU/TPU; CPU devices report none).
+  stats = jax.devices()[0].memory_stats() or {}
+  info["peak_device_bytes"] = stats.get("peak_bytes_in_use")
   if want_torch:
     from bench import torch_resnet
     info["torch_device"] = torch_resnet.device_name()

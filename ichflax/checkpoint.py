@@ -9,6 +9,12 @@ or an exported inference checkpoint, which has no `opt_state`), one named item p
     <step>/config/     JSON TrainConfig: how the run was configured
     <step>/progress/   JSON Progress: loop position, epoch history, metrics
 
+A lean checkpoint (the paper recipe: frozen backbone convolutions) holds `<step>/trained/`
+instead of `state/`: only what training changes (trainable parameters and BatchNorm
+statistics), a few MB; the frozen parameters are written once per run, to WORKDIR/frozen/, and
+joined back on restore (`restore_into`, `restore_model`). `export_inference` writes a whole
+`state/`, so an exported checkpoint stands alone.
+
 Dropout RNG keys are not stored: each step derives its key from (config seed, step), so a
 resumed run draws exactly the keys it would have drawn.
 """
@@ -34,7 +40,9 @@ from ichflax.progress import Progress
 from ichflax.spec import ModelSpec
 
 STATE, OPT_STATE, SPEC, CONFIG, PROGRESS = "state", "opt_state", "spec", "config", "progress"
+TRAINED = "trained"  # a lean checkpoint's changing part, in place of `state`
 CHECKPOINTS = "checkpoints"
+FROZEN = "frozen"  # WORKDIR/frozen: the parameters a lean run never changes, written once
 LEGACY_META = "meta"  # one untyped JSON item, before the spec/config/progress split
 # Everything a Classifier needs to be rebuilt exactly; RNG streams are derived, not stored.
 MODEL_STATE = nnx.Any(nnx.Param, nnx.BatchStat)
@@ -59,12 +67,40 @@ def open_manager(workdir: str | Path, keep: int) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(Path(workdir).absolute() / CHECKPOINTS, options=options)
 
 
+def model_parts(model: nnx.Module, recipe: str):
+  """(graphdef, changing, frozen, rest) of a model under a recipe: changing = its trainable
+  parameters and BatchNorm statistics, frozen = every other parameter, rest = RNG streams."""
+  from ichflax import models  # Models import this module's users
+  graphdef, trained, stats, frozen, rest = nnx.split(
+      model, models.trainable_filter(recipe), nnx.BatchStat, nnx.Param, ...)
+  return graphdef, nnx.merge_state(trained, stats), frozen, rest
+
+
+def frozen_dir(step_dir: str | Path) -> Path:
+  """Where the frozen parameters of a lean checkpoint's run lie: WORKDIR/frozen."""
+  return Path(step_dir).absolute().parent.parent / FROZEN
+
+
+def is_lean(step_dir: str | Path) -> bool:
+  return (Path(step_dir) / TRAINED).is_dir()
+
+
 def save(manager: ocp.CheckpointManager, step: int, state: nnx.State, opt_state: Any, *,
          spec: ModelSpec, config: TrainConfig, progress: Progress,
-         score: float | None = None) -> None:
-  """Saves asynchronously; `score` (higher is better) marks epoch-end checkpoints for `best`."""
+         score: float | None = None, frozen: nnx.State | None = None) -> None:
+  """Saves asynchronously; `score` (higher is better) marks epoch-end checkpoints for `best`.
+
+  With `frozen` (parameters the run never changes) the save is lean: `state` holds only the
+  changing part, and `frozen` is written to WORKDIR/frozen the first time only (atomically, before
+  any step refers to it).
+  """
+  if frozen is not None:
+    target = Path(manager.directory).parent / FROZEN
+    if not target.is_dir():
+      with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(target, frozen)
   manager.save(step, args=ocp.args.Composite(**{
-      STATE: ocp.args.StandardSave(state),
+      (STATE if frozen is None else TRAINED): ocp.args.StandardSave(state),
       OPT_STATE: ocp.args.StandardSave(opt_state),
       SPEC: ocp.args.JsonSave(jsonable(spec.to_json())),
       CONFIG: ocp.args.JsonSave(jsonable(config.to_dict())),
@@ -76,14 +112,41 @@ def restore(manager: ocp.CheckpointManager, step: int, state: nnx.State,
             opt_state: Any = None) -> tuple[nnx.State, Any, Progress]:
   """Restores into the shapes, dtypes and shardings of the given (live or abstract) targets.
 
-  Without `opt_state` the optimiser moments are not read (evaluation needs only the model).
+  `state` is the whole model state, or for a lean step its changing part. Without `opt_state`
+  the optimiser moments are not read (evaluation needs only the model).
   """
-  items = {STATE: ocp.args.StandardRestore(_abstract(state)), PROGRESS: ocp.args.JsonRestore()}
+  item = TRAINED if is_lean(Path(manager.directory) / str(step)) else STATE
+  items = {item: ocp.args.StandardRestore(_abstract(state)), PROGRESS: ocp.args.JsonRestore()}
   if opt_state is not None:
     items[OPT_STATE] = ocp.args.StandardRestore(_abstract(opt_state))
   out = manager.restore(step, args=ocp.args.Composite(**items))
-  return (out[STATE], out[OPT_STATE] if opt_state is not None else None,
+  return (out[item], out[OPT_STATE] if opt_state is not None else None,
           Progress.from_json(out[PROGRESS]))
+
+
+def restore_into(manager: ocp.CheckpointManager, step: int, model: nnx.Module, recipe: str,
+                 opt_state: Any = None) -> tuple[Any, Progress]:
+  """Loads a training step into `model` in place, lean or whole: (optimiser state, progress)."""
+  step_dir = Path(manager.directory) / str(step)
+  if not is_lean(step_dir):
+    state, opt_state, progress = restore(manager, step, model_state(model), opt_state)
+    nnx.update(model, state)
+    return opt_state, progress
+  _, changing, frozen, _ = model_parts(model, recipe)
+  changing, opt_state, progress = restore(manager, step, changing, opt_state)
+  nnx.update(model, changing, _restore_frozen(step_dir, _abstract(frozen)))
+  return opt_state, progress
+
+
+def _restore_frozen(step_dir: Path, target: Any) -> Any:
+  path = frozen_dir(step_dir)
+  if not path.is_dir():
+    raise CheckpointError(
+        f"{step_dir} is a lean checkpoint (only what training changes); its frozen parameters "
+        f"belong in {path}, which is missing: keep the run's workdir whole, or export a "
+        "standalone copy from it with `python -m ichflax.checkpoint export`")
+  with ocp.StandardCheckpointer() as ckptr:
+    return ckptr.restore(path, target)
 
 
 def resolve(path: str | Path) -> Path:
@@ -97,7 +160,7 @@ def resolve(path: str | Path) -> Path:
     raise CheckpointError(
         f"{path} is a checkpoint of an older ichflax layout (one `meta` item): convert it once "
         f"with `python -m ichflax.checkpoint migrate {path}`")
-  if (path / SPEC).is_dir() and (path / STATE).is_dir():
+  if (path / SPEC).is_dir() and ((path / STATE).is_dir() or is_lean(path)):
     return path
   root = path / CHECKPOINTS if (path / CHECKPOINTS).is_dir() else path
   if root.is_dir():
@@ -149,10 +212,17 @@ def restore_model(step_dir: Path, spec: ModelSpec, dtype=jnp.float32) -> nnx.Mod
   from ichflax import models, steps  # Models import this module's users
   abstract = nnx.eval_shape(lambda: models.build_classifier(
       spec.task, spec.variant, spec.dropout, rngs=nnx.Rngs(0), dtype=dtype))
+  def f32(tree):
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, jnp.float32), tree)
+  if is_lean(step_dir):
+    graphdef, changing, frozen, rngs = model_parts(abstract, spec.recipe)
+    with ocp.StandardCheckpointer() as ckptr:
+      changing = ckptr.restore(step_dir.absolute() / TRAINED, f32(changing))
+    return nnx.merge(graphdef, changing, _restore_frozen(step_dir, f32(frozen)),
+                     steps.reseed(rngs, jax.random.key(0)))
   graphdef, target, rngs = nnx.split(abstract, MODEL_STATE, ...)
-  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, jnp.float32), target)
   with ocp.StandardCheckpointer() as ckptr:
-    state = ckptr.restore(step_dir.absolute() / STATE, target)
+    state = ckptr.restore(step_dir.absolute() / STATE, f32(target))
   return nnx.merge(graphdef, state, steps.reseed(rngs, jax.random.key(0)))
 
 

@@ -127,8 +127,10 @@ class TrainConfig:
                                  low=0.0, high=1.0, high_open=True, sweep=True, resume=True)
   image_size: int = option(224, "model input side in pixels (a multiple of 32, at least 32)",
                            sweep=True, resume=True)
+  # Not resume-checked: resuming a diverged run from its last good checkpoint with a lower rate
+  # is the usual remedy.
   lr: float = option(1e-3, "Adam learning rate (Keras' default, which the paper used)",
-                     low=0.0, low_open=True, sweep=True, resume=True)
+                     low=0.0, low_open=True, sweep=True)
   workdir: str = option("runs/train", "checkpoints and report (default runs/<preset>-<task>)")
   seed: int = option(0, "random seed of the model, the data order and augmentation",
                      sweep=True, resume=True)
@@ -174,6 +176,9 @@ class TrainConfig:
   keep: int = option(2, "last N checkpoints kept (the best one is kept besides)", low=1)
   checkpoint_every: int = option(50, "mid-epoch checkpoint every K steps (0: epoch ends only)",
                                  low=0)
+  log_every: int = option(50, "read the running loss and accuracy off the device every K steps "
+                          "for the progress bar and TensorBoard (0: epoch ends only)", low=0)
+  tensorboard: bool = option(True, "TensorBoard scalar curves in WORKDIR/tb while training")
   limit: int | None = option(None, "use at most this many examples per split", low=1,
                              sweep=True, resume=True)
   distributed: bool = option(False, "call jax.distributed.initialize() (also env-detected)")

@@ -77,12 +77,14 @@ def rsna_log_loss(targets: np.ndarray, probs: np.ndarray) -> float:
   return float(np.mean(_bce(t, p) @ w / w.sum()))
 
 
-def hits(activation: str, probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
-  """Per-example fraction of correct outputs (top class for softmax, each label at 0.5 else)."""
-  probs, targets = np.asarray(probs), np.asarray(targets)
+def hits(activation: str, probs, targets):
+  """Per-example fraction of correct outputs (top class for softmax, each label at 0.5 else).
+
+  Array methods only, so numpy and jax arrays alike: the train step sums it on the device.
+  """
   if activation == "softmax":
-    return (probs.argmax(-1) == targets.argmax(-1)).astype(np.float64)
-  return np.mean((probs >= 0.5) == (targets >= 0.5), axis=-1, dtype=np.float64)
+    return (probs.argmax(-1) == targets.argmax(-1)).astype(float)
+  return ((probs >= 0.5) == (targets >= 0.5)).astype(float).mean(-1)
 
 
 def evaluate(task_name: str, probs: np.ndarray, targets: np.ndarray) -> dict:

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from ichflax import (
   checkpoint,
   config,
+  curves,
   metrics,
   models,
   optim,
@@ -95,12 +96,12 @@ def run(cfg: TrainConfig) -> dict:
   state, frozen = sharding.replicate((state, frozen), mesh)
   progress = Progress()
   if manager.latest_step() is not None:
-    state, frozen, progress = resume(manager, model, trainable, state)
+    state, frozen, progress = resume(manager, model, cfg.recipe, trainable, state)
     state, frozen = sharding.replicate((state, frozen), mesh)
   log.info("%s on %s: %d train / %d validation / %d test, %d x %s, %s compute, recipe %s",
            task.name, spec.data, *(len(splits[s].indices) for s in SPLITS),
            jax.device_count(), jax.devices()[0].platform, np.dtype(dtype).name, cfg.recipe)
-  trainer = _Trainer(cfg, task, compiled, mesh, manager, model, spec, progress)
+  trainer = _Trainer(cfg, task, compiled, mesh, manager, model, spec, progress, frozen)
   state = trainer.fit(state, frozen, splits)
   manager.wait_until_finished()
   return finish(trainer, trainable, state, splits)
@@ -193,12 +194,11 @@ def check_resumable(manager, cfg: TrainConfig) -> None:
         "--workdir, or delete it to start over")
 
 
-def resume(manager, model, trainable, state):
+def resume(manager, model, recipe, trainable, state):
   """Restores the latest checkpoint (mid-epoch position included) into the live model."""
   step = manager.latest_step()
-  params, opt_state, progress = checkpoint.restore(
-      manager, step, _model_state(model, state), state.opt_state)
-  nnx.update(model, params)
+  _model_state(model, state)
+  opt_state, progress = checkpoint.restore_into(manager, step, model, recipe, state.opt_state)
   _, params, stats, frozen = steps.split(model, trainable)
   log.info("resumed from step %d: %d epochs done, next batch %d", step, progress.epoch,
            progress.batch)
@@ -210,14 +210,29 @@ def _model_state(model, state: steps.TrainState) -> nnx.State:
   return checkpoint.model_state(model)
 
 
-class _Trainer:
-  """The epoch loop: train steps, mid-epoch and epoch-end checkpoints, validation, history."""
+class DivergedError(RuntimeError):
+  """The loss became NaN or infinite: the run stopped rather than train on garbage."""
 
-  def __init__(self, cfg, task, compiled, mesh, manager, model, spec, progress):
+
+class _Trainer:
+  """The epoch loop: train steps, mid-epoch and epoch-end checkpoints, validation, history.
+
+  Steps are queued without waiting on the device: their loss, hits and first non-finite step
+  are summed on it (`steps.StepSums`) and read only at log intervals, checkpoints and epoch
+  ends, which is also where divergence is caught (before anything is saved).
+  """
+
+  def __init__(self, cfg, task, compiled, mesh, manager, model, spec, progress, frozen):
     self.cfg, self.task, self.compiled, self.mesh = cfg, task, compiled, mesh
     self.manager, self.model, self.spec, self.progress = manager, model, spec, progress
     self.key = jax.random.key(cfg.seed)
     self.first_calls: set[str] = set()
+    # The paper recipe's frozen parameters: saved once, not with every checkpoint.
+    lean = nnx.state(frozen, nnx.Param)
+    self.lean_frozen = lean if jax.tree.leaves(lean) else None
+    self.curves = curves.Curves(Path(cfg.workdir).absolute() / curves.TB_DIR
+                                if cfg.tensorboard else None)
+    self._clock, self._pending = 0.0, 0  # start of the untimed interval, examples in it
 
   def fit(self, state, frozen, splits):
     cfg, at = self.cfg, self.progress
@@ -229,27 +244,29 @@ class _Trainer:
     for epoch in range(at.epoch, cfg.epochs):
       start = at.batch if epoch == at.epoch else 0
       sums = at.epoch_sums or EpochSums()
+      acc = sharding.replicate(steps.StepSums.zeros(), self.mesh)
       batches = self.batches(splits["train"], bs, train=True, epoch=epoch, start_batch=start)
       bar = tqdm(batches, total=per_epoch, initial=start, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                  disable=not cfg.progress or jax.process_index() != 0, leave=False)
+      self._clock = time.perf_counter()
       for i, batch in enumerate(bar, start):
-        t0 = time.perf_counter()
-        state, loss, probs = self.compiled.train(state, frozen, batch, self.key, at.step)
-        loss = float(loss)
-        seconds = time.perf_counter() - t0
-        if not self._log_compile("train", seconds):  # throughput leaves the compile out
-          sums.seconds += seconds
-          sums.timed += bs
+        state, acc = self.compiled.train(state, frozen, batch, self.key, at.step, acc)
         at.step += 1
-        sums.loss += loss * bs
-        sums.hits += float(np.sum(metrics.hits(self.task.activation, _host(probs),
-                                               _host(batch["targets"]))))
-        sums.n += bs
-        bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{bs / seconds:.1f}")
-        if cfg.checkpoint_every and at.step % cfg.checkpoint_every == 0 and i + 1 < per_epoch:
+        self._pending += bs
+        if "train" not in self.first_calls:  # throughput leaves the compile out
+          jax.block_until_ready(acc)
+          self._log_compile("train", time.perf_counter() - self._clock)
+          self._clock, self._pending = time.perf_counter(), 0
+        mid_save = bool(cfg.checkpoint_every and at.step % cfg.checkpoint_every == 0
+                        and i + 1 < per_epoch)
+        if mid_save or (cfg.log_every and at.step % cfg.log_every == 0):
+          acc = self.read(acc, sums, bar)
+        if mid_save:
           at.epoch, at.batch, at.epoch_sums = epoch, i + 1, sums
           self.save(state)
+          self._clock = time.perf_counter()  # saving is not training throughput
       bar.close()
+      acc = self.read(acc, sums, bar)
       val = self.evaluate(state, frozen, splits["validation"])
       record = EpochRecord(
           epoch=epoch + 1, step=at.step, train_loss=sums.loss / sums.n,
@@ -258,16 +275,59 @@ class _Trainer:
       at.record(record)
       at.epoch, at.batch, at.epoch_sums, at.validation = epoch + 1, 0, None, val
       self.save(state, score=score_of(self.task.name, val))
+      self.curves.add(at.step, {
+          "epoch/train_loss": record.train_loss, "epoch/train_accuracy": record.train_accuracy,
+          "val/loss": val["loss"], "val/accuracy": val["accuracy"], "val/auc": val.get("auc"),
+          "epoch/images_per_s": record.images_per_s, "lr": cfg.lr})
       log.info("epoch %d/%d: train loss %.4f acc %.3f | val loss %.4f acc %.3f auc %s | "
                "%s img/s", epoch + 1, cfg.epochs, record.train_loss, record.train_accuracy,
                val["loss"], val["accuracy"], report.fmt(val.get("auc")),
                report.fmt(record.images_per_s))
+    self.curves.close()
     return state
 
+  def read(self, acc: steps.StepSums, sums: EpochSums, bar) -> steps.StepSums:
+    """Adds the device sums since the last read to the epoch's, and starts new ones.
+
+    The one place the loop waits on the device; a non-finite loss since the last read stops
+    the run here, before anything is saved, naming its step and the last good checkpoint.
+    """
+    got = acc.read()
+    now = time.perf_counter()
+    if got["first_nonfinite"] >= 0:
+      self.curves.close()
+      raise DivergedError(self._diverged_message(got["first_nonfinite"] + 1))
+    sums.loss += got["loss"]
+    sums.hits += got["hits"]
+    sums.n += got["n"]
+    sums.seconds += now - self._clock
+    sums.timed += self._pending
+    rate = self._pending / (now - self._clock) if self._pending else None
+    self._clock, self._pending = now, 0
+    if got["n"]:
+      loss, accuracy = got["loss"] / got["n"], got["hits"] / got["n"]
+      bar.set_postfix(loss=f"{loss:.4f}", img_s=report.fmt(rate))
+      self.curves.add(self.progress.step, {"train/loss": loss, "train/accuracy": accuracy,
+                                           "train/images_per_s": rate, "lr": self.cfg.lr})
+    return sharding.replicate(steps.StepSums.zeros(), self.mesh)
+
+  def _diverged_message(self, step: int) -> str:
+    self.manager.wait_until_finished()
+    last = self.manager.latest_step()
+    where = (f"the last good checkpoint is {Path(self.manager.directory) / str(last)} (step "
+             f"{last}): re-running the command resumes from it (a lower --lr is allowed)"
+             if last is not None else
+             "no checkpoint was saved before it: start over with a lower --lr")
+    return (f"the training loss became non-finite (NaN or inf) at step {step}; the run stopped "
+            f"there and saved nothing after it. {where}")
+
   def save(self, state, score=None):
-    checkpoint.save(self.manager, self.progress.step, _model_state(self.model, state),
-                    state.opt_state, spec=self.spec, config=self.cfg, progress=self.progress,
-                    score=score)
+    """Lean in the paper recipe: trainable parameters + BatchNorm statistics only."""
+    kept = (_model_state(self.model, state) if self.lean_frozen is None
+            else nnx.merge_state(state.trainable, state.batch_stats))
+    checkpoint.save(self.manager, self.progress.step, kept, state.opt_state, spec=self.spec,
+                    config=self.cfg, progress=self.progress, score=score,
+                    frozen=self.lean_frozen)
 
   def batches(self, split: Split, batch_size: int, *, train: bool, epoch: int = 0,
               start_batch: int = 0) -> Iterator[dict]:
@@ -322,8 +382,8 @@ def finish(trainer: _Trainer, trainable, state: steps.TrainState, splits) -> dic
   best = manager.best_step()
   if cfg.tested == "final" or best is None:  # the paper's code tested its last epoch's model
     best = manager.latest_step()
-  params, _, tested = checkpoint.restore(manager, best, _model_state(model, state))
-  nnx.update(model, params)
+  _model_state(model, state)
+  _, tested = checkpoint.restore_into(manager, best, model, cfg.recipe)
   _, trained, stats, frozen = steps.split(model, trainable)
   # Evaluation reads the model only: the live Adam state rides along unread.
   best_state, frozen = sharding.replicate(
@@ -442,6 +502,9 @@ def main(argv: list[str] | None = None) -> int:
   except (config.ConfigError, checkpoint.CheckpointError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  except DivergedError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 3
   print(Path(result["report_md"]).read_text())
   return 0
 

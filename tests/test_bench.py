@@ -59,7 +59,7 @@ def test_train_throughput_smoke(tmp_path, data_out):
   check_record(result, "train_throughput.py")
   rows = result["rows"]
   modes = {(r["framework"], r["mode"]) for r in rows}
-  assert {("jax", "compute"), ("jax", "end-to-end"), ("jax", "end-to-end, host sync")} <= modes
+  assert {("jax", "compute"), ("jax", "end-to-end"), ("jax", "end-to-end, old loop")} <= modes
   jax_compute = next(r for r in rows if r["framework"] == "jax" and r["mode"] == "compute")
   assert jax_compute["gflops_per_step"] > 0 and jax_compute["compile_s"] > 0
   if common.torch_available():
@@ -75,7 +75,8 @@ def test_loader_throughput_smoke(tmp_path, data_out):
   check_record(result, "loader_throughput.py")
   impls = [r["impl"] for r in result["rows"]]
   assert any(i.startswith("loader") for i in impls)
-  assert {"TFDS source (PNG)", "array_record PNG", "array_record raw uint8"} <= set(impls)
+  assert {"TFDS source (ichflax's stored format)", "TFDS source (PNG, the format before 1.1.0)",
+          "array_record PNG", "array_record raw uint8"} <= set(impls)
   assert len(table_rows(stdout)) == len(result["rows"])
 
 

@@ -8,8 +8,10 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
+from flax import nnx
 
 from ichflax import checkpoint, config, tasks, train, xla_cache
 from ichflax.data import builders
@@ -169,3 +171,94 @@ def test_random_init_starts_residual_blocks_as_shortcuts():
     return np.asarray(model.backbone.layer4[2].bn3.scale[...])
   assert not np.any(last_bn_scale())
   assert np.all(last_bn_scale(zero_init_residual=False) == 1.0)
+
+
+def _events(tb_dir: Path) -> dict[str, list[tuple[int, float]]]:
+  """Scalars of every TensorBoard event file under tb_dir, by tag: a plain TFRecord read (length,
+  crc, Event proto, crc), so nothing but tensorboardX's own protos is needed."""
+  from tensorboardX.proto import event_pb2
+  out: dict[str, list[tuple[int, float]]] = {}
+  for path in sorted(tb_dir.glob("events.out.tfevents.*")):
+    data, at = path.read_bytes(), 0
+    while at < len(data):
+      length = int.from_bytes(data[at:at + 8], "little")
+      event = event_pb2.Event.FromString(data[at + 12:at + 12 + length])
+      at += 12 + length + 4
+      for v in event.summary.value:
+        out.setdefault(v.tag, []).append((event.step, v.simple_value))
+  return out
+
+
+def _weights(path: Path) -> list[np.ndarray]:
+  model, _ = checkpoint.load_inference(path)
+  return [np.asarray(x) for x in jax.tree.leaves(nnx.state(model, checkpoint.MODEL_STATE))]
+
+
+def _size(path: Path) -> int:
+  return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+@pytest.mark.slow  # three short paper-recipe runs (~1 min each on 2 cores); one compile, cached
+def test_lean_paper_checkpoints_resume_to_the_same_weights_and_curves(dataset, tmp_path):
+  """Paper recipe: each save holds only trainable parameters + BatchNorm statistics (+ Adam);
+  the frozen convolutions are written once. A run resumed from such a checkpoint ends with the
+  weights of an uninterrupted run, an exported checkpoint stands alone, and TensorBoard has the
+  curves the report has."""
+  whole = _cfg(dataset, tmp_path / "whole", recipe="paper", checkpoint_every=0, log_every=2)
+  rep = train.run(whole)
+  split = _cfg(dataset, tmp_path / "split", recipe="paper", checkpoint_every=0, log_every=2)
+  train.run(split.replace(epochs=1))
+  train.run(split)
+  steps = _committed_steps(tmp_path / "split")
+  assert steps == _committed_steps(tmp_path / "whole") and len(steps) == 2
+  step_dir = tmp_path / "split" / "checkpoints" / str(steps[-1])
+  want = _weights(tmp_path / "whole" / "checkpoints" / str(steps[-1]))
+  for a, b in zip(want, _weights(step_dir)):
+    np.testing.assert_array_equal(a, b)
+
+  assert checkpoint.is_lean(step_dir) and not (step_dir / checkpoint.STATE).exists()
+  frozen = _size(tmp_path / "split" / checkpoint.FROZEN)
+  assert _size(step_dir / checkpoint.TRAINED) * 20 < frozen  # ResNet50: ~0.4 MB vs ~90 MB
+  exported = checkpoint.export_inference(step_dir, tmp_path / "export", dtype=np.float32)
+  assert (exported / checkpoint.STATE).is_dir()
+  (tmp_path / "split" / checkpoint.FROZEN).rename(tmp_path / "frozen-moved")
+  with pytest.raises(checkpoint.CheckpointError, match="frozen parameters"):
+    checkpoint.load_inference(step_dir)
+  for a, b in zip(want, _weights(exported)):  # stands alone
+    np.testing.assert_array_equal(a, b)
+
+  curves = _events(tmp_path / "whole" / "tb")
+  history = rep["history"]
+  assert [s for s, _ in curves["val/loss"]] == [h.step for h in history]
+  np.testing.assert_allclose([v for _, v in curves["val/loss"]],
+                             [h.val_loss for h in history], rtol=1e-6)
+  np.testing.assert_allclose([v for _, v in curves["epoch/train_loss"]],
+                             [h.train_loss for h in history], rtol=1e-6)
+  per_epoch = history[0].step
+  assert [s for s, _ in curves["train/loss"]] == list(range(2, 2 * per_epoch + 1, 2))
+  assert {"train/accuracy", "val/accuracy", "val/auc", "lr", "epoch/images_per_s"} <= set(curves)
+  assert curves["lr"][0][1] == pytest.approx(whole.lr)
+
+
+@pytest.mark.slow  # three short full-recipe runs (~1 min each on 2 cores), one compile, cached
+def test_divergence_stops_at_its_step_and_resumes_from_the_last_good_checkpoint(
+    dataset, tmp_path, capsys, caplog):
+  """A non-finite loss is caught where the loop next reads the device (here the epoch end,
+  several steps later), yet the message names the exact step; the exit code is non-zero and
+  re-running (with a sane learning rate) resumes from the checkpoint it names."""
+  args = ["--task", "binary", "--data", dataset, "--recipe", "full", "--image-size", "32",
+          "--batch-size", "8", "--checkpoint-every", "0", "--log-every", "0", "--workdir",
+          str(tmp_path), "--no-progress", "--no-tensorboard"]
+  assert train.main(args + ["--epochs", "1"]) == 0
+  good = _committed_steps(tmp_path)[-1]
+  capsys.readouterr()
+  # Step good+1 still sees sane weights; its Adam update of ~1e30 makes step good+2 overflow.
+  assert train.main(args + ["--epochs", "2", "--lr", "1e30"]) == 3
+  err = capsys.readouterr().err
+  assert f"non-finite (NaN or inf) at step {good + 2};" in err
+  assert f"last good checkpoint is {tmp_path / 'checkpoints' / str(good)} (step {good})" in err
+  assert _committed_steps(tmp_path)[-1] == good  # nothing saved after it
+  with caplog.at_level("INFO", logger="ichflax.train"):
+    assert train.main(args + ["--epochs", "2"]) == 0
+  assert f"resumed from step {good}" in caplog.text
+  assert _committed_steps(tmp_path)[-1] == 2 * good

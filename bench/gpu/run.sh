@@ -10,10 +10,10 @@
 # log.txt. Order = priority, each step bounded, so a slow step cannot eat the later ones:
 #   1. install carried wheels, record the machine (~15 s)
 #   2. build the phantom TFDS dataset (4096 slices, 256 px; ~30 s) and time the loader (~60 s)
-#   3. train throughput: 224 px batch 256 bf16, seed then full, ichflax (compute, end to end)
+#   3. train throughput: 224 px batch 256 bf16, paper then full, ichflax (compute, end to end: new loop and old loop)
 #      and torchvision (eager, torch.compile) side by side; then batch 128, then 128 px, while
 #      BENCH_TRAIN_BUDGET_S (default 240 s) lasts
-#   4. cost analysis + HLO census of the bf16 steps (seed first), in whatever time is left
+#   4. cost analysis + HLO census of the bf16 steps (paper first), in whatever time is left
 # Each benchmark rewrites its JSON after every row, so one cut short keeps what it measured.
 # Total stays under ~9 minutes (BENCH_TOTAL_S, default 540). BENCH_SMOKE=1 runs the same steps at
 # CI size (a check of this script on a CPU machine; no wheels installed there).
@@ -69,7 +69,7 @@ timeout 120 "$PY" bench/loader_throughput.py --stored-size 256 --phantom-num 409
 echo "== train ($(left) s left)"
 BUDGET=${BENCH_TRAIN_BUDGET_S:-240}
 timeout $(( $(left) - 60 )) "$PY" bench/train_throughput.py --stored-size 256 \
-  --phantom-num 4096 --recipe seed full --image-size 224 128 --batch-sizes 256 128 \
+  --phantom-num 4096 --recipe paper full --image-size 224 128 --batch-sizes 256 128 \
   --dtype bf16 --steps 10 --repeats 5 --warmup 3 --e2e-steps 30 --loader-threads 16 \
   --time-budget "$BUDGET" ${SMOKE:+--smoke --phantom-num 64} --json "$OUT/train.json" \
   || echo "train benchmark failed or timed out (rc $?)"
@@ -77,7 +77,7 @@ timeout $(( $(left) - 60 )) "$PY" bench/train_throughput.py --stored-size 256 \
 echo "== profile ($(left) s left)"
 if [ "$(left)" -gt 60 ]; then
   timeout $(( $(left) - 10 )) "$PY" bench/step_profile.py --image-size 224 --batch-size 256 \
-    --dtypes bf16 --recipes seed full --no-donation --no-breakdown ${SMOKE:+--smoke} \
+    --dtypes bf16 --recipes paper full --no-donation --no-breakdown ${SMOKE:+--smoke} \
     --json "$OUT/profile.json" \
     || echo "profile failed or timed out (rc $?)"
 fi
