@@ -55,6 +55,9 @@ class SliceGeometry:
   series_instance_uid: str
   instance_number: int | None
   position_z: float | None  # ImagePositionPatient[2], mm
+  # What was scanned, for the scope check (`ichflax.scope`); None when the tag is absent.
+  modality: str | None = None
+  body_part: str | None = None
 
 
 def windows_for(n: int) -> tuple[Window, ...]:
@@ -114,7 +117,9 @@ def _geometry(ds: pydicom.Dataset) -> SliceGeometry:
         study_instance_uid=str(ds.get("StudyInstanceUID", "")),
         series_instance_uid=str(ds.get("SeriesInstanceUID", "")),
         instance_number=int(num) if num not in (None, "") else None,
-        position_z=float(pos[2]) if pos is not None and len(pos) == 3 else None)
+        position_z=float(pos[2]) if pos is not None and len(pos) == 3 else None,
+        modality=str(ds.get("Modality", "") or "").strip() or None,
+        body_part=str(ds.get("BodyPartExamined", "") or "").strip() or None)
 
 
 def _pixels(ds: pydicom.Dataset, name: str) -> np.ndarray:
