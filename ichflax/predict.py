@@ -16,9 +16,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from ichflax import gradcam, series, xla_cache
+from ichflax import gradcam, series, verdict, xla_cache
 from ichflax.data import inputs
-from ichflax.predictor import THRESHOLD, Predictor
+from ichflax.predictor import Predictor
 
 
 def _expand(args: Sequence[str]) -> list[tuple[str | None, Path]]:
@@ -43,8 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
       prog="python -m ichflax.predict",
       description="Hemorrhage and subtype probabilities, Grad-CAM and its attention box for CT "
                   "slices (DICOM, PNG, JPG) and folders of series.",
-      epilog="One JSON line per slice, one error line per unreadable file, and a study summary "
-             "per series when a folder is given. Research and education use only.")
+      epilog="One JSON line per slice with its status (ok, out_of_scope, out_of_domain, error) "
+             "and a reason when not ok, and a study summary per series when a folder is given "
+             "(schema: docs/serving.md). Research and education use only.")
   parser.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR")
   parser.add_argument("--checkpoint", action="append", required=True, metavar="DIR",
                       help="a checkpoint; repeat for a binary + a subtype checkpoint")
@@ -52,7 +53,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help="write a Grad-CAM overlay PNG with the attention box per slice")
   parser.add_argument("--cam-class", default=None, help="label whose evidence Grad-CAM shows")
   parser.add_argument("--batch-size", type=int, default=8)
-  parser.add_argument("--threshold", type=float, default=THRESHOLD)
+  parser.add_argument("--threshold", type=float, default=None,
+                      help="one hemorrhage threshold for every label, instead of the "
+                           "checkpoint's operating points (fitted on validation; 0.5 if none)")
+  parser.add_argument("--show-out-of-domain", action="store_true",
+                      help="also print the probabilities of slices unlike the training data, "
+                           "marked \"revealed\": true (withheld by default)")
   args = parser.parse_args(argv)
   from ichflax import checkpoint  # Orbax only after the arguments parse
   try:  # the spec says how to read slices; the weights load only if some slice reads
@@ -65,13 +71,13 @@ def main(argv: Sequence[str] | None = None) -> int:
       loaded.append((folder, inputs.load_slice(path, windows=specs[0].windows,
                                                stored_size=specs[0].stored_size)))
     except inputs.READ_ERRORS as e:
-      _emit({"file": str(path), "error": str(e)})
+      _emit(verdict.error_record(str(path), e.reason))
   if not loaded:
     return 1
   try:
     predictor = Predictor.from_checkpoint(*args.checkpoint, batch_size=args.batch_size,
                                           threshold=args.threshold)
-  except (checkpoint.CheckpointError, ValueError) as e:
+  except (checkpoint.CheckpointError, ValueError) as e:  # a bad --threshold too
     parser.exit(2, f"error: {e}\n")
   if args.cam_class is not None and args.cam_class not in predictor.labels:
     parser.exit(2, f"error: --cam-class {args.cam_class!r} is not a label of these weights: "
@@ -89,17 +95,18 @@ def main(argv: Sequence[str] | None = None) -> int:
       continue
     preds = predictor.predict(group, gradcam_on=True, cam_class=args.cam_class)
     for i, pred in enumerate(preds):
-      record = pred.to_json()
+      record = pred.to_json(reveal=args.show_out_of_domain)
       if summarise and pred.slice.geometry is not None:
         record.update(slice_index=i, position_z=pred.slice.geometry.position_z)
-      if args.gradcam:
+      if args.gradcam and "box" in record:
         written += 1
         out = args.gradcam / f"{written:04d}_{Path(pred.slice.name).stem}_gradcam.png"
         Image.fromarray(gradcam.overlay(pred.slice.display, pred.cam, pred.box)).save(out)
         record["gradcam"] = str(out)
       _emit(record)
     if summarise:
-      _emit({"study": series.study_summary(preds, args.threshold)})
+      _emit({"study": series.study_summary(preds, predictor.thresholds,
+                                           reveal=args.show_out_of_domain)})
   return 0
 
 
