@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_app import IDENTITY, ROOT, identified_dicom, server  # noqa: F401
+from test_app import IDENTITY, ROOT, identified_dicom, real_like, server  # noqa: F401
 from test_predictor import bad_files  # noqa: F401
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -62,3 +62,15 @@ def test_example_is_one_click_away(server, page):
   page.locator("#message", has_text="slice").wait_for(timeout=RESULT_TIMEOUT_MS)
   page.locator("#table").wait_for(state="visible", timeout=RESULT_TIMEOUT_MS)
   assert page.locator("#table").get_by_text("slice_07.dcm").count() == 1
+
+
+def test_out_of_domain_upload_is_withheld_then_revealed_on_request(server, page, real_like):
+  page.goto(server.url)
+  page.locator("#upload input[type=file]").set_input_files(str(real_like))
+  message = page.locator("#message", has_text="Out of domain")
+  message.wait_for(timeout=RESULT_TIMEOUT_MS)
+  assert "synthetic phantom" in message.inner_text() and "withheld" in message.inner_text()
+  assert "%" not in page.locator("#hemorrhage").inner_text()  # no probability on the page
+  page.locator("#reveal input[type=checkbox]").check()
+  page.locator("#message", has_text="unreliable").wait_for(timeout=RESULT_TIMEOUT_MS)
+  page.locator("#hemorrhage", has_text="%").wait_for(timeout=RESULT_TIMEOUT_MS)
