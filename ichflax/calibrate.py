@@ -28,8 +28,9 @@ BATCH = 32
 
 
 def outputs(model: nnx.Module, spec: ModelSpec, split, batch_size: int = BATCH
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """(logits (N, k), pooled features (N, 2048), targets (N, k)) over one split, in eval mode.
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """(logits (N, k), pooled features (N, 2048), image statistics (N, 6), targets (N, k)) over
+  one split, in eval mode.
 
   `split` has `source` and `indices` (train.Split); the model runs through the Predictor's own
   compiled function, so the statistics are those of the features served.
@@ -38,14 +39,16 @@ def outputs(model: nnx.Module, spec: ModelSpec, split, batch_size: int = BATCH
   from ichflax.predictor import compile_model
   task = tasks.get_task(spec.task)
   run = compile_model(model, spec)
-  logits, pooled, targets = [], [], []
+  logits, pooled, stats, targets = [], [], [], []
   for b in loader.batches(split.source, split.indices, batch_size, shuffle=False):
     keep = b["mask"]
     z, f = run.plain(b["image"])  # the loader pads the last batch (mask False)
     logits.append(np.asarray(z)[:len(keep)][keep])
     pooled.append(np.asarray(f)[:len(keep)][keep])
+    stats.append(domain.image_statistics(b["image"][keep]))
     targets.append(task.targets(b["labels"], b["group"])[keep])
-  return np.concatenate(logits), np.concatenate(pooled), np.concatenate(targets)
+  return (np.concatenate(logits), np.concatenate(pooled), np.concatenate(stats),
+          np.concatenate(targets))
 
 
 def fit(model: nnx.Module, spec: ModelSpec, splits: dict, *,
@@ -56,16 +59,20 @@ def fit(model: nnx.Module, spec: ModelSpec, splits: dict, *,
   model = nnx.clone(model)
   model.eval()
   task = tasks.get_task(spec.task)
-  _, train_features, _ = outputs(model, spec, splits["train"])
-  val_logits, val_features, val_targets = outputs(model, spec, splits["validation"])
-  dom = domain.fit(train_features, components).calibrated(val_features, percentile)
-  temperatures = calibration.fit_temperatures(val_logits, val_targets, task.activation)
+  _, train_features, train_stats, _ = outputs(model, spec, splits["train"])
+  val_logits, val_features, val_stats, val_targets = outputs(model, spec, splits["validation"])
+  dom = domain.fit(train_features, train_stats, components).calibrated(
+      val_features, val_stats, percentile)
+  temperatures = calibration.keep_if_better(
+      val_logits, val_targets, task.activation,
+      calibration.fit_temperatures(val_logits, val_targets, task.activation))
   before = calibration.probabilities(val_logits, task.activation)
   after = calibration.probabilities(val_logits, task.activation, temperatures)
   thresholds = calibration.operating_thresholds(after, val_targets, target_sensitivity)
   new_spec = spec.replace(temperatures=temperatures, thresholds=thresholds,
                           target_sensitivity=float(target_sensitivity),
-                          domain_threshold=dom.threshold, domain_percentile=dom.percentile)
+                          domain_threshold=dom.threshold, domain_percentile=dom.percentile,
+                          domain_image_threshold=dom.image_threshold)
   labels = spec.outputs
   summary = {
       "data": spec.data, "target_sensitivity": float(target_sensitivity),
@@ -78,18 +85,24 @@ def fit(model: nnx.Module, spec: ModelSpec, splits: dict, *,
       "domain": {"components": int(dom.components.shape[1]), "percentile": dom.percentile,
                  "threshold": dom.threshold, "train_n": len(train_features),
                  "validation_n": len(val_features),
-                 "validation_flagged": float(np.mean(dom.score(val_features) > dom.threshold))},
+                 "image_threshold": dom.image_threshold,
+                 "validation_flagged": _flagged(dom, val_features, val_stats)},
   }
   if "test" in splits:
-    test_logits, test_features, test_targets = outputs(model, spec, splits["test"])
+    test_logits, test_features, test_stats, test_targets = outputs(model, spec, splits["test"])
     test_probs = calibration.probabilities(test_logits, task.activation, temperatures)
     summary["test"] = _operating(test_probs, test_targets, labels, thresholds)
     summary["test"]["ece"] = {
         "before": calibration.reliability(calibration.probabilities(
             test_logits, task.activation), test_targets)["ece"],
         "after": calibration.reliability(test_probs, test_targets)["ece"]}
-    summary["domain"]["test_flagged"] = float(np.mean(dom.score(test_features) > dom.threshold))
+    summary["domain"]["test_flagged"] = _flagged(dom, test_features, test_stats)
   return new_spec, dom, summary
+
+
+def _flagged(dom: domain.DomainModel, features: np.ndarray, stats: np.ndarray) -> float:
+  return float(np.mean((dom.score(features) > dom.threshold)
+                       | (dom.score_statistics(stats) > dom.image_threshold)))
 
 
 def _operating(probs, targets, labels, thresholds) -> dict:

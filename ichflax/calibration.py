@@ -3,7 +3,8 @@
 Temperature scaling (Guo et al. 2017): each output's logit is divided by one temperature T fitted
 by negative log-likelihood on validation; T > 1 softens an over-confident output. It keeps the
 ranking (AUC) and is one number per output, so it cannot over-fit a few hundred slices. A softmax
-task (the subtype model) has one temperature shared by its outputs, as its classes compete.
+task (the subtype model) has one temperature shared by its outputs, as its classes compete. A
+temperature that would raise its output's validation ECE is dropped (`keep_if_better`).
 
 Operating points: per output, the highest threshold on the calibrated probability whose
 validation sensitivity reaches the target (default 0.95): a screening aid should miss few bleeds.
@@ -58,6 +59,25 @@ def fit_temperatures(logits: np.ndarray, targets: np.ndarray, activation: str) -
   if activation == "softmax":
     return (best(logits, targets),) * k
   return tuple(best(logits[:, [j]], targets[:, [j]]) for j in range(k))
+
+
+def keep_if_better(logits: np.ndarray, targets: np.ndarray, activation: str,
+                   temperatures) -> tuple[float, ...]:
+  """Each output's temperature where it lowers that output's validation ECE, else 1.
+
+  NLL picks the temperature; the calibration error it is meant to reduce may veto it (a few
+  hundred validation slices can make NLL's optimum a hair worse in ECE). A softmax's shared
+  temperature is judged on all its outputs at once.
+  """
+  t = np.asarray(temperatures, np.float64)
+  before = probabilities(logits, activation)
+  after = probabilities(logits, activation, t)
+  columns = [list(range(len(t)))] if activation == "softmax" else [[j] for j in range(len(t))]
+  for cols in columns:
+    if (reliability(after[:, cols], targets[:, cols])["ece"]
+        > reliability(before[:, cols], targets[:, cols])["ece"]):
+      t[cols] = 1.0
+  return tuple(float(v) for v in t)
 
 
 def operating_thresholds(probs: np.ndarray, targets: np.ndarray,

@@ -12,10 +12,17 @@ would ignore. The score is the squared Mahalanobis distance under that covarianc
 feature count (about 1 for training-like slices). One pooled model, not one per class: the
 multilabel classes overlap, and being "unlike every training slice" is what the check asks.
 
-The threshold is a stated percentile of the validation split's scores (default the 99th), so
-about 1% of fresh in-domain slices are flagged by design. The arrays (mean, k components, k + 1
-variances: about 1 MB at k = 128) go in the checkpoint item `domain/`; the threshold and
-percentile in the spec.
+A model trained on smooth phantoms may map a real scan's features close to its training ones
+(it never learnt to see what differs), so a second, model-independent Gaussian looks at the
+stored model image itself (`image_statistics`: head size in the field of view, bone, tissue
+fraction, tissue brightness, contrast and fine texture), with a full covariance shrunk 10%
+towards its diagonal (6 numbers: a few thousand slices estimate it well). An input is out of
+domain when either score passes its threshold.
+
+Each threshold is a stated percentile of the validation split's scores (default the 99th), so
+about 1-2% of fresh in-domain slices are flagged by design. The arrays (mean, k components, k + 1
+variances: about 1 MB at k = 128; the image statistics' mean and precision) go in the checkpoint
+item `domain/`; the thresholds and percentile in the spec.
 """
 
 from __future__ import annotations
@@ -26,6 +33,34 @@ import numpy as np
 
 COMPONENTS = 128
 PERCENTILE = 99.0
+IMAGE_SHRINK = 0.1
+IMAGE_STATISTICS = ("head fraction", "bone fraction", "tissue fraction of the head",
+                    "tissue brightness", "tissue contrast", "tissue texture")
+
+
+def image_statistics(images: np.ndarray) -> np.ndarray:
+  """(N, 6) statistics of stored model images (N, S, S, C) uint8, channel 0 the brain window.
+
+  The last channel (the bone window with three windows) separates air from the head; every
+  value is a fraction or a level / 255, so they do not depend on the stored size.
+  """
+  x = np.asarray(images, np.float32)
+  b, o = x[..., 0], x[..., -1]
+  head = o > 20
+  tissue = (b > 5) & (b < 250)
+  bone = (b >= 254) & (o > 120)
+  # Fine texture: each tissue pixel against the mean of its four neighbours (all tissue).
+  around = (b[:, :-2, 1:-1] + b[:, 2:, 1:-1] + b[:, 1:-1, :-2] + b[:, 1:-1, 2:]) / 4
+  inner = (tissue[:, 1:-1, 1:-1] & tissue[:, :-2, 1:-1] & tissue[:, 2:, 1:-1]
+           & tissue[:, 1:-1, :-2] & tissue[:, 1:-1, 2:])
+  rough = np.abs(b[:, 1:-1, 1:-1] - around) * inner
+  n_tissue = np.maximum(tissue.sum(axis=(1, 2)), 1)
+  mean = (b * tissue).sum(axis=(1, 2)) / n_tissue
+  var = (b * b * tissue).sum(axis=(1, 2)) / n_tissue - mean ** 2
+  return np.stack([head.mean(axis=(1, 2)), bone.mean(axis=(1, 2)),
+                   tissue.sum(axis=(1, 2)) / np.maximum(head.sum(axis=(1, 2)), 1), mean / 255,
+                   np.sqrt(np.maximum(var, 0)) / 255,
+                   rough.sum(axis=(1, 2)) / np.maximum(inner.sum(axis=(1, 2)), 1) / 255], 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,38 +73,57 @@ class DomainModel:
   residual_variance: float  # per dimension, off the components
   threshold: float | None = None  # scores above it are out of domain
   percentile: float | None = None  # of the validation scores that set `threshold`
+  image_mean: np.ndarray | None = None  # (6,) training mean of `image_statistics`
+  image_precision: np.ndarray | None = None  # (6, 6) inverse of their shrunk covariance
+  image_threshold: float | None = None
+
+  def score_statistics(self, stats: np.ndarray) -> np.ndarray:
+    """(N,) squared Mahalanobis distance of `image_statistics` rows, per statistic."""
+    c = np.asarray(stats, np.float64) - self.image_mean
+    return np.einsum("ni,ij,nj->n", c, self.image_precision, c) / c.shape[1]
+
+  def far(self, features: np.ndarray, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(features' score / threshold, image statistics' score / threshold): > 1 is too far."""
+    return (self.score(features) / self.threshold,
+            self.score_statistics(image_statistics(images)) / self.image_threshold)
 
   def score(self, features: np.ndarray) -> np.ndarray:
     """(N,) squared Mahalanobis distance per feature dimension; ~1 for training-like inputs."""
     c = np.asarray(features, np.float64) - self.mean
-    z = c @ self.components
+    z = c @ self.components.astype(np.float64)
     inside = np.sum(z * z / self.variances, axis=1)
     residual = np.maximum(np.sum(c * c, axis=1) - np.sum(z * z, axis=1), 0.0)
     return (inside + residual / self.residual_variance) / c.shape[1]
 
-  def calibrated(self, validation_features: np.ndarray,
+  def calibrated(self, validation_features: np.ndarray, validation_stats: np.ndarray,
                  percentile: float = PERCENTILE) -> DomainModel:
-    """This model with its threshold at `percentile` of the validation split's scores."""
-    scores = self.score(validation_features)
-    return dataclasses.replace(self, threshold=float(np.percentile(scores, percentile)),
-                               percentile=float(percentile))
+    """This model with both thresholds at `percentile` of the validation split's scores."""
+    return dataclasses.replace(
+        self, threshold=float(np.percentile(self.score(validation_features), percentile)),
+        image_threshold=float(np.percentile(self.score_statistics(validation_stats),
+                                            percentile)),
+        percentile=float(percentile))
 
   def arrays(self) -> dict[str, np.ndarray]:
-    """The checkpoint item's content (the threshold lives in the spec)."""
+    """The checkpoint item's content (the thresholds live in the spec)."""
     return {"mean": self.mean, "components": self.components, "variances": self.variances,
-            "residual_variance": np.float32(self.residual_variance)}
+            "residual_variance": np.float32(self.residual_variance),
+            "image_mean": self.image_mean, "image_precision": self.image_precision}
 
   @classmethod
-  def from_arrays(cls, arrays: dict, threshold: float | None,
-                  percentile: float | None) -> DomainModel:
+  def from_arrays(cls, arrays: dict, threshold: float | None, percentile: float | None,
+                  image_threshold: float | None) -> DomainModel:
     return cls(np.asarray(arrays["mean"], np.float32),
                np.asarray(arrays["components"], np.float32),
                np.asarray(arrays["variances"], np.float32),
-               float(arrays["residual_variance"]), threshold, percentile)
+               float(arrays["residual_variance"]), threshold, percentile,
+               np.asarray(arrays["image_mean"], np.float64),
+               np.asarray(arrays["image_precision"], np.float64), image_threshold)
 
 
-def fit(features: np.ndarray, components: int = COMPONENTS) -> DomainModel:
-  """The probabilistic-PCA fit of (N, D) training features (maximum likelihood)."""
+def fit(features: np.ndarray, stats: np.ndarray, components: int = COMPONENTS) -> DomainModel:
+  """Probabilistic PCA of (N, D) training features (maximum likelihood), and the Gaussian of
+  the training images' statistics (`image_statistics` rows)."""
   x = np.asarray(features, np.float64)
   n, d = x.shape
   if n < 3:
@@ -80,5 +134,10 @@ def fit(features: np.ndarray, components: int = COMPONENTS) -> DomainModel:
   k = int(min(components, n - 2, d - 1))
   floor = 1e-6 * max(float(eig[0]), 1e-12)  # dead features (ReLU zeros) must not divide by 0
   residual = max(float(eig[k:].sum()) / (d - k), floor)
+  stats = np.asarray(stats, np.float64)
+  cov = np.cov(stats, rowvar=False)
+  cov = (1 - IMAGE_SHRINK) * cov + IMAGE_SHRINK * np.diag(np.diag(cov))
+  cov += 1e-9 * np.eye(len(cov))  # a statistic constant in training must not divide by 0
   return DomainModel(mean.astype(np.float32), vt[:k].T.astype(np.float32),
-                     np.maximum(eig[:k], residual).astype(np.float32), residual)
+                     np.maximum(eig[:k], residual).astype(np.float32), residual,
+                     image_mean=stats.mean(axis=0), image_precision=np.linalg.inv(cov))

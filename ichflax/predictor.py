@@ -163,8 +163,8 @@ class Predictor:
     domains = []
     for p, (_, spec) in zip(paths, models):
       arrays = checkpoint.read_domain(p) if spec.domain_threshold is not None else None
-      domains.append(arrays and DomainModel.from_arrays(arrays, spec.domain_threshold,
-                                                        spec.domain_percentile))
+      domains.append(arrays and DomainModel.from_arrays(
+          arrays, spec.domain_threshold, spec.domain_percentile, spec.domain_image_threshold))
     return cls(models, domains=domains, **kwargs)
 
   @property
@@ -200,7 +200,7 @@ class Predictor:
     cam_run, cam_index = self._cam_target(cam_class) if gradcam_on else (None, -1)
     probs: list[dict[str, float]] = [{} for _ in slices]
     cams = [None] * len(slices)
-    scores = [0.0] * len(slices)  # worst domain score over the checkpoints, / threshold
+    scores = [(0.0, 0.0)] * len(slices)  # (features, image statistics) score / threshold
     for start in range(0, len(judged), self.batch_size):
       chunk = judged[start:start + self.batch_size]
       images = _pad_batch(np.stack([slices[i].model_image for i in chunk]))
@@ -214,11 +214,11 @@ class Predictor:
         spec, domain = self.specs[r], self.domains[r]
         p = calibration.probabilities(np.asarray(logits)[:len(chunk)],
                                       tasks.get_task(spec.task).activation, spec.temperatures)
-        far = (domain.score(np.asarray(pooled)[:len(chunk)]) / domain.threshold
-               if domain is not None else np.zeros(len(chunk)))
+        far = (np.stack(domain.far(np.asarray(pooled)[:len(chunk)], images[:len(chunk)]), 1)
+               if domain is not None else np.zeros((len(chunk), 2)))
         for i, values, f in zip(chunk, p, far):
           probs[i].update({k: float(v) for k, v in zip(run.labels, values)})
-          scores[i] = max(scores[i], float(f))
+          scores[i] = tuple(np.maximum(scores[i], f).tolist())
     out = []
     for i, s in enumerate(slices):
       p = probs[i]
@@ -229,9 +229,9 @@ class Predictor:
         out.append(pred)
         continue
       if self.domain_checked:
-        pred.domain_score = scores[i]
-        if scores[i] > 1.0:
-          pred.status, pred.reason = OUT_OF_DOMAIN, self._unlike(scores[i])
+        pred.domain_score = max(scores[i])
+        if pred.domain_score > 1.0:
+          pred.status, pred.reason = OUT_OF_DOMAIN, self._unlike(*scores[i])
       if cams[i] is not None:
         full = _unsquare(gradcam.upsample(cams[i], (max(s.shape),) * 2), s.shape)
         pred.cam, pred.box = full, gradcam.attention_box(full)
@@ -245,11 +245,14 @@ class Predictor:
     """What the loaded weights learnt from, in words (for out-of-domain explanations)."""
     return "; ".join(sorted({spec.data or "unrecorded data" for spec in self.specs}))
 
-  def _unlike(self, score: float) -> str:
-    spec = next(s for s, d in zip(self.specs, self.domains) if d is not None)
-    return (f"this input is unlike the model's training data ({self.trained_on()}): its "
-            f"backbone features lie {score:.1f}x as far from the training slices as the "
-            f"{spec.domain_percentile:g}th percentile of the validation slices, so the model's "
+  def _unlike(self, features: float, image: float) -> str:
+    percentile = self.domains[0].percentile
+    what = ("its backbone features lie" if features >= image else
+            "its image statistics (head size in the field of view, bone, tissue brightness, "
+            "contrast and texture) lie")
+    return (f"this input is unlike the model's training data ({self.trained_on()}): {what} "
+            f"{max(features, image):.1f}x as far from the training slices as the "
+            f"{percentile:g}th percentile of the validation slices, so the model's "
             "probabilities would be guesses")
 
   def _cam_target(self, cam_class: str | None) -> tuple[int, int]:

@@ -39,6 +39,7 @@ class ModelSpec:
   target_sensitivity: float | None = None  # the validation sensitivity the thresholds reach
   domain_threshold: float | None = None  # out-of-domain score above which inputs are refused
   domain_percentile: float | None = None  # of the validation scores that set domain_threshold
+  domain_image_threshold: float | None = None  # the same for the image statistics' score
 
   def __post_init__(self):
     tasks.get_task(self.task)  # raises for an unknown task
