@@ -60,7 +60,7 @@ def test_domain_flags_shifted_features_and_passes_fresh_ones():
     return rng.normal(size=(n, 8)) @ basis + 0.1 * rng.normal(size=(n, 256)) + shift
   def stats(n):
     return rng.normal(size=(n, 6))
-  model = domain.fit(draw(2000), stats(2000), components=16).calibrated(draw(500), stats(500))
+  model = domain.fit(draw(2000), stats(2000), components=8).calibrated(draw(500), stats(500))
   fresh = np.mean(model.score(draw(2000)) > model.threshold)
   assert fresh < 0.03
   off_subspace = draw(200) + 0.5 * rng.normal(size=(200, 256))  # a new texture, same mean
