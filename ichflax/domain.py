@@ -67,9 +67,9 @@ def image_statistics(images: np.ndarray) -> np.ndarray:
 class DomainModel:
   """Low-rank + isotropic Gaussian of training features, and the out-of-domain threshold."""
 
-  mean: np.ndarray  # float32 (D,)
-  components: np.ndarray  # float32 (D, k), orthonormal columns
-  variances: np.ndarray  # float32 (k,) along the components
+  mean: np.ndarray  # (D,)
+  components: np.ndarray  # (D, k), orthonormal columns
+  variances: np.ndarray  # (k,) along the components
   residual_variance: float  # per dimension, off the components
   threshold: float | None = None  # scores above it are out of domain
   percentile: float | None = None  # of the validation scores that set `threshold`
@@ -90,7 +90,9 @@ class DomainModel:
   def score(self, features: np.ndarray) -> np.ndarray:
     """(N,) squared Mahalanobis distance per feature dimension; ~1 for training-like inputs."""
     c = np.asarray(features, np.float64) - self.mean
-    z = c @ self.components.astype(np.float64)
+    # einsum, not `@`: a BLAS call for 8 x 2048 @ 2048 x 128 spins threads that cost 10x the
+    # work on a busy CPU (measured: 36 ms vs 3.5 ms per batch of 8 on the shared 2-core box).
+    z = np.einsum("nd,dk->nk", c, self.components)
     inside = np.sum(z * z / self.variances, axis=1)
     residual = np.maximum(np.sum(c * c, axis=1) - np.sum(z * z, axis=1), 0.0)
     return (inside + residual / self.residual_variance) / c.shape[1]
@@ -106,16 +108,18 @@ class DomainModel:
 
   def arrays(self) -> dict[str, np.ndarray]:
     """The checkpoint item's content (the thresholds live in the spec)."""
-    return {"mean": self.mean, "components": self.components, "variances": self.variances,
+    f32 = np.float32  # half the bytes on disk; served in float64
+    return {"mean": self.mean.astype(f32), "components": self.components.astype(f32),
+            "variances": self.variances.astype(f32),
             "residual_variance": np.float32(self.residual_variance),
             "image_mean": self.image_mean, "image_precision": self.image_precision}
 
   @classmethod
   def from_arrays(cls, arrays: dict, threshold: float | None, percentile: float | None,
                   image_threshold: float | None) -> DomainModel:
-    return cls(np.asarray(arrays["mean"], np.float32),
-               np.asarray(arrays["components"], np.float32),
-               np.asarray(arrays["variances"], np.float32),
+    return cls(np.asarray(arrays["mean"], np.float64),
+               np.asarray(arrays["components"], np.float64),
+               np.asarray(arrays["variances"], np.float64),
                float(arrays["residual_variance"]), threshold, percentile,
                np.asarray(arrays["image_mean"], np.float64),
                np.asarray(arrays["image_precision"], np.float64), image_threshold)
@@ -138,6 +142,5 @@ def fit(features: np.ndarray, stats: np.ndarray, components: int = COMPONENTS) -
   cov = np.cov(stats, rowvar=False)
   cov = (1 - IMAGE_SHRINK) * cov + IMAGE_SHRINK * np.diag(np.diag(cov))
   cov += 1e-9 * np.eye(len(cov))  # a statistic constant in training must not divide by 0
-  return DomainModel(mean.astype(np.float32), vt[:k].T.astype(np.float32),
-                     np.maximum(eig[:k], residual).astype(np.float32), residual,
+  return DomainModel(mean, vt[:k].T, np.maximum(eig[:k], residual), residual,
                      image_mean=stats.mean(axis=0), image_precision=np.linalg.inv(cov))
