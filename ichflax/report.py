@@ -100,7 +100,7 @@ def calibration_section(c: dict) -> list[str]:
   out[-1] += f". Reliability diagram: `{RELIABILITY_PNG}`."
   out += ["", f"Operating point per output: the highest threshold on the calibrated probability "
           f"whose validation sensitivity reaches {fmt(c['target_sensitivity'])}. The paper's "
-          "tables above stay at 0.5.", ""]
+          "tables stay at 0.5.", ""]
   where = "test" if "test" in c else "validation"
   out += [f"| output | temperature | threshold | {where} sens / spec at 0.5 | "
           f"{where} sens / spec at the operating point |", "|---|---|---|---|---|"]
@@ -114,8 +114,11 @@ def calibration_section(c: dict) -> list[str]:
     flagged += f", test {fmt(dom['test_flagged'])}"
   out += ["", f"Training domain: pooled backbone features of the {dom['train_n']} training slices, "
           f"a Gaussian with {dom['components']} principal directions plus one shared residual "
-          f"variance; out-of-domain threshold = the {dom['percentile']:g}th percentile of the "
-          f"validation scores ({fmt(dom['threshold'])}). Fraction flagged: {flagged}."]
+          f"variance, and a Gaussian of the stored images' statistics (head size, bone, tissue "
+          f"brightness, contrast, texture); each threshold = the {dom['percentile']:g}th "
+          f"percentile of its validation scores ({fmt(dom['threshold'])}, "
+          f"{fmt(dom.get('image_threshold'))}). Out of domain when either is passed; fraction "
+          f"flagged: {flagged}."]
   return out
 
 
