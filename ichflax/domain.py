@@ -17,7 +17,8 @@ A model trained on smooth phantoms may map a real scan's features close to its t
 stored model image itself (`image_statistics`: head size in the field of view, bone, tissue
 fraction, tissue brightness, contrast and fine texture), with a full covariance shrunk 10%
 towards its diagonal (6 numbers: a few thousand slices estimate it well). An input is out of
-domain when either score passes its threshold.
+domain when either score passes its threshold. PNG/JPG pictures are judged on the features alone:
+their windowing and resampling were done elsewhere and shift these statistics by themselves.
 
 Each threshold is a stated percentile of the validation split's scores (default the 99th), so
 about 1-2% of fresh in-domain slices are flagged by design. The arrays (mean, k components, k + 1

@@ -216,6 +216,10 @@ class Predictor:
                                       tasks.get_task(spec.task).activation, spec.temperatures)
         far = (np.stack(domain.far(np.asarray(pooled)[:len(chunk)], images[:len(chunk)]), 1)
                if domain is not None else np.zeros((len(chunk), 2)))
+        # Image statistics describe HU windowed and resampled as training stores them; a
+        # picture was windowed and resampled by someone else (its saturated edges blur), so
+        # pictures are judged on their features alone (docs/serving.md).
+        far[:, 1] *= [slices[i].hu is not None for i in chunk]
         for i, values, f in zip(chunk, p, far):
           probs[i].update({k: float(v) for k, v in zip(run.labels, values)})
           scores[i] = tuple(np.maximum(scores[i], f).tolist())
