@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from demo import uploads
-from ichflax import gradcam, tasks
+from demo import summary, uploads
+from ichflax import gradcam, tasks, verdict
 from ichflax import predictor as predictor_lib
 from ichflax.data import dicom, inputs, sources
 from ichflax.data.archives import Item, Problem
@@ -25,7 +25,7 @@ from ichflax.data.archives import Item, Problem
 log = logging.getLogger("ichflax.demo")
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 WINDOW_NAMES = ("brain", "subdural", "bone")
-TABLE_HEADERS = ["#", "file", "z (mm)", "P(hemorrhage)", "label"]
+TABLE_HEADERS = summary.TABLE_HEADERS
 # A series' rendered slices are kept per browser session this long, then dropped.
 SERIES_TTL_S = 900
 SERIES_EXPIRED = (f"The slices of this series are no longer kept (they are dropped "
@@ -54,6 +54,9 @@ class SliceView:
   probabilities: dict[str, float]
   label: str
   position_z: float | None
+  series: int = 0  # which uploaded series (by SeriesInstanceUID) it belongs to
+  status: str = verdict.OK
+  reason: str | None = None
 
   @property
   def display(self) -> np.ndarray:
@@ -61,11 +64,15 @@ class SliceView:
     return self.picture if self.hu is None else dicom.window(self.hu, *dicom.WINDOWS["brain"])
 
   @classmethod
-  def of(cls, s: inputs.Slice, p: predictor_lib.Prediction | None) -> SliceView:
+  def of(cls, s: inputs.Slice, p: predictor_lib.Prediction | None, series: int = 0) -> SliceView:
     cam = None if p is None or p.cam is None else np.rint(p.cam * 255).astype(np.uint8)
     return cls(s.label, s.picture, None if s.hu is None else np.rint(s.hu).astype(np.int16), cam,
                p and p.box, p.probabilities if p else {}, p.label if p else "",
-               s.geometry.position_z if s.geometry else None)
+               s.geometry.position_z if s.geometry else None, series,
+               p.status if p else verdict.OK, p and p.reason)
+
+  def shows(self, reveal: bool = False) -> bool:
+    return predictor_lib.shows(self.status, reveal)
 
 
 @dataclasses.dataclass
@@ -80,14 +87,21 @@ class Result:
   table: list | None = None
   slider: dict | None = None  # {"maximum": n - 1, "value": i} for a series, None for one slice
   views: list | None = None
+  plot: object = None  # pandas DataFrame for gr.LinePlot: the shown slice's series
 
 
-def render(view: SliceView) -> dict:
-  """The per-slice panels: labels, the Grad-CAM overlay with its box, and the three windows."""
+def render(view: SliceView, reveal: bool = False) -> dict:
+  """The per-slice panels: labels, the Grad-CAM overlay with its box, and the three windows.
+
+  A slice that may not show probabilities (out of scope, or out of domain unless revealed) gets
+  its windows only: no labels, no Grad-CAM.
+  """
   if view.hu is not None:
     windows = tuple(dicom.window(view.hu, *dicom.WINDOWS[w]) for w in WINDOW_NAMES)
   else:  # a PNG/JPG carries no HU: show it as uploaded in the first panel
     windows = (view.display, None, None)
+  if not view.shows(reveal):
+    return {"hemorrhage": None, "subtypes": None, "overlay": None, "windows": windows}
   probs = view.probabilities
   hemorrhage = ({"hemorrhage": probs["any"], "no hemorrhage": 1 - probs["any"]}
                 if "any" in probs else None)
@@ -105,36 +119,52 @@ class Demo:
     self.predictor = predictor
     self.uploads = uploads.Ledger(upload_root)
 
-  def analyze(self, files: Sequence[str] | None, progress: Progress | None = None) -> Result:
-    """Upload event: read (and release, so delete) the files, then analyse them."""
+  def analyze(self, files: Sequence[str] | None, progress: Progress | None = None,
+              reveal: bool = False) -> Result:
+    """Upload event: read (and release, so delete) the files, then analyse them.
+
+    `reveal`: also show the probabilities of slices unlike the training data, marked.
+    """
     if not files:
       return Result("Upload a CT slice (DICOM, PNG or JPG), several slices of a series, a "
                     "multi-frame DICOM or NIfTI volume, or a zip.")
     try:
       items, problems = uploads.read_uploads(files, self.uploads)
-      return self._analyze(items, problems, progress)
+      return self._analyze(items, problems, progress, reveal)
     except Exception as e:  # noqa: BLE001
       return _unexpected(e)
 
-  def example(self, name: str) -> Result:
+  def example(self, name: str, reveal: bool = False) -> Result:
     """Example click: a phantom file from demo/examples (never deleted)."""
     path = (EXAMPLES_DIR / Path(name or "").name)
     if not name or not path.is_file():
       return Result(f"Example {name!r} is missing; regenerate with `python -m demo.make_examples`.")
     try:
-      return self._analyze([Item(path.name, path.read_bytes())], [])
+      return self._analyze([Item(path.name, path.read_bytes())], [], reveal=reveal)
     except Exception as e:  # noqa: BLE001
       return _unexpected(e)
 
-  def show(self, index, views: list[SliceView] | None) -> dict:
-    """Slider event: re-render one slice of the analysed series, or say that it expired."""
+  def show(self, index, views: list[SliceView] | None, reveal: bool = False) -> dict:
+    """Slider or reveal event: re-render one slice, its series' plot and every verdict."""
     if not views:
       return {"message": SERIES_EXPIRED, "hemorrhage": None, "subtypes": None, "overlay": None,
-              "windows": (None, None, None)}
-    return render(views[int(np.clip(int(index or 0), 0, len(views) - 1))])
+              "windows": (None, None, None), "table": None, "plot": None}
+    focus = int(np.clip(int(index or 0), 0, len(views) - 1))
+    return {**render(views[focus], reveal), "message": self._message(views, focus, reveal),
+            "table": summary.table(views, reveal) if len(views) > 1 else None,
+            "plot": self._plot(views, focus, reveal)}
+
+  def _message(self, views: list[SliceView], focus: int, reveal: bool) -> str:
+    if not self.predictor:
+      return f"Showing **{views[focus].name}** ({len(views)} slice{'s' * (len(views) > 1)})."
+    return summary.message(views, focus, self.predictor.thresholds, self.predictor.trained_on(),
+                           reveal)
+
+  def _plot(self, views: list[SliceView], focus: int, reveal: bool):
+    return self.predictor and summary.plot(views, focus, self.predictor.thresholds, reveal)
 
   def _analyze(self, items: list[Item], problems: list[Problem],
-               progress: Progress | None = None) -> Result:
+               progress: Progress | None = None, reveal: bool = False) -> Result:
     """Reads the items into series and analyses them one batch at a time.
 
     Only a batch of decoded slices is in memory at once; what stays per slice is its compact
@@ -148,7 +178,8 @@ class Demo:
     problems = problems + reading.problems
     step = self.predictor.batch_size if self.predictor else BATCH
     views, model_s, done, total = [], 0.0, 0, reading.slices
-    for group in reading.series:
+    for group in reading.series:  # one verdict per series, never across them
+      number = len({v.series for v in views})  # series numbered as they give slices
       for slices, bad in group.batches(step):
         if progress is not None:  # not `if progress`: gr.Progress has a length, 0 at first
           progress(done / total, f"slices {done + 1}-{done + len(slices) + len(bad)} of {total}")
@@ -158,48 +189,35 @@ class Demo:
           model_start = time.perf_counter()
           preds = self.predictor.predict(slices)
           model_s += time.perf_counter() - model_start
-        views += [SliceView.of(s, p) for s, p in zip(slices, preds)]
+        views += [SliceView.of(s, p, number) for s, p in zip(slices, preds)]
         done += len(slices) + len(bad)
     skipped = _skipped(problems)
     if not views:
       return Result("**Nothing could be analysed.**" + skipped)
-    focus = _most_suspicious(views)
-    shown = render(views[focus])
+    focus = _most_suspicious(views, reveal)
+    shown = self.show(focus, views, reveal)
     total_s = time.perf_counter() - start
-    message = _headline(views, focus) + _latency(len(views), model_s, total_s, self.predictor)
+    message = shown["message"] + _latency(len(views), model_s, total_s, self.predictor)
     if not self.predictor:
       message = NO_WEIGHTS + "\n\n" + message
     several = len(views) > 1
     return Result(message + skipped, shown["hemorrhage"], shown["subtypes"], shown["overlay"],
-                  shown["windows"], _table(views) if several else None,
-                  {"maximum": len(views) - 1, "value": focus} if several else None, views)
+                  shown["windows"], shown["table"],
+                  {"maximum": len(views) - 1, "value": focus} if several else None, views,
+                  shown["plot"])
 
 
-def _most_suspicious(views: list[SliceView]) -> int:
-  scores = [v.probabilities.get("any", max(v.probabilities.values(), default=0.0)) for v in views]
+def _most_suspicious(views: list[SliceView], reveal: bool) -> int:
+  """The slice with the highest P(hemorrhage) among those that may show it (else the first)."""
+  scores = [v.probabilities.get("any", max(v.probabilities.values(), default=0.0))
+            if v.shows(reveal) else -1.0 for v in views]
   return int(np.argmax(scores))
-
-
-def _headline(views: list[SliceView], focus: int) -> str:
-  v = views[focus]
-  if not v.probabilities:
-    return f"Showing **{v.name}** ({len(views)} slice{'s' * (len(views) > 1)})."
-  p = v.probabilities.get("any")
-  where = f"slice {focus + 1} of {len(views)}, the most suspicious, " if len(views) > 1 else ""
-  prob = f" — hemorrhage probability **{p:.2f}**" if p is not None else ""
-  return f"**{v.label}**{prob} ({where}{v.name})."
 
 
 def _latency(n: int, model_s: float, total_s: float, predictor) -> str:
   model = (f"model + Grad-CAM {1000 * model_s:.0f} ms for {n} slice{'s' * (n > 1)}; "
            if predictor else "")
   return f"\n\nLatency: {model}total {1000 * total_s:.0f} ms (CPU)."
-
-
-def _table(views: list[SliceView]) -> list[list]:
-  return [[i + 1, v.name, None if v.position_z is None else round(v.position_z, 1),
-           None if "any" not in v.probabilities else round(v.probabilities["any"], 3), v.label]
-          for i, v in enumerate(views)]
 
 
 def _skipped(problems: list[str]) -> str:

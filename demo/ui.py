@@ -15,7 +15,7 @@ import numpy as np
 from gradio.data_classes import ImageData, ListFiles
 from PIL import Image
 
-from demo import callbacks, uploads
+from demo import callbacks, summary, uploads
 from ichflax.data import dicom
 
 TITLE = "ichflax — intracranial hemorrhage on head CT"
@@ -112,9 +112,15 @@ def build(demo: callbacks.Demo, model_card: str, analyses: int = ANALYSES) -> gr
                        visible=False, elem_id="slider", render=False)
     table = gr.Dataframe(headers=callbacks.TABLE_HEADERS, visible=False, interactive=False,
                          label="Per-slice results", elem_id="table", render=False)
+    plot = gr.LinePlot(x="position", y="probability", color="output", y_lim=[0, 1],
+                       x_title="slice position (z, mm; or slice number)",
+                       y_title="probability", label="This series along the slice position "
+                       "(the dashed line's level is the operating threshold)",
+                       visible=False, elem_id="plot", height=260, render=False)
+    reveal = gr.Checkbox(False, label=summary.REVEAL_LABEL, elem_id="reveal", render=False)
     views = gr.State(time_to_live=callbacks.SERIES_TTL_S)
     panels = [hemorrhage, subtypes, overlay, *windows]
-    results = [message, *panels, table, slider, views]
+    results = [message, *panels, table, slider, views, plot]
 
     def outputs(r: callbacks.Result) -> list:
       series = r.slider is not None
@@ -122,7 +128,7 @@ def build(demo: callbacks.Demo, model_card: str, analyses: int = ANALYSES) -> gr
               gr.Dataframe(value=r.table, visible=series),
               gr.Slider(1, max(2, 1 + (r.slider or {}).get("maximum", 1)),
                         value=1 + (r.slider or {}).get("value", 0), visible=series),
-              r.views]
+              r.views, gr.LinePlot(value=r.plot, visible=r.plot is not None)]
 
     with gr.Row():
       with gr.Column(scale=2, min_width=320):
@@ -137,6 +143,7 @@ def build(demo: callbacks.Demo, model_card: str, analyses: int = ANALYSES) -> gr
                              example_labels=[label for _, label in examples],
                              label="Phantom examples (synthetic slices made by ichflax; not "
                                    "patients)")
+        reveal.render()
         message.render()
         hemorrhage.render()
         subtypes.render()
@@ -146,19 +153,25 @@ def build(demo: callbacks.Demo, model_card: str, analyses: int = ANALYSES) -> gr
           for w in windows:
             w.render()
         slider.render()
+        plot.render()
         table.render()
 
-    def on_upload(paths, progress=gr.Progress()):  # noqa: B008  (how Gradio injects progress)
-      return [None, *outputs(demo.analyze(paths, progress))]  # clears the box: the files are gone
+    def on_upload(paths, show_unlike, progress=gr.Progress()):  # noqa: B008  (Gradio's way)
+      # Clears the box: the files are gone.
+      return [None, *outputs(demo.analyze(paths, progress, bool(show_unlike)))]
 
-    def on_slide(number, state):
-      shown = demo.show(int(number or 1) - 1, state)
-      return [shown.get("message") or gr.skip(), shown["hemorrhage"], shown["subtypes"],
-              shown["overlay"], *shown["windows"]]
+    def on_slide(number, state, show_unlike):
+      shown = demo.show(int(number or 1) - 1, state, bool(show_unlike))
+      return [shown["message"], shown["hemorrhage"], shown["subtypes"], shown["overlay"],
+              *shown["windows"], gr.Dataframe(value=shown["table"]) if shown["table"] else
+              gr.skip(), gr.LinePlot(value=shown["plot"], visible=shown["plot"] is not None)]
 
     lane = {"concurrency_id": "analysis", "concurrency_limit": analyses}
-    files.upload(on_upload, files, [files, *results], api_name="analyze", **lane)
-    picked.load_input_event.then(lambda name: outputs(demo.example(name)), example_name, results,
-                                 api_name="example", **lane)
-    slider.release(on_slide, [slider, views], [message, *panels], api_name="show_slice")
+    files.upload(on_upload, [files, reveal], [files, *results], api_name="analyze", **lane)
+    picked.load_input_event.then(lambda name, show_unlike: outputs(demo.example(
+        name, reveal=bool(show_unlike))), [example_name, reveal], results, api_name="example",
+        **lane)
+    shown = [message, *panels, table, plot]
+    slider.release(on_slide, [slider, views, reveal], shown, api_name="show_slice")
+    reveal.change(on_slide, [slider, views, reveal], shown, api_name="reveal")
   return app

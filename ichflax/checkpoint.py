@@ -8,6 +8,8 @@ or an exported inference checkpoint, which has no `opt_state`), one named item p
     <step>/spec/       JSON ModelSpec: what inference needs (task, labels, inputs, data)
     <step>/config/     JSON TrainConfig: how the run was configured
     <step>/progress/   JSON Progress: loop position, epoch history, metrics
+    <step>/domain/     training-domain statistics of the backbone features (orbax arrays;
+                       `ichflax.domain`), written with the calibration after training
 
 A lean checkpoint (the paper recipe: frozen backbone convolutions) holds `<step>/trained/`
 instead of `state/`: only what training changes (trainable parameters and BatchNorm
@@ -41,6 +43,7 @@ from ichflax.spec import ModelSpec
 
 STATE, OPT_STATE, SPEC, CONFIG, PROGRESS = "state", "opt_state", "spec", "config", "progress"
 TRAINED = "trained"  # a lean checkpoint's changing part, in place of `state`
+DOMAIN = "domain"
 CHECKPOINTS = "checkpoints"
 FROZEN = "frozen"  # WORKDIR/frozen: the parameters a lean run never changes, written once
 LEGACY_META = "meta"  # one untyped JSON item, before the spec/config/progress split
@@ -180,9 +183,27 @@ def _read_json(step_dir: Path, item: str) -> dict:
   return ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(step_dir.absolute() / item)
 
 
-def _write_json(step_dir: Path, item: str, value: dict) -> None:
+def _write_json(step_dir: Path, item: str, value: dict, force: bool = False) -> None:
   ocp.Checkpointer(ocp.JsonCheckpointHandler()).save(
-      step_dir.absolute() / item, args=ocp.args.JsonSave(jsonable(value)))
+      step_dir.absolute() / item, args=ocp.args.JsonSave(jsonable(value)), force=force)
+
+
+def write_trust(path: str | Path, spec: ModelSpec, domain_arrays: dict[str, np.ndarray]) -> Path:
+  """Stores a calibrated spec and the domain statistics in a checkpoint; weights untouched."""
+  step_dir = resolve(path)
+  _write_json(step_dir, SPEC, spec.to_json(), force=True)
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(step_dir.absolute() / DOMAIN, domain_arrays, force=True)
+  return step_dir
+
+
+def read_domain(path: str | Path) -> dict[str, np.ndarray] | None:
+  """The domain statistics' arrays, or None for a checkpoint calibrated before they existed."""
+  step_dir = resolve(path)
+  if not (step_dir / DOMAIN).is_dir():
+    return None
+  with ocp.StandardCheckpointer() as ckptr:
+    return {k: np.asarray(v) for k, v in ckptr.restore(step_dir.absolute() / DOMAIN).items()}
 
 
 def read_spec(path: str | Path) -> ModelSpec:
@@ -255,6 +276,8 @@ def export_inference(src: str | Path, dst: str | Path, dtype=jnp.bfloat16) -> Pa
   _write_json(dst, PROGRESS, progress.to_json())
   from ichflax import card
   card.write(dst, spec, TrainConfig.from_dict(config), progress)
+  if (step_dir / DOMAIN).is_dir():
+    shutil.copytree(step_dir / DOMAIN, dst / DOMAIN)
   return dst
 
 

@@ -38,8 +38,12 @@ class Box:
     return [self.x0, self.y0, self.x1, self.y1]
 
 
-def logits_and_cam(model, x: jax.Array, class_index: jax.Array) -> tuple[jax.Array, jax.Array]:
+def logits_and_cam(model, x: jax.Array, class_index: jax.Array, *,
+                   with_features: bool = False) -> tuple[jax.Array, ...]:
   """Logits (N, k) and Grad-CAM maps (N, h, w) in [0, 1] on the feature-map grid (traceable).
+
+  `with_features`: also the backbone's feature map (N, h, w, 2048), which serving pools for the
+  training-domain check without a second forward pass.
 
   `model` is a Classifier in eval mode: `model.head(model.backbone(x))` are its logits, so the
   gradient of the chosen logit is taken with respect to the backbone's feature map. Examples do
@@ -58,7 +62,8 @@ def logits_and_cam(model, x: jax.Array, class_index: jax.Array) -> tuple[jax.Arr
   weights = grads.mean(axis=(1, 2))
   cam = jax.nn.relu(jnp.einsum("nhwc,nc->nhw", features, weights))
   peak = cam.max(axis=(1, 2), keepdims=True)
-  return logits, jnp.where(peak > 0, cam / jnp.where(peak > 0, peak, 1.0), 0.0)
+  cam = jnp.where(peak > 0, cam / jnp.where(peak > 0, peak, 1.0), 0.0)
+  return (logits, cam, features) if with_features else (logits, cam)
 
 
 def upsample(cam: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

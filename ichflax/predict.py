@@ -22,9 +22,9 @@ from pathlib import Path
 import tqdm
 from PIL import Image
 
-from ichflax import gradcam, series, xla_cache
+from ichflax import gradcam, series, verdict, xla_cache
 from ichflax.data import dicom, sources
-from ichflax.predictor import THRESHOLD, Prediction, Predictor
+from ichflax.predictor import Prediction, Predictor
 
 
 def _emit(record: dict) -> None:
@@ -33,7 +33,7 @@ def _emit(record: dict) -> None:
 
 def _error(problem: sources.Problem) -> dict:
   """The row of a file (or slice) that gave no prediction: the reason names it."""
-  return {"file": problem.file, "status": "error", "reason": str(problem)}
+  return verdict.error_record(problem.file, str(problem))
 
 
 def _kept(pred: Prediction) -> Prediction:
@@ -49,8 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
       description="Hemorrhage and subtype probabilities, Grad-CAM and its attention box for CT "
                   "slices (DICOM, PNG, JPG), multi-frame DICOM and NIfTI volumes, and folders "
                   "or zips of series.",
-      epilog="One JSON line per slice, one error line per unreadable file, and a study summary "
-             "per series of a folder, zip or volume. Research and education use only.")
+      epilog="One JSON line per slice with its status (ok, out_of_scope, out_of_domain, error) "
+             "and a reason when not ok, one error line per unreadable file, and a study summary "
+             "per series of a folder, zip or volume (schema: docs/serving.md). Research and "
+             "education use only.")
   parser.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR_OR_ZIP")
   parser.add_argument("--checkpoint", action="append", required=True, metavar="DIR",
                       help="a checkpoint; repeat for a binary + a subtype checkpoint")
@@ -58,7 +60,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help="write a Grad-CAM overlay PNG with the attention box per slice")
   parser.add_argument("--cam-class", default=None, help="label whose evidence Grad-CAM shows")
   parser.add_argument("--batch-size", type=int, default=8)
-  parser.add_argument("--threshold", type=float, default=THRESHOLD)
+  parser.add_argument("--threshold", type=float, default=None,
+                      help="one hemorrhage threshold for every label, instead of the "
+                           "checkpoint's operating points (fitted on validation; 0.5 if none)")
+  parser.add_argument("--show-out-of-domain", action="store_true",
+                      help="also print the probabilities of slices unlike the training data, "
+                           "marked \"revealed\": true (withheld by default)")
   args = parser.parse_args(argv)
   from ichflax import checkpoint  # Orbax only after the arguments parse
   try:  # the spec says how to read slices; the weights load only if some slice reads
@@ -75,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   try:
     predictor = Predictor.from_checkpoint(*args.checkpoint, batch_size=args.batch_size,
                                           threshold=args.threshold)
-  except (checkpoint.CheckpointError, ValueError) as e:
+  except (checkpoint.CheckpointError, ValueError) as e:  # a bad --threshold too
     parser.exit(2, f"error: {e}\n")
   if args.cam_class is not None and args.cam_class not in predictor.labels:
     parser.exit(2, f"error: --cam-class {args.cam_class!r} is not a label of these weights: "
@@ -98,12 +105,12 @@ def main(argv: Sequence[str] | None = None) -> int:
           _emit(_error(sources.unexpected(s.name, e)))
       for pred in preds:
         index = len(kept)
-        record = pred.to_json()
+        record = pred.to_json(reveal=args.show_out_of_domain)
         if pred.slice.frame is not None:
           record["frame"] = pred.slice.frame
         if group.summarise and pred.slice.geometry is not None:
           record.update(slice_index=index, position_z=pred.slice.geometry.position_z)
-        if args.gradcam:
+        if args.gradcam and "box" in record:
           written += 1
           out = args.gradcam / f"{written:04d}_{Path(pred.slice.name).stem}_gradcam.png"
           Image.fromarray(gradcam.overlay(pred.slice.display, pred.cam, pred.box)).save(out)
@@ -113,7 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
       predicted += len(preds)
       bar.update(len(slices) + len(problems))
     if group.summarise and kept:
-      _emit({"study": series.study_summary(kept, args.threshold)})
+      _emit({"study": series.study_summary(kept, predictor.thresholds,
+                                           reveal=args.show_out_of_domain)})
   bar.close()
   return 0 if predicted else 1
 

@@ -11,23 +11,32 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ichflax import gradcam, tasks
+from ichflax import calibration, gradcam, scope, tasks
 from ichflax.data import inputs
+from ichflax.domain import DomainModel
 from ichflax.models import preprocess
 from ichflax.spec import ModelSpec
+from ichflax.verdict import OK, OUT_OF_DOMAIN, OUT_OF_SCOPE
 
-THRESHOLD = 0.5
+THRESHOLD = calibration.DEFAULT_THRESHOLD
 NO_HEMORRHAGE = "no hemorrhage"
 
 
 @dataclasses.dataclass
 class Prediction:
-  """Probabilities per RSNA label ("any" = hemorrhage of any type), Grad-CAM and its box."""
+  """One slice's status, probabilities per RSNA label ("any": hemorrhage), Grad-CAM and box.
+
+  `status` is ok, out_of_scope (not a head CT slice: no probabilities at all) or out_of_domain
+  (unlike the training data: probabilities computed but withheld unless a caller reveals them);
+  `reason` says why when not ok.
+  """
 
   slice: inputs.Slice
   probabilities: dict[str, float]
@@ -35,24 +44,67 @@ class Prediction:
   cam_class: str | None = None
   cam: np.ndarray | None = None  # float32 (H, W) in [0, 1], at the input's resolution
   box: gradcam.Box | None = None
+  status: str = OK
+  reason: str | None = None
+  domain_score: float | None = None  # out-of-domain score over the threshold (1 = threshold)
+  thresholds: dict[str, float] = dataclasses.field(default_factory=dict)
 
   @property
   def hemorrhage_probability(self) -> float | None:
     return self.probabilities.get("any")
 
-  def to_json(self) -> dict:
-    out = {"file": self.slice.name, "probabilities": self.probabilities,
-           "hemorrhage_probability": self.hemorrhage_probability, "label": self.label}
+  @property
+  def name(self) -> str:
+    return self.slice.name
+
+  def shows(self, reveal: bool = False) -> bool:
+    return shows(self.status, reveal)
+
+  def to_json(self, reveal: bool = False) -> dict:
+    """The schema of docs/serving.md: status, reason when not ok, probabilities when shown."""
+    out = {"file": self.slice.name, "status": self.status}
+    if self.reason:
+      out["reason"] = self.reason
+    if self.domain_score is not None:
+      out["domain_score"] = round(self.domain_score, 3)
+    if not self.shows(reveal):
+      return out
+    if self.status != OK:
+      out["revealed"] = True  # shown on request although the input is unlike the training data
+    out.update(probabilities=self.probabilities, hemorrhage_probability=self.hemorrhage_probability,
+               label=self.label, thresholds=self.thresholds)
     if self.cam is not None:
       out.update(cam_class=self.cam_class, box=self.box and self.box.as_list(),
                  box_kind=gradcam.BOX_KIND, height=self.slice.shape[0], width=self.slice.shape[1])
     return out
 
 
-def decide(probabilities: dict[str, float], threshold: float = THRESHOLD) -> str:
-  """One label for people: no hemorrhage, or the most likely subtype (or just hemorrhage)."""
+class Judged(Protocol):
+  """What a series summary reads from each slice: a Prediction, or the demo's kept view."""
+
+  name: str
+  probabilities: dict[str, float]
+  status: str
+
+  def shows(self, reveal: bool = False) -> bool: ...
+
+
+def shows(status: str, reveal: bool = False) -> bool:
+  """Whether probabilities may be shown: ok, or out of domain and revealed on request."""
+  return status == OK or (reveal and status == OUT_OF_DOMAIN)
+
+
+def decide(probabilities: dict[str, float], thresholds: dict[str, float] | float = THRESHOLD
+           ) -> str:
+  """One label for people: no hemorrhage, or the most likely subtype (or just hemorrhage).
+
+  `thresholds`: the operating point per label (or one for all); `any` below its own is no
+  hemorrhage.
+  """
+  if not isinstance(thresholds, dict):
+    thresholds = dict.fromkeys(probabilities, thresholds)
   subtypes = {k: v for k, v in probabilities.items() if k in tasks.SUBTYPES}
-  if probabilities.get("any", 1.0) < threshold:
+  if probabilities.get("any", 1.0) < thresholds.get("any", THRESHOLD):
     return NO_HEMORRHAGE
   return max(subtypes, key=subtypes.get) if subtypes else "hemorrhage"
 
@@ -74,7 +126,8 @@ class Predictor:
   """
 
   def __init__(self, models: Sequence[tuple[nnx.Module, ModelSpec]], *, batch_size: int = 8,
-               threshold: float = THRESHOLD):
+               threshold: float | None = None,
+               domains: Sequence[DomainModel | None] | None = None, check_scope: bool = True):
     if not models:
       raise ValueError("give at least one (model, spec) pair")
     self.models = list(models)
@@ -91,14 +144,33 @@ class Predictor:
     self.windows = first.windows
     self.stored_size = first.stored_size
     self.batch_size = batch_size
-    self.threshold = threshold
-    self._runs = [_compile(model, spec) for model, spec in models]
+    # The operating point per label: the checkpoints' own (fitted on validation), else 0.5;
+    # `threshold` overrides them all at serving.
+    self.thresholds = {k: v for spec in self.specs for k, v in spec.operating_points().items()}
+    if threshold is not None:
+      if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+      self.thresholds = dict.fromkeys(self.thresholds, float(threshold))
+    self.domains = list(domains) if domains is not None else [None] * len(self.models)
+    self.check_scope = check_scope
+    self._runs = [compile_model(model, spec) for model, spec in models]
 
   @classmethod
   def from_checkpoint(cls, *paths: str | os.PathLike, **kwargs) -> Predictor:
     """Loads each checkpoint (a step dir, a CheckpointManager dir or a training workdir)."""
     from ichflax import checkpoint  # Orbax only when loading
-    return cls([checkpoint.load_inference(p) for p in paths], **kwargs)
+    models = [checkpoint.load_inference(p) for p in paths]
+    domains = []
+    for p, (_, spec) in zip(paths, models):
+      arrays = checkpoint.read_domain(p) if spec.domain_threshold is not None else None
+      domains.append(arrays and DomainModel.from_arrays(
+          arrays, spec.domain_threshold, spec.domain_percentile, spec.domain_image_threshold))
+    return cls(models, domains=domains, **kwargs)
+
+  @property
+  def domain_checked(self) -> bool:
+    """Whether every loaded checkpoint carries its training-domain statistics."""
+    return all(d is not None for d in self.domains)
 
   @property
   def labels(self) -> tuple[str, ...]:
@@ -123,31 +195,69 @@ class Predictor:
     `load` per item first to report and skip them.
     """
     slices = [s if isinstance(s, inputs.Slice) else self.load(s) for s in items]
+    refusals = [scope.check(s) if self.check_scope else None for s in slices]
+    judged = [i for i, r in enumerate(refusals) if r is None]
     cam_run, cam_index = self._cam_target(cam_class) if gradcam_on else (None, -1)
     probs: list[dict[str, float]] = [{} for _ in slices]
     cams = [None] * len(slices)
-    for start in range(0, len(slices), self.batch_size):
-      chunk = slices[start:start + self.batch_size]
-      images = _pad_batch(np.stack([s.model_image for s in chunk]))
-      for i, run in enumerate(self._runs):
-        if i == cam_run:
-          p, cam = run.with_cam(images, np.full(len(images), cam_index, np.int32))
-          cams[start:start + len(chunk)] = list(np.asarray(cam[:len(chunk)]))
+    scores = [(0.0, 0.0)] * len(slices)  # (features, image statistics) score / threshold
+    for start in range(0, len(judged), self.batch_size):
+      chunk = judged[start:start + self.batch_size]
+      images = _pad_batch(np.stack([slices[i].model_image for i in chunk]))
+      for r, run in enumerate(self._runs):
+        if r == cam_run:
+          logits, pooled, cam = run.with_cam(images, np.full(len(images), cam_index, np.int32))
+          for i, c in zip(chunk, np.asarray(cam)):
+            cams[i] = c
         else:
-          p = run.plain(images)
-        for row, values in zip(probs[start:start + len(chunk)], np.asarray(p)):
-          row.update({k: float(v) for k, v in zip(run.labels, values)})
+          logits, pooled = run.plain(images)
+        spec, domain = self.specs[r], self.domains[r]
+        p = calibration.probabilities(np.asarray(logits)[:len(chunk)],
+                                      tasks.get_task(spec.task).activation, spec.temperatures)
+        far = (np.stack(domain.far(np.asarray(pooled)[:len(chunk)], images[:len(chunk)]), 1)
+               if domain is not None else np.zeros((len(chunk), 2)))
+        # Image statistics describe HU windowed and resampled as training stores them; a
+        # picture was windowed and resampled by someone else (its saturated edges blur), so
+        # pictures are judged on their features alone (docs/serving.md).
+        far[:, 1] *= [slices[i].hu is not None for i in chunk]
+        for i, values, f in zip(chunk, p, far):
+          probs[i].update({k: float(v) for k, v in zip(run.labels, values)})
+          scores[i] = tuple(np.maximum(scores[i], f).tolist())
     out = []
-    for s, p, cam in zip(slices, probs, cams):
-      pred = Prediction(s, {k: p[k] for k in tasks.LABELS if k in p}, decide(p, self.threshold))
-      if cam is not None:
-        full = _unsquare(gradcam.upsample(cam, (max(s.shape),) * 2), s.shape)
+    for i, s in enumerate(slices):
+      p = probs[i]
+      pred = Prediction(s, {k: p[k] for k in tasks.LABELS if k in p},
+                        decide(p, self.thresholds) if p else "", thresholds=self.thresholds)
+      if refusals[i] is not None:
+        pred.status, pred.reason = OUT_OF_SCOPE, refusals[i]
+        out.append(pred)
+        continue
+      if self.domain_checked:
+        pred.domain_score = max(scores[i])
+        if pred.domain_score > 1.0:
+          pred.status, pred.reason = OUT_OF_DOMAIN, self._unlike(*scores[i])
+      if cams[i] is not None:
+        full = _unsquare(gradcam.upsample(cams[i], (max(s.shape),) * 2), s.shape)
         pred.cam, pred.box = full, gradcam.attention_box(full)
         pred.cam_class = cam_class or (
             "any" if cam_index >= 0 else max(
                 (k for k in self._runs[cam_run].labels), key=lambda k: p[k]))
       out.append(pred)
     return out
+
+  def trained_on(self) -> str:
+    """What the loaded weights learnt from, in words (for out-of-domain explanations)."""
+    return "; ".join(sorted({spec.data or "unrecorded data" for spec in self.specs}))
+
+  def _unlike(self, features: float, image: float) -> str:
+    percentile = self.domains[0].percentile
+    what = ("its backbone features lie" if features >= image else
+            "its image statistics (head size in the field of view, bone, tissue brightness, "
+            "contrast and texture) lie")
+    return (f"this input is unlike the model's training data ({self.trained_on()}): {what} "
+            f"{max(features, image):.1f}x as far from the training slices as the "
+            f"{percentile:g}th percentile of the validation slices, so the model's "
+            "probabilities would be guesses")
 
   def _cam_target(self, cam_class: str | None) -> tuple[int, int]:
     """(index of the model to differentiate, its output index or -1 for the top class)."""
@@ -164,14 +274,14 @@ class Predictor:
 @dataclasses.dataclass
 class _Run:
   labels: tuple[str, ...]
-  plain: Callable
-  with_cam: Callable
+  plain: Callable  # images -> (logits, pooled features)
+  with_cam: Callable  # (images, class index) -> (logits, pooled features, cam)
 
 
-def _compile(model: nnx.Module, spec: ModelSpec) -> _Run:
-  """Jitted probabilities, and probabilities + Grad-CAM, for one model (state captured once)."""
+def compile_model(model: nnx.Module, spec: ModelSpec) -> _Run:
+  """Jitted logits + pooled features, with or without Grad-CAM, for one model (state captured
+  once). Temperatures and the domain score are applied on the host, in float64."""
   graphdef, state = nnx.split(model)
-  task = tasks.get_task(spec.task)
   size, variant = spec.image_size, spec.variant
 
   def inputs(images):
@@ -181,16 +291,24 @@ def _compile(model: nnx.Module, spec: ModelSpec) -> _Run:
   @jax.jit
   def plain(state, images):
     m = nnx.merge(graphdef, state)
-    return task.probabilities(m(inputs(images)))
+    features = m.backbone(inputs(images))
+    return m.head(features), pooled(features)
 
   @jax.jit
   def with_cam(state, images, class_index):
     m = nnx.merge(graphdef, state)
-    logits, cam = gradcam.logits_and_cam(m, inputs(images), class_index)
-    return task.probabilities(logits), cam
+    logits, cam, features = gradcam.logits_and_cam(m, inputs(images), class_index,
+                                                   with_features=True)
+    return logits, pooled(features), cam
 
   return _Run(spec.outputs, lambda images: plain(state, images),
               lambda images, index: with_cam(state, images, index))
+
+
+def pooled(features: jax.Array) -> jax.Array:
+  """(N, 2048) global average of the backbone's feature map: the head's input, and what the
+  training-domain check models (`ichflax.domain`)."""
+  return features.astype(jnp.float32).mean(axis=(1, 2))
 
 
 def _pad_batch(images: np.ndarray) -> np.ndarray:

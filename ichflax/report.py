@@ -80,6 +80,8 @@ def markdown(report: dict) -> str:
             "reports them; validation and test are in eval mode.", ""]
   lines += _confusion_section(report, ref)
   lines += _metric_section(report, ref)
+  if report.get("calibration"):
+    lines += ["", *calibration_section(report["calibration"])]
   return "\n".join(lines) + "\n"
 
 
@@ -89,6 +91,63 @@ def tested_line(report: dict) -> str:
   if report.get("tested") == "final":
     return f"tested: the **final** model (epoch {epoch}), as the paper's code did."
   return f"tested: the **best** checkpoint by validation (epoch {epoch})."
+
+
+RELIABILITY_PNG = "reliability.png"
+
+
+def calibration_section(c: dict) -> list[str]:
+  """Temperatures, ECE before/after, operating points, and the training-domain check."""
+  rel, dom = c["reliability"], c["domain"]
+  out = ["## Calibration, operating points and training domain (fitted on validation)", "",
+         f"Data: **{c['data']}**. Temperature scaling per output by validation NLL "
+         f"({fmt(c['nll']['before'])} -> {fmt(c['nll']['after'])}); expected calibration error "
+         f"(ECE, {len(rel['before']['count'])} bins, every slice x output) on validation "
+         f"**{fmt(rel['before']['ece'])} -> {fmt(rel['after']['ece'])}**"]
+  if "test" in c:
+    out[-1] += f", on test {fmt(c['test']['ece']['before'])} -> {fmt(c['test']['ece']['after'])}"
+  out[-1] += f". Reliability diagram: `{RELIABILITY_PNG}`."
+  out += ["", f"Operating point per output: the highest threshold on the calibrated probability "
+          f"whose validation sensitivity reaches {fmt(c['target_sensitivity'])}. The paper's "
+          "tables stay at 0.5.", ""]
+  where = "test" if "test" in c else "validation"
+  out += [f"| output | temperature | threshold | {where} sens / spec at 0.5 | "
+          f"{where} sens / spec at the operating point |", "|---|---|---|---|---|"]
+  for label, t in c["temperatures"].items():
+    at5, op = c[where]["at_0.5"][label], c[where]["at_operating_point"][label]
+    out.append(f"| {label} | {fmt(t)} | {fmt(c['thresholds'][label])} | "
+               f"{fmt(at5['sensitivity'])} / {fmt(at5['specificity'])} | "
+               f"{fmt(op['sensitivity'])} / {fmt(op['specificity'])} |")
+  flagged = f"validation {fmt(dom['validation_flagged'])}"
+  if "test_flagged" in dom:
+    flagged += f", test {fmt(dom['test_flagged'])}"
+  out += ["", f"Training domain: pooled backbone features of the {dom['train_n']} training slices, "
+          f"a Gaussian with {dom['components']} principal directions plus one shared residual "
+          f"variance, and a Gaussian of the stored images' statistics (head size, bone, tissue "
+          f"brightness, contrast, texture); each threshold = the {dom['percentile']:g}th "
+          f"percentile of its validation scores ({fmt(dom['threshold'])}, "
+          f"{fmt(dom.get('image_threshold'))}). Out of domain when either is passed; fraction "
+          f"flagged: {flagged}."]
+  return out
+
+
+def write_calibration(summary: dict, out_dir: str | Path, task_name: str) -> dict[str, Path]:
+  """calibration.json, calibration.md and the reliability diagram, for `ichflax.calibrate`."""
+  out_dir = Path(out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  paths = {"json": out_dir / "calibration.json", "md": out_dir / "calibration.md",
+           "reliability_png": out_dir / RELIABILITY_PNG}
+  paths["json"].write_text(json.dumps(jsonable(summary), indent=1))
+  paths["md"].write_text("\n".join([f"# ichflax {task_name} calibration", "", f"*{DISCLAIMER}*",
+                                    "", *calibration_section(summary)]) + "\n")
+  _plot_reliability(summary, paths["reliability_png"], task_name)
+  return paths
+
+
+def _plot_reliability(summary: dict, path: Path, task_name: str) -> None:
+  from ichflax import calibration
+  calibration.plot_reliability(summary["reliability"]["before"], summary["reliability"]["after"],
+                               path, f"{task_name}: validation reliability")
 
 
 def _confusion_section(report: dict, ref: dict | None) -> list[str]:
@@ -166,6 +225,9 @@ def write(report: dict, out_dir: str | Path) -> dict[str, Path]:
   paths["md"].write_text(markdown(report))
   paths["accuracy_png"], paths["loss_png"] = plot_curves(report["history"], out_dir,
                                                          report["task"])
+  if report.get("calibration"):
+    paths["reliability_png"] = out_dir / RELIABILITY_PNG
+    _plot_reliability(report["calibration"], paths["reliability_png"], report["task"])
   return paths
 
 

@@ -36,6 +36,14 @@ class ModelSpec:
   normalization: str = "backbone"
   stored_dtype: str = "float32"  # parameters as saved (exports may be bfloat16)
   resize: str = "antialiased"  # stored -> model size (RESIZES)
+  # Fitted on the validation split after training (`ichflax.calibrate`); empty/None before, and
+  # then probabilities are served as the logits give them and the verdict uses 0.5.
+  temperatures: tuple[float, ...] = ()  # one per output: served logits are divided by it
+  thresholds: tuple[float, ...] = ()  # operating point per output, on calibrated probabilities
+  target_sensitivity: float | None = None  # the validation sensitivity the thresholds reach
+  domain_threshold: float | None = None  # out-of-domain score above which inputs are refused
+  domain_percentile: float | None = None  # of the validation scores that set domain_threshold
+  domain_image_threshold: float | None = None  # the same for the image statistics' score
 
   def __post_init__(self):
     tasks.get_task(self.task)  # raises for an unknown task
@@ -46,11 +54,24 @@ class ModelSpec:
       raise ValueError(f"unknown resize {self.resize!r}: choose one of {', '.join(RESIZES)}")
     object.__setattr__(self, "class_names", tuple(self.class_names))
     object.__setattr__(self, "windows", tuple((float(c), float(w)) for c, w in self.windows))
+    for name in ("temperatures", "thresholds"):
+      values = tuple(float(v) for v in getattr(self, name) or ())
+      if values and len(values) != len(self.outputs):
+        raise ValueError(f"{len(values)} {name} for {len(self.outputs)} outputs")
+      object.__setattr__(self, name, values)
 
   @property
   def outputs(self) -> tuple[str, ...]:
     """The model's outputs as RSNA labels: the binary task's one output is `any`."""
     return ("any",) if self.task == "binary" else self.class_names
+
+  @property
+  def calibrated(self) -> bool:
+    return bool(self.temperatures)
+
+  def operating_points(self) -> dict[str, float]:
+    """Threshold per output label: the fitted operating points, else 0.5."""
+    return dict(zip(self.outputs, self.thresholds or (0.5,) * len(self.outputs)))
 
   @property
   def channels(self) -> int:

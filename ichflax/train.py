@@ -24,6 +24,7 @@ from flax import nnx
 from tqdm import tqdm
 
 from ichflax import (
+  calibrate,
   checkpoint,
   config,
   curves,
@@ -389,10 +390,14 @@ def finish(trainer: _Trainer, trainable, state: steps.TrainState, splits) -> dic
   best_state, frozen = sharding.replicate(
       (steps.TrainState(trained, stats, state.opt_state), frozen), trainer.mesh)
   test = trainer.evaluate(best_state, frozen, splits["test"])
+  # What the model knows it does not know: domain statistics, temperatures, operating points.
+  calibrated = calibrate.fit_and_store(model, trainer.spec, splits,
+                                       Path(manager.directory) / str(best),
+                                       target_sensitivity=cfg.target_sensitivity)
   history = trainer.progress.history  # the whole run's, however many epochs `best` saw
   rep = report.build(trainer.spec, history, test, config=cfg.to_dict(),
                      extra={"best_step": best, "best_epoch": tested.epoch, "tested": cfg.tested,
-                            "validation": tested.validation})
+                            "validation": tested.validation, "calibration": calibrated})
   paths = report.write(rep, Path(cfg.workdir).absolute() / "report")
   log.info("report: %s", paths["md"])
   return {"workdir": str(Path(cfg.workdir).absolute()),

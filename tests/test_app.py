@@ -22,7 +22,7 @@ from gradio_client import Client, handle_file
 from PIL import Image
 from test_predictor import bad_files, shared, write_dicom  # noqa: F401
 
-from demo import callbacks, uploads
+from demo import callbacks, summary, uploads
 from ichflax.data import phantom
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,6 +33,7 @@ IDENTITY = {"PatientName": "Doe^Jane^Identifiable", "PatientID": "PID-7781-SECRE
             "PatientBirthDate": "19610203", "StudyDate": "20240511", "AccessionNumber": "ACC99812",
             "InstitutionName": "Saint Example Hospital", "ReferringPhysicianName": "Who^Doctor"}
 STARTUP_S = 300
+REAL_LIKE_SEED = 5
 
 
 @dataclasses.dataclass
@@ -94,17 +95,20 @@ def server(tmp_path_factory) -> Server:
 @pytest.fixture(scope="module")
 def identified_dicom(tmp_path_factory) -> Path:
   """A phantom subdural slice carrying a full set of (fake) identifying tags."""
-  hu = phantom.make_slice(np.random.default_rng(11), 128, (4,)).hu
+  # 256 px like the shipped model's phantom DICOMs: a 128 px phantom's noise is not averaged
+  # down to the stored size as training's was, and its texture is out of domain.
+  hu = phantom.make_slice(np.random.default_rng(11), 256, (4,)).hu
   path = tmp_path_factory.mktemp("identified") / "scan_0001.dcm"
   return write_dicom(path, hu, **IDENTITY)
 
 
-def analyze(server: Server, *paths: Path, client: Client | None = None) -> dict:
+def analyze(server: Server, *paths: Path, client: Client | None = None,
+            reveal: bool = False) -> dict:
   """Calls the upload endpoint; returns the outputs by name."""
-  out = (client or server.client()).predict([handle_file(str(p)) for p in paths],
+  out = (client or server.client()).predict([handle_file(str(p)) for p in paths], reveal,
                                             api_name="/analyze")
   names = ["files", "message", "hemorrhage", "subtypes", "overlay", "brain", "subdural", "bone",
-           "table", "slider"]
+           "table", "slider", "plot"]
   return dict(zip(names, out))
 
 
@@ -120,9 +124,9 @@ def test_dicom_upload_shows_probabilities_windows_and_gradcam(server, identified
   assert {c["label"] for c in r["hemorrhage"]["confidences"]} == {"hemorrhage", "no hemorrhage"}
   assert len(r["subtypes"]["confidences"]) == 5
   overlay = decode(r["overlay"])
-  assert overlay.shape == (128, 128, 3)
+  assert overlay.shape == (256, 256, 3)
   windows = [decode(r[w]) for w in ("brain", "subdural", "bone")]
-  assert all(w.shape == (128, 128) for w in windows)
+  assert all(w.shape == (256, 256) for w in windows)
   assert not np.array_equal(windows[0], windows[2])  # really three different windows
   assert r["files"] is None  # the upload box is cleared: the files are gone
   assert r["slider"]["visible"] is False
@@ -142,10 +146,14 @@ def test_series_zip_gives_table_and_slider(server):
   r = analyze(server, EXAMPLES / "series.zip", client=client)
   rows = r["table"]["value"]["data"]
   assert len(rows) == 8 and r["slider"]["visible"] is True and r["slider"]["maximum"] == 8
-  assert [row[2] for row in rows] == sorted(row[2] for row in rows)  # ordered by position
+  assert [row[3] for row in rows] == sorted(row[3] for row in rows)  # ordered by position
+  assert {row[0] for row in rows} == {1} and "Series 2" not in r["message"]  # one series
   focus = r["slider"]["value"]
-  probs = [row[3] for row in rows]
-  assert probs[focus - 1] == max(probs)  # opens on the most suspicious slice
+  probs = [row[5] if row[5] is not None else -1 for row in rows]
+  assert probs[focus - 1] == max(probs)  # opens on the most suspicious judged slice
+  plotted = r["plot"]["value"]["data"]  # P(hemorrhage), subtypes and the threshold along z
+  outputs = {row[2] for row in plotted}
+  assert "hemorrhage (any)" in outputs and summary.THRESHOLD_SERIES in outputs
   other = 1 if focus != 1 else 2
   shown = client.predict(other, api_name="/show_slice")
   assert not np.array_equal(decode(shown[4]), decode(r["brain"]))
@@ -161,7 +169,7 @@ def test_separate_dicoms_of_a_series_give_table_and_slider(server, tmp_path):
   r = analyze(server, *paths)
   rows = r["table"]["value"]["data"]
   assert len(rows) == len(paths) == 8 and r["slider"]["visible"] is True
-  assert [row[2] for row in rows] == sorted(row[2] for row in rows)  # ordered by position
+  assert [row[3] for row in rows] == sorted(row[3] for row in rows)  # ordered by position
 
 
 def test_page_shows_the_shipped_model_card(server):
@@ -274,3 +282,53 @@ def test_examples_run_without_a_model():
   result = callbacks.Demo(None, "/nonexistent").example("series.zip")
   assert result.slider == {"maximum": 7, "value": 0} and len(result.table) == 8
   assert "No model weights are loaded" in result.message
+
+
+def _series_zip(path: Path, series_uids: tuple[str, ...], per_series: int = 3) -> Path:
+  rng = np.random.default_rng(40)
+  with zipfile.ZipFile(path, "w") as zf:
+    for uid in series_uids:
+      for i in range(per_series):
+        hu = phantom.make_slice(rng, 256, (4,) if i == 1 else ()).hu
+        one = write_dicom(path.parent / f"{uid[-1]}{i}.dcm", hu, i, 5.0 * i, series=uid)
+        zf.write(one, one.name)
+  return path
+
+
+def test_several_series_get_one_summary_each_never_one_across(server, tmp_path):
+  r = analyze(server, _series_zip(tmp_path / "two.zip", ("ID_seriesA", "ID_seriesB")))
+  rows = r["table"]["value"]["data"]
+  assert [row[0] for row in rows] == [1, 1, 1, 2, 2, 2]  # grouped by SeriesInstanceUID
+  assert "**Series 1** (3 slices)" in r["message"] and "**Series 2** (3 slices)" in r["message"]
+  assert "ID_series" not in r["message"]  # UIDs are not shown
+
+
+def test_out_of_scope_upload_is_not_judged_and_says_why(server, tmp_path):
+  mr = write_dicom(tmp_path / "mr.dcm", phantom.make_slice(np.random.default_rng(3), 256).hu,
+                   Modality="MR")
+  r = analyze(server, mr)
+  assert "not a head CT slice" in r["message"] and "Modality is MR" in r["message"]
+  assert not r["hemorrhage"] and r["overlay"] is None and r["brain"] is not None
+
+
+@pytest.fixture(scope="module")
+def real_like(tmp_path_factory) -> Path:
+  """A head CT slice unlike the phantom training data (bench/trust_rates.py: sharper noise,
+  parenchymal texture, a wider field of view, beam-hardening streaks)."""
+  sys.path.insert(0, str(ROOT))  # bench/ is scripts, not an installed package
+  from bench.trust_rates import towards_real
+  rng = np.random.default_rng(REAL_LIKE_SEED)
+  hu = towards_real(phantom.make_slice(rng, 256).hu, "real-like", rng)
+  return write_dicom(tmp_path_factory.mktemp("real_like") / "real_like.dcm", hu)
+
+
+def test_out_of_domain_upload_withholds_until_revealed(server, real_like):
+  client = server.client()
+  hidden = analyze(server, real_like, client=client)
+  assert "Out of domain" in hidden["message"] and "synthetic phantom" in hidden["message"]
+  assert not hidden["hemorrhage"] and hidden["overlay"] is None  # a gr.Label's None is {}
+  shown = analyze(server, real_like, client=client, reveal=True)
+  assert "unreliable" in shown["message"] and shown["hemorrhage"]["confidences"]
+  # The checkbox re-renders the kept slice without a new upload.
+  rerendered = client.predict(1, False, api_name="/reveal")
+  assert not rerendered[1] and "withheld" in rerendered[0]

@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_app import IDENTITY, ROOT, identified_dicom, server  # noqa: F401
+from test_app import IDENTITY, ROOT, identified_dicom, real_like, server  # noqa: F401
 from test_dicom import _gdcm
 from test_predictor import bad_files, write_dicom  # noqa: F401
 from test_sources import enhanced_ct, phantom_volume, write_nifti
@@ -82,3 +82,15 @@ def test_compressed_multiframe_and_nifti_uploads_work(server, page, tmp_path):
     assert page.locator("#window-brain img").first.get_attribute("src").startswith("data:image")
     if name != "sv1.dcm":  # a volume is a series: the table lists its slices
       assert page.locator("#table").get_by_text(f"{name} [slice 4]").count() == 1, name
+
+
+def test_out_of_domain_upload_is_withheld_then_revealed_on_request(server, page, real_like):
+  page.goto(server.url)
+  page.locator("#upload input[type=file]").set_input_files(str(real_like))
+  message = page.locator("#message", has_text="Out of domain")
+  message.wait_for(timeout=RESULT_TIMEOUT_MS)
+  assert "synthetic phantom" in message.inner_text() and "withheld" in message.inner_text()
+  assert "%" not in page.locator("#hemorrhage").inner_text()  # no probability on the page
+  page.locator("#reveal input[type=checkbox]").check()
+  page.locator("#message", has_text="unreliable").wait_for(timeout=RESULT_TIMEOUT_MS)
+  page.locator("#hemorrhage", has_text="%").wait_for(timeout=RESULT_TIMEOUT_MS)

@@ -37,8 +37,9 @@ LONG_SERIES_SLICES = 60
 WAIT_S = 120
 
 
-def _dicom(root: Path, seed: int, index: int = 0, series: str = "ID_series") -> Path:
-  hu = phantom.make_slice(np.random.default_rng(seed), 128, (seed % 5,)).hu
+def _dicom(root: Path, seed: int, index: int = 0, series: str = "ID_series",
+           size: int = 128) -> Path:
+  hu = phantom.make_slice(np.random.default_rng(seed), size, (seed % 5,)).hu
   return write_dicom(root / f"slice_{seed:03d}.dcm", hu, index=index, z=5.0 * index, series=series)
 
 
@@ -158,7 +159,9 @@ def documented_example() -> str:
 def test_documented_api_example_runs(server, files, tmp_path):
   example = documented_example()
   assert 'Client("http://127.0.0.1:7860/")' in example and '"slice.dcm"' in example
-  (tmp_path / "slice.dcm").write_bytes(files[0].read_bytes())
+  # 256 px like the shipped model's phantom DICOMs: judged, so probabilities are printed (a
+  # 128 px phantom's texture is out of domain: withheld).
+  (tmp_path / "slice.dcm").write_bytes(_dicom(tmp_path, 1, size=256).read_bytes())
   code = example.replace("http://127.0.0.1:7860/", server.url)
   run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                        text=True, timeout=WAIT_S, check=False)

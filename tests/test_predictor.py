@@ -105,7 +105,7 @@ def check_prediction(p: predictor_lib.Prediction, shape: tuple[int, int], labels
     assert box is None
   else:
     assert 0 <= box.x0 < box.x1 <= shape[1] and 0 <= box.y0 < box.y1 <= shape[0]
-  assert p.label == predictor_lib.decide(p.probabilities)
+  assert p.label == predictor_lib.decide(p.probabilities, p.thresholds)
 
 
 def test_spec_drives_preprocessing(predictor):
@@ -171,7 +171,8 @@ def test_binary_plus_subtype_checkpoints_merge(predictor, bleed):
     model = models.Classifier(trained.backbone, tasks.get_task(task).num_outputs, 0.3,
                               rngs=nnx.Rngs(0))
     model.eval()
-    pair.append((model, spec.replace(task=task, class_names=tasks.get_task(task).class_names)))
+    pair.append((model, spec.replace(task=task, class_names=tasks.get_task(task).class_names,
+                                     temperatures=(), thresholds=())))  # an untrained head
   both = predictor_lib.Predictor(pair)
   assert both.labels == tasks.LABELS
   p, = both.predict([bleed.hu])

@@ -18,6 +18,7 @@ def test_series_ordered_by_position(predictor, tmp_path):
   ordered, = series.order_series(slices)
   assert [s.geometry.position_z for s in ordered] == sorted(zs)
   preds = predictor.predict(ordered)
-  summary = series.study_summary(preds)
-  assert summary["slices"] == 4
+  # The tiny model (8 training slices) may find these unlike its data: reveal them.
+  summary = series.study_summary(preds, reveal=True)
+  assert summary["slices"] == 4 and summary["status"] == "ok"
   assert summary["hemorrhage_probability"] == max(p.probabilities["any"] for p in preds)

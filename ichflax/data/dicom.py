@@ -64,6 +64,9 @@ class SliceGeometry:
   series_instance_uid: str
   instance_number: int | None
   position_z: float | None  # ImagePositionPatient[2], mm
+  # What was scanned, for the scope check (`ichflax.scope`); None when the tag is absent.
+  modality: str | None = None
+  body_part: str | None = None
 
 
 def quiet_pydicom() -> None:
@@ -235,6 +238,9 @@ class ImageFile:
     with pydicom.config.disable_value_validation():  # RSNA "ID_<hex>" UIDs are not DICOM UIDs
       self._uids = tuple(header(ds, k, str, "", name=name) for k in (
           "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"))
+    # What was scanned, for the scope check; None when a tag is absent or empty.
+    self._scanned = tuple(header(ds, k, str, "", name=name).strip() or None
+                          for k in ("Modality", "BodyPartExamined"))
     self.geometries = tuple(self._geometry(i) for i in range(self.frames))
 
   def _geometry(self, index: int) -> SliceGeometry:
@@ -247,7 +253,7 @@ class ImageFile:
       z = None if step is None else z + index * step
     number = (header(ds, "InstanceNumber", int, None, name=name) if self.frames == 1
               else index + 1)
-    return SliceGeometry(*self._uids, number, z)
+    return SliceGeometry(*self._uids, number, z, *self._scanned)
 
   def _rescale(self, index: int) -> tuple[float, float, bool]:
     """(slope, intercept, whether an intercept was given) for one frame."""

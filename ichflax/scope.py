@@ -1,0 +1,149 @@
+"""Scope check: is this input an axial head CT slice at all? Runs before the model, per input.
+
+Why: a classifier answers with confidence whatever it is given (an MR slice, a photo, a strip of
+black pixels). These checks refuse what the model was never meant to read and say why in one
+sentence. They are deliberately loose on real heads: vertex and skull-base slices (little brain,
+much bone, sinus air) must pass, so each rule looks for what *no* head CT slice lacks.
+
+DICOM and HU arrays: Modality must be CT; a BodyPartExamined, when given, must name the head;
+the HU content must hold air around the head, a bone ring (>= 700 HU) around soft tissue, and
+structure (not a constant or noise-like image). 8-bit pictures (PNG/JPG, no HU): grey or tinted
+grey, or the model's own three-window RGB (channels that are functions of one HU value), not a
+colour photo; an aspect ratio within 2:1; not constant, not noise; a dark background. Cheap by
+design: every statistic is taken on a copy of at most 128 x 128 pixels (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ichflax.data import inputs
+
+# Tag values that name the head (DICOM PS3.16 CID 4031 and what scanners write in practice).
+HEAD_WORDS = ("HEAD", "BRAIN", "SKULL", "CRAN", "CEREB", "NEURO", "ORBIT", "SELLA", "IAC",
+              "TEMPORAL", "SINUS", "FACE", "CIRCLE OF WILLIS", "COW", "STROKE")
+AIR_HU, BONE_HU = -500.0, 700.0
+SOFT_TISSUE_HU = (-100.0, 100.0)
+MIN_AIR_FRACTION = 0.05  # the corners of any axial head FOV are air
+MIN_BONE_FRACTION = 0.003
+MIN_SOFT_FRACTION = 0.02
+MIN_BONE_COVERAGE = 0.5  # of the angles around the soft tissue's centre that meet bone
+ANGLE_BINS = 24
+MIN_STD_HU = 5.0  # below this a slice is constant, whatever its level
+MIN_STD_LEVELS = 3.0  # the same for 8-bit pictures, in grey levels
+MIN_NEIGHBOUR_CORRELATION = 0.5  # anatomy is smooth at the pixel scale; noise is not
+MAX_ASPECT = 2.0
+MAX_COLOUR_SPREAD = 0.08  # mean within-level spread of the other channels, as a fraction of 255
+DARK_LEVEL, MIN_DARK_FRACTION = 24, 0.05
+_CHECK_SIDE = 128
+
+
+def check(s: inputs.Slice) -> str | None:
+  """None when the slice may be an axial head CT slice; otherwise one sentence saying why not."""
+  g = s.geometry
+  if g is not None and g.modality and g.modality.upper() != "CT":
+    return (f"the file's Modality is {g.modality}, not CT: this model reads head CT only "
+            "(no MR, X-ray or other images)")
+  if g is not None and g.body_part and not _is_head(g.body_part):
+    return (f"the file's BodyPartExamined is {g.body_part!r}, not the head: this model reads "
+            "head CT only")
+  aspect = max(s.shape) / max(1, min(s.shape))
+  if aspect > MAX_ASPECT:
+    return (f"the image is {s.shape[1]}x{s.shape[0]} pixels (aspect {aspect:.1f}:1); an axial "
+            "head CT slice is about square")
+  return check_hu(s.hu) if s.hu is not None else check_picture(s.picture)
+
+
+def check_hu(hu: np.ndarray) -> str | None:
+  """Content of a CT slice in HU: structure, air around, a bone ring around soft tissue."""
+  x = _small(hu).astype(np.float32)
+  if float(x.std()) < MIN_STD_HU:
+    return (f"the slice is constant (about {float(x.mean()):.0f} HU everywhere); it holds no "
+            "anatomy to judge")
+  if _neighbour_correlation(x) < MIN_NEIGHBOUR_CORRELATION:
+    return "the slice looks like noise, not anatomy (neighbouring pixels are unrelated)"
+  air = float(np.mean(x < AIR_HU))
+  if air < MIN_AIR_FRACTION:
+    return (f"only {100 * air:.0f}% of the slice is air; an axial head slice has air around "
+            "the head, so this looks like a cropped or non-head image")
+  soft = (x > SOFT_TISSUE_HU[0]) & (x < SOFT_TISSUE_HU[1])
+  bone = x >= BONE_HU
+  if soft.mean() < MIN_SOFT_FRACTION or bone.mean() < MIN_BONE_FRACTION:
+    return (f"no skull around soft tissue ({100 * bone.mean():.1f}% bone >= {BONE_HU:.0f} HU, "
+            f"{100 * soft.mean():.0f}% soft tissue); this does not look like a head CT slice")
+  coverage = _bone_coverage(soft, bone)
+  if coverage < MIN_BONE_COVERAGE:
+    return (f"bone (>= {BONE_HU:.0f} HU) surrounds only {100 * coverage:.0f}% of the soft "
+            "tissue's outline; a head CT slice has a skull ring around the brain")
+  return None
+
+
+def check_picture(picture: np.ndarray) -> str | None:
+  """An 8-bit picture: grey-like, with structure and a dark background (see the module doc)."""
+  x = _small(picture).astype(np.float32)
+  if x.ndim == 3:
+    spread = _colour_spread(x)
+    if spread > MAX_COLOUR_SPREAD:
+      return ("the picture is in colour (its channels vary independently); a CT slice is grey, "
+              "or the three CT windows of one slice as RGB")
+    x = x.mean(axis=-1)
+  if float(x.std()) < MIN_STD_LEVELS:
+    return "the picture is nearly uniform; it holds no anatomy to judge"
+  if _neighbour_correlation(x) < MIN_NEIGHBOUR_CORRELATION:
+    return "the picture looks like noise, not anatomy (neighbouring pixels are unrelated)"
+  dark = float(np.mean(x <= DARK_LEVEL))
+  if dark < MIN_DARK_FRACTION:
+    return (f"only {100 * dark:.0f}% of the picture is dark; a windowed head CT slice shows black "
+            "air around the head")
+  return None
+
+
+def _is_head(body_part: str) -> bool:
+  words = body_part.upper().replace("_", " ")
+  return any(w in words for w in HEAD_WORDS)
+
+
+def _small(image: np.ndarray) -> np.ndarray:
+  """A strided copy of at most `_CHECK_SIDE` pixels a side: the statistics need no more."""
+  step = max(1, int(np.ceil(max(image.shape[:2]) / _CHECK_SIDE)))
+  return image[::step, ::step]
+
+
+def _neighbour_correlation(x: np.ndarray) -> float:
+  """Mean correlation of each pixel with its right and lower neighbours."""
+  out = []
+  for a, b in ((x[:, :-1], x[:, 1:]), (x[:-1], x[1:])):
+    a, b = a - a.mean(), b - b.mean()
+    den = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    out.append(float((a * b).sum()) / den if den > 0 else 1.0)
+  return float(np.mean(out))
+
+
+def _bone_coverage(soft: np.ndarray, bone: np.ndarray) -> float:
+  """Fraction of angular sectors around the soft tissue's centre that contain bone."""
+  ys, xs = np.nonzero(soft)
+  cy, cx = ys.mean(), xs.mean()
+  by, bx = np.nonzero(bone)
+  sectors = ((np.arctan2(by - cy, bx - cx) + np.pi) / (2 * np.pi) * ANGLE_BINS).astype(int)
+  return len(np.unique(np.clip(sectors, 0, ANGLE_BINS - 1))) / ANGLE_BINS
+
+
+def _colour_spread(rgb: np.ndarray) -> float:
+  """How far the channels are from being functions of one value (0 for grey and CT windows).
+
+  Pixels are grouped by the level of the channel with the most distinct levels; within a group,
+  a grey, tinted or CT-window picture has (almost) one value per other channel, a photo many.
+  """
+  levels = rgb.reshape(-1, 3)
+  key = int(np.argmax([len(np.unique(levels[:, c])) for c in range(3)]))
+  groups = levels[:, key].astype(np.int64)
+  counts = np.bincount(groups, minlength=256).astype(np.float64)
+  spread = 0.0
+  for c in range(3):
+    if c == key:
+      continue
+    v = levels[:, c].astype(np.float64)
+    mean = np.bincount(groups, v, 256) / np.maximum(counts, 1)
+    var = np.bincount(groups, v * v, 256) / np.maximum(counts, 1) - mean ** 2
+    spread += float(np.sum(counts * np.sqrt(np.maximum(var, 0)))) / counts.sum()
+  return spread / 2 / 255.0
