@@ -32,12 +32,13 @@ pytestmark = pytest.mark.slow
 
 
 def _counts(rows: list[dict]) -> dict:
-  """predicted / error by the first words of the reason: the counts docs/data.md gives."""
+  """Rows by status, errors also by the first words of their reason (docs/data.md's counts)."""
   out = collections.Counter()
   for r in rows:
-    if "probabilities" in r:
-      out["predicted"] += 1
-    elif r.get("status") == "error":
+    if "file" not in r:
+      continue  # a series summary
+    out[r["status"]] += 1
+    if r["status"] == "error":
       reason = r["reason"].split(": ", 1)[1]
       out["error: " + " ".join(reason.split()[:4])] += 1
   return dict(out)
@@ -62,13 +63,19 @@ def test_every_file_of_the_pydicom_corpus_gets_a_row_from_the_cli():
       continue  # one file, one row
     assert sorted(frames) == list(range(1, len(got) + 1)), file  # a volume: one row per frame
   for r in per_file:
-    if "probabilities" not in r:
-      assert r["status"] == "error" and set(r) == {"file", "status", "reason"}
+    assert r["status"] in ("ok", "out_of_scope", "out_of_domain", "error"), r
+    assert (r["status"] == "ok") == ("probabilities" in r), r  # withheld unless judged
+    if r["status"] != "ok":
+      assert r["reason"], r
+    if r["status"] == "error":
+      assert set(r) == {"file", "status", "reason"}
       assert r["reason"].startswith(r["file"] + ": ") and ACTION.search(r["reason"]), r
       assert "ichflax's reader" not in r["reason"], r  # every failure foreseen, none a catch-all
   counts = _counts(rows)
   print(json.dumps(counts, indent=1))
-  assert counts["predicted"] >= 60
+  # Decoded and judged (ok, or refused by the scope or domain check with a reason): the files
+  # pydicom can decode, ~99 slices; none of them is a head CT like the phantom's, so few are ok.
+  assert len(per_file) - counts.get("error", 0) >= 60
 
 
 def test_the_corpus_zipped_through_the_app_lists_every_file(server, tmp_path):
@@ -78,7 +85,9 @@ def test_the_corpus_zipped_through_the_app_lists_every_file(server, tmp_path):
       zf.write(f, f.relative_to(CORPUS).as_posix())
   r = analyze(server, zipped)
   assert "Something went wrong" not in r["message"] and "Latency" in r["message"]
-  shown = r["message"] + "\n" + "\n".join(str(row[1]) for row in r["table"]["value"]["data"])
+  table = r["table"]["value"]
+  column = table["headers"].index("file")
+  shown = r["message"] + "\n" + "\n".join(str(row[column]) for row in table["data"])
   missing = [f for f in FILES if f"corpus.zip/{f.relative_to(CORPUS).as_posix()}" not in shown]
   assert not missing
   assert "Traceback" not in server.log_text() and server.process.poll() is None
