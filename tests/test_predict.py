@@ -11,6 +11,7 @@ from PIL import Image
 from test_predictor import SUBDURAL, bad_files, png_bytes, tiny_checkpoint, write_dicom  # noqa: F401
 
 from ichflax import predict, tasks
+from ichflax import predictor as predictor_lib
 from ichflax.data import phantom
 
 
@@ -72,3 +73,37 @@ def test_cli_unknown_cam_class_names_the_labels(tiny_checkpoint, tmp_path, capsy
   assert exit_.value.code == 2
   assert "'kidney' is not a label" in capsys.readouterr().err
 
+
+
+@pytest.mark.parametrize("probabilities,threshold,label", [
+    # The most likely subtype, not the first, the last or the least likely.
+    ({"epidural": 0.1, "intraparenchymal": 0.7, "intraventricular": 0.2, "subarachnoid": 0.05,
+      "subdural": 0.3, "any": 0.9}, 0.5, "intraparenchymal"),
+    ({"epidural": 0.6, "intraparenchymal": 0.2, "intraventricular": 0.1, "subarachnoid": 0.3,
+      "subdural": 0.4, "any": 0.7}, 0.5, "epidural"),
+    # `any` below the threshold says no hemorrhage, however likely a subtype looks.
+    ({"epidural": 0.1, "subdural": 0.9, "any": 0.3}, 0.5, predictor_lib.NO_HEMORRHAGE),
+    ({"subdural": 0.8, "any": 0.5}, 0.5, "subdural"),  # at the threshold counts as hemorrhage
+    ({"subdural": 0.8, "any": 0.9}, 0.95, predictor_lib.NO_HEMORRHAGE),
+    ({"subdural": 0.8, "any": 0.2}, 0.1, "subdural"),
+    ({"any": 0.8}, 0.5, "hemorrhage"),  # a binary model names no subtype
+    ({"epidural": 0.2, "subdural": 0.7}, 0.5, "subdural"),  # a subtype model alone
+])
+def test_decide_hand_cases(probabilities, threshold, label):
+  assert predictor_lib.decide(probabilities, threshold) == label
+
+
+def test_cli_threshold_changes_the_label(tiny_checkpoint, tmp_path, capsys):
+  image = tmp_path / "a.png"
+  image.write_bytes(png_bytes(np.full((40, 40), 90, np.uint8)))
+
+  def run(threshold: str) -> dict:
+    assert predict.main([str(image), "--checkpoint", str(tiny_checkpoint), "--threshold",
+                         threshold]) == 0
+    return json.loads(capsys.readouterr().out.splitlines()[0])
+
+  never, always = run("1.0"), run("0.0")  # no sigmoid output reaches 1.0, every one reaches 0
+  assert never["probabilities"] == always["probabilities"]
+  assert never["label"] == predictor_lib.NO_HEMORRHAGE
+  subtypes = {k: always["probabilities"][k] for k in tasks.SUBTYPES}
+  assert always["label"] == max(subtypes, key=subtypes.get)
