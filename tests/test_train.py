@@ -1,5 +1,6 @@
 """Training end to end on a tiny phantom at 32 px: kill -9 and resume, run API, sweep, errors."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -8,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -169,3 +171,62 @@ def test_random_init_starts_residual_blocks_as_shortcuts():
     return np.asarray(model.backbone.layer4[2].bn3.scale[...])
   assert not np.any(last_bn_scale())
   assert np.all(last_bn_scale(zero_init_residual=False) == 1.0)
+
+
+def _weights(step_dir) -> list[np.ndarray]:
+  model, _ = checkpoint.load_inference(step_dir)
+  return [np.asarray(x) for x in jax.tree.leaves(checkpoint.model_state(model))]
+
+
+def _head_kernel(model) -> np.ndarray:
+  return np.asarray(model.head.out.kernel[...])
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(dataset, tmp_path_factory):
+  """Two epochs in one go: what a resumed run must reproduce exactly."""
+  cfg = _cfg(dataset, tmp_path_factory.mktemp("uninterrupted"), checkpoint_every=2)
+  return cfg, train.run(cfg)
+
+
+# Slow (each about 1-2 min on 2 shared cores): two and one more real runs beside the
+# uninterrupted one; the weights themselves are the claim, so no shortcut stands in for a run.
+@pytest.mark.slow
+def test_resumed_run_has_the_weights_of_an_uninterrupted_one(uninterrupted, tmp_path):
+  cfg, whole = uninterrupted
+  resumed_cfg = cfg.replace(workdir=str(tmp_path / "resumed"))
+  train.run(resumed_cfg.replace(epochs=1))  # stops after epoch 1, as a killed run would
+  resumed = train.run(resumed_cfg)
+  last = _committed_steps(Path(whole["workdir"]))[-1]
+  assert _committed_steps(tmp_path / "resumed")[-1] == last
+  ours = _weights(tmp_path / "resumed" / "checkpoints" / str(last))
+  theirs = _weights(Path(whole["workdir"]) / "checkpoints" / str(last))
+  assert len(ours) == len(theirs) > 300
+  for a, b in zip(ours, theirs):
+    np.testing.assert_array_equal(a, b)
+  untimed = lambda history: [dataclasses.replace(r, images_per_s=None) for r in history]
+  assert untimed(resumed["history"]) == untimed(whole["history"])
+  assert resumed["metrics"]["test"] == whole["metrics"]["test"]
+
+
+@pytest.mark.slow
+def test_lr_keep_and_no_augment_flags_take_effect(uninterrupted, tmp_path):
+  """Against the same run with the defaults: each flag must change what it configures."""
+  cfg, whole = uninterrupted
+  workdir = tmp_path / "flags"
+  assert train.main([*_cli(cfg.replace(workdir=str(workdir)))[3:], "--lr", "0.01", "--keep",
+                     "1", "--no-augment"]) == 0
+  steps = _committed_steps(workdir)
+  best = checkpoint.resolve(workdir)
+  saved = checkpoint.read_config(best)
+  assert (saved.lr, saved.keep, saved.augment.enabled) == (0.01, 1, False)
+  # --keep 1: the latest checkpoint and the best one remain. With the default 2, the mid-epoch
+  # checkpoint before the last (never the best: only epoch ends are scored) would remain too.
+  assert set(steps) == {steps[-1], int(best.name)} and len(steps) <= 2
+  # --lr 0.01: Adam moves each weight about lr per step, so ten times the default's distance.
+  init = _head_kernel(train.build_model(cfg, np.float32))
+  fast = _head_kernel(checkpoint.load_inference(workdir / "checkpoints" / str(steps[-1]))[0])
+  slow_step = _committed_steps(Path(whole["workdir"]))[-1]
+  slow = _head_kernel(checkpoint.load_inference(
+      Path(whole["workdir"]) / "checkpoints" / str(slow_step))[0])
+  assert np.abs(fast - init).mean() > 3 * np.abs(slow - init).mean()
