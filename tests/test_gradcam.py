@@ -15,7 +15,7 @@ from test_predictor import predictor, tiny_checkpoint  # noqa: F401
 
 from ichflax import gradcam, tasks
 from ichflax import predictor as predictor_lib
-from ichflax.data import phantom
+from ichflax.data import dicom, phantom
 from ichflax.models import preprocess
 
 # Planted bleeds in the Grad-CAM test: how many, and how far the hit rate must beat chance.
@@ -109,3 +109,19 @@ def test_gradcam_peaks_inside_planted_bleeds():
   print(f"Grad-CAM peak cell holds planted blood in {rate:.2f} of {BLEEDS} phantom slices; "
         f"chance {base:.2f} ({grid}x{grid} grid)")
   assert rate >= base + MIN_MARGIN_OVER_CHANCE, (rate, base)
+
+
+def test_cam_of_a_non_square_slice_is_recentred(predictor):
+  """A tall slice with a bleed on its right side: the model sees it padded to a square with air
+  on both sides, so its map must come back as the centre crop of that square's map (not the
+  square squeezed into the slice, which would move the bleed's evidence sideways)."""
+  rng = np.random.default_rng(3)
+  head = phantom.make_slice(rng, 64, (tasks.SUBTYPES.index("subdural"),))
+  tall = np.full((64, 40), dicom.AIR_HU, np.float32)
+  tall[:, 8:] = head.hu[:, 32:]  # the right half of a head with its bleed
+  left = (64 - 40) // 2
+  square = np.pad(tall, ((0, 0), (left, 64 - 40 - left)), constant_values=dicom.AIR_HU)
+  ours, padded = predictor.predict([tall, square], cam_class="any")
+  assert ours.cam.shape == (64, 40) and padded.cam.shape == (64, 64)
+  assert ours.probabilities == padded.probabilities  # the same model input
+  np.testing.assert_allclose(ours.cam, padded.cam[:, left:left + 40], atol=1e-6)
