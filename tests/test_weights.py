@@ -14,7 +14,9 @@ from flax import nnx
 from ichflax.weights import ConversionError, convert, load_backbone, read_metadata
 from ichflax.weights.__main__ import main
 
-TOLERANCE = 1e-4  # max |diff| / max |ref| in float32
+# max |diff| / max |ref| in float32, at about 1.5x what docs/weights.md measured on the 2-core
+# dev box: Keras 6.6e-7 (1x224x224) and 4.6e-7 (2x64x64); torchvision 3.1e-6 and 2.0e-6.
+TOLERANCE = {"keras": 1e-6, "torchvision": 5e-6}
 _forward = nnx.jit(lambda model, x: model(x))  # one compile per variant and shape, shared
 
 
@@ -45,7 +47,8 @@ def _check_parity(name, ours, ref):
     diff, rel = refs.relative_error(ours[size], ref[size])
     print(f"\n{name} parity at {size}: max|diff| {diff:.3g}, max|diff|/max|ref| {rel:.3g}")
     assert ours[size].shape == ref[size].shape
-    assert rel <= TOLERANCE, f"{name} at {size}: relative error {rel:.3g} > {TOLERANCE}"
+    limit = TOLERANCE[name.split()[0]]
+    assert rel <= limit, f"{name} at {size}: relative error {rel:.3g} > {limit}"
 
 
 def test_keras_h5_parity_via_cli(keras_ref, tmp_path, capsys):
