@@ -14,9 +14,10 @@ from flax import nnx
 from ichflax.weights import ConversionError, convert, load_backbone, read_metadata
 from ichflax.weights.__main__ import main
 
-# max |diff| / max |ref| in float32, at about 1.5x what docs/weights.md measured on the 2-core
-# dev box: Keras 6.6e-7 (1x224x224) and 4.6e-7 (2x64x64); torchvision 3.1e-6 and 2.0e-6.
-TOLERANCE = {"keras": 1e-6, "torchvision": 5e-6}
+# max |diff| / max |ref| in float32, about 2x the largest measured on the 2-core dev box
+# (docs/weights.md and 2026-11-27): Keras 6.6e-7 / 8.8e-7 at 1x224x224 (4.2e-7 at 2x64x64),
+# torchvision 3.1e-6 / 2.5e-6 at 1x224x224 (1.9e-6 at 2x64x64). Was 1e-4 for both.
+TOLERANCE = {"keras": 2e-6, "torchvision": 5e-6}
 _forward = nnx.jit(lambda model, x: model(x))  # one compile per variant and shape, shared
 
 
