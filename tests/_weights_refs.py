@@ -27,15 +27,16 @@ def relative_error(ours: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
   return diff, diff / float(np.max(np.abs(ref)))
 
 
-def keras_reference(h5_path, seed: int = 0) -> dict[str, np.ndarray]:
-  """Save a random Keras ResNet50 notop in the legacy h5 layout; return its outputs per size."""
+def keras_h5(h5_path, seed: int = 0, input_shape=None):
+  """Save a random Keras ResNet50 notop in the legacy h5 layout (as the official file is saved);
+  BatchNorm statistics and affine parameters and conv biases randomised. Returns the model."""
   import h5py
   import keras
   from keras.src.legacy.saving import legacy_h5_format
 
   assert keras.backend.backend() == "jax", "set KERAS_BACKEND=jax before importing keras"
   keras.utils.set_random_seed(seed)
-  model = keras.applications.ResNet50(weights=None, include_top=False)
+  model = keras.applications.ResNet50(weights=None, include_top=False, input_shape=input_shape)
   rng = np.random.default_rng(seed)
   for layer in model.layers:
     if isinstance(layer, keras.layers.BatchNormalization):
@@ -47,6 +48,12 @@ def keras_reference(h5_path, seed: int = 0) -> dict[str, np.ndarray]:
       layer.set_weights([kernel, rng.normal(0, 0.05, bias.shape)])
   with h5py.File(h5_path, "w") as f:
     legacy_h5_format.save_weights_to_hdf5_group(f, model)
+  return model
+
+
+def keras_reference(h5_path, seed: int = 0) -> dict[str, np.ndarray]:
+  """Save a random Keras ResNet50 notop (`keras_h5`); return its outputs per size."""
+  model = keras_h5(h5_path, seed)
   # predict() jits the whole network: quicker here than Keras's op-by-op eager call.
   outputs = {k: model.predict(x, batch_size=len(x), verbose=0) for k, x in inputs(seed).items()}
   outputs["params"] = sum(int(np.prod(w.shape)) for w in model.trainable_weights)

@@ -8,6 +8,7 @@ import base64
 import dataclasses
 import io
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -20,7 +21,7 @@ import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
-from test_predictor import bad_files, shared, write_dicom  # noqa: F401
+from test_predictor import bad_files, shared, tiny_checkpoint, write_dicom  # noqa: F401
 
 from demo import callbacks, summary, uploads
 from ichflax.data import phantom
@@ -332,3 +333,27 @@ def test_out_of_domain_upload_withholds_until_revealed(server, real_like):
   # The checkbox re-renders the kept slice without a new upload.
   rerendered = client.predict(1, False, api_name="/reveal")
   assert not rerendered[1] and "withheld" in rerendered[0]
+
+
+def test_env_var_selects_the_served_checkpoint(tiny_checkpoint, monkeypatch):
+  """ICHFLAX_CHECKPOINT wins over what checkpoints/ holds (the Space's usual way)."""
+  from demo import weights
+  monkeypatch.setenv(weights.ENV, str(tiny_checkpoint))
+  assert weights.requested(None) == [tiny_checkpoint] != weights.discover()
+  assert weights.requested([str(SHIPPED)]) == [SHIPPED]  # the command line wins over both
+  predictor, card = weights.load(weights.requested(None))
+  assert predictor is not None and predictor.stored_size == 64  # the tiny run's, not shipped
+  assert card.startswith("**Loaded weights.**")
+
+
+def test_a_broken_checkpoint_gives_the_page_a_message(tmp_path):
+  """A checkpoint whose weights cannot load: the app still builds, and its page says why."""
+  import demo
+  broken = tmp_path / "broken"
+  shutil.copytree(SHIPPED, broken)
+  shutil.rmtree(broken / "state")
+  (broken / "state").mkdir()  # the layout is right, the weights are gone
+  app, _ = demo.create_app([broken], tmp_path / "uploads")
+  page = str(app.get_config_file())
+  assert f"Could not load weights from `{broken}`" in page
+  assert "runs without a model (windows only)" in page

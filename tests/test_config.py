@@ -96,3 +96,12 @@ def test_every_field_has_one_flag_and_its_roles():
   assert not {"epochs", "workdir", "keep", "progress"} & set(config.RESUME_FIELDS)
   for f in dataclasses.fields(config.TrainConfig):
     assert f.metadata["option"].help, f.name
+
+
+def test_dropout_bounds_are_half_open(tmp_path):
+  """[0, 1): no dropout is allowed, dropping every unit is not."""
+  cfg = config.TrainConfig(workdir=str(tmp_path))
+  config.validate(cfg.replace(dropout=0.0))
+  config.validate(cfg.replace(image_size=config.MIN_IMAGE_SIZE))  # the smallest size is allowed
+  with pytest.raises(config.ConfigError, match=r"dropout must be in \[0.0, 1.0\), got 1.0"):
+    config.validate(cfg.replace(dropout=1.0))

@@ -378,3 +378,50 @@ def test_damaged_files_from_the_pydicom_wheel_get_our_words(name, reason):
     dicom.read_hu(path)
   assert reason in str(err.value) and name in str(err.value)
   assert not any(w in str(err.value) for w in ("plugin", "Pillow", "invalid literal", "PIL"))
+
+
+# A CT slice neither we nor the phantom wrote: pydicom's own test file, shipped in its wheel.
+CT_SMALL = Path(pydicom.__file__).parent / "data" / "test_files" / "CT_small.dcm"
+
+
+def test_hu_of_a_file_we_did_not_write_matches_pydicom():
+  """CT_small.dcm (GE, int16, slope 1, intercept -1024) against pydicom's modality LUT.
+
+  Compared where ichflax's HU is defined as pydicom's: at or above air (-1024 HU; ichflax clamps
+  below it) and not PixelPaddingValue (ichflax maps padding to air). This file's values lie in
+  [-896, 1167] HU and hold no padding, so that is every pixel.
+  """
+  ds = pydicom.dcmread(CT_SMALL)
+  want = pydicom.pixels.apply_modality_lut(ds.pixel_array, ds)
+  defined = (want >= dicom.AIR_HU) & (ds.pixel_array != ds.get("PixelPaddingValue"))
+  assert defined.all() and want.min() < 0 < want.max()
+  got, geometry = dicom.read_slice(CT_SMALL)
+  assert got.shape == want.shape == (128, 128)
+  np.testing.assert_array_equal(got[defined], want[defined])
+  assert geometry.sop_instance_uid == ds.SOPInstanceUID
+  assert geometry.position_z == float(ds.ImagePositionPatient[2])
+
+
+def test_monochrome1_minimum_sample_shows_white():
+  """DICOM PS3.3 C.7.6.3.1.2: in MONOCHROME1 "the minimum sample value is intended to be
+  displayed as white". ichflax reads such a slice into HU where bright means dense, so the same
+  stored samples relabelled MONOCHROME1 must come out in reverse order: the smallest stored value
+  the highest HU (white in the brain window), the largest the lowest. The mirror stays inside the
+  slice's own HU range (ichflax's choice; the standard fixes only the order).
+  """
+  ds = pydicom.dcmread(CT_SMALL)
+  stored = ds.pixel_array.astype(np.int64)
+  plain = dicom.read_hu(CT_SMALL)
+  ds.PhotometricInterpretation = "MONOCHROME1"
+  buf = io.BytesIO()
+  ds.save_as(buf)
+  inverted = dicom.read_hu(buf.getvalue())
+  order = np.argsort(stored, axis=None, kind="stable")
+  by_stored = inverted.ravel()[order]
+  distinct = np.diff(stored.ravel()[order]) > 0
+  assert np.all(np.diff(by_stored)[distinct] < 0)  # a larger sample is always darker
+  assert inverted.ravel()[stored.argmin()] == inverted.max()  # the minimum sample is white
+  assert inverted.ravel()[stored.argmax()] == inverted.min()
+  assert (inverted.min(), inverted.max()) == (plain.min(), plain.max())
+  brain = dicom.window(inverted, *dicom.WINDOWS["brain"]).ravel()
+  assert (brain[stored.argmin()], brain[stored.argmax()]) == (255, 0)

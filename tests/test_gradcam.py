@@ -11,17 +11,29 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from test_predictor import predictor, tiny_checkpoint  # noqa: F401
+from test_predictor import predictor, shared, tiny_checkpoint  # noqa: F401
 
 from ichflax import gradcam, tasks
 from ichflax import predictor as predictor_lib
-from ichflax.data import phantom
+from ichflax.data import dicom, phantom
 from ichflax.models import preprocess
 
 # Planted bleeds in the Grad-CAM test: how many, and how far the hit rate must beat chance.
 BLEEDS = 40
 # Measured on the shipped model: 0.90 vs chance 0.19 (40 slices, 4x4 grid).
 MIN_MARGIN_OVER_CHANCE = 0.4
+
+
+def demo_predictor() -> predictor_lib.Predictor:
+  """The shipped demo weights, loaded once per session."""
+  def load():
+    from demo import weights
+    paths = weights.discover()
+    if not paths:
+      pytest.fail(f"no demo checkpoint in {weights.DEFAULT_DIR}: this test needs the shipped "
+                  "demo weights (trained on the phantom by ichflax.train); place them there first")
+    return predictor_lib.Predictor.from_checkpoint(*paths)
+  return shared("demo_predictor", load)
 
 
 def test_attention_box_takes_the_largest_salient_region():
@@ -89,12 +101,7 @@ def test_gradcam_peaks_inside_planted_bleeds():
   is defined: a hit is a peak cell containing blood, and chance is the share of cells that do,
   i.e. where a peak placed at random would land.
   """
-  from demo import weights
-  paths = weights.discover()
-  if not paths:
-    pytest.fail(f"no demo checkpoint in {weights.DEFAULT_DIR}: this test needs the shipped demo "
-                "weights (trained on the phantom by ichflax.train); place them there first")
-  p = predictor_lib.Predictor.from_checkpoint(*paths)
+  p = demo_predictor()
   grid = p.specs[0].image_size // 32
   size = grid * max(1, p.stored_size // grid)  # square slices that split into whole cells
   rng = np.random.default_rng(123)
@@ -109,3 +116,24 @@ def test_gradcam_peaks_inside_planted_bleeds():
   print(f"Grad-CAM peak cell holds planted blood in {rate:.2f} of {BLEEDS} phantom slices; "
         f"chance {base:.2f} ({grid}x{grid} grid)")
   assert rate >= base + MIN_MARGIN_OVER_CHANCE, (rate, base)
+
+
+def test_cam_of_a_non_square_slice_is_recentred():
+  """A tall slice with a bleed on its right side: the model sees it padded to a square with air
+  on both sides, so its map must come back as the centre crop of that square's map (not the
+  square squeezed into the slice, which would move the bleed's evidence sideways). The demo
+  model: its 7x7 maps have structure to move, where the tiny test model's are near flat."""
+  p = demo_predictor()
+  rng = np.random.default_rng(3)
+  side, width = 192, 120
+  head = phantom.make_slice(rng, side, (tasks.SUBTYPES.index("subdural"),))
+  tall = np.full((side, width), dicom.AIR_HU, np.float32)
+  tall[:, width - side // 2:] = head.hu[:, side // 2:]  # the right half of a head, its bleed
+  left = (side - width) // 2
+  square = np.pad(tall, ((0, 0), (left, side - width - left)), constant_values=dicom.AIR_HU)
+  ours, padded = p.predict([tall, square], cam_class="any")
+  assert ours.cam.shape == (side, width) and padded.cam.shape == (side, side)
+  assert ours.probabilities == padded.probabilities  # the same model input
+  crop = padded.cam[:, left:left + width]
+  assert crop.std() > 0.05  # a map with structure, or the comparison would prove nothing
+  np.testing.assert_allclose(ours.cam, crop, atol=1e-6)

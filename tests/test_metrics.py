@@ -102,3 +102,43 @@ def test_evaluate_subtype_and_multilabel():
   assert out["accuracy"] == 1.0 and out["confusion"] == [[1, 0], [0, 1]]
   # Row 1: epidural and `any` (x2) at 0.8, four negatives at 0.9; row 2: seven weights at 0.9.
   assert out["rsna_log_loss"] == pytest.approx((-3 * math.log(0.8) - 11 * math.log(0.9)) / 14)
+
+
+# Six slices where `any` differs from every subtype column and each column has its own AUC,
+# so a metric read from the wrong column, or from `any` alone, gives another number.
+ML_TARGETS = np.array([
+    # epi ipa ivh sah sdh any
+    [1, 0, 1, 0, 1, 1],
+    [1, 0, 0, 1, 0, 1],
+    [0, 1, 1, 0, 0, 1],
+    [0, 1, 0, 1, 1, 1],
+    [0, 0, 0, 0, 0, 0],
+    [0, 0, 0, 0, 0, 0]], float)
+ML_PROBS = np.array([
+    [.9, .9, .6, .5, .1, .9],
+    [.8, .1, .7, .3, .9, .6],
+    [.1, .8, .6, .4, .8, .7],
+    [.2, .2, .1, .2, .2, .3],
+    [.3, .3, .2, .6, .7, .4],
+    [.4, .05, .8, .1, .6, .1]])
+
+
+def test_multilabel_per_class_auc_and_accuracies_by_hand():
+  for k in range(5):  # the fixture's point: no subtype column equals `any`
+    assert not np.array_equal(ML_TARGETS[:, k], ML_TARGETS[:, 5])
+  out = metrics.evaluate("multilabel", ML_PROBS, ML_TARGETS)
+  # Positive-negative pairs ordered, of 2 x 4 (4 x 2 for `any`), counted by hand per column.
+  assert out["per_class_auc"] == pytest.approx({
+      "epidural": 8 / 8, "intraparenchymal": 5 / 8, "intraventricular": 4 / 8,
+      "subarachnoid": 2 / 8, "subdural": 0 / 8, "any": 7 / 8})
+  assert out["auc"] == pytest.approx(7 / 8)  # the hemorrhage-vs-none view reads `any`
+  # Correct labels at 0.5 per column: 6, 4, 4, 2, 0, 5 of 6; on `any` alone it would be 5/6.
+  assert out["accuracy"] == pytest.approx(21 / 36)
+  assert out["confusion"] == [[2, 0], [1, 3]]
+  assert out["per_class_sensitivity"] == pytest.approx({
+      "epidural": 1.0, "intraparenchymal": 0.5, "intraventricular": 1.0, "subarachnoid": 0.0,
+      "subdural": 0.0, "any": 0.75})
+  # The training loop's accuracy (per-example hits) agrees with evaluation's on the same data.
+  hits = metrics.hits("sigmoid", ML_PROBS, ML_TARGETS)
+  np.testing.assert_allclose(hits, np.array([3, 3, 5, 2, 4, 4]) / 6)
+  assert float(np.mean(hits)) == pytest.approx(21 / 36)

@@ -61,13 +61,47 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_eight_devices_match_one(tmp_path):
-  out = tmp_path / "result.npz"
+# How a batch lies on 8 devices: split along the batch axis, each device its own rows. A batch
+# copied whole to every device would also make 8 devices compute what 1 does, so the test
+# above cannot see that; this one can.
+LAYOUT_SCRIPT = textwrap.dedent("""
+    import jax, numpy as np
+    from jax.sharding import PartitionSpec
+    from ichflax import sharding
+
+    mesh = sharding.make_mesh()
+    assert mesh.size == 8, jax.devices()
+    local = {"image": np.arange(16 * 3 * 3).reshape(16, 3, 3, 1).astype(np.uint8),
+             "mask": np.arange(16) % 3 > 0}
+    batch = sharding.shard_batch(local, mesh)
+    for name, array in batch.items():
+      assert array.sharding.spec == PartitionSpec(sharding.AXIS), (name, array.sharding.spec)
+      shards = sorted(array.addressable_shards, key=lambda s: s.index[0].start)
+      assert [s.device for s in shards] == list(mesh.devices), name
+      for i, shard in enumerate(shards):
+        assert shard.data.shape[0] == 2, (name, shard.data.shape)
+        np.testing.assert_array_equal(np.asarray(shard.data), local[name][2 * i:2 * i + 2])
+      np.testing.assert_array_equal(np.asarray(array), local[name])
+    print("ok")
+""")
+
+
+def _run_on_eight_devices(script: str, *args: str) -> subprocess.CompletedProcess:
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT),
          "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
-  proc = subprocess.run([sys.executable, "-c", SCRIPT, str(out)], env=env, cwd=ROOT,
+  proc = subprocess.run([sys.executable, "-c", script, *args], env=env, cwd=ROOT,
                         capture_output=True, text=True, timeout=900, check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc
+
+
+def test_batch_is_split_over_devices_not_copied():
+  assert _run_on_eight_devices(LAYOUT_SCRIPT).stdout.strip() == "ok"
+
+
+def test_eight_devices_match_one(tmp_path):
+  out = tmp_path / "result.npz"
+  _run_on_eight_devices(SCRIPT, str(out))
   r = np.load(out)
   np.testing.assert_allclose(r["loss8"], r["loss1"], rtol=1e-4)
   n = sum(k.startswith("a") for k in r.files)

@@ -57,3 +57,17 @@ def test_probabilities_follow_the_activation():
 def test_unknown_task_names_the_choices():
   with pytest.raises(ValueError, match="binary, subtype, multilabel"):
     tasks.get_task("segmentation")
+
+
+@pytest.mark.parametrize("name", ["binary", "subtype", "multilabel"])
+def test_loss_is_one_value_per_example(name):
+  """Each example's own loss: a sum or mean over the wrong axis would mix examples."""
+  task = tasks.get_task(name)
+  rng = np.random.default_rng(1)
+  logits = rng.normal(size=(3, task.num_outputs)).astype(np.float32)
+  targets = np.eye(task.num_outputs, dtype=np.float32)[[0, task.num_outputs - 1, 0]]
+  loss = np.asarray(task.loss(logits, targets))
+  assert loss.shape == (3,)
+  for i in range(3):
+    np.testing.assert_allclose(loss[i], np.asarray(task.loss(logits[i:i + 1], targets[i:i + 1]))[0],
+                               rtol=1e-6)

@@ -1,5 +1,6 @@
 """Training end to end on a tiny phantom at 32 px: kill -9 and resume, run API, sweep, errors."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from ichflax import checkpoint, config, tasks, train, xla_cache
+from ichflax import checkpoint, config, models, tasks, train, xla_cache
 from ichflax.data import builders
 from ichflax.progress import Progress
 
@@ -262,3 +263,101 @@ def test_divergence_stops_at_its_step_and_resumes_from_the_last_good_checkpoint(
     assert train.main(args + ["--epochs", "2"]) == 0
   assert f"resumed from step {good}" in caplog.text
   assert _committed_steps(tmp_path)[-1] == 2 * good
+
+
+def _head_kernel(model) -> np.ndarray:
+  return np.asarray(model.head.out.kernel[...])
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(dataset, tmp_path_factory):
+  """Two epochs in one go: what a resumed run must reproduce exactly."""
+  cfg = _cfg(dataset, tmp_path_factory.mktemp("uninterrupted"), checkpoint_every=2)
+  return cfg, train.run(cfg)
+
+
+# Slow (each about 1-2 min on 2 shared cores): two and one more real runs beside the
+# uninterrupted one; the weights themselves are the claim, so no shortcut stands in for a run.
+@pytest.mark.slow
+def test_resumed_run_has_the_weights_of_an_uninterrupted_one(uninterrupted, tmp_path):
+  cfg, whole = uninterrupted
+  resumed_cfg = cfg.replace(workdir=str(tmp_path / "resumed"))
+  train.run(resumed_cfg.replace(epochs=1))  # stops after epoch 1, as a killed run would
+  resumed = train.run(resumed_cfg)
+  last = _committed_steps(Path(whole["workdir"]))[-1]
+  assert _committed_steps(tmp_path / "resumed")[-1] == last
+  ours = _weights(tmp_path / "resumed" / "checkpoints" / str(last))
+  theirs = _weights(Path(whole["workdir"]) / "checkpoints" / str(last))
+  assert len(ours) == len(theirs) > 300
+  for a, b in zip(ours, theirs):
+    np.testing.assert_array_equal(a, b)
+  untimed = lambda history: [dataclasses.replace(r, images_per_s=None) for r in history]
+  assert untimed(resumed["history"]) == untimed(whole["history"])
+  assert resumed["metrics"]["test"] == whole["metrics"]["test"]
+
+
+@pytest.mark.slow
+def test_lr_keep_and_no_augment_flags_take_effect(uninterrupted, tmp_path):
+  """Against the same run with the defaults: each flag must change what it configures."""
+  cfg, whole = uninterrupted
+  workdir = tmp_path / "flags"
+  assert train.main([*_cli(cfg.replace(workdir=str(workdir)))[3:], "--lr", "0.01", "--keep",
+                     "1", "--no-augment"]) == 0
+  steps = _committed_steps(workdir)
+  best = checkpoint.resolve(workdir)
+  saved = checkpoint.read_config(best)
+  assert (saved.lr, saved.keep, saved.augment.enabled) == (0.01, 1, False)
+  # --keep 1: the latest checkpoint and the best one remain. With the default 2, the mid-epoch
+  # checkpoint before the last (never the best: only epoch ends are scored) would remain too.
+  assert set(steps) == {steps[-1], int(best.name)} and len(steps) <= 2
+  # --lr 0.01: Adam moves each weight about lr per step, so ten times the default's distance.
+  init = _head_kernel(train.build_model(cfg, np.float32))
+  fast = _head_kernel(checkpoint.load_inference(workdir / "checkpoints" / str(steps[-1]))[0])
+  slow_step = _committed_steps(Path(whole["workdir"]))[-1]
+  slow = _head_kernel(checkpoint.load_inference(
+      Path(whole["workdir"]) / "checkpoints" / str(slow_step))[0])
+  assert np.abs(fast - init).mean() > 3 * np.abs(slow - init).mean()
+
+
+def _params_by_kind(model) -> dict[str, dict[str, np.ndarray]]:
+  """The backbone's convolution weights and BatchNorm scale/bias, and the head's parameters."""
+  out: dict[str, dict[str, np.ndarray]] = {"conv": {}, "bn": {}, "head": {}}
+  for path, module in nnx.iter_graph(model.backbone):
+    kind = {nnx.Conv: "conv", nnx.BatchNorm: "bn"}.get(type(module))
+    for name in ("kernel", "bias", "scale"):
+      if kind and getattr(module, name, None) is not None:
+        out[kind]["/".join(map(str, path)) + "/" + name] = np.asarray(getattr(module, name)[...])
+  for path, value in nnx.to_flat_state(nnx.state(model.head, nnx.Param)):
+    out["head"]["/".join(map(str, path))] = np.asarray(value[...])
+  return out
+
+
+# Slow (about 1-2 min on 2 shared cores): a Keras ResNet50 is built and saved, converted, then
+# trained; the only test of the paper recipe from converted weights as a user runs it.
+@pytest.mark.slow
+def test_paper_recipe_from_converted_weights_end_to_end(dataset, tmp_path):
+  """Random Keras weights -> `weights convert` CLI -> the paper recipe with --weights: every
+  convolution kernel in the saved checkpoint is the converted one, bit for bit; BatchNorm and
+  the head trained."""
+  import _weights_refs as refs
+
+  from ichflax import weights
+  from ichflax.weights.__main__ import main as weights_main
+  h5 = tmp_path / "resnet50_notop.h5"
+  refs.keras_h5(h5, input_shape=(32, 32, 3))
+  converted = tmp_path / "backbone"
+  assert weights_main(["convert", str(h5), "--out", str(converted)]) == 0
+  backbone = _params_by_kind(models.Classifier(weights.load_backbone(converted), 1, 0.4,
+                                               rngs=nnx.Rngs(0)))
+  cfg = _cfg(dataset, tmp_path / "run", recipe="paper", weights=str(converted), epochs=1,
+             checkpoint_every=0)
+  head = _params_by_kind(train.build_model(cfg, np.float32))["head"]
+  result = train.run(cfg)
+  saved = _params_by_kind(checkpoint.load_inference(result["checkpoint"])[0])
+  assert len(saved["conv"]) > 100 and saved["conv"].keys() == backbone["conv"].keys()
+  for path, kernel in saved["conv"].items():
+    np.testing.assert_array_equal(kernel, backbone["conv"][path], err_msg=path)
+  assert saved["bn"].keys() == backbone["bn"].keys()
+  moved = [not np.array_equal(v, backbone["bn"][k]) for k, v in saved["bn"].items()]
+  assert all(moved), f"{moved.count(False)} BatchNorm parameters did not train"
+  assert all(not np.array_equal(v, head[k]) for k, v in saved["head"].items())

@@ -14,7 +14,10 @@ from flax import nnx
 from ichflax.weights import ConversionError, convert, load_backbone, read_metadata
 from ichflax.weights.__main__ import main
 
-TOLERANCE = 1e-4  # max |diff| / max |ref| in float32
+# max |diff| / max |ref| in float32, about 2x the largest measured on the 2-core dev box
+# (docs/weights.md and 2026-11-27): Keras 6.6e-7 / 8.8e-7 at 1x224x224 (4.2e-7 at 2x64x64),
+# torchvision 3.1e-6 / 2.5e-6 at 1x224x224 (1.9e-6 at 2x64x64). Was 1e-4 for both.
+TOLERANCE = {"keras": 2e-6, "torchvision": 5e-6}
 _forward = nnx.jit(lambda model, x: model(x))  # one compile per variant and shape, shared
 
 
@@ -45,7 +48,8 @@ def _check_parity(name, ours, ref):
     diff, rel = refs.relative_error(ours[size], ref[size])
     print(f"\n{name} parity at {size}: max|diff| {diff:.3g}, max|diff|/max|ref| {rel:.3g}")
     assert ours[size].shape == ref[size].shape
-    assert rel <= TOLERANCE, f"{name} at {size}: relative error {rel:.3g} > {TOLERANCE}"
+    limit = TOLERANCE[name.split()[0]]
+    assert rel <= limit, f"{name} at {size}: relative error {rel:.3g} > {limit}"
 
 
 def test_keras_h5_parity_via_cli(keras_ref, tmp_path, capsys):
