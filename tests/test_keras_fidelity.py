@@ -104,7 +104,12 @@ def _ichflax_step(keras_step, tmp_path):
       train.step_spec(cfg, model.variant, jnp.float32))
   batch = {"image": keras_step["images"], "targets": keras_step["targets"],
            "mask": np.ones(BATCH, bool)}
-  state, loss, _ = compiled.train(state, frozen, batch, jax.random.key(0), 0)
+  # The step donates its state: hand it copies, so the model's own arrays stay readable.
+  state = jax.tree.map(jnp.copy, state)
+  state, sums = compiled.train(state, frozen, batch, jax.random.key(0), 0,
+                               steps.StepSums.zeros())
+  got = sums.read()
+  loss = got["loss"] / got["n"]
   moments = nnx.clone(model)  # our gradients, read through the same paths as the weights
   nnx.update(moments, jax.tree.map(lambda m: m / 0.1, state.opt_state[0].mu))
   nnx.update(model, state.trainable, state.batch_stats)
