@@ -26,10 +26,10 @@ def data_out(tmp_path_factory):
   return tmp_path_factory.mktemp("bench_data")
 
 
-def run_bench(script: str, out: Path, data_out: Path, *extra: str) -> tuple[str, dict]:
+def run_bench(script: str, out: Path, *extra: str) -> tuple[str, dict]:
+  """bench/SCRIPT --smoke on the CPU, its exit checked: (stdout, its JSON record)."""
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
-  cmd = [sys.executable, str(ROOT / "bench" / script), "--smoke", "--data-out", str(data_out),
-         "--json", str(out), *extra]
+  cmd = [sys.executable, str(ROOT / "bench" / script), "--smoke", "--json", str(out), *extra]
   proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   return proc.stdout, json.loads(out.read_text())
@@ -55,7 +55,8 @@ def table_rows(stdout: str) -> list[str]:
 
 
 def test_train_throughput_smoke(tmp_path, data_out):
-  stdout, result = run_bench("train_throughput.py", tmp_path / "train.json", data_out)
+  stdout, result = run_bench("train_throughput.py", tmp_path / "train.json",
+                             "--data-out", str(data_out))
   check_record(result, "train_throughput.py")
   rows = result["rows"]
   modes = {(r["framework"], r["mode"]) for r in rows}
@@ -71,7 +72,8 @@ def test_train_throughput_smoke(tmp_path, data_out):
 
 
 def test_loader_throughput_smoke(tmp_path, data_out):
-  stdout, result = run_bench("loader_throughput.py", tmp_path / "loader.json", data_out)
+  stdout, result = run_bench("loader_throughput.py", tmp_path / "loader.json",
+                             "--data-out", str(data_out))
   check_record(result, "loader_throughput.py")
   impls = [r["impl"] for r in result["rows"]]
   assert any(i.startswith("loader") for i in impls)
@@ -123,13 +125,7 @@ def test_step_profile_census_on_a_tiny_bf16_program():
 
 def test_cpu_latency_smoke(tmp_path):
   """The serving latency benchmark: every case timed, the machine recorded, the table printed."""
-  out = tmp_path / "latency.json"
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
-  proc = subprocess.run([sys.executable, str(ROOT / "bench" / "cpu_latency.py"), "--smoke",
-                         "--json", str(out)], cwd=ROOT, env=env, capture_output=True, text=True,
-                        timeout=600)
-  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-  result = json.loads(out.read_text())
+  stdout, result = run_bench("cpu_latency.py", tmp_path / "latency.json")
   check_record(result, "cpu_latency.py")
   cases = {(row["framework"], row["what"]) for row in result["latency"]}
   assert ("jax", "DICOM -> probabilities + Grad-CAM + box") in cases, cases
@@ -137,22 +133,16 @@ def test_cpu_latency_smoke(tmp_path):
     for field in ("p50_ms", "p90_ms", "min_ms"):
       assert math.isfinite(row[field]) and row[field] > 0, (field, row)
     assert row["p90_ms"] >= row["p50_ms"] >= row["min_ms"], row
-  assert "| framework | impl | what | p50 ms |" in proc.stdout
+  assert "| framework | impl | what | p50 ms |" in stdout
 
 
 def test_series_throughput_smoke(tmp_path):
   """The series benchmark: every input format decoded to the same images, the table printed."""
-  out = tmp_path / "series.json"
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
-  proc = subprocess.run([sys.executable, str(ROOT / "bench" / "series_throughput.py"), "--smoke",
-                         "--json", str(out)], cwd=ROOT, env=env, capture_output=True, text=True,
-                        timeout=600)
-  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-  result = json.loads(out.read_text())
+  stdout, result = run_bench("series_throughput.py", tmp_path / "series.json")
   check_record(result, "series_throughput.py")
   formats = {row["format"] for row in result["series"]}
   assert {"DICOM uncompressed", "DICOM JPEG-LS lossless", "NIfTI .nii.gz"} <= formats, formats
   for row in result["series"]:
     for field in ("decode_s", "model_s", "end_to_end_slices_per_s"):
       assert math.isfinite(row[field]) and row[field] > 0, (field, row)
-  assert "| input | MB | decode s |" in proc.stdout
+  assert "| input | MB | decode s |" in stdout
