@@ -1,6 +1,6 @@
 """What the page says about a set of analysed slices: one verdict per series, never across them.
 
-Uploads are grouped by SeriesInstanceUID (`series.order_series`, like the CLI); each series gets
+Uploads are grouped by SeriesInstanceUID (`ichflax.data.sources`, like the CLI); each series gets
 its own summary (`series.study_summary`), a status in words, and a plot of P(hemorrhage) and the
 subtypes along the slice position with the operating threshold drawn. Slices that are out of
 scope never show probabilities; out-of-domain ones only when the visitor asks, marked as such.

@@ -1,4 +1,4 @@
-"""A series of slices: ordered along the patient's axis, and one summary per series."""
+"""One summary per series (grouping and order by position: `ichflax.data.sources`)."""
 
 from __future__ import annotations
 
@@ -6,18 +6,7 @@ import collections
 from collections.abc import Sequence
 
 from ichflax import verdict
-from ichflax.data import inputs, sources
 from ichflax.predictor import THRESHOLD, Judged, Prediction, decide
-
-
-def order_series(slices: Sequence[inputs.Slice]) -> list[list[inputs.Slice]]:
-  """Groups DICOM slices by series and orders each by ImagePositionPatient (z), then number."""
-  groups: dict[str, list[inputs.Slice]] = {}
-  for s in slices:
-    key = s.geometry.series_instance_uid if s.geometry else f"file:{s.name}"
-    groups.setdefault(key, []).append(s)
-  return [sorted(group, key=lambda s: sources.order_key(s.name, s.geometry))
-          for group in groups.values()]
 
 
 def study_summary(predictions: Sequence[Prediction | Judged],

@@ -1,4 +1,4 @@
-"""Series grouping and order by position, and the study summary, on a real checkpoint."""
+"""Series order by position (the reader) and the study summary, on a real checkpoint."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 from test_predictor import predictor, tiny_checkpoint, write_dicom  # noqa: F401
 
 from ichflax import series
-from ichflax.data import phantom
+from ichflax.data import phantom, sources
 
 
 def test_series_ordered_by_position(predictor, tmp_path):
@@ -14,9 +14,10 @@ def test_series_ordered_by_position(predictor, tmp_path):
   zs = [15.0, 0.0, 10.0, 5.0]
   for i, z in enumerate(zs):  # file names deliberately not in z order
     write_dicom(tmp_path / f"{chr(100 - i)}.dcm", phantom.make_slice(rng, 64).hu, i, z)
-  slices = [predictor.load(p) for p in sorted(tmp_path.iterdir())]
-  ordered, = series.order_series(slices)
-  assert [s.geometry.position_z for s in ordered] == sorted(zs)
+  group, = sources.read([tmp_path], windows=predictor.windows,
+                        stored_size=predictor.stored_size).series
+  (ordered, problems), = group.batches(len(zs))
+  assert not problems and [s.geometry.position_z for s in ordered] == sorted(zs)
   preds = predictor.predict(ordered)
   # The tiny model (8 training slices) may find these unlike its data: reveal them.
   summary = series.study_summary(preds, reveal=True)
