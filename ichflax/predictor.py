@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ichflax import calibration, gradcam, scope, tasks
+from ichflax import calibration, gradcam, scope, tasks, xla_options
 from ichflax.data import inputs
 from ichflax.domain import DomainModel
 from ichflax.models import preprocess
@@ -273,14 +273,24 @@ class Predictor:
 
 @dataclasses.dataclass
 class _Run:
+  """One model's compiled programs and the state they run on (captured once)."""
+
   labels: tuple[str, ...]
-  plain: Callable  # images -> (logits, pooled features)
-  with_cam: Callable  # (images, class index) -> (logits, pooled features, cam)
+  state: nnx.State
+  forward: Callable  # (state, images) -> (logits, pooled features)
+  forward_cam: Callable  # (state, images, class index) -> (logits, pooled features, cam)
+
+  def plain(self, images):
+    return self.forward(self.state, images)
+
+  def with_cam(self, images, class_index):
+    return self.forward_cam(self.state, images, class_index)
 
 
 def compile_model(model: nnx.Module, spec: ModelSpec) -> _Run:
-  """Jitted logits + pooled features, with or without Grad-CAM, for one model (state captured
-  once). Temperatures and the domain score are applied on the host, in float64."""
+  """Jitted logits + pooled features, with or without Grad-CAM, for one model, compiled with the
+  CPU options of `ichflax.xla_options`. Temperatures and the domain score are applied on the
+  host, in float64."""
   graphdef, state = nnx.split(model)
   size, variant = spec.image_size, spec.variant
 
@@ -288,21 +298,20 @@ def compile_model(model: nnx.Module, spec: ModelSpec) -> _Run:
     return preprocess.model_input(images, size, variant, resize=spec.resize,
                                   normalization=spec.normalization)
 
-  @jax.jit
+  @xla_options.jit
   def plain(state, images):
     m = nnx.merge(graphdef, state)
     features = m.backbone(inputs(images))
     return m.head(features), pooled(features)
 
-  @jax.jit
+  @xla_options.jit
   def with_cam(state, images, class_index):
     m = nnx.merge(graphdef, state)
     logits, cam, features = gradcam.logits_and_cam(m, inputs(images), class_index,
                                                    with_features=True)
     return logits, pooled(features), cam
 
-  return _Run(spec.outputs, lambda images: plain(state, images),
-              lambda images, index: with_cam(state, images, index))
+  return _Run(spec.outputs, state, plain, with_cam)
 
 
 def pooled(features: jax.Array) -> jax.Array:

@@ -201,3 +201,13 @@ def _make_bad_files(d: Path) -> Path:
   huge_png(d / "huge.png")
   (d / "good.dcm").unlink()
   return d
+
+
+def test_serving_programs_are_compiled_with_the_cpu_options(predictor):
+  """The Predictor's forward is where a CPU Space spends its time (docs/benchmarks.md)."""
+  run = predictor._runs[0]
+  images = np.zeros((1, predictor.stored_size, predictor.stored_size, len(predictor.windows)),
+                    np.uint8)
+  hlo = run.forward.lower(run.state, images).compile().as_text()
+  cam = run.forward_cam.lower(run.state, images, np.full(1, -1, np.int32)).compile().as_text()
+  assert "convolution" in hlo and "__ynn_fusion" not in hlo + cam
