@@ -65,11 +65,8 @@ class Option:
 
 
 def option(default: Any, help: str, **roles) -> Any:  # noqa: A002  (argparse's word for it)
-  """A dataclass field carrying its `Option`."""
-  metadata = {"option": Option(help, **roles)}
-  if dataclasses.is_dataclass(default):
-    return dataclasses.field(default_factory=lambda: default, metadata=metadata)
-  return dataclasses.field(default=default, metadata=metadata)
+  """A dataclass field carrying its `Option` (a nested config's default is frozen, so shared)."""
+  return dataclasses.field(default=default, metadata={"option": Option(help, **roles)})
 
 
 def _option(f: dataclasses.Field) -> Option:
@@ -225,7 +222,7 @@ def _from_dict(cls, d: dict[str, Any]):
     if f.name in d:
       value = d[f.name]
       nested = _nested(f)
-      kwargs[f.name] = _from_dict(nested, value) if nested and isinstance(value, dict) else value
+      kwargs[f.name] = _from_dict(nested, value) if nested else value
   return cls(**kwargs)
 
 
@@ -240,14 +237,13 @@ def _hints(cls) -> dict[str, Any]:
 
 def _nested(f: dataclasses.Field) -> type | None:
   """The dataclass type of a nested config field (AugmentConfig), else None."""
-  default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-  return type(default) if dataclasses.is_dataclass(default) else None
+  return type(f.default) if dataclasses.is_dataclass(f.default) else None
 
 
 def value_type(cls, name: str) -> type:
   """The plain type of a field (`int | None` -> int)."""
   hint = _hints(cls)[name]
-  if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+  if isinstance(hint, types.UnionType):  # `X | None`, the only union the fields use
     hint = next(a for a in typing.get_args(hint) if a is not type(None))
   return hint
 
@@ -307,7 +303,7 @@ def add_flags(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = No
     if not opt.flag or (only is not None and dotted not in only):
       continue
     kind = value_type(cls, f.name)
-    kwargs: dict[str, Any] = dict(dest=dotted, default=None, help=opt.help)
+    kwargs: dict[str, Any] = dict(dest=dotted, help=opt.help)  # argparse's default is None
     if kind is bool:
       kwargs["action"] = argparse.BooleanOptionalAction
     else:
@@ -368,7 +364,7 @@ def preset(name: str, **overrides) -> TrainConfig:
     raise ValueError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
   values = dict(PRESETS[name])
   per_task = values.pop("per_task", {})
-  task = overrides.get("task", values.get("task", TrainConfig.task))
+  task = overrides.get("task", TrainConfig.task)  # presets hold no task: they serve every one
   return with_values(TrainConfig(), {**values, **per_task.get(task, {}), "preset": name,
                                      **overrides})
 
@@ -380,7 +376,6 @@ def validate(cfg: TrainConfig, *, num_devices: int = 1) -> None:
   """Fails fast, with what was wrong and what to do, before any data or model work."""
   for dotted, _, f in _walk():
     _check_field(dotted.replace("_", " ").replace(".", " "), get(cfg, dotted), _option(f))
-  _check(0.0 <= cfg.resolved_dropout < 1.0, f"dropout must be in [0, 1), got {cfg.dropout}")
   _check(cfg.image_size >= MIN_IMAGE_SIZE and cfg.image_size % 32 == 0,
          f"image size {cfg.image_size} does not suit ResNet50 (it downsamples by 32): use a "
          f"multiple of 32 that is at least {MIN_IMAGE_SIZE}, e.g. 64 or 224")

@@ -5,6 +5,8 @@ Confusion matrices are indexed [actual, predicted], as in the paper's Tables 2 a
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ichflax import tasks
@@ -29,7 +31,7 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -
 
 def sensitivity_specificity(cm: np.ndarray) -> tuple[float, float]:
   """Binary (2, 2) matrix, class 1 positive: (TP / (TP + FN), TN / (TN + FP)); NaN if undefined."""
-  cm = np.asarray(cm, np.float64)
+  cm = np.asarray(cm)
   if cm.shape != (2, 2):
     raise ValueError(f"sensitivity/specificity need a 2x2 confusion matrix, got {cm.shape}")
   return _ratio(cm[1, 1], cm[1].sum()), _ratio(cm[0, 0], cm[0].sum())
@@ -37,9 +39,9 @@ def sensitivity_specificity(cm: np.ndarray) -> tuple[float, float]:
 
 def per_class_sensitivity(cm: np.ndarray) -> np.ndarray:
   """Recall of each class: diagonal over row sums (NaN for a class with no examples)."""
-  cm = np.asarray(cm, np.float64)
+  cm = np.asarray(cm)
   rows = cm.sum(axis=1)
-  with np.errstate(invalid="ignore", divide="ignore"):
+  with np.errstate(invalid="ignore"):  # 0 / 0 for an empty row; no row has x / 0 with x > 0
     return np.where(rows > 0, np.diag(cm) / rows, np.nan)
 
 
@@ -49,10 +51,10 @@ def roc_auc(y_true: np.ndarray, scores: np.ndarray) -> float:
   NaN when only one class is present, since the curve is then undefined.
   """
   y_true = np.asarray(y_true).astype(bool)
-  scores = np.asarray(scores, np.float64)
+  scores = np.asarray(scores)
   n_pos, n_neg = int(y_true.sum()), int((~y_true).sum())
   if n_pos == 0 or n_neg == 0:
-    return float("nan")
+    return math.nan
   ranks = _average_ranks(scores)
   u = ranks[y_true].sum() - n_pos * (n_pos + 1) / 2
   return float(u / (n_pos * n_neg))
@@ -60,7 +62,7 @@ def roc_auc(y_true: np.ndarray, scores: np.ndarray) -> float:
 
 def log_loss(targets: np.ndarray, probs: np.ndarray, activation: str) -> float:
   """Mean cross-entropy: categorical for softmax outputs, per-label binary for sigmoid."""
-  t = np.asarray(targets, np.float64)
+  t = np.asarray(targets)
   p = np.clip(np.asarray(probs, np.float64), EPS, 1 - EPS)
   if activation == "softmax":
     return float(np.mean(-np.sum(t * np.log(p), axis=-1)))
@@ -69,11 +71,11 @@ def log_loss(targets: np.ndarray, probs: np.ndarray, activation: str) -> float:
 
 def rsna_log_loss(targets: np.ndarray, probs: np.ndarray) -> float:
   """RSNA 2019 metric: binary log loss over the six labels, weighted `any` x2, averaged."""
-  t = np.asarray(targets, np.float64)
+  t = np.asarray(targets)
   p = np.clip(np.asarray(probs, np.float64), EPS, 1 - EPS)
   if t.shape[-1] != len(tasks.LABELS):
     raise ValueError(f"the RSNA log loss needs all six labels {tasks.LABELS}, got {t.shape[-1]}")
-  w = tasks.RSNA_WEIGHTS.astype(np.float64)
+  w = tasks.RSNA_WEIGHTS
   return float(np.mean(_bce(t, p) @ w / w.sum()))
 
 
@@ -90,7 +92,7 @@ def hits(activation: str, probs, targets):
 def evaluate(task_name: str, probs: np.ndarray, targets: np.ndarray) -> dict:
   """Every metric the task reports, from probabilities and targets of the evaluated examples."""
   task = tasks.get_task(task_name)
-  probs, targets = np.asarray(probs, np.float64), np.asarray(targets, np.float64)
+  probs, targets = np.asarray(probs), np.asarray(targets)
   out: dict = {"n": len(targets), "log_loss": log_loss(targets, probs, task.activation)}
   if task.activation == "softmax":
     y, pred = targets.argmax(-1), probs.argmax(-1)
@@ -100,7 +102,7 @@ def evaluate(task_name: str, probs: np.ndarray, targets: np.ndarray) -> dict:
             "per_class_sensitivity": dict(zip(task.class_names,
                                               _floats(per_class_sensitivity(cm)))),
             "per_class_auc": dict(zip(task.class_names, _floats(aucs))),
-            "auc": float(np.nanmean(aucs)) if not np.all(np.isnan(aucs)) else float("nan")}
+            "auc": float(np.nanmean(aucs)) if not np.all(np.isnan(aucs)) else math.nan}
     return out
   y, pred = targets >= 0.5, probs >= 0.5
   # Binary and multilabel both report the hemorrhage-vs-none view through the `any` column.
@@ -124,7 +126,7 @@ def _bce(t: np.ndarray, p: np.ndarray) -> np.ndarray:
 
 
 def _ratio(num: float, den: float) -> float:
-  return float(num / den) if den else float("nan")
+  return float(num / den) if den else math.nan
 
 
 def _floats(xs) -> list[float]:
@@ -133,12 +135,12 @@ def _floats(xs) -> list[float]:
 
 def _average_ranks(x: np.ndarray) -> np.ndarray:
   """1-based ranks with ties given their average rank."""
-  order = np.argsort(x, kind="mergesort")
+  order = np.argsort(x)  # any order within a run of ties: the run shares one rank
   sorted_x = x[order]
   # Each run of equal values gets the mean of the ranks it spans.
   starts = np.flatnonzero(np.r_[True, sorted_x[1:] != sorted_x[:-1]])
   ends = np.r_[starts[1:], len(x)]
   run_rank = (starts + 1 + ends) / 2.0
-  ranks = np.empty(len(x), np.float64)
+  ranks = np.empty(len(x))
   ranks[order] = np.repeat(run_rank, ends - starts)
   return ranks

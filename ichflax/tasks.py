@@ -77,13 +77,14 @@ class Task:
 def _one_subtype(labels: np.ndarray, group: np.ndarray) -> np.ndarray:
   drawn = group >= 0  # by the paper protocol
   exactly_one = labels[:, :5].sum(axis=1) == 1
-  return np.where(drawn, (group >= 0) & (group < NO_HEMORRHAGE_GROUP), exactly_one)
+  return np.where(drawn, group < NO_HEMORRHAGE_GROUP, exactly_one)
 
 
 def _subtype_targets(labels: np.ndarray, group: np.ndarray) -> np.ndarray:
   # The paper protocol labels a slice by the folder it was drawn for; otherwise its one subtype.
+  # Only selected rows (and zero padding) get here, so the index is a subtype, never folder 5.
   index = np.where(group >= 0, group, np.argmax(labels[:, :5], axis=1))
-  return np.eye(5, dtype=np.float32)[np.clip(index, 0, 4)]
+  return np.eye(5)[index]
 
 
 TASKS: dict[str, Task] = {

@@ -2,6 +2,9 @@
 
 import argparse
 import dataclasses
+import os
+import re
+import shutil
 
 import pytest
 
@@ -18,6 +21,7 @@ def test_paper_presets_per_task():
   demo = config.preset("cpu-demo")
   assert demo.recipe == "full" and demo.image_size < 224
   assert config.preset("cpu-demo", dropout=0.25).resolved_dropout == 0.25
+  assert config.preset("paper-code").epochs == 15  # no task given: the binary notebook's run
 
 
 def test_round_trip_through_dict():
@@ -30,13 +34,18 @@ def test_round_trip_through_dict():
     (dict(task="segmentation"), "unknown task"),
     (dict(image_size=16), "image size 16"),
     (dict(image_size=100), "multiple of 32"),
-    (dict(recipe="linear"), "unknown recipe"),
+    (dict(recipe="linear"), "unknown recipe 'linear': choose one of paper, full"),
     (dict(dropout=1.0), "dropout"),
     (dict(epochs=0), "epochs"),
     (dict(lr=0.0), "lr must be greater than 0.0, got 0.0"),
     (dict(batch_size=0), "batch size must be at least 1, got 0"),
     (dict(protocol="random"), "unknown protocol"),
     (dict(augment=config.AugmentConfig(zoom=1.0)), r"augment zoom must be in \[0.0, 1.0\)"),
+    (dict(augment=config.AugmentConfig(rotation=181.0)),
+     r"augment rotation must be in \[0.0, 180.0\], got 181.0"),
+    (dict(target_sensitivity=0.0), r"target sensitivity must be in \(0.0, 1.0\], got 0.0"),
+    (dict(augment=config.AugmentConfig(zoom_low=1.2, zoom_high=0.8)),
+     "augment zoom low 1.2 exceeds zoom high 0.8"),
     (dict(dtype="float16"), "unknown dtype"),
     (dict(data="/no/such/dir"), "does not exist"),
     (dict(weights="/no/such/weights"), "not found"),
@@ -49,19 +58,34 @@ def test_bad_configs_fail_with_a_message(tmp_path, changes, message):
 
 def test_batch_must_split_over_devices(tmp_path):
   cfg = config.TrainConfig(batch_size=6, workdir=str(tmp_path))
-  with pytest.raises(config.ConfigError, match="multiple of the 4 devices"):
+  with pytest.raises(config.ConfigError, match="^batch size 6 must .* multiple of the 4 devices"):
     config.validate(cfg, num_devices=4)
   config.validate(cfg.replace(batch_size=8), num_devices=4)
+  with pytest.raises(config.ConfigError, match="^eval batch size 6 must .* of the 4 devices"):
+    config.validate(cfg.replace(batch_size=8, eval_batch_size=6), num_devices=4)
+  config.validate(cfg.replace(batch_size=3))  # one device takes any batch
 
 
 def test_no_space_for_checkpoints(tmp_path, monkeypatch):
   monkeypatch.setattr(config, "MIN_FREE_BYTES", 2**62)
-  with pytest.raises(config.ConfigError, match="free"):
+  with pytest.raises(config.ConfigError, match=f"need about {2**42} MiB") as e:
     config.validate(config.TrainConfig(workdir=str(tmp_path / "a" / "b")))
+  # Free space as the user's `df -m` shows it (other writers move it a little meanwhile).
+  free = float(re.search(r"only (\d+) MiB free", str(e.value)).group(1))
+  assert free == pytest.approx(shutil.disk_usage(tmp_path).free / 2**20, rel=0.05)
+
+
+def test_unwritable_workdir(tmp_path):
+  locked = tmp_path / "locked"
+  locked.mkdir(mode=0o500)
+  if os.access(locked, os.W_OK):
+    pytest.skip("this user (root) may write anywhere")
+  with pytest.raises(config.ConfigError, match=f"{locked} is not writable"):
+    config.validate(config.TrainConfig(workdir=str(locked / "run")))
 
 
 def test_unknown_preset():
-  with pytest.raises(ValueError, match="unknown preset"):
+  with pytest.raises(ValueError, match="unknown preset 'fast': choose one of paper, paper-code, "):
     config.preset("fast")
 
 
@@ -69,7 +93,8 @@ def test_old_seed_names_are_aliases_of_paper(caplog):
   with caplog.at_level("WARNING", logger="ichflax.config"):
     cfg = config.preset("seed", recipe="seed", protocol="seed")
   assert (cfg.recipe, cfg.protocol, cfg.image_size) == ("paper", "paper", 224)
-  assert "now called 'paper'" in caplog.text
+  assert set(caplog.messages) == {f"{name} 'seed' is now called 'paper'"
+                                  for name in ("preset", "recipe", "protocol")}
   assert config.TrainConfig.from_dict({"recipe": "seed"}).recipe == "paper"
 
 
@@ -96,6 +121,25 @@ def test_every_field_has_one_flag_and_its_roles():
   assert not {"epochs", "workdir", "keep", "progress"} & set(config.RESUME_FIELDS)
   for f in dataclasses.fields(config.TrainConfig):
     assert f.metadata["option"].help, f.name
+  assert "epochs to train" in parser.format_help()  # each flag's help is its field's
+
+
+def test_flags_for_some_fields_only():
+  """`reproduce` offers a few training flags; the rest must not appear."""
+  parser = argparse.ArgumentParser()
+  config.add_flags(parser, only=("epochs", "augment.zoom"))
+  assert {a.dest for a in parser._actions if a.dest != "help"} == {"epochs", "augment.zoom"}
+
+
+def test_option_is_a_field_with_its_default_and_meaning():
+  """Every field is declared through `option`; flags, sweeps, resume and validation read it."""
+  @dataclasses.dataclass(frozen=True)
+  class Tiny:
+    side: int = config.option(3, "side in pixels", low=1, sweep=True)
+
+  (f,) = dataclasses.fields(Tiny)
+  assert Tiny().side == 3
+  assert config._option(f) == config.Option("side in pixels", low=1, sweep=True)
 
 
 def test_dropout_bounds_are_half_open(tmp_path):
@@ -105,3 +149,18 @@ def test_dropout_bounds_are_half_open(tmp_path):
   config.validate(cfg.replace(image_size=config.MIN_IMAGE_SIZE))  # the smallest size is allowed
   with pytest.raises(config.ConfigError, match=r"dropout must be in \[0.0, 1.0\), got 1.0"):
     config.validate(cfg.replace(dropout=1.0))
+
+
+def test_configs_at_the_edge_of_what_is_allowed_pass(tmp_path):
+  """Closed bounds include their ends; a fixed zoom (low = high) or one zoom end is fine; data
+  and weights that exist, or the named phantom, pass."""
+  weights = tmp_path / "weights.npz"
+  weights.write_bytes(b"")
+  cfg = config.TrainConfig(workdir=str(tmp_path), target_sensitivity=1.0, data="phantom",
+                           weights=str(weights))
+  config.validate(cfg)
+  config.validate(cfg.replace(data=str(tmp_path)))
+  for aug in (config.AugmentConfig(rotation=180.0, shift=1.0),
+              config.AugmentConfig(zoom_low=0.5, zoom_high=0.5),
+              config.AugmentConfig(zoom_low=1.2), config.AugmentConfig(zoom_high=0.8)):
+    config.validate(cfg.replace(augment=aug))

@@ -1,11 +1,16 @@
 """Metrics against cases worked out by hand (and the paper's own tables)."""
 
+import json
 import math
 
 import numpy as np
 import pytest
 
 from ichflax import metrics, paper, tasks
+
+# Undefined values (no positives, a class never seen) are NaN by design, never a RuntimeWarning
+# in the training log.
+pytestmark = pytest.mark.filterwarnings("error")
 
 
 def test_accuracy_and_confusion_matrix():
@@ -29,8 +34,8 @@ def test_sensitivity_specificity_of_paper_table_2():
 def test_per_class_sensitivity_of_paper_table_4():
   got = metrics.per_class_sensitivity(np.array(paper.SUBTYPE["confusion"]))
   np.testing.assert_allclose(got, np.array([225, 189, 235, 219, 205]) / 400)
-  got = metrics.per_class_sensitivity(np.array([[2, 2], [0, 0]]))
-  assert got[0] == 0.5 and math.isnan(got[1])
+  got = metrics.per_class_sensitivity(np.array([[2, 2, 0], [0, 1, 0], [0, 0, 0]]))
+  assert got[0] == 0.5 and got[1] == 1.0 and math.isnan(got[2])  # one example; none
 
 
 @pytest.mark.parametrize("y,s,want", [
@@ -46,20 +51,35 @@ def test_roc_auc_hand_cases(y, s, want):
 
 def test_roc_auc_undefined_with_one_class():
   assert math.isnan(metrics.roc_auc(np.array([1, 1]), np.array([0.2, 0.3])))
+  assert math.isnan(metrics.roc_auc(np.array([0, 0]), np.array([0.2, 0.3])))
 
 
 def test_log_losses():
   binary = metrics.log_loss(np.array([[1.0], [0.0]]), np.array([[0.8], [0.3]]), "sigmoid")
   assert binary == pytest.approx((-math.log(0.8) - math.log(0.7)) / 2)
-  softmax = metrics.log_loss(np.array([[1.0, 0, 0]]), np.array([[0.5, 0.3, 0.2]]), "softmax")
-  assert softmax == pytest.approx(-math.log(0.5))
+  softmax = metrics.log_loss(np.array([[1.0, 0, 0], [0, 1, 0]]),
+                             np.array([[0.5, 0.3, 0.2], [0.1, 0.6, 0.3]]), "softmax")
+  assert softmax == pytest.approx((-math.log(0.5) - math.log(0.6)) / 2)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_certain_misses_cost_the_clip_not_infinity(dtype):
+  """A probability of exactly 0 or 1 (a saturated float32 sigmoid) on the wrong side costs
+  -log(1e-7), the clip of Keras and the RSNA scorer, worked out in float64 whatever the input."""
+  miss = -math.log(1e-7)
+  p = np.array([[0.0], [1.0]], dtype)
+  assert metrics.log_loss(np.array([[1.0], [0.0]]), p, "sigmoid") == pytest.approx(miss)
+  p = np.array([[0.0, 1.0, 0.0]], dtype)
+  assert metrics.log_loss(np.array([[1.0, 0, 0]]), p, "softmax") == pytest.approx(miss)
+  t = np.array([[0, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1]], float)
+  assert metrics.rsna_log_loss(t, (1 - t).astype(dtype)) == pytest.approx(miss)
 
 
 def test_rsna_log_loss_weights_any_twice():
   t = np.array([[0, 0, 0, 0, 0, 1.0]])
   p = np.array([[0.5, 0.5, 0.5, 0.5, 0.5, 0.9]])
   assert metrics.rsna_log_loss(t, p) == pytest.approx((5 * math.log(2) - 2 * math.log(0.9)) / 7)
-  with pytest.raises(ValueError, match="six labels"):
+  with pytest.raises(ValueError, match="six labels .*, got 5$"):
     metrics.rsna_log_loss(t[:, :5], p[:, :5])
 
 
@@ -79,14 +99,30 @@ def test_hits_per_example():
   np.testing.assert_allclose(
       metrics.hits("softmax", np.array([[0.7, 0.3], [0.6, 0.4]]), np.array([[1, 0], [0, 1]])),
       [1.0, 0.0])
+  # The top class counts, even below 0.5 (read per label at 0.5 these would be 2/3 and 1/3).
+  np.testing.assert_allclose(
+      metrics.hits("softmax", np.array([[0.4, 0.35, 0.25], [0.2, 0.3, 0.5]]), np.eye(3)[[0, 1]]),
+      [1.0, 0.0])
+
+
+def test_outputs_equal_to_their_targets_are_all_correct():
+  """0.5 is on the positive side for targets and probabilities alike (as for the verdict's
+  threshold), so outputs equal to their targets score every label right, soft targets too."""
+  t = np.array([[1.0, 0.5, 0.0], [0.5, 0.0, 1.0]])
+  np.testing.assert_allclose(metrics.hits("sigmoid", t, t), [1.0, 1.0])
+  out = metrics.evaluate("binary", t[:, 1:2], t[:, 1:2])
+  assert out["accuracy"] == 1.0 and out["confusion"] == [[1, 0], [0, 1]]
 
 
 def test_evaluate_binary():
   probs = np.array([[0.9], [0.6], [0.2], [0.4]])
   targets = np.array([[1.0], [0.0], [0.0], [1.0]])
   out = metrics.evaluate("binary", probs, targets)
+  assert set(out) == {"n", "log_loss", "accuracy", "confusion", "sensitivity", "specificity",
+                      "auc"}  # one output: no per-class breakdown beside the same numbers
   assert out["n"] == 4 and out["accuracy"] == 0.5
-  assert out["confusion"] == [[1, 1], [1, 1]]
+  assert out["log_loss"] == pytest.approx(-math.log(0.9 * 0.4 * 0.8 * 0.4) / 4)
+  assert json.dumps(out["confusion"]) == "[[1, 1], [1, 1]]"  # counts, written as integers
   assert out["sensitivity"] == 0.5 and out["specificity"] == 0.5
   assert out["auc"] == pytest.approx(0.75)  # 3 of 4 positive-negative pairs ordered
 
@@ -94,14 +130,25 @@ def test_evaluate_binary():
 def test_evaluate_subtype_and_multilabel():
   eye = np.eye(5)
   out = metrics.evaluate("subtype", eye[[0, 1, 2, 3, 4, 0]] * 0.8 + 0.04, eye[[0, 1, 2, 3, 4, 1]])
-  assert out["accuracy"] == pytest.approx(5 / 6)
+  assert out["n"] == 6 and out["accuracy"] == pytest.approx(5 / 6)
+  assert out["log_loss"] == pytest.approx(-(5 * math.log(0.84) + math.log(0.04)) / 6)
   assert out["per_class_sensitivity"]["intraparenchymal"] == 0.5
   assert np.array(out["confusion"]).sum() == 6
+  # Pairs ordered (ties one half): epidural 4.5 of 5 (the miss ties at 0.84), intraparenchymal
+  # 6 of 8 (its missed slice ties the four negatives at 0.04), the others 5 of 5.
+  assert out["per_class_auc"] == pytest.approx(dict(zip(tasks.SUBTYPES, [0.9, 0.75, 1, 1, 1])))
+  assert out["auc"] == pytest.approx(4.65 / 5)
   t = np.array([[1, 0, 0, 0, 0, 1], [0, 0, 0, 0, 0, 0]], float)
   out = metrics.evaluate("multilabel", np.where(t > 0, 0.8, 0.1), t)
   assert out["accuracy"] == 1.0 and out["confusion"] == [[1, 0], [0, 1]]
   # Row 1: epidural and `any` (x2) at 0.8, four negatives at 0.9; row 2: seven weights at 0.9.
   assert out["rsna_log_loss"] == pytest.approx((-3 * math.log(0.8) - 11 * math.log(0.9)) / 14)
+
+
+def test_subtype_auc_of_a_set_with_one_class_is_nan():
+  """A tiny split (`--limit`) can hold one subtype only: every class AUC is undefined."""
+  out = metrics.evaluate("subtype", np.full((2, 5), 0.2), np.eye(5)[[2, 2]])
+  assert math.isnan(out["auc"]) and all(math.isnan(a) for a in out["per_class_auc"].values())
 
 
 # Six slices where `any` differs from every subtype column and each column has its own AUC,

@@ -1,5 +1,6 @@
 """Tasks on the six RSNA labels: which examples, which targets, which loss."""
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -17,6 +18,7 @@ def test_binary_learns_any_from_every_slice():
   t = tasks.get_task("binary")
   assert t.select(LABELS, GROUP).all()
   np.testing.assert_array_equal(t.targets(LABELS, GROUP)[:, 0], [1, 1, 1, 0])
+  assert t.targets(LABELS, GROUP).dtype == np.float32  # the device batch's dtype, as documented
   assert (t.default_dropout, t.default_batch_size) == (0.4, 16)  # the seed's tuned preset
 
 
@@ -29,6 +31,15 @@ def test_subtype_keeps_slices_with_one_subtype_or_a_seed_folder():
   # The seed protocol labels by the folder a slice was drawn for; the "no" folder is not a subtype.
   assert not t.select(LABELS[:1], np.array([tasks.NO_HEMORRHAGE_GROUP]))[0]
   assert (t.default_dropout, t.default_batch_size) == (0.3, 8)
+
+
+def test_a_two_subtype_slice_learns_the_folder_it_was_drawn_for():
+  """The paper's code files a multi-subtype slice under its first subtype with room left."""
+  t = tasks.get_task("subtype")
+  two = np.array([[1, 0, 0, 0, 1, 1]] * 3)  # epidural + subdural
+  group = np.array([0, 4, tasks.NO_GROUP])  # epidural folder, subdural folder, not drawn
+  np.testing.assert_array_equal(t.select(two, group), [True, True, False])
+  np.testing.assert_array_equal(t.targets(two[:2], group[:2]), np.eye(5)[[0, 4]])
 
 
 def test_losses_match_hand_computed_values():
@@ -71,3 +82,28 @@ def test_loss_is_one_value_per_example(name):
   for i in range(3):
     np.testing.assert_allclose(loss[i], np.asarray(task.loss(logits[i:i + 1], targets[i:i + 1]))[0],
                                rtol=1e-6)
+
+
+# Keras's clip (1e-7), as the paper's code trained with: past it, a miss costs -log(clip) and a
+# hit -log(1 - clip), whatever the logit.
+CLIP = 1e-7
+
+
+def test_clipped_loss_of_certain_hits_and_misses():
+  miss, hit = -np.log(CLIP), -np.log1p(-CLIP)
+  logits = np.array([[100.0], [-100.0], [100.0], [-100.0]], np.float32)
+  targets = np.array([[1.0], [0.0], [0.0], [1.0]], np.float32)
+  np.testing.assert_allclose(tasks.get_task("binary").loss(logits, targets, CLIP),
+                             [hit, hit, miss, miss], rtol=1e-4)
+  logits = np.array([[100.0, 0.0, 0.0], [100.0, 0.0, 0.0]], np.float32)
+  targets = np.eye(3, dtype=np.float32)[[0, 1]]
+  subtype = tasks.get_task("subtype")  # the softmax loss never reads the class count
+  np.testing.assert_allclose(subtype.loss(logits, targets, CLIP), [hit, miss], rtol=1e-4)
+
+
+def test_bfloat16_logits_give_float32_losses_and_probabilities():
+  """A bf16 model's outputs: probabilities of 3 significant digits would tie AUC ranks."""
+  logits = jnp.asarray([[0.5, -1.0, 2.0, 0.0, 1.0, -0.5]], jnp.bfloat16)
+  task = tasks.get_task("multilabel")
+  assert task.loss(logits, jnp.ones((1, 6))).dtype == jnp.float32
+  assert task.probabilities(logits).dtype == jnp.float32
