@@ -1,5 +1,5 @@
 """Zip guards (`ichflax.data.archives`, shared by CLI and app), server-free, on real archives;
-the app's upload cut and Finder metadata.
+the app's upload cut and Finder metadata; the upload ledger and the middleware that counts.
 
 The zips are real archives; where a guard needs a header that lies (declared sizes), the bytes
 of a real archive are edited the way a crafted file would be.
@@ -7,11 +7,17 @@ of a real archive are edited the way a crafted file would be.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import io
+import json
 import struct
 import zipfile
 import zlib
+from collections.abc import Callable
+from pathlib import Path
 
+import httpx
 import pytest
 
 from demo import uploads
@@ -128,3 +134,104 @@ def test_every_upload_is_read_once_and_deleted(tmp_path):
                                                for i in range(5)]
   assert not problems
   assert not any(root.iterdir())  # every upload deleted once read
+
+
+def test_uploads_are_deleted_and_nothing_outside_the_upload_dir(tmp_path):
+  root = tmp_path / "uploads"
+  (root / "abc").mkdir(parents=True)
+  inside = root / "abc" / "x.dcm"
+  inside.write_bytes(b"data")
+  outside = tmp_path / "keep.dcm"
+  outside.write_bytes(b"mine")
+  items, problems = uploads.read_uploads([str(inside), str(outside)], uploads.Ledger(root))
+  assert [i.data for i in items] == [b"data", b"mine"] and not problems
+  assert not (root / "abc").exists() and outside.exists()
+
+
+def test_an_upload_shared_by_requests_goes_with_the_last_one(tmp_path):
+  """Two visitors sent the same file (one path): the first to finish must not delete it."""
+  ledger = uploads.Ledger(tmp_path)
+  shared_path = tmp_path / "0123abcd" / "slice.dcm"
+  shared_path.parent.mkdir()
+  shared_path.write_bytes(b"slice")
+  ledger.claim([str(shared_path)] * 2)
+  assert uploads.read_uploads([str(shared_path)], ledger)[0][0].data == b"slice"
+  assert shared_path.exists()
+  ledger.hold()  # a third copy has arrived and is not yet counted: nothing may go meanwhile
+  assert uploads.read_uploads([str(shared_path)], ledger)[0][0].data == b"slice"
+  assert shared_path.exists()
+  ledger.claim([str(shared_path)])
+  ledger.let_go()
+  assert shared_path.exists()
+  uploads.read_uploads([str(shared_path)], ledger)
+  assert not shared_path.parent.exists()
+
+
+def upload_route(root: Path, while_landing: Callable[[], None] = lambda: None):
+  """Gradio's upload route as `CountUploads` sees it, for any path: the body stored under a
+  folder named by its content hash, answered with the JSON list of stored paths (the real one
+  runs behind a real server in test_app.py). `while_landing` runs once the body has arrived."""
+  async def app(scope, receive, send):
+    body = b""
+    while True:
+      message = await receive()
+      body += message.get("body", b"")
+      if not message.get("more_body"):
+        break
+    path = root / hashlib.sha256(body).hexdigest()[:16] / "slice.dcm"
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(body)
+    while_landing()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": json.dumps([str(path)]).encode()})
+  return app
+
+
+def post(app, ledger: uploads.Ledger, data: bytes, route: str = uploads.UPLOAD_ROUTE) -> Path:
+  """One POST through `CountUploads`, as the browser sends it; the stored path."""
+  async def send() -> httpx.Response:
+    transport = httpx.ASGITransport(app=uploads.CountUploads(app, ledger))
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+      return await client.post(route, content=data)
+  response = asyncio.run(send())
+  assert response.status_code == 200
+  [path] = response.json()
+  return Path(path)
+
+
+def test_the_same_file_uploaded_twice_goes_with_its_second_reader(tmp_path):
+  """Gradio gives both uploads one path: each answer is counted, so the first read keeps it."""
+  ledger = uploads.Ledger(tmp_path)
+  app = upload_route(tmp_path)
+  first, second = post(app, ledger, DICOM_HEAD), post(app, ledger, DICOM_HEAD)
+  assert first == second
+  assert uploads.read_uploads([str(first)], ledger)[0][0].data == DICOM_HEAD
+  assert first.exists()
+  uploads.read_uploads([str(first)], ledger)
+  assert not first.parent.exists()
+
+
+def test_other_routes_are_not_counted(tmp_path):
+  """Only the upload route's answers are counted: a path in any other answer must not keep an
+  upload on disk after its reader has released it."""
+  ledger = uploads.Ledger(tmp_path)
+  app = upload_route(tmp_path)
+  path = post(app, ledger, DICOM_HEAD, "/gradio_api/queue/join")
+  assert post(app, ledger, DICOM_HEAD, "/gradio_api/queue/join") == path
+  uploads.read_uploads([str(path)], ledger)
+  assert not path.exists()
+
+
+def test_nothing_is_deleted_while_an_upload_is_landing(tmp_path):
+  """An upload arrived but not yet counted may be landing on a path about to go: a release
+  meanwhile deletes nothing until the answer is counted."""
+  ledger = uploads.Ledger(tmp_path)
+  old = post(upload_route(tmp_path), ledger, DICOM_HEAD + b"old")
+
+  def read_old():
+    uploads.read_uploads([str(old)], ledger)
+    assert old.exists()
+
+  new = post(upload_route(tmp_path, read_old), ledger, DICOM_HEAD + b"new")
+  assert not old.exists() and new.exists()
