@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from demo import uploads
@@ -111,6 +112,49 @@ def test_finder_metadata_is_skipped_silently():
       ("series/a.dcm", DICOM_HEAD), ("__MACOSX/series/._a.dcm", b"\0\5\26\7 resource fork"),
       ("__MACOSX/series/b.dcm", DICOM_HEAD), ("series/.DS_Store", b"Bud1")]))
   assert [i.name for i in items] == ["mac.zip/series/a.dcm"] and not problems
+
+
+def test_member_limit_is_inclusive():
+  members = [(f"{i}.dcm", DICOM_HEAD) for i in range(3)]
+  assert len(archives.read_zip("s.zip", zip_bytes(members[:2]), max_members=2)[0]) == 2
+  items, problems = archives.read_zip("s.zip", zip_bytes(members), max_members=2)
+  assert not items and "3 files in the zip, more than the 2-file limit" in str(problems[0])
+
+
+def test_unzipped_size_limit_is_inclusive_and_says_the_size():
+  """A zip of exactly the limit is read whole; one byte more is refused, naming both sizes."""
+  full = DICOM_HEAD + np.random.default_rng(0).bytes(2**20 - len(DICOM_HEAD))  # incompressible
+  items, problems = archives.read_zip("s.zip", zip_bytes([("a.dcm", full)], zipfile.ZIP_STORED),
+                                      max_unzipped_mb=1)
+  assert [i.data for i in items] == [full] and not problems
+  data = declare(zip_bytes([("a.dcm", DICOM_HEAD)], zipfile.ZIP_STORED), 3 * 2**20)
+  items, problems = archives.read_zip("s.zip", data, max_unzipped_mb=1)
+  assert not items and list(map(str, problems)) == [
+      "s.zip: unzips to 3 MB, over the 1 MB limit; zip one series at a time"]
+
+
+def test_members_of_different_sizes_are_read_whole():
+  small, large = DICOM_HEAD + b"s", DICOM_HEAD + bytes(range(256))
+  items, problems = archives.read_zip("s.zip", zip_bytes([("a.dcm", small), ("b.dcm", large)]))
+  assert [i.data for i in items] == [small, large] and not problems
+
+
+def test_an_empty_member_is_an_empty_item():
+  """Stored empty, it compresses to 0 bytes: no ratio to take, and the reader says what it is."""
+  items, problems = archives.read_zip("s.zip", zip_bytes([("empty.dcm", b"")], zipfile.ZIP_STORED))
+  assert [(i.name, i.data) for i in items] == [("s.zip/empty.dcm", b"")] and not problems
+
+
+def test_an_encrypted_member_is_skipped_with_its_reason():
+  """The encryption flag set on the first member, as a password-protected zip has it."""
+  data = bytearray(zip_bytes([("a.dcm", DICOM_HEAD), ("b.dcm", DICOM_HEAD + b"b")]))
+  for signature, flags_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+    data[data.find(signature) + flags_at] |= 1
+  items, problems = archives.read_zip("s.zip", bytes(data))
+  assert [i.name for i in items] == ["s.zip/b.dcm"]
+  assert list(map(str, problems)) == [
+      "s.zip/a.dcm: cannot be unzipped (damaged, encrypted or an unsupported compression "
+      "method); zip it again without a password"]
 
 
 def test_damaged_zip_says_so():
@@ -235,3 +279,17 @@ def test_nothing_is_deleted_while_an_upload_is_landing(tmp_path):
 
   new = post(upload_route(tmp_path, read_old), ledger, DICOM_HEAD + b"new")
   assert not old.exists() and new.exists()
+
+
+def test_an_upload_over_the_limit_or_gone_is_a_problem_and_still_released(tmp_path):
+  big, gone, ok = tmp_path / "big.dcm", tmp_path / "gone.dcm", tmp_path / "ok.dcm"
+  with open(big, "wb") as f:
+    f.truncate((uploads.MAX_UPLOAD_MB + 2) * 2**20)  # sparse: never read
+  ok.write_bytes(DICOM_HEAD)
+  items, problems = uploads.read_uploads([str(big), str(gone), str(ok)], uploads.Ledger(tmp_path))
+  assert [(i.name, i.data) for i in items] == [("ok.dcm", DICOM_HEAD)]
+  assert list(map(str, problems)) == [
+      f"big.dcm: {uploads.MAX_UPLOAD_MB + 2} MB is over the {uploads.MAX_UPLOAD_MB} MB upload "
+      "limit; upload fewer slices at a time",
+      "gone.dcm: cannot read the upload (No such file or directory); upload it again"]
+  assert not any(tmp_path.iterdir())

@@ -42,3 +42,9 @@ def test_probabilities_shown_only_when_ok_or_revealed_out_of_domain(status, reve
 
 def test_shows_defaults_to_withholding():
   assert verdict.shows(verdict.OK) and not verdict.shows(verdict.OUT_OF_DOMAIN)
+
+
+def test_error_record_is_the_documented_line():
+  """docs/serving.md: `{"file", "status": "error", "reason"}`, nothing else."""
+  assert verdict.error_record("series/broken.dcm", "truncated") == {
+      "file": "series/broken.dcm", "status": "error", "reason": "truncated"}
