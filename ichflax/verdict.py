@@ -46,6 +46,6 @@ def decide(probabilities: dict[str, float], thresholds: dict[str, float] | float
   if not isinstance(thresholds, dict):
     thresholds = dict.fromkeys(probabilities, thresholds)
   subtypes = {k: v for k, v in probabilities.items() if k in tasks.SUBTYPES}
-  if probabilities.get("any", 1.0) < thresholds.get("any", THRESHOLD):
+  if "any" in probabilities and probabilities["any"] < thresholds.get("any", THRESHOLD):
     return NO_HEMORRHAGE
   return max(subtypes, key=subtypes.get) if subtypes else "hemorrhage"

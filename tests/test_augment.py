@@ -89,11 +89,10 @@ def _identity_except(mats: np.ndarray, *free: tuple[int, int]) -> None:
 
 
 def test_random_affine_ranges():
-  mats = _affines(64, zoom=0.2)
-  scale = mats[:, 0, 0]
-  np.testing.assert_allclose(mats[:, 1, 1], scale, rtol=1e-6)  # uniform zoom, no stretch
-  assert np.all((scale >= 1 / 1.2 - 1e-6) & (scale <= 1 / 0.8 + 1e-6))
-  np.testing.assert_allclose(mats[:, :, 2], 0.0)
+  mats = _affines(zoom=0.2)
+  _identity_except(mats, (0, 0), (1, 1))
+  np.testing.assert_allclose(mats[:, 1, 1], mats[:, 0, 0], rtol=1e-6)  # uniform, no stretch
+  assert _fills(1 / mats[:, 0, 0], 0.8, 1.2)  # zoom > 1 enlarges: the map shrinks by it
 
 
 def test_each_range_alone_draws_its_own_map_over_the_whole_range():
@@ -124,6 +123,39 @@ def test_flip_mirrors_x_with_probability_one_half():
   _identity_except(mats, (0, 0))
   assert set(mats[:, 0, 0]) == {-1.0, 1.0}
   assert 0.4 < np.mean(mats[:, 0, 0] < 0) < 0.6  # 256 fair draws: 0.5 +- 0.031 (sd)
+
+
+def test_keras_reading_zooms_x_and_y_apart_as_keras_inverse_scale():
+  """Keras's zoom (`cfg.keras`): x and y drawn apart in [zoom_low, zoom_high], used as the
+  output-to-input scale itself (so zoom < 1 enlarges), x mirrored with p = 1/2."""
+  mats = _affines(keras=True, zoom_low=0.5, zoom_high=0.8, flip=True)
+  _identity_except(mats, (0, 0), (1, 1))
+  zx, zy = np.abs(mats[:, 0, 0]), mats[:, 1, 1]
+  assert _fills(zx, 0.5, 0.8) and _fills(zy, 0.5, 0.8) and not np.allclose(zx, zy)
+  assert 0.4 < np.mean(mats[:, 0, 0] < 0) < 0.6
+
+
+def test_zero_ranges_with_nearest_resize_are_the_eval_path():
+  """The paper code's reading (Keras draws, nearest resize, /255) at zero ranges is the eval
+  path's PIL nearest resize exactly, up and down, in the caller's dtype."""
+  cfg = dataclasses.replace(config.preset("paper-code").augment, zoom_low=1.0, zoom_high=1.0,
+                            rotation=0.0, shift=0.0, shear=0.0, flip=False)
+  x = _smooth_batch(n=2, size=64)
+  for size in (32, 128):
+    kwargs = {"resize": "nearest", "normalization": "rescale"}
+    got = augment.model_input(x, jax.random.key(0), cfg, size, "keras", jnp.bfloat16, **kwargs)
+    want = preprocess.model_input(x, size, "keras", jnp.bfloat16, **kwargs)
+    assert got.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(got, want)
+
+
+def test_outside_the_slice_is_black_air_or_the_edge_pixel():
+  """Half the output mapped past the right edge: black for "constant", the edge for "nearest"."""
+  white = jnp.ones((8, 8, 1))
+  half_right = jnp.array([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])  # input x = output x + 1
+  black = np.asarray(augment.warp(white, half_right, 8, fill="constant"))[..., 0]
+  np.testing.assert_array_equal(black, np.repeat([[1.0] * 4 + [0.0] * 4], 8, axis=0))
+  np.testing.assert_array_equal(augment.warp(white, half_right, 8, fill="nearest"), white)
 
 
 @pytest.mark.parametrize("ranges,want", [
@@ -181,3 +213,14 @@ def test_keras_matrix_is_apply_affine_transform():
     p["flip"] = jnp.asarray(bool(params["flip_horizontal"]))
     got = augment.warp(jnp.asarray(x), augment.keras_matrix(p, size), size, fill="nearest")
     np.testing.assert_allclose(np.asarray(got), want, atol=1e-4)
+
+
+def test_augment_off_with_nearest_is_the_eval_path():
+  x = np.random.default_rng(0).integers(0, 256, (2, 128, 128, 1), np.uint8)
+  cfg = dataclasses.replace(config.preset("paper-code").augment, enabled=False)
+  got = augment.model_input(x, jax.random.key(0), cfg, 64, "keras", jnp.bfloat16,
+                            resize="nearest", normalization="rescale")
+  assert got.dtype == jnp.bfloat16
+  np.testing.assert_array_equal(got, preprocess.model_input(x, 64, "keras", jnp.bfloat16,
+                                                            resize="nearest",
+                                                            normalization="rescale"))

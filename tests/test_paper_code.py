@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
-
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 from PIL import Image
 
-from ichflax import augment, config, tasks, train
+from ichflax import config, tasks, train
 from ichflax.data import builders, phantom, rsna
 from ichflax.models import Head, preprocess
 
@@ -142,12 +139,3 @@ def test_per_class_errors_are_messages_and_the_flag_is_reachable(tmp_path, capsy
   from ichflax import reproduce
   cfgs, _ = reproduce.parse_args(argv + ["--per-class", "5", "--preset", "paper-code"])
   assert {c.per_class for c in cfgs.values()} == {5}
-
-
-def test_augment_off_with_nearest_is_the_eval_path():
-  x = np.random.default_rng(0).integers(0, 256, (2, 128, 128, 1), np.uint8)
-  cfg = dataclasses.replace(config.preset("paper-code").augment, enabled=False)
-  got = augment.model_input(x, jax.random.key(0), cfg, 64, "keras", resize="nearest",
-                            normalization="rescale")
-  np.testing.assert_array_equal(got, preprocess.model_input(x, 64, "keras", resize="nearest",
-                                                            normalization="rescale"))
