@@ -95,7 +95,14 @@ def test_a_member_that_lies_about_its_size_is_never_read_past_it():
 def test_compression_ratio_guard():
   items, problems = archives.read_zip("bomb.zip", zip_bytes(
       [("a.dcm", DICOM_HEAD + b"\0" * 2**20)]))
-  assert not items and "zip bomb" in str(problems[0])
+  assert not items and list(map(str, problems)) == [
+      f"bomb.zip: compression ratio over {archives.MAX_ZIP_RATIO}:1 (a zip bomb?); refused"]
+  # The limit itself is allowed: a stored member declared at exactly 100 times its size.
+  stored = zip_bytes([("a.dcm", DICOM_HEAD)], zipfile.ZIP_STORED)
+  at_limit = declare(stored, archives.MAX_ZIP_RATIO * len(DICOM_HEAD))
+  assert [i.data for i in archives.read_zip("s.zip", at_limit)[0]] == [DICOM_HEAD]
+  over = declare(stored, archives.MAX_ZIP_RATIO * len(DICOM_HEAD) + 1)
+  assert "compression ratio" in str(archives.read_zip("s.zip", over)[1][0])
 
 
 def test_nested_zip_is_skipped_not_opened():
@@ -109,8 +116,8 @@ def test_nested_zip_is_skipped_not_opened():
 
 def test_finder_metadata_is_skipped_silently():
   items, problems = archives.read_zip("mac.zip", zip_bytes([
-      ("series/a.dcm", DICOM_HEAD), ("__MACOSX/series/._a.dcm", b"\0\5\26\7 resource fork"),
-      ("__MACOSX/series/b.dcm", DICOM_HEAD), ("series/.DS_Store", b"Bud1")]))
+      ("__MACOSX/series/._a.dcm", b"\0\5\26\7 resource fork"), ("series/.DS_Store", b"Bud1"),
+      ("__MACOSX/series/b.dcm", DICOM_HEAD), ("series/a.dcm", DICOM_HEAD)]))
   assert [i.name for i in items] == ["mac.zip/series/a.dcm"] and not problems
 
 
@@ -160,7 +167,8 @@ def test_an_encrypted_member_is_skipped_with_its_reason():
 def test_damaged_zip_says_so():
   data = zip_bytes([("a.dcm", DICOM_HEAD)])
   items, problems = archives.read_zip("bad.zip", data[:30])
-  assert not items and "damaged zip archive" in str(problems[0])
+  assert not items and list(map(str, problems)) == [
+      "bad.zip: damaged zip archive (its index cannot be read); zip the slices again"]
 
 
 def test_every_upload_is_read_once_and_deleted(tmp_path):
@@ -214,8 +222,10 @@ def test_an_upload_shared_by_requests_goes_with_the_last_one(tmp_path):
 def upload_route(root: Path, while_landing: Callable[[], None] = lambda: None):
   """Gradio's upload route as `CountUploads` sees it, for any path: the body stored under a
   folder named by its content hash, answered with the JSON list of stored paths (the real one
-  runs behind a real server in test_app.py). `while_landing` runs once the body has arrived."""
+  runs behind a real server in test_app.py). `while_landing` runs once the body has arrived.
+  The answer comes in two chunks and an empty last message, as ASGI allows."""
   async def app(scope, receive, send):
+    assert scope["type"] == "http"
     body = b""
     while True:
       message = await receive()
@@ -228,16 +238,21 @@ def upload_route(root: Path, while_landing: Callable[[], None] = lambda: None):
     while_landing()
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"application/json")]})
-    await send({"type": "http.response.body", "body": json.dumps([str(path)]).encode()})
+    answer = json.dumps([str(path)]).encode()
+    for chunk in (answer[:5], answer[5:]):
+      await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body"})
   return app
 
 
-def post(app, ledger: uploads.Ledger, data: bytes, route: str = uploads.UPLOAD_ROUTE) -> Path:
-  """One POST through `CountUploads`, as the browser sends it; the stored path."""
+def post(app, ledger: uploads.Ledger, data, route: str = uploads.UPLOAD_ROUTE,
+         method: str = "POST") -> Path:
+  """One request through `CountUploads`, as the browser sends it; the stored path. `data`:
+  bytes, or an async iterator of chunks for a body that arrives over time."""
   async def send() -> httpx.Response:
     transport = httpx.ASGITransport(app=uploads.CountUploads(app, ledger))
     async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
-      return await client.post(route, content=data)
+      return await client.request(method, route, content=data)
   response = asyncio.run(send())
   assert response.status_code == 200
   [path] = response.json()
@@ -263,6 +278,8 @@ def test_other_routes_are_not_counted(tmp_path):
   app = upload_route(tmp_path)
   path = post(app, ledger, DICOM_HEAD, "/gradio_api/queue/join")
   assert post(app, ledger, DICOM_HEAD, "/gradio_api/queue/join") == path
+  assert post(app, ledger, DICOM_HEAD, method="PUT") == path
+  assert post(app, ledger, DICOM_HEAD, method="PUT") == path
   uploads.read_uploads([str(path)], ledger)
   assert not path.exists()
 
@@ -281,13 +298,55 @@ def test_nothing_is_deleted_while_an_upload_is_landing(tmp_path):
   assert not old.exists() and new.exists()
 
 
+def test_a_body_still_arriving_holds_nothing_back(tmp_path):
+  """Deletions wait only once the last byte is in (milliseconds), not while a slow client is
+  still sending: a release between two chunks deletes at once."""
+  ledger = uploads.Ledger(tmp_path)
+  old = post(upload_route(tmp_path), ledger, DICOM_HEAD + b"old")
+
+  async def slow_body():
+    yield DICOM_HEAD
+    uploads.read_uploads([str(old)], ledger)
+    assert not old.exists()
+    yield b"rest"
+
+  assert post(upload_route(tmp_path), ledger, slow_body()).read_bytes() == DICOM_HEAD + b"rest"
+
+
+def test_deletions_wait_for_every_upload_landing(tmp_path):
+  """Two uploads land at once: the first counted does not let deletions go ahead."""
+  ledger = uploads.Ledger(tmp_path)
+  upload = tmp_path / "0123abcd" / "slice.dcm"
+  upload.parent.mkdir()
+  upload.write_bytes(DICOM_HEAD)
+  ledger.hold()
+  ledger.hold()
+  uploads.read_uploads([str(upload)], ledger)
+  ledger.let_go()
+  assert upload.exists()
+  ledger.let_go()
+  assert not upload.parent.exists()
+
+
+@pytest.mark.parametrize("answer,paths", [
+    (b'["/up/a.dcm", "/up/b.dcm"]', ["/up/a.dcm", "/up/b.dcm"]),
+    (b'["/up/a.dcm", 3, null]', ["/up/a.dcm"]),
+    (b'{"detail": "/up/a.dcm"}', []),  # an error object, not the list of stored paths
+    (b"<html>Internal Server Error</html>", []),
+])
+def test_only_the_stored_paths_of_an_answer_are_counted(answer, paths):
+  assert uploads._paths(answer) == paths
+
+
 def test_an_upload_over_the_limit_or_gone_is_a_problem_and_still_released(tmp_path):
-  big, gone, ok = tmp_path / "big.dcm", tmp_path / "gone.dcm", tmp_path / "ok.dcm"
+  big, gone, ok = tmp_path / "big.dcm", tmp_path / "g" / "gone.dcm", tmp_path / "ok.dcm"
   with open(big, "wb") as f:
     f.truncate((uploads.MAX_UPLOAD_MB + 2) * 2**20)  # sparse: never read
-  ok.write_bytes(DICOM_HEAD)
+  gone.parent.mkdir()  # its folder is still there
+  slice_bytes = DICOM_HEAD + bytes(512 * 512 * 2)  # one uncompressed 512x512 CT slice
+  ok.write_bytes(slice_bytes)
   items, problems = uploads.read_uploads([str(big), str(gone), str(ok)], uploads.Ledger(tmp_path))
-  assert [(i.name, i.data) for i in items] == [("ok.dcm", DICOM_HEAD)]
+  assert [(i.name, i.data) for i in items] == [("ok.dcm", slice_bytes)]
   assert list(map(str, problems)) == [
       f"big.dcm: {uploads.MAX_UPLOAD_MB + 2} MB is over the {uploads.MAX_UPLOAD_MB} MB upload "
       "limit; upload fewer slices at a time",
