@@ -172,16 +172,59 @@ def test_text_file_and_empty_and_missing(tmp_path):
   with pytest.raises(dicom.DicomError, match="notes.dcm"):
     dicom.read_hu(tmp_path / "notes.dcm")
   (tmp_path / "empty.dcm").write_bytes(b"")
-  with pytest.raises(dicom.DicomError, match="empty file"):
+  with pytest.raises(dicom.DicomError, match=r"empty\.dcm: empty file \(0 bytes\)$"):
     dicom.read_hu(tmp_path / "empty.dcm")
-  with pytest.raises(dicom.DicomError, match="file not found"):
+  with pytest.raises(dicom.DicomError, match=r"nope\.dcm: file not found$"):
     dicom.read_hu(tmp_path / "nope.dcm")
+
+
+def test_messages_name_the_file_object_or_say_uploaded():
+  text = b"hello, not a scan\n" * 20
+  named = io.BytesIO(text)
+  named.name = "notes.dcm"
+  for source, name in ((text, "<uploaded file>"), (io.BytesIO(text), "<uploaded file>"),
+                       (named, "notes.dcm")):
+    with pytest.raises(dicom.DicomError) as err:
+      dicom.read_hu(source)
+    assert err.value.source == name and str(err.value).startswith(f"{name}: ")
 
 
 def test_missing_pixel_data(tmp_path, hu):
   path = _edit(_write(tmp_path / "a.dcm", hu), PixelData=None)
-  with pytest.raises(dicom.DicomError, match="no pixel data"):
+  with pytest.raises(dicom.DicomError, match=r"a\.dcm: has no pixel data \(a non-image DICOM "
+                     r"object: CT\); skipped: give the CT images of the series$"):
     dicom.read_hu(path)
+  _edit(path, Modality=None)
+  with pytest.raises(dicom.DicomError, match=r"object: unknown kind\)"):
+    dicom.read_hu(path)
+
+
+@pytest.mark.parametrize("meta_class,records", [(True, False), (False, True)])
+def test_either_mark_of_a_dicomdir_is_enough(meta_class, records):
+  """PS3.10: a DICOMDIR has the Media Storage Directory SOP class in its file meta and a
+  Directory Record Sequence; exports that drop either are still indexes, not images."""
+  ds = pydicom.Dataset()
+  ds.file_meta = pydicom.dataset.FileMetaDataset()
+  if meta_class:
+    ds.file_meta.MediaStorageSOPClassUID = uid.MediaStorageDirectoryStorage
+  if records:
+    ds.DirectoryRecordSequence = pydicom.Sequence()
+  assert dicom.is_dicomdir(ds)
+  assert not dicom.is_dicomdir(pydicom.dcmread(CT_SMALL))
+
+
+def test_zero_rescale_slope_is_taken_as_one(tmp_path, hu):
+  """A slope of 0 would flatten the slice to the intercept: read as 1 (no scaling) instead."""
+  path = _edit(_write(tmp_path / "a.dcm", hu), RescaleSlope=0)
+  np.testing.assert_array_equal(dicom.read_hu(path), hu)
+
+
+def test_pixel_data_without_a_transfer_syntax_is_refused(tmp_path, hu):
+  ds = pydicom.dcmread(_write(tmp_path / "a.dcm", hu))
+  del ds.file_meta.TransferSyntaxUID
+  with pytest.raises(dicom.DicomError, match=r"x\.dcm: does not say how its pixel data is "
+                     "encoded"):
+    dicom.ImageFile(ds, "x.dcm")
 
 
 def test_multi_frame_is_a_series_not_a_slice(tmp_path):
@@ -351,7 +394,11 @@ def test_missing_decoder_names_the_syntax_and_the_fix(tmp_path):
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                        cwd=Path(__file__).parent.parent).stdout
   assert "jls.dcm: is compressed as JPEG-LS Lossless Image Compression" in out
-  assert "no decoder for it is installed" in out and "pip install -r requirements.txt" in out
+  assert "no decoder for it is installed" in out
+  # The plugins pydicom names for JPEG-LS (gdcm, pyjpegls, pylibjpeg), as requirements.txt's
+  # packages.
+  assert ("(`pip install -r requirements.txt`: python-gdcm, pyjpegls, pylibjpeg, "
+          "pylibjpeg-libjpeg, pylibjpeg-openjpeg, pylibjpeg-rle)") in out
   assert "truncated" not in out and "plugins" not in out
 
 
