@@ -163,8 +163,14 @@ def test_truncated_file(tmp_path, hu):
 def test_png_renamed_dcm(tmp_path):
   path = tmp_path / "slice.dcm"
   Image.fromarray(np.zeros((8, 8), np.uint8)).save(path, format="PNG")
-  with pytest.raises(dicom.DicomError, match=r"slice\.dcm: not a DICOM file: it is a PNG"):
+  with pytest.raises(dicom.DicomError, match=r"slice\.dcm: not a DICOM file: it is a PNG image; "
+                     r"give the original \.dcm slice, or open the picture as a PNG/JPG image$"):
     dicom.read_hu(path)
+  zipped = tmp_path / "series.dcm"  # not a picture: no hint to open it as one
+  zipped.write_bytes(b"PK\x03\x04" + bytes(200))
+  with pytest.raises(dicom.DicomError, match=r"series\.dcm: not a DICOM file: it is a zip "
+                     r"archive; give the original \.dcm slice$"):
+    dicom.read_hu(zipped)
 
 
 def test_text_file_and_empty_and_missing(tmp_path):
@@ -176,6 +182,8 @@ def test_text_file_and_empty_and_missing(tmp_path):
     dicom.read_hu(tmp_path / "empty.dcm")
   with pytest.raises(dicom.DicomError, match=r"nope\.dcm: file not found$"):
     dicom.read_hu(tmp_path / "nope.dcm")
+  with pytest.raises(dicom.DicomError, match=r": cannot open \(Is a directory\)$"):
+    dicom.read_hu(tmp_path)
 
 
 def test_messages_name_the_file_object_or_say_uploaded():
@@ -211,6 +219,29 @@ def test_either_mark_of_a_dicomdir_is_enough(meta_class, records):
     ds.DirectoryRecordSequence = pydicom.Sequence()
   assert dicom.is_dicomdir(ds)
   assert not dicom.is_dicomdir(pydicom.dcmread(CT_SMALL))
+
+
+def test_absent_tags_take_their_defaults_or_give_our_error(tmp_path, hu):
+  """UIDs absent are empty; without the samples or photometric tags pydicom cannot decode:
+  the reason is ours (damaged), never a crash or a wrong one (colour)."""
+  path = _edit(_write(tmp_path / "a.dcm", hu), StudyInstanceUID=None, SeriesInstanceUID=None)
+  got, geometry = dicom.read_slice(path)
+  np.testing.assert_array_equal(got, hu)
+  assert (geometry.study_instance_uid, geometry.series_instance_uid) == ("", "")
+  for tag in ("SamplesPerPixel", "PhotometricInterpretation"):
+    with pytest.raises(dicom.DicomError, match="pixel data cannot be decoded"):
+      dicom.read_hu(_edit(_write(tmp_path / f"{tag}.dcm", hu), **{tag: None}))
+
+
+def test_what_was_scanned_is_read_for_the_scope_check(tmp_path, hu):
+  _, geometry = dicom.read_slice(_edit(_write(tmp_path / "a.dcm", hu), BodyPartExamined="HEAD "))
+  assert (geometry.modality, geometry.body_part) == ("CT", "HEAD")
+
+
+def test_a_colour_dicom_is_refused(tmp_path, hu):
+  path = _edit(_write(tmp_path / "a.dcm", hu), SamplesPerPixel=3)
+  with pytest.raises(dicom.DicomError, match=r"a\.dcm: is a colour image"):
+    dicom.read_hu(path)
 
 
 def test_zero_rescale_slope_is_taken_as_one(tmp_path, hu):
@@ -284,6 +315,10 @@ def test_huge_slice_is_refused_before_decoding(tmp_path, hu):
   path = _edit(_write(tmp_path / "a.dcm", hu), Rows=5000, Columns=5000)
   with pytest.raises(dicom.DicomError, match="pixel limit"):
     dicom.read_hu(path)
+  _edit(path, Rows=4096, Columns=4096)  # the limit itself passes (then its short data fails)
+  with pytest.raises(dicom.DicomError) as err:
+    dicom.read_hu(path)
+  assert "pixel limit" not in str(err.value)
 
 
 # Every common CT transfer syntax, made from one phantom slice by a real encoder: pydicom's own
