@@ -244,6 +244,18 @@ def test_a_colour_dicom_is_refused(tmp_path, hu):
     dicom.read_hu(path)
 
 
+@pytest.mark.parametrize("tags,reason", [
+    ({"NumberOfFrames": 0}, "declares 0 frames; re-export it from the scanner or PACS"),
+    ({"Rows": None}, "lacks Rows, which its pixel data needs; export it again from the scanner "
+                     "or PACS"),
+])
+def test_a_header_without_a_pixel_layout_is_refused(tmp_path, hu, tags, reason):
+  path = _edit(_write(tmp_path / "a.dcm", hu), **tags)
+  with pytest.raises(dicom.DicomError) as err:
+    dicom.read_hu(path)
+  assert str(err.value) == f"{path}: {reason}"
+
+
 def test_zero_rescale_slope_is_taken_as_one(tmp_path, hu):
   """A slope of 0 would flatten the slice to the intercept: read as 1 (no scaling) instead."""
   path = _edit(_write(tmp_path / "a.dcm", hu), RescaleSlope=0)
