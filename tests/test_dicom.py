@@ -124,6 +124,7 @@ def test_pad_to_square_centres_with_the_fill():
   assert not out[0].any() and not out[3].any()
   tall = dicom.pad_to_square(np.zeros((5, 2), np.float32), dicom.AIR_HU)
   np.testing.assert_array_equal(tall[:, [0, 3, 4]], dicom.AIR_HU)  # odd margins: 1 left, 2 right
+  np.testing.assert_array_equal(dicom.pad_to_square(np.zeros((6, 2)), 1)[0], [1, 1, 0, 0, 1, 1])
   square = np.ones((3, 3))
   assert dicom.pad_to_square(square, 0) is square
 
@@ -145,6 +146,8 @@ def test_read_from_bytes_and_file_object(tmp_path, hu):
   data = _write(tmp_path / "a.dcm", hu).read_bytes()
   np.testing.assert_array_equal(dicom.read_hu(data), hu)
   np.testing.assert_array_equal(dicom.read_hu(io.BytesIO(data)), hu)
+  # Without the 128-byte preamble and "DICM", as some exporters write: read all the same.
+  np.testing.assert_array_equal(dicom.read_hu(data[132:]), hu)
 
 
 def test_geometry_without_patient_tags(tmp_path, hu):
