@@ -72,7 +72,7 @@ class SliceView:
                p.status if p else verdict.OK, p and p.reason)
 
   def shows(self, reveal: bool = False) -> bool:
-    return predictor_lib.shows(self.status, reveal)
+    return verdict.shows(self.status, reveal)
 
 
 @dataclasses.dataclass

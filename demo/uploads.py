@@ -156,7 +156,7 @@ def read_uploads(paths: Iterable[str], ledger: Ledger) -> tuple[list[Item], list
   Zips stay whole here: `ichflax.data.sources` opens them, as it does for the CLI.
   """
   items, problems = [], []
-  paths = list(paths or [])
+  paths = list(paths)  # read twice: once here, once to release
   try:
     for p in paths:
       path = Path(p)

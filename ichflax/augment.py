@@ -45,10 +45,10 @@ def random_affine(key: jax.Array, cfg: AugmentConfig, image_size: int = 224) -> 
   if cfg.keras:
     return keras_matrix(keras_params(key, cfg, image_size), image_size)
   kz, ks, kst, kr, kt, kf = jax.random.split(key, 6)
-  zoom = jax.random.uniform(kz, (), minval=1 - cfg.zoom, maxval=1 + cfg.zoom)
-  stretch = jax.random.uniform(kst, (), minval=1 - cfg.stretch, maxval=1 + cfg.stretch)
-  shear = jax.random.uniform(ks, (), minval=-cfg.shear, maxval=cfg.shear)
-  angle = jnp.deg2rad(jax.random.uniform(kr, (), minval=-cfg.rotation, maxval=cfg.rotation))
+  zoom = jax.random.uniform(kz, minval=1 - cfg.zoom, maxval=1 + cfg.zoom)
+  stretch = jax.random.uniform(kst, minval=1 - cfg.stretch, maxval=1 + cfg.stretch)
+  shear = jax.random.uniform(ks, minval=-cfg.shear, maxval=cfg.shear)
+  angle = jnp.deg2rad(jax.random.uniform(kr, minval=-cfg.rotation, maxval=cfg.rotation))
   shift = jax.random.uniform(kt, (2,), minval=-cfg.shift, maxval=cfg.shift) * 2  # [-1, 1] units
   flip = jnp.where(jnp.logical_and(cfg.flip, jax.random.bernoulli(kf)), -1.0, 1.0)
   cos, sin = jnp.cos(angle), jnp.sin(angle)
@@ -76,7 +76,7 @@ def keras_params(key: jax.Array, cfg: AugmentConfig, size: int) -> dict[str, jax
   low, high = zoom_range(cfg)
 
   def sym(k, r):
-    return jax.random.uniform(k, (), minval=-r, maxval=r)
+    return jax.random.uniform(k, minval=-r, maxval=r)
 
   zx, zy = jax.random.uniform(kz, (2,), minval=low, maxval=high)
   return {"theta": sym(kr, cfg.rotation), "tx": sym(kx, cfg.shift) * size,
@@ -104,7 +104,7 @@ def keras_matrix(p: dict[str, jax.Array], size: int) -> jax.Array:
 
 
 def warp(image: jax.Array, affine: jax.Array, size: int, *, nearest: bool = False,
-         fill: str = "constant") -> jax.Array:
+         fill: str) -> jax.Array:
   """Samples float (S, S', C) at `affine`-mapped pixel centres of a size x size output.
 
   Bilinear with f x f sub-samples per output pixel (f = input/output ratio, rounded up), or the

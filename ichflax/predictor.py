@@ -23,10 +23,7 @@ from ichflax.data import inputs
 from ichflax.domain import DomainModel
 from ichflax.models import preprocess
 from ichflax.spec import ModelSpec
-from ichflax.verdict import OK, OUT_OF_DOMAIN, OUT_OF_SCOPE
-
-THRESHOLD = calibration.DEFAULT_THRESHOLD
-NO_HEMORRHAGE = "no hemorrhage"
+from ichflax.verdict import OK, OUT_OF_DOMAIN, OUT_OF_SCOPE, decide, shows
 
 
 @dataclasses.dataclass
@@ -87,26 +84,6 @@ class Judged(Protocol):
   status: str
 
   def shows(self, reveal: bool = False) -> bool: ...
-
-
-def shows(status: str, reveal: bool = False) -> bool:
-  """Whether probabilities may be shown: ok, or out of domain and revealed on request."""
-  return status == OK or (reveal and status == OUT_OF_DOMAIN)
-
-
-def decide(probabilities: dict[str, float], thresholds: dict[str, float] | float = THRESHOLD
-           ) -> str:
-  """One label for people: no hemorrhage, or the most likely subtype (or just hemorrhage).
-
-  `thresholds`: the operating point per label (or one for all); `any` below its own is no
-  hemorrhage.
-  """
-  if not isinstance(thresholds, dict):
-    thresholds = dict.fromkeys(probabilities, thresholds)
-  subtypes = {k: v for k, v in probabilities.items() if k in tasks.SUBTYPES}
-  if probabilities.get("any", 1.0) < thresholds.get("any", THRESHOLD):
-    return NO_HEMORRHAGE
-  return max(subtypes, key=subtypes.get) if subtypes else "hemorrhage"
 
 
 def _unsquare(square: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

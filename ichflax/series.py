@@ -6,11 +6,11 @@ import collections
 from collections.abc import Sequence
 
 from ichflax import verdict
-from ichflax.predictor import THRESHOLD, Judged, Prediction, decide
+from ichflax.predictor import Judged, Prediction
 
 
 def study_summary(predictions: Sequence[Prediction | Judged],
-                  thresholds: dict[str, float] | float = THRESHOLD, *,
+                  thresholds: dict[str, float] | float = verdict.THRESHOLD, *,
                   reveal: bool = False) -> dict:
   """One series' verdict: per label the max over its judged slices, and the slice that carries it.
 
@@ -29,7 +29,7 @@ def study_summary(predictions: Sequence[Prediction | Judged],
   key = "any" if "any" in probs else max(probs, key=probs.get)
   top = max(shown, key=lambda p: p.probabilities[key])
   out = {"status": verdict.OK, **out, "probabilities": probs,
-         "hemorrhage_probability": probs.get("any"), "label": decide(probs, thresholds),
+         "hemorrhage_probability": probs.get("any"), "label": verdict.decide(probs, thresholds),
          "most_suspicious_slice": top.name}
   if any(p.status != verdict.OK for p in shown):
     out["revealed"] = True  # includes slices unlike the training data, shown on request

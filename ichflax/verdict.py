@@ -6,9 +6,15 @@
 never run through the model. `out_of_domain`: a head CT slice unlike the training data
 (`ichflax.domain`): probabilities withheld unless revealed, and then marked. `error`: the file
 could not be read. `reason` (one sentence) is present whenever the status is not ok.
+
+Which statuses show probabilities (`shows`) and the one label people read (`decide`) live here
+too: pure logic, shared by the Predictor, the series summary and the page, and tested without a
+model.
 """
 
 from __future__ import annotations
+
+from ichflax import calibration, tasks
 
 OK, OUT_OF_SCOPE, OUT_OF_DOMAIN, ERROR = "ok", "out_of_scope", "out_of_domain", "error"
 STATUSES = (OK, OUT_OF_SCOPE, OUT_OF_DOMAIN, ERROR)
@@ -16,8 +22,30 @@ STATUSES = (OK, OUT_OF_SCOPE, OUT_OF_DOMAIN, ERROR)
 WORDS = {OK: "judged", OUT_OF_SCOPE: "not a head CT slice: not judged",
          OUT_OF_DOMAIN: "unlike the training data: probabilities withheld",
          ERROR: "could not be read"}
+THRESHOLD = calibration.DEFAULT_THRESHOLD
+NO_HEMORRHAGE = "no hemorrhage"
 
 
 def error_record(file: str, reason: str) -> dict:
   """The JSON line of a file that could not be read."""
   return {"file": file, "status": ERROR, "reason": reason}
+
+
+def shows(status: str, reveal: bool = False) -> bool:
+  """Whether probabilities may be shown: ok, or out of domain and revealed on request."""
+  return status == OK or (reveal and status == OUT_OF_DOMAIN)
+
+
+def decide(probabilities: dict[str, float], thresholds: dict[str, float] | float = THRESHOLD
+           ) -> str:
+  """One label for people: no hemorrhage, or the most likely subtype (or just hemorrhage).
+
+  `thresholds`: the operating point per label (or one for all); `any` below its own is no
+  hemorrhage.
+  """
+  if not isinstance(thresholds, dict):
+    thresholds = dict.fromkeys(probabilities, thresholds)
+  subtypes = {k: v for k, v in probabilities.items() if k in tasks.SUBTYPES}
+  if "any" in probabilities and probabilities["any"] < thresholds.get("any", THRESHOLD):
+    return NO_HEMORRHAGE
+  return max(subtypes, key=subtypes.get) if subtypes else "hemorrhage"

@@ -248,37 +248,6 @@ def test_app_without_weights_starts_and_says_so(tmp_path, identified_dicom):
     app.close()
 
 
-def test_uploads_are_deleted_and_nothing_outside_the_upload_dir(tmp_path):
-  root = tmp_path / "uploads"
-  (root / "abc").mkdir(parents=True)
-  inside = root / "abc" / "x.dcm"
-  inside.write_bytes(b"data")
-  outside = tmp_path / "keep.dcm"
-  outside.write_bytes(b"mine")
-  items, problems = uploads.read_uploads([str(inside), str(outside)], uploads.Ledger(root))
-  assert [i.data for i in items] == [b"data", b"mine"] and not problems
-  assert not (root / "abc").exists() and outside.exists()
-
-
-def test_an_upload_shared_by_requests_goes_with_the_last_one(tmp_path):
-  """Two visitors sent the same file (one path): the first to finish must not delete it."""
-  ledger = uploads.Ledger(tmp_path)
-  shared_path = tmp_path / "0123abcd" / "slice.dcm"
-  shared_path.parent.mkdir()
-  shared_path.write_bytes(b"slice")
-  ledger.claim([str(shared_path)] * 2)
-  assert uploads.read_uploads([str(shared_path)], ledger)[0][0].data == b"slice"
-  assert shared_path.exists()
-  ledger.hold()  # a third copy has arrived and is not yet counted: nothing may go meanwhile
-  assert uploads.read_uploads([str(shared_path)], ledger)[0][0].data == b"slice"
-  assert shared_path.exists()
-  ledger.claim([str(shared_path)])
-  ledger.let_go()
-  assert shared_path.exists()
-  uploads.read_uploads([str(shared_path)], ledger)
-  assert not shared_path.parent.exists()
-
-
 def test_examples_run_without_a_model():
   result = callbacks.Demo(None, "/nonexistent").example("series.zip")
   assert result.slider == {"maximum": 7, "value": 0} and len(result.table) == 8

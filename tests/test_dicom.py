@@ -124,6 +124,7 @@ def test_pad_to_square_centres_with_the_fill():
   assert not out[0].any() and not out[3].any()
   tall = dicom.pad_to_square(np.zeros((5, 2), np.float32), dicom.AIR_HU)
   np.testing.assert_array_equal(tall[:, [0, 3, 4]], dicom.AIR_HU)  # odd margins: 1 left, 2 right
+  np.testing.assert_array_equal(dicom.pad_to_square(np.zeros((6, 2)), 1)[0], [1, 1, 0, 0, 1, 1])
   square = np.ones((3, 3))
   assert dicom.pad_to_square(square, 0) is square
 
@@ -145,6 +146,8 @@ def test_read_from_bytes_and_file_object(tmp_path, hu):
   data = _write(tmp_path / "a.dcm", hu).read_bytes()
   np.testing.assert_array_equal(dicom.read_hu(data), hu)
   np.testing.assert_array_equal(dicom.read_hu(io.BytesIO(data)), hu)
+  # Without the 128-byte preamble and "DICM", as some exporters write: read all the same.
+  np.testing.assert_array_equal(dicom.read_hu(data[132:]), hu)
 
 
 def test_geometry_without_patient_tags(tmp_path, hu):
@@ -163,8 +166,14 @@ def test_truncated_file(tmp_path, hu):
 def test_png_renamed_dcm(tmp_path):
   path = tmp_path / "slice.dcm"
   Image.fromarray(np.zeros((8, 8), np.uint8)).save(path, format="PNG")
-  with pytest.raises(dicom.DicomError, match=r"slice\.dcm: not a DICOM file: it is a PNG"):
+  with pytest.raises(dicom.DicomError, match=r"slice\.dcm: not a DICOM file: it is a PNG image; "
+                     r"give the original \.dcm slice, or open the picture as a PNG/JPG image$"):
     dicom.read_hu(path)
+  zipped = tmp_path / "series.dcm"  # not a picture: no hint to open it as one
+  zipped.write_bytes(b"PK\x03\x04" + bytes(200))
+  with pytest.raises(dicom.DicomError, match=r"series\.dcm: not a DICOM file: it is a zip "
+                     r"archive; give the original \.dcm slice$"):
+    dicom.read_hu(zipped)
 
 
 def test_text_file_and_empty_and_missing(tmp_path):
@@ -172,16 +181,96 @@ def test_text_file_and_empty_and_missing(tmp_path):
   with pytest.raises(dicom.DicomError, match="notes.dcm"):
     dicom.read_hu(tmp_path / "notes.dcm")
   (tmp_path / "empty.dcm").write_bytes(b"")
-  with pytest.raises(dicom.DicomError, match="empty file"):
+  with pytest.raises(dicom.DicomError, match=r"empty\.dcm: empty file \(0 bytes\)$"):
     dicom.read_hu(tmp_path / "empty.dcm")
-  with pytest.raises(dicom.DicomError, match="file not found"):
+  with pytest.raises(dicom.DicomError, match=r"nope\.dcm: file not found$"):
     dicom.read_hu(tmp_path / "nope.dcm")
+  with pytest.raises(dicom.DicomError, match=r": cannot open \(Is a directory\)$"):
+    dicom.read_hu(tmp_path)
+
+
+def test_messages_name_the_file_object_or_say_uploaded():
+  text = b"hello, not a scan\n" * 20
+  named = io.BytesIO(text)
+  named.name = "notes.dcm"
+  for source, name in ((text, "<uploaded file>"), (io.BytesIO(text), "<uploaded file>"),
+                       (named, "notes.dcm")):
+    with pytest.raises(dicom.DicomError) as err:
+      dicom.read_hu(source)
+    assert err.value.source == name and str(err.value).startswith(f"{name}: ")
 
 
 def test_missing_pixel_data(tmp_path, hu):
   path = _edit(_write(tmp_path / "a.dcm", hu), PixelData=None)
-  with pytest.raises(dicom.DicomError, match="no pixel data"):
+  with pytest.raises(dicom.DicomError, match=r"a\.dcm: has no pixel data \(a non-image DICOM "
+                     r"object: CT\); skipped: give the CT images of the series$"):
     dicom.read_hu(path)
+  _edit(path, Modality=None)
+  with pytest.raises(dicom.DicomError, match=r"object: unknown kind\)"):
+    dicom.read_hu(path)
+
+
+@pytest.mark.parametrize("meta_class,records", [(True, False), (False, True)])
+def test_either_mark_of_a_dicomdir_is_enough(meta_class, records):
+  """PS3.10: a DICOMDIR has the Media Storage Directory SOP class in its file meta and a
+  Directory Record Sequence; exports that drop either are still indexes, not images."""
+  ds = pydicom.Dataset()
+  ds.file_meta = pydicom.dataset.FileMetaDataset()
+  if meta_class:
+    ds.file_meta.MediaStorageSOPClassUID = uid.MediaStorageDirectoryStorage
+  if records:
+    ds.DirectoryRecordSequence = pydicom.Sequence()
+  assert dicom.is_dicomdir(ds)
+  assert not dicom.is_dicomdir(pydicom.dcmread(CT_SMALL))
+
+
+def test_absent_tags_take_their_defaults_or_give_our_error(tmp_path, hu):
+  """UIDs absent are empty; without the samples or photometric tags pydicom cannot decode:
+  the reason is ours (damaged), never a crash or a wrong one (colour)."""
+  path = _edit(_write(tmp_path / "a.dcm", hu), StudyInstanceUID=None, SeriesInstanceUID=None)
+  got, geometry = dicom.read_slice(path)
+  np.testing.assert_array_equal(got, hu)
+  assert (geometry.study_instance_uid, geometry.series_instance_uid) == ("", "")
+  for tag in ("SamplesPerPixel", "PhotometricInterpretation"):
+    with pytest.raises(dicom.DicomError, match="pixel data cannot be decoded"):
+      dicom.read_hu(_edit(_write(tmp_path / f"{tag}.dcm", hu), **{tag: None}))
+
+
+def test_what_was_scanned_is_read_for_the_scope_check(tmp_path, hu):
+  _, geometry = dicom.read_slice(_edit(_write(tmp_path / "a.dcm", hu), BodyPartExamined="HEAD "))
+  assert (geometry.modality, geometry.body_part) == ("CT", "HEAD")
+
+
+def test_a_colour_dicom_is_refused(tmp_path, hu):
+  path = _edit(_write(tmp_path / "a.dcm", hu), SamplesPerPixel=3)
+  with pytest.raises(dicom.DicomError, match=r"a\.dcm: is a colour image"):
+    dicom.read_hu(path)
+
+
+@pytest.mark.parametrize("tags,reason", [
+    ({"NumberOfFrames": 0}, "declares 0 frames; re-export it from the scanner or PACS"),
+    ({"Rows": None}, "lacks Rows, which its pixel data needs; export it again from the scanner "
+                     "or PACS"),
+])
+def test_a_header_without_a_pixel_layout_is_refused(tmp_path, hu, tags, reason):
+  path = _edit(_write(tmp_path / "a.dcm", hu), **tags)
+  with pytest.raises(dicom.DicomError) as err:
+    dicom.read_hu(path)
+  assert str(err.value) == f"{path}: {reason}"
+
+
+def test_zero_rescale_slope_is_taken_as_one(tmp_path, hu):
+  """A slope of 0 would flatten the slice to the intercept: read as 1 (no scaling) instead."""
+  path = _edit(_write(tmp_path / "a.dcm", hu), RescaleSlope=0)
+  np.testing.assert_array_equal(dicom.read_hu(path), hu)
+
+
+def test_pixel_data_without_a_transfer_syntax_is_refused(tmp_path, hu):
+  ds = pydicom.dcmread(_write(tmp_path / "a.dcm", hu))
+  del ds.file_meta.TransferSyntaxUID
+  with pytest.raises(dicom.DicomError, match=r"x\.dcm: does not say how its pixel data is "
+                     "encoded"):
+    dicom.ImageFile(ds, "x.dcm")
 
 
 def test_multi_frame_is_a_series_not_a_slice(tmp_path):
@@ -241,6 +330,10 @@ def test_huge_slice_is_refused_before_decoding(tmp_path, hu):
   path = _edit(_write(tmp_path / "a.dcm", hu), Rows=5000, Columns=5000)
   with pytest.raises(dicom.DicomError, match="pixel limit"):
     dicom.read_hu(path)
+  _edit(path, Rows=4096, Columns=4096)  # the limit itself passes (then its short data fails)
+  with pytest.raises(dicom.DicomError) as err:
+    dicom.read_hu(path)
+  assert "pixel limit" not in str(err.value)
 
 
 # Every common CT transfer syntax, made from one phantom slice by a real encoder: pydicom's own
@@ -351,7 +444,11 @@ def test_missing_decoder_names_the_syntax_and_the_fix(tmp_path):
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                        cwd=Path(__file__).parent.parent).stdout
   assert "jls.dcm: is compressed as JPEG-LS Lossless Image Compression" in out
-  assert "no decoder for it is installed" in out and "pip install -r requirements.txt" in out
+  assert "no decoder for it is installed" in out
+  # The plugins pydicom names for JPEG-LS (gdcm, pyjpegls, pylibjpeg), as requirements.txt's
+  # packages.
+  assert ("(`pip install -r requirements.txt`: python-gdcm, pyjpegls, pylibjpeg, "
+          "pylibjpeg-libjpeg, pylibjpeg-openjpeg, pylibjpeg-rle)") in out
   assert "truncated" not in out and "plugins" not in out
 
 

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
-
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 from PIL import Image
 
-from ichflax import augment, config, tasks, train
+from ichflax import config, tasks, train
 from ichflax.data import builders, phantom, rsna
 from ichflax.models import Head, preprocess
 
@@ -66,53 +63,6 @@ def test_nearest_resize_is_pil_and_rescale_is_div_255():
                                           normalization="rescale"))
   pil = np.asarray(Image.fromarray(img[0, ..., 0]).resize((224, 224), Image.Resampling.NEAREST))
   np.testing.assert_allclose(got[0], np.repeat(pil[..., None], 3, -1) / 255.0, atol=1e-7)
-
-
-def _keras_generator():
-  from keras.src.legacy.preprocessing.image import ImageDataGenerator
-  a = config.preset("paper-code").augment
-  return ImageDataGenerator(zoom_range=[a.zoom_low, a.zoom_high], rotation_range=a.rotation,
-                            width_shift_range=a.shift, height_shift_range=a.shift,
-                            shear_range=a.shear, horizontal_flip=a.flip, fill_mode=a.fill)
-
-
-def test_keras_parameter_ranges_match_image_data_generator():
-  """Our draws and Keras's `get_random_transform` for the notebook's generator, 4000 each."""
-  n, size = 4000, 224
-  cfg = config.preset("paper-code").augment
-  ours = jax.jit(jax.vmap(lambda k: augment.keras_params(k, cfg, size)))(
-      jax.random.split(jax.random.key(0), n))
-  gen = _keras_generator()
-  draws = [gen.get_random_transform((size, size, 3), seed=i) for i in range(n)]
-  theirs = {k: np.array([d[k] for d in draws], np.float64) for k in draws[0] if k in ours}
-  theirs["flip"] = np.array([d["flip_horizontal"] for d in draws], np.float64)
-  documented = {"theta": (-20, 20), "tx": (-0.05 * size, 0.05 * size),
-                "ty": (-0.05 * size, 0.05 * size), "shear": (-0.05, 0.05), "zx": (0, 1),
-                "zy": (0, 1), "flip": (0, 1)}
-  for name, (low, high) in documented.items():
-    a, b = np.asarray(ours[name], np.float64), theirs[name]
-    for x in (a, b):  # both inside the documented range, and filling it
-      assert x.min() >= low and x.max() <= high, name
-      assert x.min() < low + 0.01 * (high - low) and x.max() > high - 0.01 * (high - low), name
-    # Same law: means and spreads agree within sampling error (uniform: sd/sqrt(n) ~ 0.5%).
-    np.testing.assert_allclose([a.mean(), a.std()], [b.mean(), b.std()],
-                               atol=0.03 * (high - low), err_msg=name)
-  assert not np.allclose(ours["zx"], ours["zy"])  # x and y zoom drawn apart
-
-
-def test_keras_matrix_is_apply_affine_transform():
-  """One draw's warp equals Keras's own `apply_transform` (affine, then flip) on the image."""
-  size = 48
-  x = np.random.default_rng(2).random((size, size, 3)).astype(np.float32)
-  gen = _keras_generator()
-  for seed in range(4):
-    params = gen.get_random_transform((size, size, 3), seed=seed)
-    params["zx"], params["zy"] = 0.5 + params["zx"] / 2, 0.5 + params["zy"] / 2  # keep texture
-    want = gen.apply_transform(x, params)
-    p = {k: jnp.asarray(params[k]) for k in ("theta", "tx", "ty", "shear", "zx", "zy")}
-    p["flip"] = jnp.asarray(bool(params["flip_horizontal"]))
-    got = augment.warp(jnp.asarray(x), augment.keras_matrix(p, size), size, fill="nearest")
-    np.testing.assert_allclose(np.asarray(got), want, atol=1e-4)
 
 
 def test_paper_code_assignment_walks_the_csv():
@@ -189,12 +139,3 @@ def test_per_class_errors_are_messages_and_the_flag_is_reachable(tmp_path, capsy
   from ichflax import reproduce
   cfgs, _ = reproduce.parse_args(argv + ["--per-class", "5", "--preset", "paper-code"])
   assert {c.per_class for c in cfgs.values()} == {5}
-
-
-def test_augment_off_with_nearest_is_the_eval_path():
-  x = np.random.default_rng(0).integers(0, 256, (2, 128, 128, 1), np.uint8)
-  cfg = dataclasses.replace(config.preset("paper-code").augment, enabled=False)
-  got = augment.model_input(x, jax.random.key(0), cfg, 64, "keras", resize="nearest",
-                            normalization="rescale")
-  np.testing.assert_array_equal(got, preprocess.model_input(x, 64, "keras", resize="nearest",
-                                                            normalization="rescale"))

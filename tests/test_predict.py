@@ -12,8 +12,7 @@ from PIL import Image
 from test_predictor import SUBDURAL, bad_files, png_bytes, tiny_checkpoint, write_dicom  # noqa: F401
 from test_sources import ZS, enhanced_ct, phantom_volume, write_nifti, write_series
 
-from ichflax import predict, tasks
-from ichflax import predictor as predictor_lib
+from ichflax import predict, tasks, verdict
 from ichflax.data import dicom, phantom
 
 
@@ -106,24 +105,6 @@ def test_cli_reads_zips_volumes_and_nested_folders_as_series(tiny_checkpoint, tm
   assert slices[len(ZS)]["file"].startswith(str(zipped) + "/")
 
 
-@pytest.mark.parametrize("probabilities,threshold,label", [
-    # The most likely subtype, not the first, the last or the least likely.
-    ({"epidural": 0.1, "intraparenchymal": 0.7, "intraventricular": 0.2, "subarachnoid": 0.05,
-      "subdural": 0.3, "any": 0.9}, 0.5, "intraparenchymal"),
-    ({"epidural": 0.6, "intraparenchymal": 0.2, "intraventricular": 0.1, "subarachnoid": 0.3,
-      "subdural": 0.4, "any": 0.7}, 0.5, "epidural"),
-    # `any` below the threshold says no hemorrhage, however likely a subtype looks.
-    ({"epidural": 0.1, "subdural": 0.9, "any": 0.3}, 0.5, predictor_lib.NO_HEMORRHAGE),
-    ({"subdural": 0.8, "any": 0.5}, 0.5, "subdural"),  # at the threshold counts as hemorrhage
-    ({"subdural": 0.8, "any": 0.9}, 0.95, predictor_lib.NO_HEMORRHAGE),
-    ({"subdural": 0.8, "any": 0.2}, 0.1, "subdural"),
-    ({"any": 0.8}, 0.5, "hemorrhage"),  # a binary model names no subtype
-    ({"epidural": 0.2, "subdural": 0.7}, 0.5, "subdural"),  # a subtype model alone
-])
-def test_decide_hand_cases(probabilities, threshold, label):
-  assert predictor_lib.decide(probabilities, threshold) == label
-
-
 def test_cli_threshold_changes_the_label(tiny_checkpoint, tmp_path, capsys):
   # A head slice the scope check passes; the tiny model may find it out of domain, so its
   # probabilities are revealed: the label still follows the threshold given.
@@ -138,6 +119,6 @@ def test_cli_threshold_changes_the_label(tiny_checkpoint, tmp_path, capsys):
   # Thresholds just above and below this slice's own P(hemorrhage): the label must follow.
   never, always = run(str((1 + p_any) / 2)), run(str(p_any / 2))
   assert never["probabilities"] == always["probabilities"]
-  assert never["label"] == predictor_lib.NO_HEMORRHAGE
+  assert never["label"] == verdict.NO_HEMORRHAGE
   subtypes = {k: always["probabilities"][k] for k in tasks.SUBTYPES}
   assert always["label"] == max(subtypes, key=subtypes.get)

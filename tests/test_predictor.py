@@ -15,7 +15,7 @@ import pydicom
 import pytest
 from PIL import Image
 
-from ichflax import gradcam, tasks, train
+from ichflax import gradcam, tasks, train, verdict
 from ichflax import predictor as predictor_lib
 from ichflax.config import AugmentConfig, TrainConfig
 from ichflax.data import ct_writer, dicom, phantom
@@ -105,7 +105,7 @@ def check_prediction(p: predictor_lib.Prediction, shape: tuple[int, int], labels
     assert box is None
   else:
     assert 0 <= box.x0 < box.x1 <= shape[1] and 0 <= box.y0 < box.y1 <= shape[0]
-  assert p.label == predictor_lib.decide(p.probabilities, p.thresholds)
+  assert p.label == verdict.decide(p.probabilities, p.thresholds)
 
 
 def test_spec_drives_preprocessing(predictor):

@@ -60,7 +60,7 @@ def test_operating_points_are_used_unless_overridden(predictor):
   fixed = predictor_lib.Predictor(predictor.models, threshold=0.3, domains=predictor.domains)
   assert set(fixed.thresholds.values()) == {0.3}
   p = predictor.predict([_ct(2)])[0]
-  assert p.label == predictor_lib.decide(p.probabilities, predictor.thresholds)
+  assert p.label == verdict.decide(p.probabilities, predictor.thresholds)
   with pytest.raises(ValueError, match="threshold must be in"):
     predictor_lib.Predictor(predictor.models, threshold=1.5)
 

@@ -95,7 +95,7 @@ def _name(source: Source) -> str:
   return getattr(source, "name", None) or "<uploaded file>"
 
 
-def _read(source: Source, **kwargs) -> pydicom.FileDataset:
+def _read(source: Source) -> pydicom.FileDataset:
   """dcmread with every failure turned into a DicomError that says what the file is."""
   name = _name(source)
   try:
@@ -123,7 +123,7 @@ def _read(source: Source, **kwargs) -> pydicom.FileDataset:
   try:
     # force=True also accepts the preamble-less DICOMs some exporters write; a non-DICOM file
     # then fails below for having no image.
-    return pydicom.dcmread(fp, force=signature != filetypes.DICOM_PREAMBLE, **kwargs)
+    return pydicom.dcmread(fp, force=signature != filetypes.DICOM_PREAMBLE)
   except Exception:  # noqa: BLE001  (pydicom raises many types for damaged files)
     raise DicomError(name, "not a readable DICOM file: its header is damaged or truncated; copy "
                      "or export it again") from None
@@ -219,11 +219,12 @@ class ImageFile:
     if header(ds, "SamplesPerPixel", int, 1, name=name) != 1:
       raise DicomError(name, "is a colour image (a screenshot or secondary capture?); give the CT "
                        "images themselves, one grayscale sample per pixel")
-    for keyword in _PIXEL_TAGS:
-      if header(ds, keyword, int, None, name=name) is None:
+    layout = {keyword: header(ds, keyword, int, None, name=name) for keyword in _PIXEL_TAGS}
+    for keyword, value in layout.items():
+      if value is None:
         raise DicomError(name, f"lacks {keyword}, which its pixel data needs; export it again "
                          "from the scanner or PACS")
-    rows, cols = header(ds, "Rows", int, 0, name=name), header(ds, "Columns", int, 0, name=name)
+    rows, cols = layout["Rows"], layout["Columns"]
     if rows * cols > MAX_PIXELS:  # checked before decoding: a tiny compressed file can be huge
       raise DicomError(name, f"is {cols}x{rows} pixels, over the {MAX_PIXELS:,}-pixel limit for "
                        "one slice; a CT slice is usually 512x512")
@@ -279,7 +280,7 @@ class ImageFile:
       x[x >= 4096] -= 4096
       intercept = -1000.0
     hu = x * slope + intercept
-    padded = raw == self._padding if self._padding is not None else np.zeros(raw.shape, bool)
+    padded = raw == self._padding  # all False without a PixelPaddingValue (None)
     if self._monochrome1 and not padded.all():
       # MONOCHROME1 shows low values bright: mirror within the slice's range so bright = dense
       # (padding excluded, or it would shift the mirror point).
@@ -291,7 +292,7 @@ class ImageFile:
   def _decode(self, index: int) -> np.ndarray:
     ts = uid.UID(str(self.ds.file_meta.TransferSyntaxUID))
     try:
-      px = pixel_array(self.ds, index=index if self.frames > 1 else None)
+      px = pixel_array(self.ds, index=index)
     except Exception as e:  # noqa: BLE001  (each decoder plugin raises its own types)
       if isinstance(e, Image.DecompressionBombError) or "decompression bomb" in str(e).lower():
         raise DicomError(self.name, f"its {ts.name} pixel data declares an image far larger than "

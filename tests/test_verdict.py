@@ -1,0 +1,50 @@
+"""The verdict: which statuses show probabilities, and the one label people read. No model."""
+
+from __future__ import annotations
+
+import pytest
+
+from ichflax import verdict
+
+
+@pytest.mark.parametrize("probabilities,threshold,label", [
+    # The most likely subtype, not the first, the last or the least likely.
+    ({"epidural": 0.1, "intraparenchymal": 0.7, "intraventricular": 0.2, "subarachnoid": 0.05,
+      "subdural": 0.3, "any": 0.9}, 0.5, "intraparenchymal"),
+    ({"epidural": 0.6, "intraparenchymal": 0.2, "intraventricular": 0.1, "subarachnoid": 0.3,
+      "subdural": 0.4, "any": 0.7}, 0.5, "epidural"),
+    # `any` below the threshold says no hemorrhage, however likely a subtype looks.
+    ({"epidural": 0.1, "subdural": 0.9, "any": 0.3}, 0.5, verdict.NO_HEMORRHAGE),
+    ({"subdural": 0.8, "any": 0.5}, 0.5, "subdural"),  # at the threshold counts as hemorrhage
+    ({"subdural": 0.8, "any": 0.9}, 0.95, verdict.NO_HEMORRHAGE),
+    ({"subdural": 0.8, "any": 0.2}, 0.1, "subdural"),
+    ({"any": 0.8}, 0.5, "hemorrhage"),  # a binary model names no subtype
+    ({"epidural": 0.2, "subdural": 0.7}, 0.5, "subdural"),  # a subtype model alone
+    # Per-label operating points (a calibrated checkpoint): `any` is judged by its own only.
+    ({"subdural": 0.6, "any": 0.3}, {"subdural": 0.9, "any": 0.2}, "subdural"),
+    ({"subdural": 0.6, "any": 0.3}, {"subdural": 0.1, "any": 0.4}, verdict.NO_HEMORRHAGE),
+])
+def test_decide_hand_cases(probabilities, threshold, label):
+  assert verdict.decide(probabilities, threshold) == label
+
+
+@pytest.mark.parametrize("status,reveal,shown", [
+    (verdict.OK, False, True),
+    (verdict.OK, True, True),
+    (verdict.OUT_OF_DOMAIN, False, False),  # withheld unless revealed
+    (verdict.OUT_OF_DOMAIN, True, True),
+    (verdict.OUT_OF_SCOPE, True, False),  # never run through the model: nothing to reveal
+    (verdict.ERROR, True, False),
+])
+def test_probabilities_shown_only_when_ok_or_revealed_out_of_domain(status, reveal, shown):
+  assert verdict.shows(status, reveal) is shown
+
+
+def test_shows_defaults_to_withholding():
+  assert verdict.shows(verdict.OK) and not verdict.shows(verdict.OUT_OF_DOMAIN)
+
+
+def test_error_record_is_the_documented_line():
+  """docs/serving.md: `{"file", "status": "error", "reason"}`, nothing else."""
+  assert verdict.error_record("series/broken.dcm", "truncated") == {
+      "file": "series/broken.dcm", "status": "error", "reason": "truncated"}
