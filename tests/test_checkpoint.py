@@ -103,8 +103,8 @@ def _stored_dtypes(item_dir) -> dict[str, str]:
 
 def test_export_cli_predicts_as_its_source_in_the_dtype_asked(trained_like, tmp_path, capsys):
   """`python -m ichflax.checkpoint export SRC DST`: --dtype float32 stores every parameter as it
-  was, so the export predicts exactly what its source does; the default stores them in bf16
-  (BatchNorm statistics stay float32)."""
+  was, so the export predicts exactly what its source does; the default stores them in bf16,
+  BatchNorm statistics in float32 (how close that predicts: test_export_bf16_is_small_and_close)."""
   workdir, _, _, x = trained_like
   source = checkpoint.load_inference(workdir)[0](x)
   f32, bf16 = tmp_path / "f32", tmp_path / "bf16"
@@ -116,13 +116,10 @@ def test_export_cli_predicts_as_its_source_in_the_dtype_asked(trained_like, tmp_
   by_kind = {k: {v for path, v in stored[bf16].items() if path.endswith(f"['{k}']['value']")}
              for k in ("kernel", "mean", "var")}
   assert by_kind == {"kernel": {"bfloat16"}, "mean": {"float32"}, "var": {"float32"}}
+  assert checkpoint.read_spec(bf16) == SPEC.replace(stored_dtype="bfloat16")
   exported, spec = checkpoint.load_inference(f32)
   assert spec == SPEC.replace(stored_dtype="float32")
   np.testing.assert_array_equal(exported(x), source)
-  rounded, spec = checkpoint.load_inference(bf16)
-  assert spec == SPEC.replace(stored_dtype="bfloat16")
-  assert not np.array_equal(rounded(x), source)
-  np.testing.assert_allclose(rounded(x), source, atol=0.05 * np.abs(source).max() + 1e-3)
 
 
 def test_keeps_last_n_and_the_best(tmp_path):
