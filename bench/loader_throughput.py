@@ -138,6 +138,8 @@ def png_tfds(tmp: Path, records: list[dict]):
         paths[-1], format="PNG", compress_level=1)
 
   class PngCopy(tfds_builders.IchPhantom):
+    VERSION = tfds.core.Version("1.0.0")  # the last version that stored PNG
+
     def _info(self):
       info = super()._info()
       features = dict(info.features)

@@ -11,8 +11,10 @@ from PIL import Image
 
 from ichflax import tasks
 from ichflax.data import __main__ as cli
-from ichflax.data import builders, dicom, loader, phantom, rsna
+from ichflax.data import builders, dicom, inputs, loader, phantom, rsna
 
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # bench/ is scripts, not an installed package
 NUM = 72  # > the 64 files that switch conversion to worker processes
 
 
@@ -130,14 +132,26 @@ def test_paper_protocol_build_is_balanced(rsna_dir, tmp_path):
   assert builders.open_split(dataset_dir, "test")[0]["image"].shape == (32, 32, 1)
 
 
-def test_png_folders(tmp_path):
+def _png_folders(root: Path, per_class: int) -> dict[Path, np.ndarray]:
+  """The paper's layout: a folder per subtype and "No", brain-window phantom PNGs (48 px) in
+  each; returns every file with the labels its folder stands for."""
   rng = np.random.default_rng(0)
-  for group, name in enumerate([*tasks.SUBTYPES, "No"]):
-    (tmp_path / "png" / name).mkdir(parents=True)
-    subtypes = (group,) if group < 5 else ()
-    for i in range(4):
+  files = {}
+  for name in [*tasks.SUBTYPES, "No"]:
+    (root / name).mkdir(parents=True)
+    labels, subtypes = np.zeros(6, np.int32), ()
+    if name in tasks.SUBTYPES:
+      subtypes = (tasks.LABELS.index(name),)
+      labels[[*subtypes, tasks.LABELS.index("any")]] = 1
+    for i in range(per_class):
       hu = phantom.make_slice(rng, 48, subtypes).hu
-      Image.fromarray(dicom.window(hu, 40, 80)).save(tmp_path / "png" / name / f"{i}.png")
+      files[root / name / f"{i}.png"] = labels
+      Image.fromarray(dicom.window(hu, 40, 80)).save(root / name / f"{i}.png")
+  return files
+
+
+def test_png_folders(tmp_path):
+  _png_folders(tmp_path / "png", per_class=4)
   (tmp_path / "png" / "subdural" / "notes.txt").write_text("not an image")
   (tmp_path / "png" / "epidural" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
   dataset_dir = builders.prepare(tmp_path / "png", size=32, windows=1, protocol="full",
@@ -167,6 +181,50 @@ def test_png_folders(tmp_path):
                            out=tmp_path / "out")
   assert other != dataset_dir and "png2" in builders.dataset_info(other)["data"]
   assert builders.open_split(other, "train")[0]["image"].min() == 255
+
+
+def test_cli_build_png_stores_each_file_as_serving_reads_it(tmp_path, capsys):
+  """`data build --png`: every file of every class folder lands in a split, labelled by its
+  folder, holding the model image `inputs.picture_slice` (the serving path) makes of it."""
+  files = _png_folders(tmp_path / "png", per_class=3)
+  assert cli.main(["build", "--png", str(tmp_path / "png"), "--out", str(tmp_path / "tfds"),
+                   "--size", "32", "--protocol", "full", "--workers", "1"]) == 0
+  dataset_dir = capsys.readouterr().out.rsplit("dataset: ", 1)[1].strip()
+  want = {inputs.picture_slice(path, stored_size=32).model_image.tobytes(): labels
+          for path, labels in files.items()}
+  assert len(want) == len(files) == 18  # no two alike: a stored image names its file
+  stored = []
+  for split in rsna.SPLITS:
+    source, meta = builders.open_split(dataset_dir, split), builders.read_meta(dataset_dir, split)
+    for i, labels in enumerate(meta["labels"]):
+      record = source[i]
+      assert record["image"].shape == (32, 32, 3)
+      image = record["image"].tobytes()
+      assert image in want, f"{record['image_id']}: none of the PNGs as picture_slice reads them"
+      np.testing.assert_array_equal(record["labels"], want[image])
+      np.testing.assert_array_equal(labels, record["labels"])
+      stored.append(image)
+  assert sorted(stored) == sorted(want)
+
+
+def test_png_stored_dataset_warns_to_rebuild(full, tmp_path, caplog):
+  """A dataset built before 1.1.0 stored its slices as PNG (tfds.features.Image): it still
+  reads, with a warning to rebuild it; one in today's raw format opens without one."""
+  from bench.loader_throughput import png_tfds  # the pre-1.1.0 format, built for real
+  dataset_dir, _ = full
+
+  def warned() -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "ichflax.data.builders"]
+  with caplog.at_level("WARNING", logger="ichflax.data.builders"):
+    records = [builders.open_split(dataset_dir, "train")[i] for i in range(3)]
+    assert not warned()
+    png_tfds(tmp_path, records)
+    old = builders.open_split(tmp_path / "tfds", "train")
+  [warning] = warned()
+  assert "stores its slices as PNG (dataset version 1.0.0)" in warning
+  assert "rebuild (`python -m ichflax.data build`" in warning
+  for i, record in enumerate(records):
+    np.testing.assert_array_equal(old[i]["image"], record["image"])
 
 
 def test_prepare_phantom_default_is_cached(tmp_path, monkeypatch):

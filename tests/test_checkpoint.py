@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
@@ -90,6 +91,35 @@ def test_export_bf16_is_small_and_close(trained_like, tmp_path):
   assert size < 0.7 * full
   with pytest.raises(checkpoint.CheckpointError, match="already exists"):
     checkpoint.export_inference(workdir, dst)
+
+
+def _stored_dtypes(item_dir) -> dict[str, str]:
+  """The dtype on disk of every array of an orbax item, by path (its metadata, no array read)."""
+  with ocp.StandardCheckpointer() as ckptr:
+    tree = ckptr.metadata(item_dir).item_metadata
+  return {jax.tree_util.keystr(path): str(meta.dtype)
+          for path, meta in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def test_export_cli_predicts_as_its_source_in_the_dtype_asked(trained_like, tmp_path, capsys):
+  """`python -m ichflax.checkpoint export SRC DST`: --dtype float32 stores every parameter as it
+  was, so the export predicts exactly what its source does; the default stores them in bf16,
+  BatchNorm statistics in float32 (how close that predicts: test_export_bf16_is_small_and_close)."""
+  workdir, _, _, x = trained_like
+  source = checkpoint.load_inference(workdir)[0](x)
+  f32, bf16 = tmp_path / "f32", tmp_path / "bf16"
+  assert checkpoint.main(["export", str(workdir), str(f32), "--dtype", "float32"]) == 0
+  assert checkpoint.main(["export", str(workdir / "checkpoints" / "3"), str(bf16)]) == 0
+  assert capsys.readouterr().out.split() == [str(f32), str(bf16)]
+  stored = {d: _stored_dtypes(d / checkpoint.STATE) for d in (f32, bf16)}
+  assert set(stored[f32].values()) == {"float32"} and stored[f32].keys() == stored[bf16].keys()
+  by_kind = {k: {v for path, v in stored[bf16].items() if path.endswith(f"['{k}']['value']")}
+             for k in ("kernel", "mean", "var")}
+  assert by_kind == {"kernel": {"bfloat16"}, "mean": {"float32"}, "var": {"float32"}}
+  assert checkpoint.read_spec(bf16) == SPEC.replace(stored_dtype="bfloat16")
+  exported, spec = checkpoint.load_inference(f32)
+  assert spec == SPEC.replace(stored_dtype="float32")
+  np.testing.assert_array_equal(exported(x), source)
 
 
 def test_keeps_last_n_and_the_best(tmp_path):

@@ -10,11 +10,12 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
-from ichflax import checkpoint, config, models, tasks, train, xla_cache
+from ichflax import checkpoint, config, models, steps, tasks, train, xla_cache
 from ichflax.data import builders
 from ichflax.progress import Progress
 
@@ -76,11 +77,37 @@ def test_resume_after_kill_loses_no_epoch(dataset, tmp_path):
   assert _committed_steps(tmp_path / "run")[-1] == 2 * steps_per_epoch
 
 
-def test_sweep_ranks_runs_and_checkpoints_serve(dataset, tmp_path, caplog):
+def _spy_steps(mp: pytest.MonkeyPatch) -> list[tuple[steps.StepSpec, models.Classifier]]:
+  """What each run hands `steps.make_steps` (its step spec and live model), recorded on the way
+  to the real function, which still compiles and trains."""
+  calls = []
+  real = steps.make_steps
+
+  def spy(model, trainable, tx, spec):
+    calls.append((spec, model))
+    return real(model, trainable, tx, spec)
+  mp.setattr(steps, "make_steps", spy)
+  return calls
+
+
+def _computes_in(spec: steps.StepSpec, model: models.Classifier) -> set[jnp.dtype]:
+  """The dtypes a run's steps compute in: the input the step spec casts to, every backbone
+  layer's, and the backbone output's (traced for its shape and dtype only)."""
+  layers = {jnp.dtype(m.dtype) for _, m in nnx.iter_graph(model.backbone)
+            if isinstance(m, (nnx.Conv, nnx.BatchNorm))}
+  model.eval()  # the run is over: a train-mode trace would update BatchNorm statistics
+  x = jax.ShapeDtypeStruct((1, 32, 32, 3), spec.dtype)
+  return layers | {jnp.dtype(spec.dtype), jax.eval_shape(model.backbone, x).dtype}
+
+
+def test_sweep_ranks_runs_and_checkpoints_serve(dataset, tmp_path, caplog, monkeypatch):
   cfg = _cfg(dataset, tmp_path / "sweep", epochs=1, checkpoint_every=0)
+  compiled_for = _spy_steps(monkeypatch)
   with caplog.at_level("WARNING", logger="ichflax.train"):
     result = train.sweep(cfg, "seed=0,1")
   assert "RANDOM weights" in caplog.text
+  # --dtype auto (the default) on a CPU: float32 throughout, for every point.
+  assert [_computes_in(*call) for call in compiled_for] == [{jnp.dtype(jnp.float32)}] * 2
   lines = result["table"].splitlines()
   assert lines[0].startswith("| rank | seed | val_accuracy") and len(lines) == 4
   ranked = [float(line.split("|")[3]) for line in lines[2:]]
@@ -102,6 +129,51 @@ def test_sweep_ranks_runs_and_checkpoints_serve(dataset, tmp_path, caplog):
   report = json.loads((run_dir / "report" / "report.json").read_text())
   assert report["test"]["n"] > 0 and report["data"] == "synthetic phantom"
   assert (run_dir / "report" / "loss.png").exists()
+
+
+@pytest.fixture(scope="module")
+def torchvision_bf16(dataset, tmp_path_factory):
+  """One short CLI run (8 examples a split, one step) with `--variant torchvision --dtype
+  bfloat16`: its workdir, and what its steps were compiled for."""
+  cfg = _cfg(dataset, tmp_path_factory.mktemp("torchvision_bf16"), epochs=1, checkpoint_every=0)
+  with pytest.MonkeyPatch.context() as mp:
+    compiled_for = _spy_steps(mp)
+    assert train.main([*_cli(cfg)[3:], "--limit", "8", "--no-tensorboard",
+                       "--variant", "torchvision", "--dtype", "bfloat16"]) == 0
+  return Path(cfg.workdir), compiled_for
+
+
+def test_variant_flag_trains_and_saves_that_backbone(torchvision_bf16):
+  """--variant torchvision is ResNet50 v1.5 as torchvision defines it: no convolution biases,
+  BatchNorm2d's eps 1e-5 and momentum 0.1 (nnx: 0.9), the stride in each stage's first 3x3
+  convolution. So is the model that trained, and the one its checkpoint loads."""
+  workdir, compiled_for = torchvision_bf16
+  [(spec, trained)] = compiled_for
+  best = checkpoint.resolve(workdir)
+  assert spec.variant == checkpoint.read_spec(best).variant == "torchvision"
+  assert checkpoint.read_config(best).variant == "torchvision"
+  for model in (trained, checkpoint.load_inference(best)[0]):
+    layers = [m for _, m in nnx.iter_graph(model.backbone)]
+    convs = [m for m in layers if isinstance(m, nnx.Conv)]
+    norms = [m for m in layers if isinstance(m, nnx.BatchNorm)]
+    assert len(convs) == len(norms) == 53  # 1 stem + 16 blocks x 3 + 4 projections
+    assert all(c.bias is None for c in convs)
+    assert all(n.epsilon == 1e-5 for n in norms)
+    firsts = [stage[0] for stage in model.backbone.stages[1:]]
+    assert [(b.conv1.strides, b.conv2.strides) for b in firsts] == [(1, 2)] * 3
+  assert all(n.momentum == 0.9 for _, n in nnx.iter_graph(trained.backbone)
+             if isinstance(n, nnx.BatchNorm))
+
+
+def test_dtype_flag_computes_in_bfloat16_on_cpu(torchvision_bf16):
+  """--dtype bfloat16 wins over auto's float32 on a CPU: the step casts its input to bf16 and every
+  backbone layer computes in it; parameters stay float32 (auto: test_sweep_ranks_runs_...)."""
+  workdir, compiled_for = torchvision_bf16
+  [(spec, trained)] = compiled_for
+  assert _computes_in(spec, trained) == {jnp.dtype(jnp.bfloat16)}
+  assert {p.dtype for p in jax.tree.leaves(nnx.state(trained, nnx.Param))} == {
+      jnp.dtype(jnp.float32)}
+  assert checkpoint.read_config(checkpoint.resolve(workdir)).dtype == "bfloat16"
 
 
 @pytest.mark.parametrize("args,message", [
