@@ -42,6 +42,19 @@ def test_zero_ranges_agree_with_the_antialiased_resize():
   np.testing.assert_allclose(got[:, 1:-1, 1:-1], want[:, 1:-1, 1:-1], atol=2.0 / 255 / 0.22)
 
 
+def test_warp_supersamples_so_fine_detail_does_not_alias():
+  """A one-pixel checkerboard shrunk 3x. Per axis the +-1 alternation is weighed by a triangle
+  3 pixels wide each way (antialiased resize: 1/9 of it is left) or by warp's box of 3
+  sub-samples (1/3 left), so the board becomes (1 -+ 1/81) / 2 or (1 -+ 1/9) / 2, 4/81 apart; one
+  sample per output pixel would hit a single square, 0 or 1, 40/81 off."""
+  board = (np.indices((96, 96)).sum(0) % 2).astype(np.float32)[..., None]
+  got = augment.warp(jnp.asarray(board), jnp.eye(3)[:2], 32, fill="constant")
+  want = jax.image.resize(board, (32, 32, 1), "linear", antialias=True)
+  parity = np.indices((30, 30)).sum(0) % 2  # output (1, 1) centres on input (4, 4): a 0 square
+  np.testing.assert_allclose(want[1:-1, 1:-1, 0], np.where(parity, 41, 40) / 81, atol=1e-5)
+  np.testing.assert_allclose(got[1:-1, 1:-1], want[1:-1, 1:-1], atol=0.06)
+
+
 def test_flip_mirrors_some_examples_and_keeps_others():
   x = _smooth_batch(n=8, size=32)
   got = np.asarray(_jitted(x, jax.random.key(3), dataclasses.replace(NONE, flip=True),

@@ -142,6 +142,38 @@ def test_slice_to_uint8_channels_and_resize():
     dicom.slice_to_uint8(np.zeros((2, 8, 8)))
 
 
+def test_slice_to_uint8_pads_a_non_square_slice_with_air():
+  """The padding is air whatever the window: a window around air shows it mid-grey, not black."""
+  hu = np.full((4, 2), 40.0, np.float32)  # tall: one air column each side, no resize at size 4
+  img = dicom.slice_to_uint8(hu, [(-1000, 200)], size=4)[..., 0]
+  # -1024 HU in the window -1100..-900: (-1024 + 1100) * 255 / 200 = 96.9 -> 97; 40 HU: 255.
+  np.testing.assert_array_equal(img[:, [0, 3]], 97)
+  np.testing.assert_array_equal(img[:, 1:3], 255)
+
+
+def test_slice_to_uint8_resizes_bilinear_by_hand():
+  """PIL's bilinear filter, worked out by hand: half-pixel centres, a triangle kernel whose
+  support widens by the shrink factor (antialiased), weights renormalised at the edges.
+
+  The window 0..255 (centre 127.5, width 255) leaves HU 0..255 as they are, so the bytes are the
+  resized HU rounded.
+  """
+  identity = [(127.5, 255.0)]
+  # Enlarging 2 -> 4: output centres at input 0.25, 0.75, 1.25, 1.75 (in pixels from the edge);
+  # the outer ones see only their own pixel, the inner ones weigh 3:1.
+  up = np.array([[1, 0], [.75, .25], [.25, .75], [0, 1]])
+  hu = np.array([[0, 200], [120, 40]], np.float32)
+  np.testing.assert_array_equal(dicom.slice_to_uint8(hu, identity, 4)[..., 0],
+                                np.rint(up @ hu @ up.T))
+  # Shrinking 4 -> 2: the kernel spans 2 input pixels each way, so output 0 (centre 1.0) weighs
+  # pixels 0, 1, 2 by 0.75, 0.75, 0.25 (pixel -1 is outside: renormalised by 1.75).
+  down = np.array([[3, 3, 1, 0], [0, 1, 3, 3]]) / 7
+  hu = np.array([0, 56, 112, 168], np.float32)[None, :].repeat(4, 0) + np.array(
+      [0, 7, 14, 70], np.float32)[:, None]
+  np.testing.assert_array_equal(dicom.slice_to_uint8(hu, identity, 2)[..., 0],
+                                np.rint(down @ hu @ down.T))
+
+
 def test_read_from_bytes_and_file_object(tmp_path, hu):
   data = _write(tmp_path / "a.dcm", hu).read_bytes()
   np.testing.assert_array_equal(dicom.read_hu(data), hu)
@@ -288,6 +320,17 @@ def test_error_type_is_a_value_error_with_parts():
   err = dicom.DicomError("x.dcm", "why")
   assert isinstance(err, ValueError) and str(err) == "x.dcm: why"
   assert (err.source, err.reason) == ("x.dcm", "why")
+
+
+def test_signed_12bit_with_an_intercept_near_0_is_not_unwrapped(tmp_path):
+  """The RSNA wrap fix is for unsigned 12-bit files; a signed one is read as stored x slope +
+  intercept (the fix would set the intercept to -1000 and lose this file's -24)."""
+  hu = np.array([[-1024, -10, 0, 40], [80, 200, 600, 1000]], np.float32).repeat(4, axis=0)
+  path = _edit(_write(tmp_path / "a.dcm", hu), BitsStored=12, HighBit=11, RescaleIntercept=-24)
+  ds = pydicom.dcmread(path)
+  assert (ds.BitsStored, ds.PixelRepresentation) == (12, 1)
+  np.testing.assert_array_equal(ds.pixel_array, hu + 1024)  # stored as the int16 encoding does
+  np.testing.assert_array_equal(dicom.read_hu(path), hu + 1024 - 24)
 
 
 def test_12bit_without_rescale_tags_is_taken_as_hu(tmp_path, hu):

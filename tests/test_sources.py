@@ -40,20 +40,37 @@ def write_series(folder: Path, volume: np.ndarray, zs=ZS) -> Path:
   return folder
 
 
-def enhanced_ct(path: Path, volume: np.ndarray, zs=ZS) -> Path:
-  """An Enhanced CT multi-frame: frames stored out of order, position and rescale per frame."""
+STORED_ORDER = [2, 0, 3, 1]  # enhanced_ct's frame i holds slice STORED_ORDER[i]
+
+
+def _rescale_item(slope: float, intercept: float) -> Dataset:
+  transform = Dataset()
+  transform.RescaleSlope, transform.RescaleIntercept, transform.RescaleType = (slope, intercept,
+                                                                               "HU")
+  return transform
+
+
+def enhanced_ct(path: Path, volume: np.ndarray, zs=ZS, shared_rescale: float | None = None
+                ) -> Path:
+  """An Enhanced CT multi-frame: frames stored out of order, position and rescale per frame.
+
+  With `shared_rescale` (an intercept), the rescale is one item of the Shared Functional Groups
+  instead, as many scanners write it: slope 2, so both the slope and the intercept must come
+  from there.
+  """
   base = pydicom.dcmread(write_dicom(path, volume[0]))
-  stored_order = [2, 0, 3, 1][:len(zs)]
   frames, per_frame = [], []
-  for i in stored_order:
-    intercept = -1024.0 - 10 * i  # a different rescale per frame: applied per frame or wrong
-    frames.append((volume[i] - intercept).astype(np.int16))
+  for i in STORED_ORDER[:len(zs)]:
     item = Dataset()
     item.PlanePositionSequence = [Dataset()]
     item.PlanePositionSequence[0].ImagePositionPatient = [-115.0, -115.0, zs[i]]
-    item.PixelValueTransformationSequence = [Dataset()]
-    transform = item.PixelValueTransformationSequence[0]
-    transform.RescaleSlope, transform.RescaleIntercept, transform.RescaleType = 1, intercept, "HU"
+    if shared_rescale is None:
+      intercept = -1024.0 - 10 * i  # a different rescale per frame: applied per frame or wrong
+      frames.append((volume[i] - intercept).astype(np.int16))
+      item.PixelValueTransformationSequence = [_rescale_item(1, intercept)]
+    else:
+      assert not np.any((volume[i] - shared_rescale) % 2), "slope 2: give even HU"
+      frames.append(((volume[i] - shared_rescale) / 2).astype(np.int16))
     per_frame.append(item)
   for tag in ("RescaleSlope", "RescaleIntercept", "ImagePositionPatient", "InstanceNumber"):
     delattr(base, tag)
@@ -63,6 +80,8 @@ def enhanced_ct(path: Path, volume: np.ndarray, zs=ZS) -> Path:
   shared = Dataset()
   shared.PlaneOrientationSequence = [Dataset()]
   shared.PlaneOrientationSequence[0].ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+  if shared_rescale is not None:
+    shared.PixelValueTransformationSequence = [_rescale_item(2, shared_rescale)]
   base.SharedFunctionalGroupsSequence = [shared]
   base.PixelData = np.stack(frames).tobytes()
   with pydicom.config.disable_value_validation():
@@ -134,15 +153,32 @@ def test_folder_zip_and_volumes_give_the_same_slices_in_position_order(tmp_path)
   assert "is a DICOMDIR" in sources.read([tmp_path / "export"]).problems[0].reason
 
 
-def test_classic_multiframe_frames_are_spaced_slices(tmp_path):
-  volume = phantom_volume(n=3)
+@pytest.mark.parametrize("n", [2, 3])  # two frames: the second is still spaced from the first
+def test_classic_multiframe_frames_are_spaced_slices(tmp_path, n):
+  volume = phantom_volume(n=n)
   reading = sources.read([classic_multiframe(tmp_path / "mf.dcm", volume, z0=20.0, step=2.5)])
   series, = reading.series
-  assert [e.geometry.position_z for e in series.entries] == [20.0, 22.5, 25.0]
+  assert [e.geometry.position_z for e in series.entries] == [20.0, 22.5, 25.0][:n]
+  # Each frame is numbered by its place in the file, 1..n, not by the file's InstanceNumber (1).
+  assert [e.geometry.instance_number for e in series.entries] == list(range(1, n + 1))
   slices = [s for batch, _ in series.batches(2) for s in batch]
-  assert [s.frame for s in slices] == [1, 2, 3]
+  assert [s.frame for s in slices] == list(range(1, n + 1))
   assert slices[1].label.endswith("mf.dcm [slice 2]")
   np.testing.assert_array_equal(np.stack([s.hu for s in slices]), volume)
+
+
+def test_enhanced_ct_rescale_in_the_shared_groups_and_frame_numbers(tmp_path):
+  """Rescale given once for all frames (Shared Functional Groups), positions per frame."""
+  volume = 2 * np.floor(phantom_volume() / 2)  # even HU: stored exactly with slope 2
+  series, = sources.read([enhanced_ct(tmp_path / "e.dcm", volume, shared_rescale=-1024.0)]).series
+  entries = series.entries
+  assert [e.geometry.position_z for e in entries] == list(ZS)
+  # In position order, each frame keeps its number in the file (1-based): slice k is frame
+  # STORED_ORDER.index(k) + 1.
+  assert [e.geometry.instance_number for e in entries] == [
+      STORED_ORDER.index(k) + 1 for k in range(len(ZS))] == [2, 4, 1, 3]
+  np.testing.assert_array_equal(np.stack([s.hu for slices, _ in series.batches(4)
+                                          for s in slices]), volume)
 
 
 def test_loose_files_keep_their_order_and_bad_ones_are_rows(tmp_path, bad_files):
