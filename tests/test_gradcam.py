@@ -133,7 +133,9 @@ def test_cam_of_a_non_square_slice_is_recentred():
   square = np.pad(tall, ((0, 0), (left, side - width - left)), constant_values=dicom.AIR_HU)
   ours, padded = p.predict([tall, square], cam_class="any")
   assert ours.cam.shape == (side, width) and padded.cam.shape == (side, side)
-  assert ours.probabilities == padded.probabilities  # the same model input
+  # The same model input in two batch rows: XLA's CPU convolutions may round the rows a little
+  # differently (measured: 4.8e-9 on one output, 0 on the others).
+  assert ours.probabilities == pytest.approx(padded.probabilities, abs=1e-6)
   crop = padded.cam[:, left:left + width]
   assert crop.std() > 0.05  # a map with structure, or the comparison would prove nothing
   np.testing.assert_allclose(ours.cam, crop, atol=1e-6)
