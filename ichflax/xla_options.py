@@ -2,10 +2,10 @@
 
 jaxlib 0.10 hands convolutions and the elementwise work around them to YNNPACK on CPU by
 default. On the 2-core EPYC dev box (AVX2) that made a batch-1 ResNet50 forward at 224 px take
-112 ms against 65 ms with YNNPACK fusions off, torchvision eager taking 78 ms in the same run
-(docs/benchmarks.md, "CPU serving"). The option is set per jitted program, not in XLA_FLAGS,
-so it touches nothing else in the process and a jaxlib that does not know it (the option is
-experimental) compiles with its defaults instead of failing to start.
+106.7 ms against 62.7 ms with YNNPACK fusions off, torchvision eager taking 76.6 ms in the same
+run (p50; docs/benchmarks.md, "CPU serving"). The option is set per jitted program, not in
+XLA_FLAGS, so it touches nothing else in the process and a jaxlib that does not know it (the
+option is experimental) compiles with its defaults instead of failing to start.
 """
 
 from __future__ import annotations
@@ -40,8 +40,6 @@ def compiler_options() -> dict[str, str] | None:
   return dict(CPU_OPTIONS)
 
 
-def jit(fn: Callable | None = None, **jit_kwargs) -> Callable:
-  """`jax.jit` with `compiler_options()`; `functools.partial(jit, donate_argnums=...)` works."""
-  if fn is None:
-    return functools.partial(jit, **jit_kwargs)
+def jit(fn: Callable, **jit_kwargs) -> Callable:
+  """`jax.jit(fn, **jit_kwargs)` compiled with `compiler_options()`."""
   return jax.jit(fn, compiler_options=compiler_options(), **jit_kwargs)
