@@ -26,4 +26,5 @@ def pytest_collection_modifyitems(config, items):
     return
   with open(os.path.join(config.rootpath, "mutmut-stats.json")) as f:
     seconds = json.load(f)["duration_by_test"]
-  items.sort(key=lambda item: seconds[item.nodeid])
+  # A test without a duration runs last rather than erroring: an error would count as a kill.
+  items.sort(key=lambda item: seconds.get(item.nodeid, float("inf")))
