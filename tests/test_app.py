@@ -285,7 +285,6 @@ def test_out_of_scope_upload_is_not_judged_and_says_why(server, tmp_path):
 def real_like(tmp_path_factory) -> Path:
   """A head CT slice unlike the phantom training data (bench/trust_rates.py: sharper noise,
   parenchymal texture, a wider field of view, beam-hardening streaks)."""
-  sys.path.insert(0, str(ROOT))  # bench/ is scripts, not an installed package
   from bench.trust_rates import towards_real
   rng = np.random.default_rng(REAL_LIKE_SEED)
   hu = towards_real(phantom.make_slice(rng, 256).hu, "real-like", rng)

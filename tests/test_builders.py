@@ -13,8 +13,6 @@ from ichflax import tasks
 from ichflax.data import __main__ as cli
 from ichflax.data import builders, dicom, inputs, loader, phantom, rsna
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # bench/ is scripts, not an installed package
 NUM = 72  # > the 64 files that switch conversion to worker processes
 
 
