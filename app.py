@@ -66,8 +66,8 @@ def main(argv: list[str] | None = None) -> None:
   space_storage()
   import demo
   from demo import ui, weights
-  from ichflax import xla_cache
   from ichflax.data import dicom
+  from ichflax.xla import cache as xla_cache
   xla_cache.enable()
   dicom.quiet_pydicom()
   app, callbacks = demo.create_app(weights.requested(args.checkpoint), upload_root,

@@ -1,7 +1,7 @@
 """Bytes and seconds per training checkpoint save: whole model vs lean (paper recipe), one run.
 
 A whole save writes every parameter (the frozen backbone included) with the Adam state of the
-trainable part; a lean one (`checkpoint.save(..., frozen=...)`) writes the trainable parameters,
+trainable part; a lean one (`checkpoints.save(..., frozen=...)`) writes the trainable parameters,
 BatchNorm statistics and Adam state, the frozen part once per run (timed apart). Seconds are
 from `manager.save` until the write is finished (orbax saves asynchronously).
 
@@ -34,8 +34,11 @@ def run(saves: int) -> dict:
   import optax
   from flax import nnx
 
-  from ichflax import checkpoint, config, models, steps, train
+  from ichflax import checkpoint, config, models
+  from ichflax.checkpoint import layout
   from ichflax.progress import Progress
+  from ichflax.training import checkpoints, steps
+  from ichflax.training import loop as train
   cfg = config.preset("paper", task="binary")
   model = models.build_classifier("binary", "keras", 0.4, rngs=nnx.Rngs(0))
   _, trainable, stats, frozen = steps.split(model, models.trainable_filter("paper"))
@@ -44,21 +47,21 @@ def run(saves: int) -> dict:
   out = {}
   with tempfile.TemporaryDirectory() as tmp:
     for kind in ("whole", "lean"):
-      manager = checkpoint.open_manager(Path(tmp) / kind, keep=saves)
+      manager = checkpoints.open_manager(Path(tmp) / kind, keep=saves)
       state = (checkpoint.model_state(model) if kind == "whole"
                else nnx.merge_state(trainable, stats))
       lean = nnx.state(frozen, nnx.Param) if kind == "lean" else None
       seconds = []
       for step in range(1, saves + 1):
         t0 = time.perf_counter()
-        checkpoint.save(manager, step, state, opt_state, spec=spec, config=cfg,
+        checkpoints.save(manager, step, state, opt_state, spec=spec, config=cfg,
                         progress=Progress(step=step), frozen=lean)
         manager.wait_until_finished()
         seconds.append(time.perf_counter() - t0)
       step_dir = Path(manager.directory) / str(saves)
       out[kind] = {"bytes_per_save": _bytes(step_dir), "s_per_save_median": float(np.median(
           seconds[1:] if kind == "lean" else seconds)), "s_first_save": seconds[0],
-          "bytes_once": _bytes(Path(tmp) / kind / checkpoint.FROZEN) if lean else 0}
+          "bytes_once": _bytes(Path(tmp) / kind / layout.FROZEN) if lean else 0}
   return out
 
 

@@ -84,7 +84,8 @@ def measure(cases: list[Case], warmup: int, repeats: int) -> list[Latency]:
 
 def _predictor(args):
   """The checkpoint's Predictor, or a random-init multilabel one at --image-size."""
-  from ichflax import predictor, tasks
+  from ichflax import tasks
+  from ichflax.serving import predictor
   if args.checkpoint and not args.random:
     return predictor.Predictor.from_checkpoint(*args.checkpoint, batch_size=1), "checkpoint"
   from flax import nnx

@@ -115,10 +115,10 @@ def main(argv: list[str] | None = None) -> int:
   args = p.parse_args(argv)
   if args.smoke:
     args.slices, args.size, args.repeats = 6, 64, 1
-  from ichflax import xla_cache
+  from ichflax.xla import cache as xla_cache
   xla_cache.enable()
   from ichflax.data import dicom, phantom
-  from ichflax.predictor import Predictor
+  from ichflax.serving.predictor import Predictor
   dicom.quiet_pydicom()
   info = common.machine_info(argv)
   predictor = Predictor.from_checkpoint(args.checkpoint, batch_size=args.batch_size)

@@ -103,7 +103,7 @@ def compile_variants(recipe, size, batch, dtype, args, donation: bool = True):
   """The step jitted without donation, and the project's own step (state and sums donated)."""
   import jax
 
-  from ichflax import sharding, steps
+  from ichflax.training import sharding, steps
   built = tt.build_step(recipe, size, dtype, args.task, args.variant)
   steps_, state, frozen = built
   batch_ = tt.to_device(tt.synthetic_batch(batch, args.stored_size, 3, args.task), args.task,
@@ -143,9 +143,10 @@ def time_breakdown(args, recipe: str) -> dict[str, float]:
   import jax.numpy as jnp
   from flax import nnx
 
-  from ichflax import augment, steps, tasks
+  from ichflax import tasks
   from ichflax.config import AugmentConfig
   from ichflax.models import build_classifier, trainable_filter
+  from ichflax.training import augment, steps
   size, batch, dtype = args.time_size, args.time_batch, "fp32"
   task = tasks.get_task(args.task)
   (_, state, frozen), dev, project, donated, _ = compile_variants(recipe, size, batch, dtype, args)
@@ -184,8 +185,8 @@ def time_augment(args) -> dict[str, float]:
   """ms of the on-device augmentation alone at the profiled size: its share of a step."""
   import jax
 
-  from ichflax import augment, sharding
   from ichflax.config import AugmentConfig
+  from ichflax.training import augment, sharding
   dev = tt.to_device(tt.synthetic_batch(args.batch_size, args.stored_size, 3, args.task),
                      args.task, sharding.make_mesh())
   out = {}

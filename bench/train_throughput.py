@@ -92,9 +92,9 @@ def build_step(recipe: str, image_size: int, dtype: str, task: str, variant: str
   import optax
   from flax import nnx
 
-  from ichflax import steps
   from ichflax.config import AugmentConfig, TrainConfig
   from ichflax.models import build_classifier, trainable_filter
+  from ichflax.training import steps
   dt = jax_dtype(dtype)
   model = build_classifier(task, variant, rngs=nnx.Rngs(0), dtype=dt)
   spec = steps.StepSpec(task=task, image_size=image_size, variant=variant,
@@ -115,7 +115,8 @@ def synthetic_batch(batch_size: int, stored_size: int, channels: int, task: str,
 
 def to_device(batch: dict[str, Any], task_name: str, mesh) -> dict[str, Any]:
   """Loader batch -> what the train step reads, split over the devices (as training does)."""
-  from ichflax import sharding, tasks
+  from ichflax import tasks
+  from ichflax.training import sharding
   task = tasks.get_task(task_name)
   local = {"image": batch["image"], "mask": batch["mask"],
            "targets": task.targets(batch["labels"], batch["group"])}
@@ -129,7 +130,7 @@ def compile_step(built, device_batch, donate: bool = True) -> tuple[Any, float, 
   """
   import jax
 
-  from ichflax import steps
+  from ichflax.training import steps
   steps_, state, frozen = built
   fn = steps_.train if donate else jax.jit(steps_.train.__wrapped__)
   t0 = time.perf_counter()
@@ -149,7 +150,7 @@ class JaxTrainer:
   def __init__(self, compiled, state, frozen):
     import jax
 
-    from ichflax import steps
+    from ichflax.training import steps
     self.compiled, self.state, self.frozen = compiled, state, frozen
     self.sums = steps.StepSums.zeros()
     self.key = jax.random.key(0)
@@ -262,7 +263,7 @@ def stored_size_of(args) -> int:
 def run(args) -> tuple[dict[str, Any], list[common.Row]]:
   import jax
 
-  from ichflax import sharding
+  from ichflax.training import sharding
   mesh = sharding.make_mesh()
   stored = stored_size_of(args)
   want_torch = "torch" in args.modes and common.torch_available()

@@ -91,9 +91,10 @@ def main(argv=None) -> int:
   p.add_argument("--real-like", type=int, default=60, help="slices per out-of-domain kind")
   p.add_argument("--json", default=str(common.ROOT / "bench" / "results" / "trust_rates.json"))
   a = p.parse_args(argv)
-  from ichflax import scope, xla_cache
   from ichflax.data import inputs, phantom
-  from ichflax.predictor import Predictor, pooled  # noqa: F401  (pooled: what is scored)
+  from ichflax.serving.predictor import Predictor
+  from ichflax.trust import scope
+  from ichflax.xla import cache as xla_cache
   xla_cache.enable()
   predictor = Predictor.from_checkpoint(a.checkpoint)
   if not predictor.domain_checked:

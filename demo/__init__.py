@@ -12,7 +12,7 @@ import numpy as np
 from starlette.middleware import Middleware
 
 from demo import callbacks, ui, uploads, weights
-from ichflax import predictor as predictor_lib
+from ichflax.serving import predictor as predictor_lib
 
 log = logging.getLogger("ichflax.demo")
 

@@ -17,10 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from demo import summary, uploads
-from ichflax import gradcam, tasks, verdict
-from ichflax import predictor as predictor_lib
+from ichflax import tasks
 from ichflax.data import dicom, inputs, sources
 from ichflax.data.archives import Item, Problem
+from ichflax.serving import gradcam
+from ichflax.serving import predictor as predictor_lib
+from ichflax.trust import verdict
 
 log = logging.getLogger("ichflax.demo")
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"

@@ -12,7 +12,9 @@ import collections
 
 import pandas as pd
 
-from ichflax import series, tasks, verdict
+from ichflax import tasks
+from ichflax.serving import series
+from ichflax.trust import verdict
 
 REVEAL_LABEL = "Show probabilities for inputs unlike the training data (unreliable, marked)"
 THRESHOLD_SERIES = "operating threshold (hemorrhage)"

@@ -13,8 +13,9 @@ import os
 import re
 from pathlib import Path
 
-from ichflax import checkpoint, hub
-from ichflax import predictor as predictor_lib
+from ichflax import checkpoint
+from ichflax.checkpoint import hub
+from ichflax.serving import predictor as predictor_lib
 
 log = logging.getLogger("ichflax.demo")
 ROOT = Path(__file__).resolve().parent.parent

@@ -204,6 +204,12 @@ class TrainConfig:
   def resolved_eval_batch_size(self) -> int:
     return self.eval_batch_size or self.resolved_batch_size
 
+  def dataset_request(self) -> dict[str, Any]:
+    """How `ichflax.data.splits.load` prepares this run's dataset and picks its examples."""
+    return dict(protocol=self.protocol, per_class=self.per_class,
+                windows=1 if self.input_mode == "grey" else 3, size=self.stored_size,
+                phantom_slices=self.phantom_slices, limit=self.limit, seed=self.seed)
+
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
 

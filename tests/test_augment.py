@@ -9,9 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ichflax import augment, config
+from ichflax import config
 from ichflax.config import AugmentConfig
 from ichflax.models import preprocess
+from ichflax.training import augment
 
 NONE = AugmentConfig(zoom=0, shear=0, stretch=0, shift=0, rotation=0, flip=False)
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from ichflax import calibration, domain
 from ichflax.data import dicom, phantom
+from ichflax.trust import calibration, domain
 
 
 def _overconfident(rng, n=4000, k=3, scale=3.0):

@@ -12,8 +12,12 @@ import pytest
 from flax import nnx
 
 from ichflax import checkpoint, config, models, tasks
+from ichflax.checkpoint import cli as checkpoint_cli
+from ichflax.checkpoint import layout
+from ichflax.jsonable import jsonable
 from ichflax.progress import EpochRecord, EpochSums, Progress
 from ichflax.spec import ModelSpec
+from ichflax.training import checkpoints
 
 SPEC = ModelSpec(task="multilabel", class_names=tasks.LABELS, variant="keras", image_size=64,
                  stored_size=64, windows=((40, 80), (80, 200), (600, 2800)), dropout=0.3,
@@ -24,7 +28,7 @@ PROGRESS = Progress(step=3, epoch=1, batch=1, epoch_sums=EpochSums(loss=1.5, n=4
 
 
 def _save(manager, step, state, opt_state, score=None, **items):
-  checkpoint.save(manager, step, state, opt_state, score=score,
+  checkpoints.save(manager, step, state, opt_state, score=score,
                   **{"spec": SPEC, "config": CONFIG, "progress": PROGRESS, **items})
 
 
@@ -37,7 +41,7 @@ def trained_like(tmp_path_factory):
   params = nnx.state(model, models.trainable_filter("paper"))
   opt_state = optax.adam(1e-3).init(params)
   workdir = tmp_path_factory.mktemp("ckpt")
-  manager = checkpoint.open_manager(workdir, keep=2)
+  manager = checkpoints.open_manager(workdir, keep=2)
   _save(manager, 3, checkpoint.model_state(model), opt_state, score=0.5)
   manager.wait_until_finished()
   model.eval()
@@ -47,10 +51,10 @@ def trained_like(tmp_path_factory):
 
 def test_restore_round_trip(trained_like):
   workdir, model, opt_state, _ = trained_like
-  manager = checkpoint.open_manager(workdir, keep=2)
+  manager = checkpoints.open_manager(workdir, keep=2)
   target = checkpoint.model_state(models.build_classifier("multilabel", "keras", 0.3,
                                                           rngs=nnx.Rngs(2)))
-  state, opt, progress = checkpoint.restore(manager, 3, target, opt_state)
+  state, opt, progress = checkpoints.restore(manager, 3, target, opt_state)
   for got, want in zip(jax.tree.leaves(state), jax.tree.leaves(checkpoint.model_state(model))):
     np.testing.assert_array_equal(got, want)
   for got, want in zip(jax.tree.leaves(opt), jax.tree.leaves(opt_state)):
@@ -60,7 +64,7 @@ def test_restore_round_trip(trained_like):
       EpochRecord(1, 2, 0.5, 0.75, 0.6, 0.7, None)]})
   assert checkpoint.read_spec(workdir) == SPEC and checkpoint.read_config(workdir) == CONFIG
   # Evaluation restores the model alone; the optimiser moments are not read.
-  model_only, no_opt, _ = checkpoint.restore(manager, 3, target)
+  model_only, no_opt, _ = checkpoints.restore(manager, 3, target)
   assert no_opt is None
   for got, want in zip(jax.tree.leaves(model_only), jax.tree.leaves(state)):
     np.testing.assert_array_equal(got, want)
@@ -108,8 +112,8 @@ def test_export_cli_predicts_as_its_source_in_the_dtype_asked(trained_like, tmp_
   workdir, _, _, x = trained_like
   source = checkpoint.load_inference(workdir)[0](x)
   f32, bf16 = tmp_path / "f32", tmp_path / "bf16"
-  assert checkpoint.main(["export", str(workdir), str(f32), "--dtype", "float32"]) == 0
-  assert checkpoint.main(["export", str(workdir / "checkpoints" / "3"), str(bf16)]) == 0
+  assert checkpoint_cli.main(["export", str(workdir), str(f32), "--dtype", "float32"]) == 0
+  assert checkpoint_cli.main(["export", str(workdir / "checkpoints" / "3"), str(bf16)]) == 0
   assert capsys.readouterr().out.split() == [str(f32), str(bf16)]
   stored = {d: _stored_dtypes(d / checkpoint.STATE) for d in (f32, bf16)}
   assert set(stored[f32].values()) == {"float32"} and stored[f32].keys() == stored[bf16].keys()
@@ -123,7 +127,7 @@ def test_export_cli_predicts_as_its_source_in_the_dtype_asked(trained_like, tmp_
 
 
 def test_keeps_last_n_and_the_best(tmp_path):
-  manager = checkpoint.open_manager(tmp_path, keep=2)
+  manager = checkpoints.open_manager(tmp_path, keep=2)
   state = {"w": jnp.ones(3)}
   for step, score in [(1, 0.9), (2, None), (3, 0.2), (4, None), (5, 0.1), (6, None)]:
     _save(manager, step, state, state, score)
@@ -140,7 +144,7 @@ def test_no_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_jsonable():
-  out = checkpoint.jsonable({"a": (1, np.float32(2.5)), "b": np.arange(2), "c": math.inf,
+  out = jsonable({"a": (1, np.float32(2.5)), "b": np.arange(2), "c": math.inf,
                              1: config.AugmentConfig(enabled=False)})
   assert out == {"a": [1, 2.5], "b": [0, 1], "c": None,
                  "1": {**config.AugmentConfig(enabled=False).__dict__}}
@@ -169,10 +173,10 @@ def test_migrates_the_older_single_meta_layout(trained_like, tmp_path):
   legacy = {**SPEC.to_json(), "recipe": "seed", "config": CONFIG.to_dict(), "seed": 0,
             **{k: v for k, v in PROGRESS.to_json().items() if k != "validation"},
             "metrics": {"validation": {"accuracy": 0.5}}}
-  checkpoint._write_json(old, "meta", legacy)
+  layout.write_json(old, "meta", legacy)
   with pytest.raises(checkpoint.CheckpointError, match="ichflax.checkpoint migrate"):
     checkpoint.load_inference(old)
-  assert checkpoint.main(["migrate", str(old)]) == 0
+  assert checkpoint_cli.main(["migrate", str(old)]) == 0
   loaded, spec = checkpoint.load_inference(old)
   assert spec == SPEC and not (old / "meta").exists()
   assert checkpoint.read_config(old) == CONFIG

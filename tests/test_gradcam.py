@@ -13,10 +13,11 @@ import pytest
 from flax import nnx
 from test_predictor import predictor, shared, tiny_checkpoint  # noqa: F401
 
-from ichflax import gradcam, tasks
-from ichflax import predictor as predictor_lib
+from ichflax import tasks
 from ichflax.data import dicom, phantom
-from ichflax.models import preprocess
+from ichflax.models import inference, preprocess
+from ichflax.serving import gradcam
+from ichflax.serving import predictor as predictor_lib
 
 # Planted bleeds in the Grad-CAM test: how many, and how far the hit rate must beat chance.
 BLEEDS = 40
@@ -76,9 +77,9 @@ def test_cam_is_grad_cam_of_the_chosen_logit(predictor):
 
   @nnx.jit
   def compute(model, x):
-    logits, cam = gradcam.logits_and_cam(model, x, jnp.array([5, -1]))
+    logits, cam = inference.logits_and_cam(model, x, jnp.array([5, -1]))
     # -1 means the example's top class: the same map as asking for that class by index.
-    _, explicit = gradcam.logits_and_cam(model, x, jnp.array([5, jnp.argmax(logits[1])]))
+    _, explicit = inference.logits_and_cam(model, x, jnp.array([5, jnp.argmax(logits[1])]))
     # By hand for example 0: channel weights = mean gradient of the `any` logit over the map.
     features = model.backbone(x[:1])
     grads = jax.grad(lambda f: model.head(f)[0, 5])(features)

@@ -15,7 +15,8 @@ import hub_standin
 import huggingface_hub as hf
 import pytest
 
-from ichflax import card, checkpoint
+from ichflax import checkpoint
+from ichflax.checkpoint import card
 from ichflax.progress import Progress
 
 ROOT = Path(__file__).resolve().parent.parent

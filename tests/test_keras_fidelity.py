@@ -88,7 +88,9 @@ def _ichflax_step(keras_step, tmp_path):
   import jax.numpy as jnp
   from flax import nnx
 
-  from ichflax import config, models, optim, steps, train, weights
+  from ichflax import config, models, weights
+  from ichflax.training import loop as train
+  from ichflax.training import optim, steps
 
   out = weights.convert(keras_step["h5"], tmp_path / "backbone")
   cfg = config.preset("paper-code", weights=str(out), image_size=SIZE, dropout=0.0,
@@ -173,7 +175,7 @@ def test_keras_adam_matches_keras():
   import jax.numpy as jnp
   import keras
 
-  from ichflax import optim
+  from ichflax.training import optim
 
   g = np.array([1e-9, -1e-7, 3e-6, -1e-4, 1e-2, -1.0], np.float32)
   var = keras.Variable(np.zeros_like(g))

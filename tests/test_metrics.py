@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from ichflax import metrics, paper, tasks
+from ichflax import tasks
+from ichflax.evaluation import metrics, paper
 
 # Undefined values (no positives, a class never seen) are NaN by design, never a RuntimeWarning
 # in the training log.

@@ -8,9 +8,10 @@ import pytest
 from flax import nnx
 from PIL import Image
 
-from ichflax import config, tasks, train
+from ichflax import config, tasks
 from ichflax.data import builders, phantom, rsna
 from ichflax.models import Head, preprocess
+from ichflax.training import cli as train_cli
 
 
 def test_presets_per_task():
@@ -130,12 +131,12 @@ def test_class_folders_with_test_subfolders_give_the_test_split(tmp_path):
 def test_per_class_errors_are_messages_and_the_flag_is_reachable(tmp_path, capsys):
   _class_tree(tmp_path / "png", with_test=False)
   argv = ["--data", str(tmp_path / "png"), "--workdir", str(tmp_path / "run"), "--no-progress"]
-  assert train.main(argv + ["--preset", "paper"]) == 2  # default 2000 per class: too many
+  assert train_cli.main(argv + ["--preset", "paper"]) == 2  # default 2000 per class: too many
   err = capsys.readouterr().err
   assert err.startswith("error: not enough images for 2000 per class") and "--per-class" in err
   assert "Traceback" not in err
-  cfg, _ = train.parse_args(argv + ["--per-class", "5"])
+  cfg, _ = train_cli.parse_args(argv + ["--per-class", "5"])
   assert cfg.per_class == 5
-  from ichflax import reproduce
+  from ichflax.training import reproduce
   cfgs, _ = reproduce.parse_args(argv + ["--per-class", "5", "--preset", "paper-code"])
   assert {c.per_class for c in cfgs.values()} == {5}

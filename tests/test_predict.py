@@ -12,8 +12,10 @@ from PIL import Image
 from test_predictor import SUBDURAL, bad_files, png_bytes, tiny_checkpoint, write_dicom  # noqa: F401
 from test_sources import ZS, enhanced_ct, phantom_volume, write_nifti, write_series
 
-from ichflax import predict, tasks, verdict
+from ichflax import tasks
 from ichflax.data import dicom, phantom
+from ichflax.serving import cli as predict
+from ichflax.trust import verdict
 
 
 def test_cli_schema(tiny_checkpoint, tmp_path, capsys):

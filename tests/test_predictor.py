@@ -15,10 +15,13 @@ import pydicom
 import pytest
 from PIL import Image
 
-from ichflax import gradcam, tasks, train, verdict
-from ichflax import predictor as predictor_lib
+from ichflax import tasks
 from ichflax.config import AugmentConfig, TrainConfig
 from ichflax.data import ct_writer, dicom, phantom
+from ichflax.serving import gradcam
+from ichflax.serving import predictor as predictor_lib
+from ichflax.training import loop as train
+from ichflax.trust import verdict
 
 SUBDURAL = tasks.SUBTYPES.index("subdural")
 

@@ -5,7 +5,8 @@ import json
 import numpy as np
 from matplotlib import image as mpimg
 
-from ichflax import metrics, report, tasks
+from ichflax import tasks
+from ichflax.evaluation import metrics, report
 from ichflax.progress import EpochRecord
 from ichflax.spec import ModelSpec
 

@@ -6,11 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ichflax import reproduce
 from ichflax.data import builders, phantom
 from ichflax.models import preprocess
-from ichflax.predictor import Predictor
+from ichflax.serving.predictor import Predictor
 from ichflax.spec import ModelSpec
+from ichflax.training import reproduce
 
 
 def test_reproduce_writes_one_side_by_side_report(tmp_path, capsys):

@@ -10,8 +10,8 @@ import pydicom
 import pytest
 from test_predictor import write_dicom
 
-from ichflax import scope
 from ichflax.data import dicom, inputs, phantom
+from ichflax.trust import scope
 
 PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from test_predictor import predictor, tiny_checkpoint, write_dicom  # noqa: F401
 
-from ichflax import series
 from ichflax.data import phantom, sources
+from ichflax.serving import series
 
 
 def test_series_ordered_by_position(predictor, tmp_path):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ichflax import sharding
+from ichflax.training import sharding
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,7 +26,8 @@ SCRIPT = textwrap.dedent("""
     jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
     from flax import nnx
-    from ichflax import models, sharding, steps
+    from ichflax import models
+    from ichflax.training import sharding, steps
     from ichflax.config import AugmentConfig
 
     assert jax.device_count() == 8, jax.devices()
@@ -67,7 +68,7 @@ SCRIPT = textwrap.dedent("""
 LAYOUT_SCRIPT = textwrap.dedent("""
     import jax, numpy as np
     from jax.sharding import PartitionSpec
-    from ichflax import sharding
+    from ichflax.training import sharding
 
     mesh = sharding.make_mesh()
     assert mesh.size == 8, jax.devices()

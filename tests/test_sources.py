@@ -17,9 +17,9 @@ from pydicom import uid
 from pydicom.dataset import Dataset
 from test_predictor import bad_files, shared, write_dicom  # noqa: F401
 
-from ichflax import predictor as predictor_lib
 from ichflax.data import dicom, phantom, sources
 from ichflax.data.archives import Item
+from ichflax.serving import predictor as predictor_lib
 
 SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints" / "multilabel"
 ZS = (-10.0, -5.0, 0.0, 5.0)  # mm, inferior to superior

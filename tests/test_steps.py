@@ -7,8 +7,9 @@ import optax
 import pytest
 from flax import nnx
 
-from ichflax import models, steps
+from ichflax import models
 from ichflax.config import AugmentConfig
+from ichflax.training import steps
 
 
 def _learnable_batch(n=16, size=32, seed=0):

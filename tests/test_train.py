@@ -15,9 +15,14 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from ichflax import checkpoint, config, models, steps, tasks, train, xla_cache
+from ichflax import checkpoint, config, models, tasks
+from ichflax.checkpoint import layout
 from ichflax.data import builders
 from ichflax.progress import Progress
+from ichflax.training import checkpoints, steps, sweep
+from ichflax.training import cli as train_cli
+from ichflax.training import loop as train
+from ichflax.xla import cache as xla_cache
 
 ROOT = Path(__file__).resolve().parents[1]
 # XLA's compile cache, shared by this process and the subprocesses it starts.
@@ -104,7 +109,7 @@ def test_sweep_ranks_runs_and_checkpoints_serve(dataset, tmp_path, caplog, monke
   cfg = _cfg(dataset, tmp_path / "sweep", epochs=1, checkpoint_every=0)
   compiled_for = _spy_steps(monkeypatch)
   with caplog.at_level("WARNING", logger="ichflax.train"):
-    result = train.sweep(cfg, "seed=0,1")
+    result = sweep.sweep(cfg, "seed=0,1")
   assert "RANDOM weights" in caplog.text
   # --dtype auto (the default) on a CPU: float32 throughout, for every point.
   assert [_computes_in(*call) for call in compiled_for] == [{jnp.dtype(jnp.float32)}] * 2
@@ -138,7 +143,7 @@ def torchvision_bf16(dataset, tmp_path_factory):
   cfg = _cfg(dataset, tmp_path_factory.mktemp("torchvision_bf16"), epochs=1, checkpoint_every=0)
   with pytest.MonkeyPatch.context() as mp:
     compiled_for = _spy_steps(mp)
-    assert train.main([*_cli(cfg)[3:], "--limit", "8", "--no-tensorboard",
+    assert train_cli.main([*_cli(cfg)[3:], "--limit", "8", "--no-tensorboard",
                        "--variant", "torchvision", "--dtype", "bfloat16"]) == 0
   return Path(cfg.workdir), compiled_for
 
@@ -183,22 +188,22 @@ def test_dtype_flag_computes_in_bfloat16_on_cpu(torchvision_bf16):
     (["--sweep", "depth=3,4"], "bad sweep item"),
 ])
 def test_bad_configs_fail_before_any_work(args, message, tmp_path, capsys):
-  assert train.main(args + ["--workdir", str(tmp_path / "w")]) == 2
+  assert train_cli.main(args + ["--workdir", str(tmp_path / "w")]) == 2
   assert message in capsys.readouterr().err
   assert not (tmp_path / "w" / "checkpoints").exists()
 
 
 def test_unknown_task_is_refused(capsys):
   with pytest.raises(SystemExit):
-    train.parse_args(["--task", "segmentation"])
+    train_cli.parse_args(["--task", "segmentation"])
   assert "invalid choice" in capsys.readouterr().err
 
 
 def test_refuses_to_resume_a_different_run(dataset, tmp_path):
-  manager = checkpoint.open_manager(tmp_path, keep=1)
+  manager = checkpoints.open_manager(tmp_path, keep=1)
   cfg = _cfg(dataset, tmp_path)
   spec = train.model_spec(cfg, train.build_model(cfg, np.float32), {"size": 32, "channels": 3})
-  checkpoint.save(manager, 1, {"w": np.ones(2)}, {"w": np.ones(2)}, spec=spec, config=cfg,
+  checkpoints.save(manager, 1, {"w": np.ones(2)}, {"w": np.ones(2)}, spec=spec, config=cfg,
                   progress=Progress())
   manager.wait_until_finished()
   with pytest.raises(config.ConfigError, match="different dropout"):
@@ -206,27 +211,27 @@ def test_refuses_to_resume_a_different_run(dataset, tmp_path):
 
 
 def test_defaults_and_grid_parsing():
-  cfg, grid = train.parse_args([])
+  cfg, grid = train_cli.parse_args([])
   assert (cfg.task, cfg.recipe, cfg.image_size, cfg.limit) == ("binary", "full", 96, None)
   assert cfg.workdir == "runs/cpu-demo-binary" and grid is None
   assert cfg.zero_init_residual
-  assert not train.parse_args(["--no-zero-init-residual"])[0].zero_init_residual
-  paper, _ = train.parse_args(["--preset", "paper", "--task", "subtype"])
+  assert not train_cli.parse_args(["--no-zero-init-residual"])[0].zero_init_residual
+  paper, _ = train_cli.parse_args(["--preset", "paper", "--task", "subtype"])
   assert (paper.image_size, paper.recipe, paper.resolved_batch_size) == (224, "paper", 8)
   assert paper.workdir == "runs/paper-subtype"
-  flags, _ = train.parse_args(["--no-augment", "--augment-rotation", "20", "--keep", "3",
+  flags, _ = train_cli.parse_args(["--no-augment", "--augment-rotation", "20", "--keep", "3",
                                "--lr", "0.01", "--no-progress"])
   assert not flags.augment.enabled and flags.augment.rotation == 20.0 and flags.keep == 3
   assert flags.lr == 0.01 and not flags.progress and flags.recipe == "full"  # cpu-demo's
-  assert train.parse_grid("dropout=0.25,0.3 batch_size=8,16") == [
+  assert sweep.parse_grid("dropout=0.25,0.3 batch_size=8,16") == [
       {"dropout": 0.25, "batch_size": 8}, {"dropout": 0.25, "batch_size": 16},
       {"dropout": 0.3, "batch_size": 8}, {"dropout": 0.3, "batch_size": 16}]
   with pytest.raises(config.ConfigError, match="must be int"):
-    train.parse_grid("batch_size=eight")
+    sweep.parse_grid("batch_size=eight")
   # Fields whose default is None are typed too, not called as NoneType.
-  assert train.parse_grid("bn_momentum=0.9,0.99") == [{"bn_momentum": 0.9}, {"bn_momentum": 0.99}]
+  assert sweep.parse_grid("bn_momentum=0.9,0.99") == [{"bn_momentum": 0.9}, {"bn_momentum": 0.99}]
   with pytest.raises(config.ConfigError, match="bad sweep item"):
-    train.parse_grid("progress=False")  # not a tuning knob
+    sweep.parse_grid("progress=False")  # not a tuning knob
 
 
 def test_limit_draws_every_class(dataset, tmp_path):
@@ -264,7 +269,7 @@ def _events(tb_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
 def _weights(path: Path) -> list[np.ndarray]:
   model, _ = checkpoint.load_inference(path)
-  return [np.asarray(x) for x in jax.tree.leaves(nnx.state(model, checkpoint.MODEL_STATE))]
+  return [np.asarray(x) for x in jax.tree.leaves(nnx.state(model, layout.MODEL_STATE))]
 
 
 def _size(path: Path) -> int:
@@ -290,11 +295,11 @@ def test_lean_paper_checkpoints_resume_to_the_same_weights_and_curves(dataset, t
     np.testing.assert_array_equal(a, b)
 
   assert checkpoint.is_lean(step_dir) and not (step_dir / checkpoint.STATE).exists()
-  frozen = _size(tmp_path / "split" / checkpoint.FROZEN)
+  frozen = _size(tmp_path / "split" / layout.FROZEN)
   assert _size(step_dir / checkpoint.TRAINED) * 20 < frozen  # ResNet50: ~0.4 MB vs ~90 MB
   exported = checkpoint.export_inference(step_dir, tmp_path / "export", dtype=np.float32)
   assert (exported / checkpoint.STATE).is_dir()
-  (tmp_path / "split" / checkpoint.FROZEN).rename(tmp_path / "frozen-moved")
+  (tmp_path / "split" / layout.FROZEN).rename(tmp_path / "frozen-moved")
   with pytest.raises(checkpoint.CheckpointError, match="frozen parameters"):
     checkpoint.load_inference(step_dir)
   for a, b in zip(want, _weights(exported)):  # stands alone
@@ -322,17 +327,17 @@ def test_divergence_stops_at_its_step_and_resumes_from_the_last_good_checkpoint(
   args = ["--task", "binary", "--data", dataset, "--recipe", "full", "--image-size", "32",
           "--batch-size", "8", "--checkpoint-every", "0", "--log-every", "0", "--workdir",
           str(tmp_path), "--no-progress", "--no-tensorboard"]
-  assert train.main(args + ["--epochs", "1"]) == 0
+  assert train_cli.main(args + ["--epochs", "1"]) == 0
   good = _committed_steps(tmp_path)[-1]
   capsys.readouterr()
   # Step good+1 still sees sane weights; its Adam update of ~1e30 makes step good+2 overflow.
-  assert train.main(args + ["--epochs", "2", "--lr", "1e30"]) == 3
+  assert train_cli.main(args + ["--epochs", "2", "--lr", "1e30"]) == 3
   err = capsys.readouterr().err
   assert f"non-finite (NaN or inf) at step {good + 2};" in err
   assert f"last good checkpoint is {tmp_path / 'checkpoints' / str(good)} (step {good})" in err
   assert _committed_steps(tmp_path)[-1] == good  # nothing saved after it
   with caplog.at_level("INFO", logger="ichflax.train"):
-    assert train.main(args + ["--epochs", "2"]) == 0
+    assert train_cli.main(args + ["--epochs", "2"]) == 0
   assert f"resumed from step {good}" in caplog.text
   assert _committed_steps(tmp_path)[-1] == 2 * good
 
@@ -373,7 +378,7 @@ def test_lr_keep_and_no_augment_flags_take_effect(uninterrupted, tmp_path):
   """Against the same run with the defaults: each flag must change what it configures."""
   cfg, whole = uninterrupted
   workdir = tmp_path / "flags"
-  assert train.main([*_cli(cfg.replace(workdir=str(workdir)))[3:], "--lr", "0.01", "--keep",
+  assert train_cli.main([*_cli(cfg.replace(workdir=str(workdir)))[3:], "--lr", "0.01", "--keep",
                      "1", "--no-augment"]) == 0
   steps = _committed_steps(workdir)
   best = checkpoint.resolve(workdir)

@@ -13,9 +13,12 @@ import numpy as np
 import pytest
 from test_predictor import predictor, tiny_checkpoint, write_dicom  # noqa: F401
 
-from ichflax import checkpoint, predict, series, verdict
-from ichflax import predictor as predictor_lib
+from ichflax import checkpoint
 from ichflax.data import phantom
+from ichflax.serving import cli as predict
+from ichflax.serving import predictor as predictor_lib
+from ichflax.serving import series
+from ichflax.trust import verdict
 
 
 def _ct(seed: int, size: int = 64) -> np.ndarray:

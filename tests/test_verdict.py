@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ichflax import verdict
+from ichflax.trust import verdict
 
 
 @pytest.mark.parametrize("probabilities,threshold,label", [

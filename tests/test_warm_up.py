@@ -8,7 +8,7 @@ import pytest
 
 import app
 import demo
-from ichflax import predictor as predictor_lib
+from ichflax.serving import predictor as predictor_lib
 
 
 @dataclasses.dataclass

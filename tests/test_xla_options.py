@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ichflax import xla_options
+from ichflax.xla import options as xla_options
 
 YNN = "__ynn_fusion"  # how jaxlib 0.10 marks a fusion handed to YNNPACK in the compiled HLO
 
@@ -45,7 +45,7 @@ def test_a_jaxlib_that_refuses_the_option_compiles_with_its_defaults(monkeypatch
   xla_options.compiler_options.cache_clear()
   monkeypatch.setattr(xla_options, "CPU_OPTIONS", {"xla_cpu_option_no_jaxlib_has": ""})
   try:
-    with caplog.at_level(logging.WARNING, logger="ichflax.xla_options"):
+    with caplog.at_level(logging.WARNING, logger="ichflax.xla.options"):
       assert xla_options.compiler_options() is None
       out = xla_options.jit(_conv_relu)(*conv_inputs)
     assert "does not take the CPU compile options" in caplog.text

@@ -2,7 +2,7 @@
 
 from ichflax.models import preprocess
 from ichflax.models.batchnorm import BatchNorm
-from ichflax.models.classifier import Classifier, build_classifier, trainable_filter
+from ichflax.models.classifier import Classifier, build_classifier, reseed, trainable_filter
 from ichflax.models.head import Head
 from ichflax.models.resnet import FEATURES, VARIANTS, ResNet50
 
@@ -15,5 +15,6 @@ __all__ = [
            "ResNet50",
            "build_classifier",
            "preprocess",
+           "reseed",
            "trainable_filter",
 ]

@@ -67,3 +67,12 @@ def trainable_filter(recipe: Literal["paper", "full"]) -> nnx.filterlib.Filter:
   if recipe == "paper":
     return nnx.All(nnx.Param, nnx.Any(nnx.PathContains("head"), _is_backbone_bn))
   raise ValueError(f"unknown training recipe {recipe!r}: choose 'paper' or 'full'")
+
+
+def reseed(rng_state: nnx.State, key: jax.Array) -> nnx.State:
+  """Every RNG stream restarted from `key`; pure, so safe under jit and grad (and on abstract
+  states, which it makes concrete)."""
+  def leaf(x):
+    is_key = jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+    return key if is_key else jnp.zeros(x.shape, x.dtype)
+  return jax.tree.map(leaf, rng_state)

@@ -23,9 +23,11 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from ichflax import augment, metrics, tasks
+from ichflax import models, tasks
 from ichflax.config import AugmentConfig
+from ichflax.evaluation import metrics
 from ichflax.models import preprocess
+from ichflax.training import augment
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +110,7 @@ def make_steps(model: nnx.Module, trainable: nnx.filterlib.Filter,
     # Each step's dropout masks and augmentation follow from (run key, step) alone.
     drop_key, aug_key = jax.random.split(key)
     rng, fixed = nnx.split_state(frozen, nnx.RngState, ...)
-    module = nnx.merge(train_def, params, stats, reseed(rng, drop_key), fixed, copy=True)
+    module = nnx.merge(train_def, params, stats, models.reseed(rng, drop_key), fixed, copy=True)
     x = augment.model_input(batch["image"], aug_key, spec.augment, spec.image_size,
                             spec.variant, spec.dtype, resize=spec.resize,
                             normalization=spec.normalization)
@@ -145,15 +147,6 @@ def accumulate(sums: StepSums, loss, probs, batch, step, activation: str) -> Ste
   bad = (sums.first_nonfinite < 0) & ~jnp.isfinite(loss)
   first = jnp.where(bad, jnp.asarray(step, jnp.int32), sums.first_nonfinite)
   return StepSums(sums.loss + loss * n, sums.hits + hits, sums.n + n, first)
-
-
-def reseed(rng_state: nnx.State, key: jax.Array) -> nnx.State:
-  """Every RNG stream restarted from `key`; pure, so safe under jit and grad (and on abstract
-  states, which it makes concrete)."""
-  def leaf(x):
-    is_key = jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
-    return key if is_key else jnp.zeros(x.shape, x.dtype)
-  return jax.tree.map(leaf, rng_state)
 
 
 def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:

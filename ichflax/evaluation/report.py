@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from ichflax import metrics, paper, tasks
-from ichflax.checkpoint import jsonable
+from ichflax import tasks
+from ichflax.evaluation import metrics, paper
+from ichflax.jsonable import jsonable
 from ichflax.progress import EpochRecord
 from ichflax.spec import ModelSpec
 
@@ -145,9 +146,24 @@ def write_calibration(summary: dict, out_dir: str | Path, task_name: str) -> dic
 
 
 def _plot_reliability(summary: dict, path: Path, task_name: str) -> None:
-  from ichflax import calibration
-  calibration.plot_reliability(summary["reliability"]["before"], summary["reliability"]["after"],
-                               path, f"{task_name}: validation reliability")
+  """A reliability diagram PNG: observed frequency against predicted probability, before/after."""
+  before, after = summary["reliability"]["before"], summary["reliability"]["after"]
+  import matplotlib  # Plotting only when a report is written
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt
+  fig, ax = plt.subplots(figsize=(4.5, 4.2), dpi=100)
+  ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfectly calibrated")
+  for name, r in (("before", before), ("after", after)):
+    used = [i for i, c in enumerate(r["count"]) if c]
+    ax.plot([r["confidence"][i] for i in used], [r["frequency"][i] for i in used], marker="o",
+            label=f"{name} (ECE {r['ece']:.3f})")
+  ax.set(xlabel="predicted probability", ylabel="observed frequency", xlim=(0, 1), ylim=(0, 1),
+         title=f"{task_name}: validation reliability")
+  ax.legend(loc="upper left", fontsize=8)
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)
 
 
 def _confusion_section(report: dict, ref: dict | None) -> list[str]:

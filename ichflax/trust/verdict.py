@@ -14,7 +14,8 @@ model.
 
 from __future__ import annotations
 
-from ichflax import calibration, tasks
+from ichflax import tasks
+from ichflax.trust import calibration
 
 OK, OUT_OF_SCOPE, OUT_OF_DOMAIN, ERROR = "ok", "out_of_scope", "out_of_domain", "error"
 STATUSES = (OK, OUT_OF_SCOPE, OUT_OF_DOMAIN, ERROR)

@@ -1,9 +1,9 @@
 """Checkpoints on the Hugging Face Hub: `hf://OWNER/REPO[@REVISION][/PATH]` and `push`.
 
 The Hub's convention is weights in a model repository with a model card, fetched by the Space
-at start. `checkpoint.resolve` sends every `hf://` path here, so the app, the predict CLI and
-`ICHFLAX_CHECKPOINT` all accept one. Downloads go once into the Hub cache (`HF_HUB_CACHE`) and
-are checked before anything is served; the endpoint, token and offline mode are the client's
+at start. `ichflax.checkpoint.resolve` sends every `hf://` path here, so the app, the predict CLI
+and `ICHFLAX_CHECKPOINT` all accept one. Downloads go once into the Hub cache (`HF_HUB_CACHE`)
+and are checked before anything is served; the endpoint, token and offline mode are the client's
 usual settings (`HF_ENDPOINT`, `HF_TOKEN` or `hf auth login`, `HF_HUB_OFFLINE`).
 """
 
@@ -16,14 +16,14 @@ from pathlib import Path
 import huggingface_hub as hf
 from huggingface_hub import constants, errors
 
-from ichflax import card, checkpoint
+from ichflax.checkpoint import card, layout
 
 log = logging.getLogger("ichflax.hub")
 SCHEME = constants.HF_PROTOCOL  # "hf://"
 PUSH = "python -m ichflax.checkpoint push DIR OWNER/REPO"
 
 
-class HubError(checkpoint.CheckpointError):
+class HubError(layout.CheckpointError):
   """A Hub checkpoint that cannot be fetched or published; the message says how to fix it."""
 
 
@@ -61,8 +61,8 @@ def download(uri: str) -> Path:
   _check_complete(ref, folder)
   step = folder / ref.path_in_repo
   try:
-    spec = checkpoint.read_spec(step)
-  except (checkpoint.CheckpointError, OSError, ValueError, KeyError) as e:
+    spec = layout.spec_at(layout.find_step(step))
+  except (OSError, ValueError, KeyError) as e:
     raise HubError(f"{uri}: the repository holds no usable ichflax checkpoint at its "
                    f"{'root' if not ref.path_in_repo else ref.path_in_repo} ({e}); publish "
                    f"one with `python -m ichflax.checkpoint export` then `{PUSH}`") from None
@@ -78,7 +78,7 @@ def push(folder: str | Path, repo_id: str, *, private: bool = False,
   deleted in the same commit, so `hf://` never serves a mix of two checkpoints.
   """
   folder = Path(folder)
-  if checkpoint.resolve(folder) != folder:
+  if layout.find_step(folder) != folder:
     raise HubError(f"{folder} is a training run, not an exported checkpoint: export it first "
                    "(`python -m ichflax.checkpoint export RUN OUT`), then push OUT")
   if not (folder / card.NAME).is_file():
@@ -93,7 +93,7 @@ def push(folder: str | Path, repo_id: str, *, private: bool = False,
     api.create_repo(repo_id, private=private, exist_ok=True)
     return api.upload_folder(
         folder_path=folder, repo_id=repo_id, delete_patterns="*",
-        commit_message=message or f"ichflax checkpoint: {checkpoint.read_spec(folder).describe()}")
+        commit_message=message or f"ichflax checkpoint: {layout.spec_at(folder).describe()}")
   except errors.HfHubHTTPError as e:
     raise HubError(f"could not push {folder} to {repo_id} on {constants.ENDPOINT}: {e}") from None
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
-import jax.numpy as jnp
 import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw
@@ -36,34 +34,6 @@ class Box:
 
   def as_list(self) -> list[int]:
     return [self.x0, self.y0, self.x1, self.y1]
-
-
-def logits_and_cam(model, x: jax.Array, class_index: jax.Array, *,
-                   with_features: bool = False) -> tuple[jax.Array, ...]:
-  """Logits (N, k) and Grad-CAM maps (N, h, w) in [0, 1] on the feature-map grid (traceable).
-
-  `with_features`: also the backbone's feature map (N, h, w, 2048), which serving pools for the
-  training-domain check without a second forward pass.
-
-  `model` is a Classifier in eval mode: `model.head(model.backbone(x))` are its logits, so the
-  gradient of the chosen logit is taken with respect to the backbone's feature map. Examples do
-  not interact in eval mode, so the gradient of the summed logits is each example's own.
-  `class_index` (N,) int: the class per example, or -1 for that example's top class.
-  """
-  features = model.backbone(x).astype(jnp.float32)
-  top = jnp.argmax(jax.lax.stop_gradient(model.head(features)), axis=1)
-  class_index = jnp.where(class_index < 0, top, class_index)
-
-  def chosen_logit(f):
-    logits = model.head(f)
-    return jnp.take_along_axis(logits, class_index[:, None], axis=1).sum(), logits
-
-  grads, logits = jax.grad(chosen_logit, has_aux=True)(features)
-  weights = grads.mean(axis=(1, 2))
-  cam = jax.nn.relu(jnp.einsum("nhwc,nc->nhw", features, weights))
-  peak = cam.max(axis=(1, 2), keepdims=True)
-  cam = jnp.where(peak > 0, cam / jnp.where(peak > 0, peak, 1.0), 0.0)
-  return (logits, cam, features) if with_features else (logits, cam)
 
 
 def upsample(cam: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

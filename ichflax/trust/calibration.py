@@ -122,25 +122,5 @@ def reliability(probs: np.ndarray, targets: np.ndarray, bins: int = ECE_BINS) ->
           "frequency": freq.tolist()}
 
 
-def plot_reliability(before: dict, after: dict, path, title: str) -> None:
-  """A reliability diagram PNG: observed frequency against predicted probability, before/after."""
-  import matplotlib  # Plotting only when a report is written
-  matplotlib.use("Agg")
-  from matplotlib import pyplot as plt
-  fig, ax = plt.subplots(figsize=(4.5, 4.2), dpi=100)
-  ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfectly calibrated")
-  for name, r in (("before", before), ("after", after)):
-    used = [i for i, c in enumerate(r["count"]) if c]
-    ax.plot([r["confidence"][i] for i in used], [r["frequency"][i] for i in used], marker="o",
-            label=f"{name} (ECE {r['ece']:.3f})")
-  ax.set(xlabel="predicted probability", ylabel="observed frequency", xlim=(0, 1), ylim=(0, 1),
-         title=title)
-  ax.legend(loc="upper left", fontsize=8)
-  ax.grid(alpha=0.3)
-  fig.tight_layout()
-  fig.savefig(path)
-  plt.close(fig)
-
-
 def _ratio(num, den) -> float | None:
   return float(num) / float(den) if den else None

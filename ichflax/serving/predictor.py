@@ -10,20 +10,20 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ichflax import calibration, gradcam, scope, tasks, xla_options
+from ichflax import tasks
 from ichflax.data import inputs
-from ichflax.domain import DomainModel
-from ichflax.models import preprocess
+from ichflax.models import inference
+from ichflax.serving import gradcam
 from ichflax.spec import ModelSpec
-from ichflax.verdict import OK, OUT_OF_DOMAIN, OUT_OF_SCOPE, decide, shows
+from ichflax.trust import calibration, scope
+from ichflax.trust.domain import DomainModel
+from ichflax.trust.verdict import OK, OUT_OF_DOMAIN, OUT_OF_SCOPE, decide, shows
 
 
 @dataclasses.dataclass
@@ -130,7 +130,7 @@ class Predictor:
       self.thresholds = dict.fromkeys(self.thresholds, float(threshold))
     self.domains = list(domains) if domains is not None else [None] * len(self.models)
     self.check_scope = check_scope
-    self._runs = [compile_model(model, spec) for model, spec in models]
+    self._runs = [inference.compile_model(model, spec) for model, spec in models]
 
   @classmethod
   def from_checkpoint(cls, *paths: str | os.PathLike, **kwargs) -> Predictor:
@@ -246,55 +246,6 @@ class Predictor:
       raise ValueError(f"no loaded model predicts {cam_class!r}; choose one of "
                        f"{', '.join(self.labels)}")
     return 0, -1
-
-
-@dataclasses.dataclass
-class _Run:
-  """One model's compiled programs and the state they run on (captured once)."""
-
-  labels: tuple[str, ...]
-  state: nnx.State
-  forward: Callable  # (state, images) -> (logits, pooled features)
-  forward_cam: Callable  # (state, images, class index) -> (logits, pooled features, cam)
-
-  def plain(self, images):
-    return self.forward(self.state, images)
-
-  def with_cam(self, images, class_index):
-    return self.forward_cam(self.state, images, class_index)
-
-
-def compile_model(model: nnx.Module, spec: ModelSpec) -> _Run:
-  """Jitted logits + pooled features, with or without Grad-CAM, for one model, compiled with the
-  CPU options of `ichflax.xla_options`. Temperatures and the domain score are applied on the
-  host, in float64."""
-  graphdef, state = nnx.split(model)
-  size, variant = spec.image_size, spec.variant
-
-  def inputs(images):
-    return preprocess.model_input(images, size, variant, resize=spec.resize,
-                                  normalization=spec.normalization)
-
-  @xla_options.jit
-  def plain(state, images):
-    m = nnx.merge(graphdef, state)
-    features = m.backbone(inputs(images))
-    return m.head(features), pooled(features)
-
-  @xla_options.jit
-  def with_cam(state, images, class_index):
-    m = nnx.merge(graphdef, state)
-    logits, cam, features = gradcam.logits_and_cam(m, inputs(images), class_index,
-                                                   with_features=True)
-    return logits, pooled(features), cam
-
-  return _Run(spec.outputs, state, plain, with_cam)
-
-
-def pooled(features: jax.Array) -> jax.Array:
-  """(N, 2048) global average of the backbone's feature map: the head's input, and what the
-  training-domain check models (`ichflax.domain`)."""
-  return features.astype(jnp.float32).mean(axis=(1, 2))
 
 
 def _pad_batch(images: np.ndarray) -> np.ndarray:

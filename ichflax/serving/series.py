@@ -5,8 +5,8 @@ from __future__ import annotations
 import collections
 from collections.abc import Sequence
 
-from ichflax import verdict
-from ichflax.predictor import Judged, Prediction
+from ichflax.serving.predictor import Judged, Prediction
+from ichflax.trust import verdict
 
 
 def study_summary(predictions: Sequence[Prediction | Judged],

@@ -1,0 +1,1 @@
+"""Evaluation: metrics as plain functions, the paper's figures, the report writer."""

@@ -1,0 +1,1 @@
+"""Training: the run's loop, pure jitted steps, augmentation, optimiser, sharding, checkpoints."""

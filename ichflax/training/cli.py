@@ -1,0 +1,58 @@
+"""`python -m ichflax.train`: flags -> a TrainConfig (a preset, then flags over it) -> one run
+or a sweep; errors for the user as one line and exit code 2 (3 when the loss diverged)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from ichflax import checkpoint, config
+from ichflax.config import TrainConfig
+from ichflax.training import loop, sweep
+from ichflax.xla import cache as xla_cache
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, str | None]:
+  p = argparse.ArgumentParser(prog="python -m ichflax.train", description=loop.__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--preset", default="cpu-demo",
+                 help=f"starting values, one of {', '.join(config.PRESETS)}; flags override "
+                      "them (default: cpu-demo)")
+  p.add_argument("--sweep", help="grid, e.g. 'dropout=0.25,0.3,0.4 batch_size=8,16'")
+  config.add_flags(p)
+  a = p.parse_args(argv)
+  values = config.flags_to_values(a)
+  values.setdefault("workdir", f"runs/{config.ALIASES.get(a.preset, a.preset)}-"
+                               f"{values.get('task', config.TrainConfig.task)}")
+  try:
+    return config.preset(a.preset, **values), a.sweep
+  except ValueError as e:
+    p.error(str(e))
+
+
+def setup_cli() -> None:
+  """CLI set-up: a log line per epoch, quiet orbax, and the persistent compile cache."""
+  logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+  logging.getLogger("ichflax").setLevel(logging.INFO)
+  logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's per-save chatter
+  xla_cache.enable()
+
+
+def main(argv: list[str] | None = None) -> int:
+  setup_cli()
+  try:
+    cfg, grid = parse_args(argv)
+    if grid:
+      print(sweep.sweep(cfg, grid)["table"])
+      return 0
+    result = loop.run(cfg)
+  except (config.ConfigError, checkpoint.CheckpointError, FileNotFoundError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  except loop.DivergedError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 3
+  print(Path(result["report_md"]).read_text())
+  return 0

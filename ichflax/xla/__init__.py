@@ -1,0 +1,1 @@
+"""XLA compile policy: the persistent compile cache and per-program CPU compile options."""
