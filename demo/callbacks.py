@@ -41,7 +41,7 @@ NO_WEIGHTS = (
 # Slices decoded at a time when no model is loaded (with one, the predictor's batch size).
 BATCH = 8
 # (fraction done, what is being done): gr.Progress, so a long series shows how far it got.
-Progress = Callable[[float, str], object]
+Notify = Callable[[float, str], object]
 
 
 @dataclasses.dataclass
@@ -121,7 +121,7 @@ class Demo:
     self.predictor = predictor
     self.uploads = uploads.Ledger(upload_root)
 
-  def analyze(self, files: Sequence[str] | None, progress: Progress | None = None,
+  def analyze(self, files: Sequence[str] | None, notify: Notify | None = None,
               reveal: bool = False) -> Result:
     """Upload event: read (and release, so delete) the files, then analyse them.
 
@@ -132,7 +132,7 @@ class Demo:
                     "multi-frame DICOM or NIfTI volume, or a zip.")
     try:
       items, problems = uploads.read_uploads(files, self.uploads)
-      return self._analyze(items, problems, progress, reveal)
+      return self._analyze(items, problems, notify, reveal)
     except Exception as e:  # noqa: BLE001
       return _unexpected(e)
 
@@ -166,7 +166,7 @@ class Demo:
     return self.predictor and summary.plot(views, focus, self.predictor.thresholds, reveal)
 
   def _analyze(self, items: list[Item], problems: list[Problem],
-               progress: Progress | None = None, reveal: bool = False) -> Result:
+               notify: Notify | None = None, reveal: bool = False) -> Result:
     """Reads the items into series and analyses them one batch at a time.
 
     Only a batch of decoded slices is in memory at once; what stays per slice is its compact
@@ -183,8 +183,8 @@ class Demo:
     for group in reading.series:  # one verdict per series, never across them
       number = len({v.series for v in views})  # series numbered as they give slices
       for slices, bad in group.batches(step):
-        if progress is not None:  # not `if progress`: gr.Progress has a length, 0 at first
-          progress(done / total, f"slices {done + 1}-{done + len(slices) + len(bad)} of {total}")
+        if notify is not None:  # not `if notify`: gr.Progress has a length, 0 at first
+          notify(done / total, f"slices {done + 1}-{done + len(slices) + len(bad)} of {total}")
         problems += bad
         preds = [None] * len(slices)
         if self.predictor and slices:

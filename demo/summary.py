@@ -1,7 +1,7 @@
 """What the page says about a set of analysed slices: one verdict per series, never across them.
 
 Uploads are grouped by SeriesInstanceUID (`ichflax.data.sources`, like the CLI); each series gets
-its own summary (`series.study_summary`), a status in words, and a plot of P(hemorrhage) and the
+its own summary (`series.summarise`), a status in words, and a plot of P(hemorrhage) and the
 subtypes along the slice position with the operating threshold drawn. Slices that are out of
 scope never show probabilities; out-of-domain ones only when the visitor asks, marked as such.
 """
@@ -36,9 +36,9 @@ def message(views, focus: int, thresholds: dict[str, float], trained_on: str,
   lines = []
   for number, members in groups.items():
     head = f"**Series {number + 1}** ({len(members)} slice{'s' * (len(members) > 1)})"
-    lines.append(f"{head}: {_verdict(series.study_summary(members, thresholds, reveal=reveal))}"
+    lines.append(f"{head}: {_verdict(series.summarise(members, thresholds, reveal=reveal))}"
                  if len(groups) > 1 or len(members) > 1 else _verdict(
-                     series.study_summary(members, thresholds, reveal=reveal), members[0]))
+                     series.summarise(members, thresholds, reveal=reveal), members[0]))
   v = views[focus]
   if v.status != verdict.OK:
     lines.append(_explain(v, trained_on, reveal))

@@ -156,9 +156,9 @@ def build(demo: callbacks.Demo, model_card: str, analyses: int = ANALYSES) -> gr
         plot.render()
         table.render()
 
-    def on_upload(paths, show_unlike, progress=gr.Progress()):  # noqa: B008  (Gradio's way)
+    def on_upload(paths, show_unlike, bar=gr.Progress()):  # noqa: B008  (Gradio's way)
       # Clears the box: the files are gone.
-      return [None, *outputs(demo.analyze(paths, progress, bool(show_unlike)))]
+      return [None, *outputs(demo.analyze(paths, bar, bool(show_unlike)))]
 
     def on_slide(number, state, show_unlike):
       shown = demo.show(int(number or 1) - 1, state, bool(show_unlike))

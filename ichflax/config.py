@@ -179,7 +179,7 @@ class TrainConfig:
   limit: int | None = option(None, "use at most this many examples per split", low=1,
                              sweep=True, resume=True)
   distributed: bool = option(False, "call jax.distributed.initialize() (also env-detected)")
-  progress: bool = option(True, "progress bar (off: log lines only)")
+  progress_bar: bool = option(True, "progress bar (off: log lines only)")
   target_sensitivity: float = option(0.95, "validation sensitivity each output's operating point "
                                      "reaches (fitted after training)", low=0.0, high=1.0,
                                      low_open=True)

@@ -63,7 +63,7 @@ class ModelSpec:
   @property
   def outputs(self) -> tuple[str, ...]:
     """The model's outputs as RSNA labels: the binary task's one output is `any`."""
-    return ("any",) if self.task == "binary" else self.class_names
+    return tasks.get_task(self.task).outputs
 
   @property
   def calibrated(self) -> bool:

@@ -34,6 +34,11 @@ class Task:
   default_batch_size: int
   _select: Callable[[np.ndarray, np.ndarray], np.ndarray]
   _targets: Callable[[np.ndarray, np.ndarray], np.ndarray]
+  outputs: tuple[str, ...]  # each output as an RSNA label (the binary task's one output: any)
+  # Per-output weights of the loss, or None for a plain mean (multilabel: RSNA's metric).
+  loss_weights: tuple[float, ...] | None = None
+  # The validation metric that ranks checkpoints and sweep points, and whether higher is better.
+  ranking: tuple[str, bool] = ("accuracy", True)
 
   @property
   def num_outputs(self) -> int:
@@ -63,8 +68,8 @@ class Task:
       bound = float(np.log1p(-clip) - np.log(clip))
       logits = jnp.clip(logits, -bound, bound)
     bce = -(targets * jax.nn.log_sigmoid(logits) + (1 - targets) * jax.nn.log_sigmoid(-logits))
-    if self.name == "multilabel":
-      w = jnp.asarray(RSNA_WEIGHTS)
+    if self.loss_weights is not None:
+      w = jnp.asarray(self.loss_weights, jnp.float32)
       return jnp.sum(bce * w, axis=-1) / jnp.sum(w)
     return jnp.mean(bce, axis=-1)
 
@@ -91,13 +96,15 @@ TASKS: dict[str, Task] = {
     "binary": Task(
         "binary", ("hemorrhage",), "sigmoid", 0.4, 16,
         lambda labels, group: np.ones(len(labels), bool),
-        lambda labels, group: labels[:, ANY:ANY + 1]),
+        lambda labels, group: labels[:, ANY:ANY + 1], outputs=("any",)),
     "subtype": Task(
-        "subtype", SUBTYPES, "softmax", 0.3, 8, _one_subtype, _subtype_targets),
+        "subtype", SUBTYPES, "softmax", 0.3, 8, _one_subtype, _subtype_targets,
+        outputs=SUBTYPES),
     "multilabel": Task(
         "multilabel", LABELS, "sigmoid", 0.3, 16,
         lambda labels, group: np.ones(len(labels), bool),
-        lambda labels, group: labels),
+        lambda labels, group: labels, outputs=LABELS,
+        loss_weights=tuple(float(w) for w in RSNA_WEIGHTS), ranking=("loss", False)),
 }
 
 

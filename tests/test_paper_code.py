@@ -130,7 +130,7 @@ def test_class_folders_with_test_subfolders_give_the_test_split(tmp_path):
 
 def test_per_class_errors_are_messages_and_the_flag_is_reachable(tmp_path, capsys):
   _class_tree(tmp_path / "png", with_test=False)
-  argv = ["--data", str(tmp_path / "png"), "--workdir", str(tmp_path / "run"), "--no-progress"]
+  argv = ["--data", str(tmp_path / "png"), "--workdir", str(tmp_path / "run"), "--no-progress-bar"]
   assert train_cli.main(argv + ["--preset", "paper"]) == 2  # default 2000 per class: too many
   err = capsys.readouterr().err
   assert err.startswith("error: not enough images for 2000 per class") and "--per-class" in err

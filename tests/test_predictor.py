@@ -43,7 +43,7 @@ def _train_tiny(root: Path) -> Path:
   from ichflax import data
   dataset = data.prepare(None, size=64, num=120, protocol="full", out=root / "data", workers=1)
   cfg = TrainConfig(task="multilabel", data=dataset, recipe="full", epochs=1, batch_size=8,
-                    image_size=64, limit=8, workdir=str(root / "run"), progress=False,
+                    image_size=64, limit=8, workdir=str(root / "run"), progress_bar=False,
                     protocol="full", augment=AugmentConfig(enabled=False), checkpoint_every=0)
   return Path(train.run(cfg)["checkpoint"])
 

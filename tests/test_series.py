@@ -20,6 +20,6 @@ def test_series_ordered_by_position(predictor, tmp_path):
   assert not problems and [s.geometry.position_z for s in ordered] == sorted(zs)
   preds = predictor.predict(ordered)
   # The tiny model (8 training slices) may find these unlike its data: reveal them.
-  summary = series.study_summary(preds, reveal=True)
+  summary = series.summarise(preds, reveal=True)
   assert summary["slices"] == 4 and summary["status"] == "ok"
   assert summary["hemorrhage_probability"] == max(p.probabilities["any"] for p in preds)

@@ -42,7 +42,7 @@ def dataset(tmp_path_factory):
 def _cfg(dataset, workdir, **changes):
   return config.TrainConfig(**{
       "task": "binary", "data": dataset, "recipe": "full", "image_size": 32, "epochs": 2,
-      "batch_size": 8, "checkpoint_every": 2, "workdir": str(workdir), "progress": False,
+      "batch_size": 8, "checkpoint_every": 2, "workdir": str(workdir), "progress_bar": False,
       **changes})
 
 
@@ -50,7 +50,7 @@ def _cli(cfg):
   return [sys.executable, "-m", "ichflax.train", "--task", cfg.task, "--data", cfg.data,
           "--recipe", cfg.recipe, "--image-size", str(cfg.image_size), "--epochs",
           str(cfg.epochs), "--batch-size", str(cfg.batch_size), "--checkpoint-every",
-          str(cfg.checkpoint_every), "--workdir", cfg.workdir, "--no-progress"]
+          str(cfg.checkpoint_every), "--workdir", cfg.workdir, "--no-progress-bar"]
 
 
 def _committed_steps(workdir: Path) -> list[int]:
@@ -220,7 +220,7 @@ def test_defaults_and_grid_parsing():
   assert (paper.image_size, paper.recipe, paper.resolved_batch_size) == (224, "paper", 8)
   assert paper.workdir == "runs/paper-subtype"
   flags, _ = train_cli.parse_args(["--no-augment", "--augment-rotation", "20", "--keep", "3",
-                               "--lr", "0.01", "--no-progress"])
+                               "--lr", "0.01", "--no-progress-bar"])
   assert not flags.augment.enabled and flags.augment.rotation == 20.0 and flags.keep == 3
   assert flags.lr == 0.01 and not flags.progress and flags.recipe == "full"  # cpu-demo's
   assert sweep.parse_grid("dropout=0.25,0.3 batch_size=8,16") == [
@@ -231,7 +231,7 @@ def test_defaults_and_grid_parsing():
   # Fields whose default is None are typed too, not called as NoneType.
   assert sweep.parse_grid("bn_momentum=0.9,0.99") == [{"bn_momentum": 0.9}, {"bn_momentum": 0.99}]
   with pytest.raises(config.ConfigError, match="bad sweep item"):
-    sweep.parse_grid("progress=False")  # not a tuning knob
+    sweep.parse_grid("progress_bar=False")  # not a tuning knob
 
 
 def test_limit_draws_every_class(dataset, tmp_path):
@@ -326,7 +326,7 @@ def test_divergence_stops_at_its_step_and_resumes_from_the_last_good_checkpoint(
   re-running (with a sane learning rate) resumes from the checkpoint it names."""
   args = ["--task", "binary", "--data", dataset, "--recipe", "full", "--image-size", "32",
           "--batch-size", "8", "--checkpoint-every", "0", "--log-every", "0", "--workdir",
-          str(tmp_path), "--no-progress", "--no-tensorboard"]
+          str(tmp_path), "--no-progress-bar", "--no-tensorboard"]
   assert train_cli.main(args + ["--epochs", "1"]) == 0
   good = _committed_steps(tmp_path)[-1]
   capsys.readouterr()

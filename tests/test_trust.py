@@ -93,15 +93,15 @@ def test_out_of_domain_withholds_unless_revealed(predictor):
 def test_series_summary_only_over_judged_slices(predictor, tmp_path):
   preds = predictor.predict([write_dicom(tmp_path / "mr.dcm", _ct(6), Modality="MR"), _ct(7)])
   ok = [p for p in preds if p.status == verdict.OK]
-  summary = series.study_summary(preds, predictor.thresholds)
+  summary = series.summarise(preds, predictor.thresholds)
   if ok:
     assert summary["status"] == verdict.OK and "1 of 2 slices were not judged" in summary["reason"]
     assert summary["hemorrhage_probability"] == ok[0].probabilities["any"]
-  nothing = series.study_summary(preds[:1], predictor.thresholds)
+  nothing = series.summarise(preds[:1], predictor.thresholds)
   assert nothing["status"] == verdict.OUT_OF_SCOPE and "probabilities" not in nothing
   strict = _strict(predictor).predict([_ct(8), _ct(9)])
-  assert series.study_summary(strict)["status"] == verdict.OUT_OF_DOMAIN
-  revealed = series.study_summary(strict, reveal=True)
+  assert series.summarise(strict)["status"] == verdict.OUT_OF_DOMAIN
+  revealed = series.summarise(strict, reveal=True)
   assert revealed["status"] == verdict.OK and revealed["revealed"] is True
 
 

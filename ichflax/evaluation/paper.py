@@ -1,8 +1,8 @@
 """The paper's published figures as data (RSNA stage 1, its protocol), for side-by-side reports.
 
-Source: /work/shared/SEED.md (Tables 1-4 and the text). The text's sensitivity/specificity
-disagree with its own confusion matrices; both are kept here, and the table-derived ones are
-computed from the matrices by `ichflax.metrics`, never typed in.
+Source: the paper's Tables 1-4 and its text, summarised in docs/paper.md. The text's
+sensitivity/specificity disagree with its own confusion matrices; both are kept here, and the
+table-derived ones are computed from the matrices by `ichflax.evaluation.metrics`, never typed in.
 """
 
 from __future__ import annotations

@@ -122,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       predicted += len(preds)
       bar.update(len(slices) + len(problems))
     if group.summarise and kept:
-      _emit({"study": series.study_summary(kept, predictor.thresholds,
+      _emit({"study": series.summarise(kept, predictor.thresholds,
                                            reveal=args.show_out_of_domain)})
   bar.close()
   return 0 if predicted else 1

@@ -174,53 +174,61 @@ class Predictor:
     slices = [s if isinstance(s, inputs.Slice) else self.load(s) for s in items]
     refusals = [scope.check(s) if self.check_scope else None for s in slices]
     judged = [i for i, r in enumerate(refusals) if r is None]
-    cam_run, cam_index = self._cam_target(cam_class) if gradcam_on else (None, -1)
-    probs: list[dict[str, float]] = [{} for _ in slices]
-    cams = [None] * len(slices)
-    scores = [(0.0, 0.0)] * len(slices)  # (features, image statistics) score / threshold
+    cam = _CamTarget(*self._cam_target(cam_class), cam_class) if gradcam_on else None
+    computed: dict[int, _Outputs] = {}
     for start in range(0, len(judged), self.batch_size):
       chunk = judged[start:start + self.batch_size]
-      images = _pad_batch(np.stack([slices[i].model_image for i in chunk]))
-      for r, run in enumerate(self._runs):
-        if r == cam_run:
-          logits, pooled, cam = run.with_cam(images, np.full(len(images), cam_index, np.int32))
-          for i, c in zip(chunk, np.asarray(cam)):
-            cams[i] = c
-        else:
-          logits, pooled = run.plain(images)
-        spec, domain = self.specs[r], self.domains[r]
-        p = calibration.probabilities(np.asarray(logits)[:len(chunk)],
-                                      tasks.get_task(spec.task).activation, spec.temperatures)
-        far = (np.stack(domain.far(np.asarray(pooled)[:len(chunk)], images[:len(chunk)]), 1)
-               if domain is not None else np.zeros((len(chunk), 2)))
+      computed.update(zip(chunk, self._run_batch([slices[i] for i in chunk], cam)))
+    return [self._prediction(s, refusals[i], computed.get(i), cam) for i, s in enumerate(slices)]
+
+  def _run_batch(self, slices: list[inputs.Slice], cam: _CamTarget | None) -> list[_Outputs]:
+    """Every model on one batch: calibrated probabilities, domain scores, the Grad-CAM map."""
+    n = len(slices)
+    images = _pad_batch(np.stack([s.model_image for s in slices]))
+    probs: list[dict[str, float]] = [{} for _ in slices]
+    far = np.zeros((n, 2))  # (features, image statistics) score / threshold, worst over models
+    maps: list[np.ndarray | None] = [None] * n
+    for r, run in enumerate(self._runs):
+      if cam is not None and r == cam.run:
+        logits, pooled, grid = run.with_cam(images, np.full(len(images), cam.index, np.int32))
+        maps = list(np.asarray(grid)[:n])
+      else:
+        logits, pooled = run.plain(images)
+      spec, domain = self.specs[r], self.domains[r]
+      values = calibration.probabilities(np.asarray(logits)[:n],
+                                         tasks.get_task(spec.task).activation, spec.temperatures)
+      for p, row in zip(probs, values):
+        p.update({k: float(v) for k, v in zip(run.labels, row)})
+      if domain is not None:
+        scores = np.stack(domain.far(np.asarray(pooled)[:n], images[:n]), 1)
         # Image statistics describe HU windowed and resampled as training stores them; a
         # picture was windowed and resampled by someone else (its saturated edges blur), so
         # pictures are judged on their features alone (docs/serving.md).
-        far[:, 1] *= [slices[i].hu is not None for i in chunk]
-        for i, values, f in zip(chunk, p, far):
-          probs[i].update({k: float(v) for k, v in zip(run.labels, values)})
-          scores[i] = tuple(np.maximum(scores[i], f).tolist())
-    out = []
-    for i, s in enumerate(slices):
-      p = probs[i]
-      pred = Prediction(s, {k: p[k] for k in tasks.LABELS if k in p},
-                        decide(p, self.thresholds) if p else "", thresholds=self.thresholds)
-      if refusals[i] is not None:
-        pred.status, pred.reason = OUT_OF_SCOPE, refusals[i]
-        out.append(pred)
-        continue
-      if self.domain_checked:
-        pred.domain_score = max(scores[i])
-        if pred.domain_score > 1.0:
-          pred.status, pred.reason = OUT_OF_DOMAIN, self._unlike(*scores[i])
-      if cams[i] is not None:
-        full = _unsquare(gradcam.upsample(cams[i], (max(s.shape),) * 2), s.shape)
-        pred.cam, pred.box = full, gradcam.attention_box(full)
-        pred.cam_class = cam_class or (
-            "any" if cam_index >= 0 else max(
-                (k for k in self._runs[cam_run].labels), key=lambda k: p[k]))
-      out.append(pred)
-    return out
+        scores[:, 1] *= [s.hu is not None for s in slices]
+        far = np.maximum(far, scores)
+    return [_Outputs({k: p[k] for k in tasks.LABELS if k in p}, tuple(f.tolist()), m)
+            for p, f, m in zip(probs, far, maps)]
+
+  def _prediction(self, s: inputs.Slice, refusal: str | None, out: _Outputs | None,
+                  cam: _CamTarget | None) -> Prediction:
+    """One slice's Prediction, built once from its refusal or its models' outputs."""
+    if refusal is not None:
+      return Prediction(s, {}, "", status=OUT_OF_SCOPE, reason=refusal,
+                        thresholds=self.thresholds)
+    p, status, reason, score = out.probabilities, OK, None, None
+    if self.domain_checked:
+      score = max(out.far)
+      if score > 1.0:
+        status, reason = OUT_OF_DOMAIN, self._unlike(*out.far)
+    full = box = shown = None
+    if out.cam is not None:
+      full = _unsquare(gradcam.upsample(out.cam, (max(s.shape),) * 2), s.shape)
+      box = gradcam.attention_box(full)
+      shown = cam.name or ("any" if cam.index >= 0 else
+                           max(self._runs[cam.run].labels, key=lambda k: p[k]))
+    return Prediction(s, p, decide(p, self.thresholds), cam_class=shown, cam=full, box=box,
+                      status=status, reason=reason, domain_score=score,
+                      thresholds=self.thresholds)
 
   def trained_on(self) -> str:
     """What the loaded weights learnt from, in words (for out-of-domain explanations)."""
@@ -246,6 +254,25 @@ class Predictor:
       raise ValueError(f"no loaded model predicts {cam_class!r}; choose one of "
                        f"{', '.join(self.labels)}")
     return 0, -1
+
+
+@dataclasses.dataclass(frozen=True)
+class _CamTarget:
+  """Which model Grad-CAM differentiates, which of its outputs (-1: each slice's top class),
+  and the label a caller asked for (None: the default)."""
+
+  run: int
+  index: int
+  name: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Outputs:
+  """What the models computed for one judged slice."""
+
+  probabilities: dict[str, float]  # calibrated, in the tasks.LABELS order
+  far: tuple[float, float]  # (features, image statistics) score / threshold
+  cam: np.ndarray | None  # Grad-CAM on the feature-map grid, when asked for
 
 
 def _pad_batch(images: np.ndarray) -> np.ndarray:

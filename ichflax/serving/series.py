@@ -9,9 +9,9 @@ from ichflax.serving.predictor import Judged, Prediction
 from ichflax.trust import verdict
 
 
-def study_summary(predictions: Sequence[Prediction | Judged],
-                  thresholds: dict[str, float] | float = verdict.THRESHOLD, *,
-                  reveal: bool = False) -> dict:
+def summarise(predictions: Sequence[Prediction | Judged],
+              thresholds: dict[str, float] | float = verdict.THRESHOLD, *,
+              reveal: bool = False) -> dict:
   """One series' verdict: per label the max over its judged slices, and the slice that carries it.
 
   Only slices whose probabilities may be shown count (ok, or out of domain when `reveal`);

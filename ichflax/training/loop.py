@@ -41,7 +41,7 @@ then pass --weights DIR.
 """
 def ranking(task_name: str) -> tuple[str, bool]:
   """(validation metric, higher is better) that ranks checkpoints and sweep points alike."""
-  return ("loss", False) if task_name == "multilabel" else ("accuracy", True)
+  return tasks.get_task(task_name).ranking
 
 
 def score_of(task_name: str, val: dict) -> float:
@@ -222,7 +222,7 @@ class _Trainer:
     acc = sharding.replicate(steps.StepSums.zeros(), self.mesh)
     batches = self.batches(split, bs, train=True, epoch=epoch, start_batch=start)
     bar = tqdm(batches, total=per_epoch, initial=start, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-               disable=not cfg.progress or jax.process_index() != 0, leave=False)
+               disable=not cfg.progress_bar or jax.process_index() != 0, leave=False)
     self.clock.restart()
     for i, batch in enumerate(bar, start):
       state, acc = self.compiled.train(state, frozen, batch, self.key, at.step, acc)

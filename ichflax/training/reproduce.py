@@ -62,8 +62,8 @@ READING_NOTES = {
                   "model tested",
 }
 # The config fields this command lets a user change; the rest follow the preset.
-FLAGS = ("weights", "workdir", "recipe", "epochs", "image_size", "batch_size", "limit", "progress",
-         "per_class", "stored_size", "seed")
+FLAGS = ("weights", "workdir", "recipe", "epochs", "image_size", "batch_size", "limit",
+         "progress_bar", "per_class", "stored_size", "seed")
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[dict[str, config.TrainConfig], str]:
@@ -71,7 +71,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[dict[str, config.TrainCon
   p = argparse.ArgumentParser(prog="python -m ichflax.reproduce", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--data", required=True,
-                 help="RSNA folder (stage_1_train.csv + DICOMs or the seed's ID_*.png), the "
+                 help="RSNA folder (stage_1_train.csv + DICOMs or the paper's ID_*.png), the "
                       "paper's PNG class folders, a built TFDS dir, or 'phantom'")
   p.add_argument("--preset", choices=READINGS, default="paper",
                  help="paper: the text's settings; paper-code: the authors' notebook's")

@@ -46,7 +46,7 @@ def _typed(name: str, value: str) -> Any:
 
 
 def sweep(cfg: TrainConfig, grid: str) -> dict:
-  """Runs the grid (the seed's tuning), one workdir per point; one table ranked by validation."""
+  """Runs the grid (the paper's tuning), one workdir per point; one table ranked by validation."""
   points = parse_grid(grid)
   for p in points:  # every point is checked before the first one trains
     config.validate(config.with_values(cfg, p), num_devices=jax.device_count())

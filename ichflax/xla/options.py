@@ -1,9 +1,9 @@
 """Compile options per program: on a CPU, XLA's own convolutions instead of YNNPACK's.
 
 jaxlib 0.10 hands convolutions and the elementwise work around them to YNNPACK on CPU by
-default. On the 2-core EPYC dev box (AVX2) that made a batch-1 ResNet50 forward at 224 px take
-106.7 ms against 62.7 ms with YNNPACK fusions off, torchvision eager taking 76.6 ms in the same
-run (p50; docs/benchmarks.md, "CPU serving"). The option is set per jitted program, not in
+default. On the 2-core EPYC dev box (AVX2) that made a batch-1 ResNet50 forward at 224 px
+slower than torchvision eager, and XLA's own convolutions faster than both (figures, machine
+and command: docs/benchmarks.md, "CPU serving"). The option is set per jitted program, not in
 XLA_FLAGS, so it touches nothing else in the process and a jaxlib that does not know it (the
 option is experimental) compiles with its defaults instead of failing to start.
 """
