@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -88,12 +89,82 @@ def _write_side_files(dataset_dir: Path, plan: dict[str, list[Record]], info: di
   (dataset_dir / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
 
 
+@dataclasses.dataclass(frozen=True)
+class _Draw:
+  """How a build's protocol splits its items; every protocol choice of a build is made here.
+
+  The paper protocols draw per class before anything is converted (and again around files that
+  fail, so classes stay balanced); `full` splits every usable file by study after conversion.
+  Class folders with `test/` subfolders give the test split as it is (paper protocols).
+  """
+
+  protocol: str
+  labels: np.ndarray  # (N, 6)
+  groups: np.ndarray  # (N,) the folder each item would be drawn for
+  is_test: np.ndarray  # (N,) bool: in a class folder's test/ subfolder
+  per_class: int | None
+  seed: int
+
+  @classmethod
+  def of(cls, cfg: BuildConfig, kind: str, items: list[_Item]) -> _Draw:
+    labels = np.stack([it.labels for it in items])
+    per_class = None
+    if cfg.protocol == "paper":
+      per_class = cfg.per_class or (rsna.max_per_class(labels) if kind == "phantom"
+                                    else PAPER_PER_CLASS)
+    elif cfg.protocol == "paper-code":  # a cap, as the authors' parser used it: never too many
+      per_class = cfg.per_class or PAPER_PER_CLASS
+    groups = np.where(labels[:, tasks.ANY] == 1, labels[:, :tasks.ANY].argmax(1),
+                      tasks.NO_HEMORRHAGE_GROUP)
+    return cls(cfg.protocol, labels, groups, np.array([it.test for it in items]), per_class,
+               cfg.seed)
+
+  @property
+  def before_conversion(self) -> bool:
+    return self.protocol != "full"
+
+  def split(self, pool: np.ndarray, study_ids: list[str] | None = None
+            ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """split name -> (item indices, their groups), drawn from the items in `pool`."""
+    if not self.before_conversion:
+      split = rsna.full_split(study_ids, self.seed)
+    elif self.is_test.any():
+      split = rsna.given_test_split(self.groups[pool], self.is_test[pool], self.seed)
+    elif self.protocol == "paper":
+      split = rsna.paper_split(self.labels[pool], self.per_class, self.seed)
+    else:
+      split = rsna.paper_code_split(self.labels[pool], self.per_class, self.seed)
+    return {s: (pool[i], g) for s, (i, g) in split.items()}
+
+
+def _convert_drawn(draw: _Draw, convert_items: Callable[[list[int]], list[convert.Result]]
+                   ) -> tuple[dict[int, convert.Result], dict[str, tuple[np.ndarray, np.ndarray]]]:
+  """(conversion result per converted item, the split): converts only what the split needs."""
+  n = len(draw.labels)
+  if not draw.before_conversion:
+    results = dict(enumerate(convert_items(list(range(n)))))
+    ok = np.array([i for i in range(n) if not results[i].error], int)
+    return results, draw.split(ok, [results[i].study_id for i in ok.tolist()])
+  results: dict[int, convert.Result] = {}
+  usable = np.ones(n, bool)
+  failed = [-1]
+  while failed:  # ends: a round with failures marks at least one more file unusable
+    drawn = draw.split(np.flatnonzero(usable))
+    chosen = set(np.concatenate([i for i, _ in drawn.values()]).tolist())
+    todo = sorted(chosen - results.keys())
+    results.update(zip(todo, convert_items(todo)))
+    failed = [i for i in chosen if results[i].error]
+    usable[failed] = False
+  return results, drawn
+
+
 def _build(kind: str, items: list[_Item], out: Path, cfg: BuildConfig, name: str,
            description: str, report: list[str], file_kind: str = "dicom", *,
            source: Path) -> Path:
   """Convert (cached), split, write TFDS + side files; returns the dataset dir.
 
-  The image cache is kept per source folder: two sources may share image ids, never images.
+  `report`: what the caller already skipped; conversion failures are listed after it. The
+  image cache is kept per source folder: two sources may share image ids, never images.
   """
   builder_cls = BUILDERS[kind]
   dataset_dir = out / builder_cls.name / name / VERSION
@@ -102,56 +173,26 @@ def _build(kind: str, items: list[_Item], out: Path, cfg: BuildConfig, name: str
     return dataset_dir
   if not items:
     raise DataError(f"{description}: no usable images found")
-  labels = np.stack([it.labels for it in items])
   work = out / "_work" / builder_cls.name / f"s{cfg.size}_w{cfg.windows}" / _source_key(source)
   work.mkdir(parents=True, exist_ok=True)
   windows = dicom.windows_for(cfg.windows)
-  per_class = None
-  if cfg.protocol == "paper":
-    per_class = cfg.per_class or (rsna.max_per_class(labels) if kind == "phantom"
-                                  else PAPER_PER_CLASS)
-  elif cfg.protocol == "paper-code":  # a cap, as the authors' parser used it: never too many
-    per_class = cfg.per_class or PAPER_PER_CLASS
-  is_test = np.array([it.test for it in items])
-  groups = np.where(labels[:, tasks.ANY] == 1, labels[:, :tasks.ANY].argmax(1),
-                    tasks.NO_HEMORRHAGE_GROUP)
-  if is_test.any():
+  draw = _Draw.of(cfg, kind, items)
+  if draw.is_test.any():
     log.info("%s: the test/ subfolders are the test split; every other image trains or "
              "validates (no per-class draw)", description)
 
-  def draw(pool: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    if is_test.any():
-      split = rsna.given_test_split(groups[pool], is_test[pool], cfg.seed)
-    elif cfg.protocol == "paper":
-      split = rsna.paper_split(labels[pool], per_class, cfg.seed)
-    else:
-      split = rsna.paper_code_split(labels[pool], per_class, cfg.seed)
-    return {s: (pool[i], g) for s, (i, g) in split.items()}
-  results: dict[int, convert.Result] = {}
-  usable = np.ones(len(items), bool)
-  start = time.perf_counter()
-  while True:  # the paper protocols redraw around files that fail, so classes stay balanced
-    if cfg.protocol != "full":
-      drawn = draw(np.flatnonzero(usable))
-      chosen = np.unique(np.concatenate([i for i, _ in drawn.values()]))
-    else:
-      chosen = np.arange(len(items))
-    todo = [i for i in chosen.tolist() if i not in results]
+  def convert_items(todo: list[int]) -> list[convert.Result]:
     jobs = [convert.Job(items[i].source, os.fspath(work / f"{items[i].image_id}.png"),
                         file_kind, cfg.size, windows) for i in todo]
-    results.update(zip(todo, parallel.map_ordered(
-        convert.run, jobs, workers=cfg.workers, serial_below=_POOL_MIN_FILES, chunksize=16,
-        desc="convert", unit="files")))
-    failed = {i for i, r in results.items() if r.error}
-    usable[list(failed)] = False
-    if cfg.protocol == "full" or not failed & set(chosen.tolist()):
-      break
+    return parallel.map_ordered(convert.run, jobs, workers=cfg.workers,
+                                serial_below=_POOL_MIN_FILES, chunksize=16, desc="convert",
+                                unit="files")
+
+  start = time.perf_counter()
+  results, drawn = _convert_drawn(draw, convert_items)
   seconds = time.perf_counter() - start
-  report += [f"{items[i].source}: {results[i].error}" for i in sorted(failed)]
-  if cfg.protocol == "full":
-    ok = np.flatnonzero(usable)
-    drawn = {s: (ok[idx], g) for s, (idx, g) in
-             rsna.full_split([results[i].study_id for i in ok], cfg.seed).items()}
+  failed = {i for i, r in results.items() if r.error}
+  problems = [*report, *(f"{items[i].source}: {results[i].error}" for i in sorted(failed))]
   plan = {split: [Record(results[i].target, tuple(int(v) for v in items[i].labels), int(g),
                          items[i].image_id, results[i].study_id)
                   for i, g in zip(idx.tolist(), groups.tolist()) if i not in failed]
@@ -159,7 +200,7 @@ def _build(kind: str, items: list[_Item], out: Path, cfg: BuildConfig, name: str
   empty = [split for split, records in plan.items() if not records]
   if empty:
     raise DataError(f"{description}: split {', '.join(empty)} would be empty (too few usable "
-                    "files); first problems: " + "; ".join(report[:3] or ["none"]))
+                    "files); first problems: " + "; ".join(problems[:3] or ["none"]))
   tfds.disable_progress_bar()
   builder = builder_cls(plan=plan, size=cfg.size, channels=cfg.windows, data_dir=os.fspath(out),
                         config=tfds.core.BuilderConfig(name=name), file_format="array_record")
@@ -167,15 +208,15 @@ def _build(kind: str, items: list[_Item], out: Path, cfg: BuildConfig, name: str
   info = {"source": kind, "data": description, "protocol": cfg.protocol, "size": cfg.size,
           "channels": cfg.windows,
           "windows": [list(w) for w in windows] if file_kind == "dicom" else None,
-          "per_class": per_class, "seed": cfg.seed,
+          "per_class": draw.per_class, "seed": cfg.seed,
           "splits": {s: len(r) for s, r in plan.items()},
           "groups": {s: rsna.count_by_group([r.group for r in recs]) for s, recs in plan.items()},
-          "skipped": len(report), "report": REPORT_FILE,
+          "skipped": len(problems), "report": REPORT_FILE,
           "convert_files_per_s": round(len(results) / max(seconds, 1e-9), 1)}
-  _write_side_files(Path(builder.data_dir), plan, info, report)
+  _write_side_files(Path(builder.data_dir), plan, info, problems)
   log.info("built %s: %s; %d files in %.1fs (%s files/s); %d skipped%s", builder.data_dir,
-           info["splits"], len(results), seconds, info["convert_files_per_s"], len(report),
-           f", listed in {Path(builder.data_dir) / REPORT_FILE}" if report else "")
+           info["splits"], len(results), seconds, info["convert_files_per_s"], len(problems),
+           f", listed in {Path(builder.data_dir) / REPORT_FILE}" if problems else "")
   return Path(builder.data_dir)
 
 
