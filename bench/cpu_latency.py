@@ -1,8 +1,8 @@
 """One-slice CPU inference latency of the serving path, beside a PyTorch ResNet50 forward.
 
-What a demo visitor waits for: one DICOM slice through `ichflax.predictor.Predictor` (read, HU,
+What a demo visitor waits for: one DICOM slice through `ichflax.serving.predictor.Predictor` (read, HU,
 windows, model, and optionally Grad-CAM + attention box), p50 / p90 / min over single calls;
-then the jitted model alone on the prepared input, as served (`ichflax.xla_options`) and as
+then the jitted model alone on the prepared input, as served (`ichflax.xla.options`) and as
 jaxlib's default CPU options would compile it (the before of that change); then torchvision's
 ResNet50 forward (eager, inference mode) on the very same normalised input, so the two
 frameworks are compared on equal work in the same run. Cases are timed in turn, one call each
@@ -126,7 +126,7 @@ def run(args, slice_path: Path) -> tuple[dict, list[Latency]]:
   images = predictor.load(slice_path).model_image[None]
   fns = predictor._runs[0]  # noqa: SLF001
   index = np.full(1, -1, np.int32)
-  # The same forward compiled with jaxlib's default CPU options: what ichflax.xla_options buys.
+  # The same forward compiled with jaxlib's default CPU options: what ichflax.xla.options buys.
   default_forward = jax.jit(fns.forward.__wrapped__)
   on_slice = f"{source}; {args.slice_size}x{args.slice_size} slice, {size} px"
   cases = [
@@ -140,7 +140,7 @@ def run(args, slice_path: Path) -> tuple[dict, list[Latency]]:
            jax.block_until_ready, f"{source}; {size} px"),
       Case("jax", "jax.jit, jaxlib's default options", "model forward only",
            lambda: default_forward(fns.state, images), jax.block_until_ready,
-           f"{source}; {size} px; without ichflax.xla_options"),
+           f"{source}; {size} px; without ichflax.xla.options"),
   ]
   if common.torch_available() and not args.no_torch:
     cases.append(_torch_case(np.asarray(preprocess.model_input(images, size, "torchvision"))))

@@ -18,7 +18,7 @@ from huggingface_hub import constants, errors
 
 from ichflax.checkpoint import card, layout
 
-log = logging.getLogger("ichflax.hub")
+log = logging.getLogger("ichflax.checkpoint.hub")
 SCHEME = constants.HF_PROTOCOL  # "hf://"
 PUSH = "python -m ichflax.checkpoint push DIR OWNER/REPO"
 

@@ -64,7 +64,7 @@ class SliceGeometry:
   series_instance_uid: str
   instance_number: int | None
   position_z: float | None  # ImagePositionPatient[2], mm
-  # What was scanned, for the scope check (`ichflax.scope`); None when the tag is absent.
+  # What was scanned, for the scope check (`ichflax.trust.scope`); None when the tag is absent.
   modality: str | None = None
   body_part: str | None = None
 

@@ -1,7 +1,7 @@
-"""Grad-CAM on the last ResNet stage, and the attention box drawn from it.
+"""Grad-CAM shown: the map at the input's size, the attention box drawn from it, the overlay.
 
-Grad-CAM (Selvaraju et al. 2017) weights each channel of the backbone's final feature map by the
-mean gradient of one class logit, so the map says where the evidence for *that* class lies. The
+The map itself (Selvaraju et al. 2017: each channel of the backbone's final feature map weighted
+by the mean gradient of one class logit) is computed in `ichflax.models.inference`. The
 box around its most salient region answers the paper's wish for "a border box around the
 hemorrhage"; it is an attention box, not a segmentation: it shows where the model looked, not
 the extent of a bleed.
