@@ -1,7 +1,8 @@
 """One-slice CPU inference latency of the serving path, beside a PyTorch ResNet50 forward.
 
-What a demo visitor waits for: one DICOM slice through `ichflax.serving.predictor.Predictor` (read, HU,
-windows, model, and optionally Grad-CAM + attention box), p50 / p90 / min over single calls;
+What a demo visitor waits for: one DICOM slice through `ichflax.serving.predictor.Predictor`
+(read, HU, windows, model, and optionally Grad-CAM + attention box), p50 / p90 / min over single
+calls;
 then the jitted model alone on the prepared input, as served (`ichflax.xla.options`) and as
 jaxlib's default CPU options would compile it (the before of that change); then torchvision's
 ResNet50 forward (eager, inference mode) on the very same normalised input, so the two

@@ -214,10 +214,10 @@ def bench_jax_end_to_end(args, trainer, dataset, recipe, size, batch_size, dtype
                          host_sync: bool):
   """(b) loader from disk -> device -> the compiled step, timed over whole steps.
 
-  host_sync=False is ichflax/training/loop.py's loop: donated state, sums kept on the device, the queue
-  kept full (the host loads batch n+1 while step n runs). True is the loop before issue 14: the
-  step without donation, its results read back every step, which serialises loading and
-  compute; the gap between the two rows is what the new loop buys.
+  host_sync=False is ichflax/training/loop.py's loop: donated state, sums kept on the device, the
+  queue kept full (the host loads batch n+1 while step n runs). True is the loop before issue 14:
+  the step without donation, its results read back every step, which serialises loading and compute;
+  the gap between the two rows is what the new loop buys.
   """
   dataset_dir, source, indices = dataset
   if len(indices) < batch_size:

@@ -1,12 +1,12 @@
 """`python -m ichflax.calibrate CHECKPOINT --data DIR`: what a model knows it does not know.
 
-Fits, on the model's own dataset and without touching its weights: the training-domain model
-of its pooled backbone features (`ichflax.trust.domain`: training split, threshold at a percentile of
-the validation split), one temperature per output and the operating points that reach a target
+Fits, on the model's own dataset and without touching its weights: the training-domain model of its
+pooled backbone features (`ichflax.trust.domain`: training split, threshold at a percentile of the
+validation split), one temperature per output and the operating points that reach a target
 sensitivity (`ichflax.trust.calibration`: validation split). All are stored in the checkpoint (spec
-fields and the `domain/` item) and used by every Predictor that loads it. Training runs this at
-its end (`ichflax.training.loop.finish`); this command does it for checkpoints trained before,
-e.g. the shipped one. Writes `calibration.md` / `calibration.json` and a reliability diagram PNG.
+fields and the `domain/` item) and used by every Predictor that loads it. Training runs this at its
+end (`ichflax.training.loop.finish`); this command does it for checkpoints trained before, e.g. the
+shipped one. Writes `calibration.md` / `calibration.json` and a reliability diagram PNG.
 """
 
 from __future__ import annotations

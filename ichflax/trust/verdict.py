@@ -2,9 +2,10 @@
 
     {"status": "ok" | "out_of_scope" | "out_of_domain" | "error", "reason": "..."}
 
-`ok`: judged, probabilities given. `out_of_scope`: not an axial head CT slice (`ichflax.trust.scope`),
-never run through the model. `out_of_domain`: a head CT slice unlike the training data
-(`ichflax.trust.domain`): probabilities withheld unless revealed, and then marked. `error`: the file
+`ok`: judged, probabilities given. `out_of_scope`: not an axial head CT slice
+(`ichflax.trust.scope`), never run through the model. `out_of_domain`: a head CT slice unlike the
+training data (`ichflax.trust.domain`): probabilities withheld unless revealed, and then marked.
+`error`: the file
 could not be read. `reason` (one sentence) is present whenever the status is not ok.
 
 Which statuses show probabilities (`shows`) and the one label people read (`decide`) live here
