@@ -19,7 +19,7 @@ import numpy as np
 from flax import nnx
 
 from ichflax import calibration, gradcam, scope, tasks, xla_options
-from ichflax.data import inputs
+from ichflax.data import image, inputs
 from ichflax.domain import DomainModel
 from ichflax.models import preprocess
 from ichflax.spec import ModelSpec
@@ -84,14 +84,6 @@ class Judged(Protocol):
   status: str
 
   def shows(self, reveal: bool = False) -> bool: ...
-
-
-def _unsquare(square: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-  """The inverse of `dicom.pad_to_square`: the centred (H, W) region of a square map."""
-  h, w = shape
-  side = square.shape[0]
-  top, left = (side - h) // 2, (side - w) // 2
-  return square[top:top + h, left:left + w]
 
 
 class Predictor:
@@ -214,7 +206,7 @@ class Predictor:
         if pred.domain_score > 1.0:
           pred.status, pred.reason = OUT_OF_DOMAIN, self._unlike(*scores[i])
       if cams[i] is not None:
-        full = _unsquare(gradcam.upsample(cams[i], (max(s.shape),) * 2), s.shape)
+        full = image.unpad(gradcam.upsample(cams[i], (max(s.shape),) * 2), s.shape)
         pred.cam, pred.box = full, gradcam.attention_box(full)
         pred.cam_class = cam_class or (
             "any" if cam_index >= 0 else max(

@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 
 from ichflax import calibration, domain
-from ichflax.data import dicom, phantom
+from ichflax.data import image, phantom
 
 
 def _overconfident(rng, n=4000, k=3, scale=3.0):
@@ -71,7 +71,7 @@ def test_domain_flags_shifted_features_and_passes_fresh_ones():
 
 
 def _stored(hu: np.ndarray) -> np.ndarray:
-  return dicom.slice_to_uint8(hu, dicom.THREE_WINDOWS, 64)
+  return image.slice_to_uint8(hu, image.THREE_WINDOWS, 64)
 
 
 def test_image_statistics_flag_a_wider_field_of_view_and_pass_fresh_slices():

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from ichflax import config, tasks
-from ichflax.data import dicom, phantom
+from ichflax.data import image, phantom
 
 
 def _phantom(args) -> None:
@@ -46,8 +46,8 @@ def _preview(args) -> None:
   args.out.mkdir(parents=True, exist_ok=True)
   rng = np.random.default_rng(args.seed)
   for name, subtypes in [("normal", ()), *((n, (i,)) for i, n in enumerate(tasks.SUBTYPES))]:
-    strip = [dicom.slice_to_uint8(phantom.make_slice(rng, args.size, subtypes).hu,
-                                  dicom.windows_for(1), args.size)[..., 0]
+    strip = [image.slice_to_uint8(phantom.make_slice(rng, args.size, subtypes).hu,
+                                  image.windows_for(1), args.size)[..., 0]
              for _ in range(args.count)]
     Image.fromarray(np.concatenate(strip, axis=1)).save(args.out / f"phantom_{name}.png")
   print(f"wrote {len(tasks.SUBTYPES) + 1} strips to {args.out}")
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
   logging.getLogger("ichflax").setLevel(logging.INFO)
   try:
     args.run(args)
-  except (ValueError, OSError) as e:  # DataError, LabelError, DicomError are ValueErrors
+  except (ValueError, OSError) as e:  # DataError, LabelError, InputError are ValueErrors
     print(f"error: {e}", file=sys.stderr)
     return 2
   return 0

@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from ichflax import config, parallel, tasks
-from ichflax.data import convert, dicom, phantom, rsna
+from ichflax.data import convert, image, phantom, rsna
 from ichflax.data.builders.read import INFO_FILE, REPORT_FILE, DataError, resolve
 from ichflax.data.builders.tfds_builders import BUILDERS, VERSION, Record
 
@@ -58,7 +58,7 @@ class BuildConfig:
                       f"{', '.join(PROTOCOLS)}")
     if self.size < 8:
       raise DataError(f"size {self.size} is too small: use at least 8 (e.g. 256)")
-    dicom.windows_for(self.windows)  # raises for anything but 3 or 1
+    image.windows_for(self.windows)  # raises for anything but 3 or 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,7 +105,7 @@ def _build(kind: str, items: list[_Item], out: Path, cfg: BuildConfig, name: str
   labels = np.stack([it.labels for it in items])
   work = out / "_work" / builder_cls.name / f"s{cfg.size}_w{cfg.windows}" / _source_key(source)
   work.mkdir(parents=True, exist_ok=True)
-  windows = dicom.windows_for(cfg.windows)
+  windows = image.windows_for(cfg.windows)
   per_class = None
   if cfg.protocol == "paper":
     per_class = cfg.per_class or (rsna.max_per_class(labels) if kind == "phantom"
