@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ichflax import config, tasks
-from ichflax.data import image, phantom
+from ichflax import tasks
+from ichflax.data import image, phantom, rsna
 
 
 def _phantom(args) -> None:
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
   src.add_argument("--png", type=Path, help="the paper's PNG folders, one per class")
   src.add_argument("--phantom", type=int, metavar="N", help="generate N phantom slices")
   b.add_argument("--out", type=Path, required=True, help="TFDS data dir")
-  b.add_argument("--protocol", choices=(*config.PROTOCOLS, *config.ALIASES), default="paper",
+  b.add_argument("--protocol", choices=(*rsna.PROTOCOLS, *rsna.ALIASES), default="paper",
                  help="paper: per class, as the paper's text drew; paper-code: the authors' "
                       "parser (CSV order, first subtype with room); full: every image, split "
                       "by study (seed: the old name of paper)")

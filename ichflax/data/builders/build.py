@@ -20,14 +20,13 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from ichflax import config, parallel, tasks
+from ichflax import parallel, tasks
 from ichflax.data import convert, image, phantom, rsna
 from ichflax.data.builders.read import INFO_FILE, REPORT_FILE, DataError, resolve
 from ichflax.data.builders.tfds_builders import BUILDERS, VERSION, Record
 
 CACHE_ENV = "ICHFLAX_DATA_DIR"
 DEFAULT_CACHE = "data_cache"
-PROTOCOLS = config.PROTOCOLS
 PAPER_PER_CLASS = 2000
 # Folder names accepted for the paper's PNG classes (case-insensitive).
 PNG_FOLDERS = {**{name: g for g, name in enumerate(tasks.SUBTYPES)},
@@ -50,12 +49,12 @@ class BuildConfig:
   workers: int | None = None  # conversion processes; None: one per CPU core
 
   def __post_init__(self):
-    if self.protocol in config.ALIASES:
-      log.warning("protocol %r is now called %r", self.protocol, config.ALIASES[self.protocol])
-      object.__setattr__(self, "protocol", config.ALIASES[self.protocol])
-    if self.protocol not in PROTOCOLS:
+    if self.protocol in rsna.ALIASES:
+      log.warning("protocol %r is now called %r", self.protocol, rsna.ALIASES[self.protocol])
+      object.__setattr__(self, "protocol", rsna.ALIASES[self.protocol])
+    if self.protocol not in rsna.PROTOCOLS:
       raise DataError(f"unknown protocol {self.protocol!r}: choose one of "
-                      f"{', '.join(PROTOCOLS)}")
+                      f"{', '.join(rsna.PROTOCOLS)}")
     if self.size < 8:
       raise DataError(f"size {self.size} is too small: use at least 8 (e.g. 256)")
     image.windows_for(self.windows)  # raises for anything but 3 or 1
