@@ -92,13 +92,13 @@ def _predictor(args):
   from flax import nnx
 
   from ichflax import models
-  from ichflax.data import dicom
+  from ichflax.data import image
   from ichflax.spec import ModelSpec
   model = models.build_classifier("multilabel", "keras", rngs=nnx.Rngs(0))
   model.eval()
   spec = ModelSpec(task="multilabel", class_names=tasks.LABELS, variant="keras",
                    image_size=args.image_size, stored_size=args.stored_size,
-                   windows=dicom.THREE_WINDOWS, dropout=0.3, recipe="full",
+                   windows=image.THREE_WINDOWS, dropout=0.3, recipe="full",
                    data="random init (benchmark)")
   return predictor.Predictor([(model, spec)], batch_size=1), "random init"
 
@@ -179,11 +179,11 @@ def main(argv: list[str] | None = None) -> int:
   if args.checkpoint is None and not args.random:
     from demo import weights
     args.checkpoint = weights.discover()
-  from ichflax.data import ct_writer, dicom, phantom
+  from ichflax.data import ct_writer, items, phantom
   with tempfile.TemporaryDirectory() as tmp:  # one phantom subdural slice, as a DICOM file
     path = Path(tmp) / "slice.dcm"
     hu = phantom.make_slice(np.random.default_rng(0), args.slice_size, (4,)).hu
-    ct_writer.write_ct(path, hu, dicom.SliceGeometry("ID_bench", "ID_s", "ID_r", 1, 0.0),
+    ct_writer.write_ct(path, hu, items.SliceGeometry("ID_bench", "ID_s", "ID_r", 1, 0.0),
                        patient_id="PHANTOM")
     info, rows = run(args, path)
   print(common.heading("One-slice CPU latency", info))

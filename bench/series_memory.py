@@ -23,7 +23,7 @@ import common  # sets sys.path for ichflax
 import numpy as np
 from serve_concurrency import rss_mb, start
 
-from ichflax.data import ct_writer, dicom, phantom
+from ichflax.data import ct_writer, items, phantom
 
 
 def peak_mb(pid: int) -> float:
@@ -39,7 +39,7 @@ def make_series(root: Path, slices: int, size: int) -> tuple[Path, Path]:
     for i in range(slices):
       path = root / f"s{i:04d}.dcm"
       ct_writer.write_ct(path, phantom.make_slice(rng, size, (int(rng.integers(5)),)).hu,
-                         dicom.SliceGeometry(f"1.2.826.0.1.{i + 1}", "1.2.826.0.2",
+                         items.SliceGeometry(f"1.2.826.0.1.{i + 1}", "1.2.826.0.2",
                                              "1.2.826.0.3", i + 1, 0.625 * i),
                          patient_id="PHANTOM")
       zf.write(path, path.name)

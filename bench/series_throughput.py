@@ -51,11 +51,11 @@ def write_formats(out: Path, volume: np.ndarray) -> dict[str, list[Path]]:
   import pydicom
   from pydicom import uid
 
-  from ichflax.data import ct_writer, dicom
+  from ichflax.data import ct_writer, items
   plain = out / "plain"
   plain.mkdir()
   for i, hu in enumerate(volume):
-    geo = dicom.SliceGeometry(f"1.2.826.0.1.{i + 1}", "1.2.826.0.2", "1.2.826.0.3", i + 1,
+    geo = items.SliceGeometry(f"1.2.826.0.1.{i + 1}", "1.2.826.0.2", "1.2.826.0.3", i + 1,
                               5.0 * i)
     ct_writer.write_ct(plain / f"{i:04d}.dcm", hu, geo, patient_id="PHANTOM")
   formats = {"DICOM uncompressed": [plain]}

@@ -29,7 +29,7 @@ from pathlib import Path
 import common  # sets sys.path for ichflax
 import numpy as np
 
-from ichflax.data import ct_writer, dicom, phantom
+from ichflax.data import ct_writer, items, phantom
 
 SERIES_SLICES = 20
 STARTUP_S = 300
@@ -40,7 +40,7 @@ def make_files(root: Path) -> list[tuple[Path, int]]:
   def slice_(seed: int, index: int = 0) -> Path:
     path = root / f"slice_{seed:03d}.dcm"
     hu = phantom.make_slice(np.random.default_rng(seed), 128, (seed % 5,)).hu
-    geometry = dicom.SliceGeometry(f"ID_{seed}", "ID_study", "ID_series", index + 1, 5.0 * index)
+    geometry = items.SliceGeometry(f"ID_{seed}", "ID_study", "ID_series", index + 1, 5.0 * index)
     ct_writer.write_ct(path, hu, geometry, patient_id="PHANTOM")
     return path
   series = root / "series.zip"

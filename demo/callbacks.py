@@ -18,8 +18,8 @@ import numpy as np
 
 from demo import summary, uploads
 from ichflax import tasks
-from ichflax.data import dicom, inputs, sources
-from ichflax.data.archives import Item, Problem
+from ichflax.data import image, inputs, sources
+from ichflax.data.items import Item, Problem
 from ichflax.serving import gradcam
 from ichflax.serving import predictor as predictor_lib
 from ichflax.trust import verdict
@@ -63,7 +63,7 @@ class SliceView:
   @property
   def display(self) -> np.ndarray:
     """uint8 at input resolution: the picture, or the brain window of HU (made when shown)."""
-    return self.picture if self.hu is None else dicom.window(self.hu, *dicom.WINDOWS["brain"])
+    return self.picture if self.hu is None else image.window(self.hu, *image.WINDOWS["brain"])
 
   @classmethod
   def of(cls, s: inputs.Slice, p: predictor_lib.Prediction | None, series: int = 0) -> SliceView:
@@ -99,7 +99,7 @@ def render(view: SliceView, reveal: bool = False) -> dict:
   its windows only: no labels, no Grad-CAM.
   """
   if view.hu is not None:
-    windows = tuple(dicom.window(view.hu, *dicom.WINDOWS[w]) for w in WINDOW_NAMES)
+    windows = tuple(image.window(view.hu, *image.WINDOWS[w]) for w in WINDOW_NAMES)
   else:  # a PNG/JPG carries no HU: show it as uploaded in the first panel
     windows = (view.display, None, None)
   if not view.shows(reveal):
@@ -174,7 +174,7 @@ class Demo:
     """
     start = time.perf_counter()
     windows, size = ((self.predictor.windows, self.predictor.stored_size) if self.predictor
-                     else (dicom.THREE_WINDOWS, 256))
+                     else (image.THREE_WINDOWS, 256))
     reading = sources.read(items, windows=windows, stored_size=size,
                            max_slices=uploads.MAX_SLICES)
     problems = problems + reading.problems

@@ -15,7 +15,7 @@ from PIL import Image
 
 from demo.callbacks import EXAMPLES_DIR
 from ichflax import tasks
-from ichflax.data import ct_writer, dicom, phantom
+from ichflax.data import ct_writer, image, items, phantom
 
 SIZE = 256
 SEED = 2026
@@ -23,8 +23,8 @@ SERIES = 8
 _FIXED_TIME = (2026, 1, 1, 0, 0, 0)  # zip entries carry a date: pin it so files are reproducible
 
 
-def _geometry(name: str, index: int, study: str) -> dicom.SliceGeometry:
-  return dicom.SliceGeometry(f"ID_{name}", f"ID_{study}_study", f"ID_{study}_series", index + 1,
+def _geometry(name: str, index: int, study: str) -> items.SliceGeometry:
+  return items.SliceGeometry(f"ID_{name}", f"ID_{study}_study", f"ID_{study}_series", index + 1,
                              phantom.SLICE_MM * index)
 
 
@@ -43,7 +43,7 @@ def write(out: Path = EXAMPLES_DIR) -> list[Path]:
     written.append(path)
     if name == "subdural":
       png = out / "subdural.png"
-      Image.fromarray(dicom.slice_to_uint8(s.hu, dicom.THREE_WINDOWS, SIZE)).save(png)
+      Image.fromarray(image.slice_to_uint8(s.hu, image.THREE_WINDOWS, SIZE)).save(png)
       written.append(png)
   written.append(_series(out / "series.zip", rng))
   return written

@@ -16,7 +16,7 @@ from gradio.data_classes import ImageData, ListFiles
 from PIL import Image
 
 from demo import callbacks, summary, uploads
-from ichflax.data import dicom
+from ichflax.data import image
 
 TITLE = "ichflax — intracranial hemorrhage on head CT"
 NOTICE = (
@@ -107,7 +107,7 @@ def build(demo: callbacks.Demo, model_card: str, analyses: int = ANALYSES) -> gr
     windows = [inline_image(label=f"{name} window {c:g}/{w:g} HU", interactive=False,
                            elem_id=f"window-{name}", elem_classes="window", height=230,
                            render=False)
-               for name in callbacks.WINDOW_NAMES for c, w in [dicom.WINDOWS[name]]]
+               for name in callbacks.WINDOW_NAMES for c, w in [image.WINDOWS[name]]]
     slider = gr.Slider(1, 2, value=1, step=1, label="Slice in series (ordered by position)",
                        visible=False, elem_id="slider", render=False)
     table = gr.Dataframe(headers=callbacks.TABLE_HEADERS, visible=False, interactive=False,

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-from ichflax.data.archives import Item, Problem
+from ichflax.data.items import Item, Problem
 
 # A zipped 600-slice 512x512 series is 150-300 MB; a NIfTI volume of it 100-300 MB.
 MAX_UPLOAD_MB = 512

@@ -20,21 +20,17 @@ from pathlib import Path
 from typing import Any
 
 from ichflax import tasks
+from ichflax.data.rsna import ALIASES, PROTOCOLS
 
 log = logging.getLogger("ichflax.config")
 
 RECIPES = ("paper", "full")
 VARIANTS = ("keras", "torchvision")
 DTYPES = ("auto", "float32", "bfloat16")
-# paper: the text's per-class draw; paper-code: the authors' parser (walk the CSV, first subtype
-# with room wins); full: every image, split by study.
-PROTOCOLS = ("paper", "paper-code", "full")
 INPUT_MODES = ("windows", "grey")
 RESIZES = ("antialiased", "nearest")
 NORMALIZATIONS = ("backbone", "rescale")
 TESTED = ("best", "final")
-# Names used before the paper's recipe, preset and protocol were called "paper".
-ALIASES = {"seed": "paper"}
 # ResNet50 downsamples by 32; below 32 px the last stage has no spatial extent.
 MIN_IMAGE_SIZE = 32
 # Rough upper bound of one checkpoint (ResNet50 params + Adam moments, fp32) plus headroom.

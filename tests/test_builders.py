@@ -11,7 +11,7 @@ from PIL import Image
 
 from ichflax import tasks
 from ichflax.data import __main__ as cli
-from ichflax.data import builders, dicom, inputs, loader, phantom, rsna
+from ichflax.data import builders, dicom, image, inputs, loader, phantom, rsna
 
 NUM = 72  # > the 64 files that switch conversion to worker processes
 
@@ -94,7 +94,7 @@ def test_full_split_is_by_study_and_info_says_synthetic(full):
   assert not studies["train"] & studies["test"] and not studies["train"] & studies["validation"]
   info = builders.dataset_info(dataset_dir)
   assert info["source"] == "phantom" and info["data"].startswith("synthetic phantom")
-  assert info["windows"] == [list(w) for w in dicom.THREE_WINDOWS] and info["size"] == 32
+  assert info["windows"] == [list(w) for w in image.THREE_WINDOWS] and info["size"] == 32
   assert (info["protocol"], info["channels"]) == ("full", 3)
   assert dataset_dir.parts[-3] == "ich_phantom"
   assert all(g == tasks.NO_GROUP for s in rsna.SPLITS
@@ -123,7 +123,7 @@ def test_paper_protocol_build_is_balanced(rsna_dir, tmp_path):
                                     builders.BuildConfig(size=32, windows=1, per_class=4))
   info = builders.dataset_info(dataset_dir)
   assert info["splits"] == {"train": 12, "validation": 6, "test": 6}
-  assert info["windows"] == [list(dicom.WINDOWS["brain"])] and info["per_class"] == 4
+  assert info["windows"] == [list(image.WINDOWS["brain"])] and info["per_class"] == 4
   for split in rsna.SPLITS:
     meta = builders.read_meta(dataset_dir, split)
     assert len(set(np.bincount(meta["group"], minlength=6).tolist())) == 1
@@ -144,7 +144,7 @@ def _png_folders(root: Path, per_class: int) -> dict[Path, np.ndarray]:
     for i in range(per_class):
       hu = phantom.make_slice(rng, 48, subtypes).hu
       files[root / name / f"{i}.png"] = labels
-      Image.fromarray(dicom.window(hu, 40, 80)).save(root / name / f"{i}.png")
+      Image.fromarray(image.window(hu, 40, 80)).save(root / name / f"{i}.png")
   return files
 
 

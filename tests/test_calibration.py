@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from ichflax.data import dicom, phantom
+from ichflax.data import image, phantom
 from ichflax.trust import calibration, domain
 
 
@@ -71,7 +71,7 @@ def test_domain_flags_shifted_features_and_passes_fresh_ones():
 
 
 def _stored(hu: np.ndarray) -> np.ndarray:
-  return dicom.slice_to_uint8(hu, dicom.THREE_WINDOWS, 64)
+  return image.slice_to_uint8(hu, image.THREE_WINDOWS, 64)
 
 
 def test_image_statistics_flag_a_wider_field_of_view_and_pass_fresh_slices():

@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 from pydicom import uid
 
-from ichflax.data import ct_writer, dicom, phantom
+from ichflax.data import ct_writer, dicom, image, items, phantom
 
-GEOMETRY = dicom.SliceGeometry("ID_0a1b2c", "ID_study", "ID_series", 7, -12.5)
+GEOMETRY = items.SliceGeometry("ID_0a1b2c", "ID_study", "ID_series", 7, -12.5)
 
 
 def _write(path, hu, **kwargs):
@@ -99,53 +99,54 @@ def test_padding_maps_to_air(tmp_path, hu):
 def test_window_by_hand():
   hu = np.array([-1000, 0, 20, 40, 60, 80, 500], np.float32)
   # brain 40/80: 0 HU -> 0, 80 HU -> 255, 255/80 per HU.
-  np.testing.assert_array_equal(dicom.window(hu, 40, 80), [0, 0, 64, 128, 191, 255, 255])
+  np.testing.assert_array_equal(image.window(hu, 40, 80), [0, 0, 64, 128, 191, 255, 255])
   np.testing.assert_array_equal(
-      dicom.window(np.array([-800, 600, 2000.0]), *dicom.WINDOWS["bone"]), [0, 128, 255])
-  assert dicom.window(hu, 40, 80).dtype == np.uint8
+      image.window(np.array([-800, 600, 2000.0]), *image.WINDOWS["bone"]), [0, 128, 255])
+  assert image.window(hu, 40, 80).dtype == np.uint8
   with pytest.raises(ValueError, match="width must be positive"):
-    dicom.window(hu, 40, 0)
+    image.window(hu, 40, 0)
 
 
 def test_presets_and_window_choices():
-  assert dicom.WINDOWS == {"brain": (40, 80), "subdural": (80, 200), "bone": (600, 2800)}
-  assert dicom.windows_for(3) == (dicom.WINDOWS["brain"], dicom.WINDOWS["subdural"],
-                                  dicom.WINDOWS["bone"])
-  assert dicom.windows_for(1) == (dicom.WINDOWS["brain"],)
+  assert image.WINDOWS == {"brain": (40, 80), "subdural": (80, 200), "bone": (600, 2800)}
+  assert image.windows_for(3) == (image.WINDOWS["brain"], image.WINDOWS["subdural"],
+                                  image.WINDOWS["bone"])
+  assert image.windows_for(1) == (image.WINDOWS["brain"],)
   with pytest.raises(ValueError, match="3 .* or 1"):
-    dicom.windows_for(2)
+    image.windows_for(2)
 
 
 def test_pad_to_square_centres_with_the_fill():
   rgb = np.full((2, 4, 3), 7, np.uint8)  # an upright picture, as inputs pads PNG/JPG pictures
-  out = dicom.pad_to_square(rgb, 0)
+  out = image.pad_to_square(rgb, 0)
   assert out.shape == (4, 4, 3) and out.dtype == np.uint8
   np.testing.assert_array_equal(out[1:3], rgb)
   assert not out[0].any() and not out[3].any()
-  tall = dicom.pad_to_square(np.zeros((5, 2), np.float32), dicom.AIR_HU)
-  np.testing.assert_array_equal(tall[:, [0, 3, 4]], dicom.AIR_HU)  # odd margins: 1 left, 2 right
-  np.testing.assert_array_equal(dicom.pad_to_square(np.zeros((6, 2)), 1)[0], [1, 1, 0, 0, 1, 1])
+  tall = image.pad_to_square(np.zeros((5, 2), np.float32), image.AIR_FILL_HU)
+  # odd margins: 1 left, 2 right
+  np.testing.assert_array_equal(tall[:, [0, 3, 4]], image.AIR_FILL_HU)
+  np.testing.assert_array_equal(image.pad_to_square(np.zeros((6, 2)), 1)[0], [1, 1, 0, 0, 1, 1])
   square = np.ones((3, 3))
-  assert dicom.pad_to_square(square, 0) is square
+  assert image.pad_to_square(square, 0) is square
 
 
 def test_slice_to_uint8_channels_and_resize():
   hu = np.full((64, 48), 40.0, np.float32)  # non-square: padded with air to 64x64
-  img = dicom.slice_to_uint8(hu, size=32)
+  img = image.slice_to_uint8(hu, size=32)
   assert img.shape == (32, 32, 3) and img.dtype == np.uint8
   np.testing.assert_array_equal(img[16, 16], [128, 76, 76])  # brain, subdural, bone at 40 HU
   np.testing.assert_array_equal(img[16, 0], [0, 0, 0])  # padded air
-  assert dicom.slice_to_uint8(hu, dicom.windows_for(1), 16).shape == (16, 16, 1)
+  assert image.slice_to_uint8(hu, image.windows_for(1), 16).shape == (16, 16, 1)
   # Same size: no resampling, exactly the windows.
-  np.testing.assert_array_equal(dicom.slice_to_uint8(np.full((8, 8), 80.0), size=8)[..., 0], 255)
+  np.testing.assert_array_equal(image.slice_to_uint8(np.full((8, 8), 80.0), size=8)[..., 0], 255)
   with pytest.raises(ValueError, match="2-D"):
-    dicom.slice_to_uint8(np.zeros((2, 8, 8)))
+    image.slice_to_uint8(np.zeros((2, 8, 8)))
 
 
 def test_slice_to_uint8_pads_a_non_square_slice_with_air():
   """The padding is air whatever the window: a window around air shows it mid-grey, not black."""
   hu = np.full((4, 2), 40.0, np.float32)  # tall: one air column each side, no resize at size 4
-  img = dicom.slice_to_uint8(hu, [(-1000, 200)], size=4)[..., 0]
+  img = image.slice_to_uint8(hu, [(-1000, 200)], size=4)[..., 0]
   # -1024 HU in the window -1100..-900: (-1024 + 1100) * 255 / 200 = 96.9 -> 97; 40 HU: 255.
   np.testing.assert_array_equal(img[:, [0, 3]], 97)
   np.testing.assert_array_equal(img[:, 1:3], 255)
@@ -163,14 +164,14 @@ def test_slice_to_uint8_resizes_bilinear_by_hand():
   # the outer ones see only their own pixel, the inner ones weigh 3:1.
   up = np.array([[1, 0], [.75, .25], [.25, .75], [0, 1]])
   hu = np.array([[0, 200], [120, 40]], np.float32)
-  np.testing.assert_array_equal(dicom.slice_to_uint8(hu, identity, 4)[..., 0],
+  np.testing.assert_array_equal(image.slice_to_uint8(hu, identity, 4)[..., 0],
                                 np.rint(up @ hu @ up.T))
   # Shrinking 4 -> 2: the kernel spans 2 input pixels each way, so output 0 (centre 1.0) weighs
   # pixels 0, 1, 2 by 0.75, 0.75, 0.25 (pixel -1 is outside: renormalised by 1.75).
   down = np.array([[3, 3, 1, 0], [0, 1, 3, 3]]) / 7
   hu = np.array([0, 56, 112, 168], np.float32)[None, :].repeat(4, 0) + np.array(
       [0, 7, 14, 70], np.float32)[:, None]
-  np.testing.assert_array_equal(dicom.slice_to_uint8(hu, identity, 2)[..., 0],
+  np.testing.assert_array_equal(image.slice_to_uint8(hu, identity, 2)[..., 0],
                                 np.rint(down @ hu @ down.T))
 
 
@@ -318,7 +319,7 @@ def test_multi_frame_is_a_series_not_a_slice(tmp_path):
 
 def test_error_type_is_a_value_error_with_parts():
   err = dicom.DicomError("x.dcm", "why")
-  assert isinstance(err, ValueError) and str(err) == "x.dcm: why"
+  assert isinstance(err, items.InputError) and str(err) == "x.dcm: why"  # one type to catch
   assert (err.source, err.reason) == ("x.dcm", "why")
 
 
@@ -533,7 +534,7 @@ def test_hu_of_a_file_we_did_not_write_matches_pydicom():
   """
   ds = pydicom.dcmread(CT_SMALL)
   want = pydicom.pixels.apply_modality_lut(ds.pixel_array, ds)
-  defined = (want >= dicom.AIR_HU) & (ds.pixel_array != ds.get("PixelPaddingValue"))
+  defined = (want >= image.AIR_FILL_HU) & (ds.pixel_array != ds.get("PixelPaddingValue"))
   assert defined.all() and want.min() < 0 < want.max()
   got, geometry = dicom.read_slice(CT_SMALL)
   assert got.shape == want.shape == (128, 128)
@@ -563,5 +564,5 @@ def test_monochrome1_minimum_sample_shows_white():
   assert inverted.ravel()[stored.argmin()] == inverted.max()  # the minimum sample is white
   assert inverted.ravel()[stored.argmax()] == inverted.min()
   assert (inverted.min(), inverted.max()) == (plain.min(), plain.max())
-  brain = dicom.window(inverted, *dicom.WINDOWS["brain"]).ravel()
+  brain = image.window(inverted, *image.WINDOWS["brain"]).ravel()
   assert (brain[stored.argmin()], brain[stored.argmax()]) == (255, 0)

@@ -14,7 +14,7 @@ from flax import nnx
 from test_predictor import predictor, shared, tiny_checkpoint  # noqa: F401
 
 from ichflax import tasks
-from ichflax.data import dicom, phantom
+from ichflax.data import image, phantom
 from ichflax.models import inference, preprocess
 from ichflax.serving import gradcam
 from ichflax.serving import predictor as predictor_lib
@@ -128,10 +128,10 @@ def test_cam_of_a_non_square_slice_is_recentred():
   rng = np.random.default_rng(3)
   side, width = 192, 120
   head = phantom.make_slice(rng, side, (tasks.SUBTYPES.index("subdural"),))
-  tall = np.full((side, width), dicom.AIR_HU, np.float32)
+  tall = np.full((side, width), image.AIR_FILL_HU, np.float32)
   tall[:, width - side // 2:] = head.hu[:, side // 2:]  # the right half of a head, its bleed
   left = (side - width) // 2
-  square = np.pad(tall, ((0, 0), (left, side - width - left)), constant_values=dicom.AIR_HU)
+  square = np.pad(tall, ((0, 0), (left, side - width - left)), constant_values=image.AIR_FILL_HU)
   ours, padded = p.predict([tall, square], cam_class="any")
   assert ours.cam.shape == (side, width) and padded.cam.shape == (side, side)
   # The same model input in two batch rows: XLA's CPU convolutions may round the rows a little

@@ -11,7 +11,7 @@ from PIL import Image
 from test_predictor import bad_files, png_bytes, write_dicom  # noqa: F401
 
 from ichflax import tasks
-from ichflax.data import builders, dicom, filetypes, inputs, phantom, rsna
+from ichflax.data import builders, filetypes, image, inputs, items, phantom, rsna
 
 SIZE = 32  # stored model image side in the builds below
 
@@ -40,7 +40,7 @@ def test_sniff_by_content(data, kind):
 ])
 def test_bad_inputs_get_one_clear_error(make, message, bad_files):
   path = make(bad_files)
-  with pytest.raises(inputs.READ_ERRORS, match=message) as err:
+  with pytest.raises(items.InputError, match=message) as err:
     inputs.load_slice(path)
   assert path.name in str(err.value)
 
@@ -51,12 +51,12 @@ def _png16(path):
 
 
 def test_pictures_16_bit_tiny_or_not_pictures_are_refused(tmp_path):
-  with pytest.raises(inputs.InputError, match="has no display window"):
+  with pytest.raises(items.InputError, match="has no display window"):
     inputs.load_slice(_png16(tmp_path / "deep.png"))
-  with pytest.raises(inputs.InputError, match="1x5 pixels; too small"):
+  with pytest.raises(items.InputError, match="1x5 pixels; too small"):
     inputs.load_slice(np.zeros((5, 1), np.uint8))
   dcm = write_dicom(tmp_path / "a.dcm", np.zeros((8, 8), np.float32))
-  with pytest.raises(inputs.InputError, match="not a PNG or JPG image \\(a DICOM file\\)"):
+  with pytest.raises(items.InputError, match="not a PNG or JPG image \\(a DICOM file\\)"):
     inputs.picture_slice(dcm)  # the PNG builds' route: content, not the name, decides
 
 
@@ -65,10 +65,10 @@ def test_picture_grey_and_rgb_agree():
   rng = np.random.default_rng(0)
   grey = rng.integers(0, 256, (30, 50), np.uint8)
   rgb = np.repeat(grey[..., None], 3, axis=-1)
-  for windows in (dicom.ONE_WINDOW, dicom.THREE_WINDOWS):
-    np.testing.assert_array_equal(inputs.picture_to_model(grey, windows, SIZE),
-                                  inputs.picture_to_model(rgb, windows, SIZE))
-  out = inputs.picture_to_model(grey, dicom.ONE_WINDOW, SIZE)
+  for windows in (image.ONE_WINDOW, image.THREE_WINDOWS):
+    np.testing.assert_array_equal(image.picture_to_model(grey, windows, SIZE),
+                                  image.picture_to_model(rgb, windows, SIZE))
+  out = image.picture_to_model(grey, image.ONE_WINDOW, SIZE)
   assert out.shape == (SIZE, SIZE, 1) and out[:6].max() == 0  # padded with black above
 
 
@@ -87,9 +87,9 @@ def test_png_build_and_predictor_give_the_same_model_image(tmp_path):
     (tmp_path / "png" / name).mkdir(parents=True)
     for i in range(2):
       hu = phantom.make_slice(rng, 48, (group,) if group < 5 else ()).hu
-      picture = dicom.window(hu, 40, 80)[:, 5:45]  # not square: padding and resize both act
+      picture = image.window(hu, 40, 80)[:, 5:45]  # not square: padding and resize both act
       Image.fromarray(picture).save(tmp_path / "png" / name / f"{i}.png")
-  rgb = dicom.slice_to_uint8(hu, dicom.THREE_WINDOWS, 60)[3:57]  # a colour JPEG too
+  rgb = image.slice_to_uint8(hu, image.THREE_WINDOWS, 60)[3:57]  # a colour JPEG too
   Image.fromarray(rgb).save(tmp_path / "png" / "no" / "colour.jpg", quality=90)
   deep = _png16(tmp_path / "png" / "no" / "deep.png")
   dataset_dir = builders.prepare(tmp_path / "png", size=SIZE, protocol="full",
@@ -100,11 +100,11 @@ def test_png_build_and_predictor_give_the_same_model_image(tmp_path):
     if path == deep:
       continue
     group = [*tasks.SUBTYPES, "no"].index(path.parent.name)
-    served = inputs.load_slice(path.read_bytes(), path.name, windows=dicom.THREE_WINDOWS,
+    served = inputs.load_slice(path.read_bytes(), path.name, windows=image.THREE_WINDOWS,
                                stored_size=SIZE).model_image
     np.testing.assert_array_equal(stored[f"{group}_{path.stem}"], served, err_msg=str(path))
   # A picture serving refuses is skipped by the build, for the same reason.
-  with pytest.raises(inputs.InputError) as refused:
+  with pytest.raises(items.InputError) as refused:
     inputs.load_slice(deep)
   report = Path(builders.dataset_info(dataset_dir)["dataset_dir"]) / builders.REPORT_FILE
   assert f"{deep}: {refused.value.reason}" in report.read_text()
@@ -116,8 +116,8 @@ def test_dicom_build_and_predictor_give_the_same_model_image(tmp_path):
       size=SIZE, protocol="full", workers=1))
   stored = _records(dataset_dir)
   assert len(stored) == 30
-  for image_id, image in stored.items():
+  for image_id, stored_image in stored.items():
     data = (root / phantom.IMAGES_DIR / f"{image_id}.dcm").read_bytes()
-    served = inputs.load_slice(data, image_id, windows=dicom.THREE_WINDOWS, stored_size=SIZE)
-    np.testing.assert_array_equal(image, served.model_image, err_msg=image_id)
+    served = inputs.load_slice(data, image_id, windows=image.THREE_WINDOWS, stored_size=SIZE)
+    np.testing.assert_array_equal(stored_image, served.model_image, err_msg=image_id)
     assert served.geometry.sop_instance_uid == image_id

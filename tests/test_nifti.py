@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from test_sources import ZS, phantom_volume, write_nifti
 
-from ichflax.data import dicom, nifti
-from ichflax.data.inputs import InputError
+from ichflax.data import image, nifti
+from ichflax.data.items import InputError
 
 
 def _volume(path) -> nifti.Volume:
@@ -36,7 +36,7 @@ def test_scaled_voxels_become_hu(tmp_path):
   img.header.set_slope_inter(2.0, -1024.0)
   nib.save(img, tmp_path / "scaled.nii")
   v = _volume(tmp_path / "scaled.nii")
-  np.testing.assert_allclose(v.hu(1), np.maximum(volume[1] // 2 * 2, dicom.AIR_HU), atol=2)
+  np.testing.assert_allclose(v.hu(1), np.maximum(volume[1] // 2 * 2, image.AIR_FILL_HU), atol=2)
 
 
 @pytest.mark.parametrize("make,reason", [

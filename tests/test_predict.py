@@ -13,7 +13,7 @@ from test_predictor import SUBDURAL, bad_files, png_bytes, tiny_checkpoint, writ
 from test_sources import ZS, enhanced_ct, phantom_volume, write_nifti, write_series
 
 from ichflax import tasks
-from ichflax.data import dicom, phantom
+from ichflax.data import image, phantom
 from ichflax.serving import cli as predict
 from ichflax.trust import verdict
 
@@ -26,7 +26,7 @@ def test_cli_schema(tiny_checkpoint, tmp_path, capsys):
     write_dicom(folder / f"s{i}.dcm", phantom.make_slice(rng, 64, (SUBDURAL,)).hu, i, z)
   (folder / "broken.dcm").write_bytes(b"DICM but not really")
   loose = tmp_path / "s0.png"  # same stem as a series slice: its Grad-CAM must not overwrite
-  loose.write_bytes(png_bytes(dicom.window(phantom.make_slice(rng, 64).hu, 40, 80)))
+  loose.write_bytes(png_bytes(image.window(phantom.make_slice(rng, 64).hu, 40, 80)))
   cams = tmp_path / "cams"
   # The tiny model may find fresh slices unlike its 8 training slices: reveal them too.
   code = predict.main([str(folder), str(loose), "--checkpoint", str(tiny_checkpoint),

@@ -17,7 +17,7 @@ from PIL import Image
 
 from ichflax import tasks
 from ichflax.config import AugmentConfig, TrainConfig
-from ichflax.data import ct_writer, dicom, phantom
+from ichflax.data import ct_writer, dicom, image, items, phantom
 from ichflax.serving import gradcam
 from ichflax.serving import predictor as predictor_lib
 from ichflax.training import loop as train
@@ -61,7 +61,7 @@ def predictor(tiny_checkpoint) -> predictor_lib.Predictor:
 def write_dicom(path: Path, hu: np.ndarray, index: int = 0, z: float = 0.0,
                 series: str = "ID_series", **tags) -> Path:
   """A CT slice through the data layer's writer, plus any extra (e.g. identifying) tags."""
-  geo = dicom.SliceGeometry(f"ID_test{index:03d}", "ID_study", series, index + 1, z)
+  geo = items.SliceGeometry(f"ID_test{index:03d}", "ID_study", series, index + 1, z)
   ct_writer.write_ct(path, hu, geo, patient_id="PHANTOM")
   if tags:
     ds = pydicom.dcmread(path)
@@ -119,8 +119,8 @@ def test_spec_drives_preprocessing(predictor):
 
 
 def test_png_and_jpg_any_size_grey_or_rgb(predictor, bleed, tmp_path):
-  grey = dicom.window(bleed.hu, *dicom.WINDOWS["brain"])[:, 10:80]  # not square
-  rgb = np.asarray(Image.fromarray(dicom.slice_to_uint8(bleed.hu, dicom.THREE_WINDOWS, 96))
+  grey = image.window(bleed.hu, *image.WINDOWS["brain"])[:, 10:80]  # not square
+  rgb = np.asarray(Image.fromarray(image.slice_to_uint8(bleed.hu, image.THREE_WINDOWS, 96))
                    .resize((150, 150)))
   preds = predictor.predict([predictor.load(png_bytes(grey), "grey.png"),
                              predictor.load(png_bytes(rgb, "JPEG"), "rgb.jpg")])
@@ -139,7 +139,7 @@ def test_dicom_follows_the_training_path(predictor, bleed, tmp_path):
   s = predictor.load(path)
   assert s.geometry.position_z == 0.0
   hu = dicom.read_hu(path)
-  np.testing.assert_array_equal(s.model_image, dicom.slice_to_uint8(hu, predictor.windows, 64))
+  np.testing.assert_array_equal(s.model_image, image.slice_to_uint8(hu, predictor.windows, 64))
   from_file, from_hu = predictor.predict([path, hu])
   check_prediction(from_file, hu.shape, tasks.LABELS)
   assert from_file.probabilities == pytest.approx(from_hu.probabilities, abs=1e-6)

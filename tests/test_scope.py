@@ -10,7 +10,7 @@ import pydicom
 import pytest
 from test_predictor import write_dicom
 
-from ichflax.data import dicom, inputs, phantom
+from ichflax.data import image, inputs, phantom
 from ichflax.trust import scope
 
 PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
@@ -34,8 +34,8 @@ def test_phantom_series_top_to_bottom_pass(tmp_path):
 
 def test_pictures_of_ct_pass_grey_and_three_windows():
   hu = phantom.make_slice(np.random.default_rng(3), 128, (4,)).hu
-  grey = dicom.window(hu, *dicom.WINDOWS["brain"])
-  rgb = dicom.slice_to_uint8(hu, dicom.THREE_WINDOWS, 128)
+  grey = image.window(hu, *image.WINDOWS["brain"])
+  rgb = image.slice_to_uint8(hu, image.THREE_WINDOWS, 128)
   tinted = np.stack([grey, (grey * 0.8).astype(np.uint8), (grey * 0.6).astype(np.uint8)], -1)
   for picture in (grey, rgb, tinted):
     assert scope.check(inputs.load_slice(picture)) is None

@@ -17,8 +17,8 @@ from pydicom import uid
 from pydicom.dataset import Dataset
 from test_predictor import bad_files, shared, write_dicom  # noqa: F401
 
-from ichflax.data import dicom, phantom, sources
-from ichflax.data.archives import Item
+from ichflax.data import items, phantom, sources
+from ichflax.data.items import Item
 from ichflax.serving import predictor as predictor_lib
 
 SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints" / "multilabel"
@@ -272,5 +272,5 @@ def test_every_read_error_names_the_file_and_reads_on(tmp_path):
 
 def test_dicom_geometry_stays_without_patient_tags(tmp_path):
   series, = sources.read([enhanced_ct(tmp_path / "e.dcm", phantom_volume())]).series
-  assert all(isinstance(e.geometry, dicom.SliceGeometry) for e in series.entries)
+  assert all(isinstance(e.geometry, items.SliceGeometry) for e in series.entries)
   assert "PHANTOM" not in repr([e.geometry for e in series.entries])

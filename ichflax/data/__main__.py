@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ichflax import config, tasks
-from ichflax.data import dicom, phantom
+from ichflax import tasks
+from ichflax.data import image, phantom, rsna
 
 
 def _phantom(args) -> None:
@@ -46,8 +46,8 @@ def _preview(args) -> None:
   args.out.mkdir(parents=True, exist_ok=True)
   rng = np.random.default_rng(args.seed)
   for name, subtypes in [("normal", ()), *((n, (i,)) for i, n in enumerate(tasks.SUBTYPES))]:
-    strip = [dicom.slice_to_uint8(phantom.make_slice(rng, args.size, subtypes).hu,
-                                  dicom.windows_for(1), args.size)[..., 0]
+    strip = [image.slice_to_uint8(phantom.make_slice(rng, args.size, subtypes).hu,
+                                  image.windows_for(1), args.size)[..., 0]
              for _ in range(args.count)]
     Image.fromarray(np.concatenate(strip, axis=1)).save(args.out / f"phantom_{name}.png")
   print(f"wrote {len(tasks.SUBTYPES) + 1} strips to {args.out}")
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
   src.add_argument("--png", type=Path, help="the paper's PNG folders, one per class")
   src.add_argument("--phantom", type=int, metavar="N", help="generate N phantom slices")
   b.add_argument("--out", type=Path, required=True, help="TFDS data dir")
-  b.add_argument("--protocol", choices=(*config.PROTOCOLS, *config.ALIASES), default="paper",
+  b.add_argument("--protocol", choices=(*rsna.PROTOCOLS, *rsna.ALIASES), default="paper",
                  help="paper: per class, as the paper's text drew; paper-code: the authors' "
                       "parser (CSV order, first subtype with room); full: every image, split "
                       "by study (seed: the old name of paper)")
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
   logging.getLogger("ichflax").setLevel(logging.INFO)
   try:
     args.run(args)
-  except (ValueError, OSError) as e:  # DataError, LabelError, DicomError are ValueErrors
+  except (ValueError, OSError) as e:  # DataError, LabelError, InputError are ValueErrors
     print(f"error: {e}", file=sys.stderr)
     return 2
   return 0

@@ -1,4 +1,4 @@
-"""Files held in memory, and a zip's members read safely into them: the CLI and the app share it.
+"""A zip's members read safely into files in memory (`items.Item`): the CLI and the app share it.
 
 A zip is read member by member without extracting, so path traversal cannot write anywhere, and
 size checks on what is actually decompressed (not what the headers declare) stop a zip bomb.
@@ -6,35 +6,16 @@ size checks on what is actually decompressed (not what the headers declare) stop
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import zipfile
 from pathlib import PurePosixPath
 
 from ichflax.data import filetypes
+from ichflax.data.items import Item, Problem
 
 MAX_MEMBERS = 1000  # files in one zip: a thin-slice head CT series is 150-600 slices
 MAX_UNZIPPED_MB = 1024  # 1,000 uncompressed 512x512 slices are 500 MB
 MAX_ZIP_RATIO = 100  # CT slices compress 2-4x; 100x is a bomb, not a scan
-
-
-@dataclasses.dataclass(frozen=True)
-class Item:
-  """One file (or zip member) held in memory; `name` is how messages name it."""
-
-  name: str
-  data: bytes
-
-
-@dataclasses.dataclass(frozen=True)
-class Problem:
-  """A file that gave no slice: what it is and a reason that says what to do."""
-
-  file: str
-  reason: str
-
-  def __str__(self) -> str:
-    return f"{self.file}: {self.reason}"
 
 
 def read_zip(name: str, data: bytes, *, max_members: int = MAX_MEMBERS,

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from PIL import Image, PngImagePlugin
 
-from ichflax.data import dicom, inputs
+from ichflax.data import image, inputs
+from ichflax.data.items import InputError
 
 # How each kind of build reads its files: the routes `inputs.load_slice` dispatches to.
 _ROUTES = {"dicom": inputs.dicom_slice, "image": inputs.picture_slice}
@@ -27,7 +28,7 @@ class Job:
   target: str
   kind: str  # "dicom" | "image"
   size: int
-  windows: tuple[dicom.Window, ...]
+  windows: tuple[image.Window, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +45,7 @@ def run(job: Job) -> Result:
       return Result(job.target, im.text.get("study_id", ""))
   try:
     s = _ROUTES[job.kind](job.source, windows=job.windows, stored_size=job.size)
-  except inputs.READ_ERRORS as e:
+  except InputError as e:
     return Result(job.target, error=e.reason)
   except Exception as e:  # noqa: BLE001  (one odd file must not end a build)
     return Result(job.target, error=f"unexpected {type(e).__name__} while reading ({e})")
@@ -52,10 +53,10 @@ def run(job: Job) -> Result:
   info = PngImagePlugin.PngInfo()
   info.add_text("study_id", study)
   tmp = Path(job.target).with_suffix(f".{os.getpid()}.tmp")
-  image = s.model_image
+  model = s.model_image
   # Level 1: a quarter of the default's encode time for ~7% more bytes (noisy CT compresses
   # poorly at any level); these bytes go into the TFDS records as they are.
-  Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(
+  Image.fromarray(model.squeeze(-1) if model.shape[-1] == 1 else model).save(
       tmp, format="PNG", pnginfo=info, compress_level=1)
   os.replace(tmp, job.target)  # atomic: an interrupted build never leaves half a PNG
   return Result(job.target, study)

@@ -13,7 +13,8 @@ import pydicom
 from pydicom import uid as dicom_uid
 from pydicom.dataset import FileDataset, FileMetaDataset
 
-from ichflax.data import dicom
+from ichflax.data import image
+from ichflax.data.items import SliceGeometry
 
 # How `write_ct` stores HU, mirroring what RSNA 2019 files contain: signed int16 with intercept
 # -1024 and -2000 padding outside the scan circle; unsigned 12-bit with intercept -1024; and
@@ -33,7 +34,7 @@ def _encode(hu: np.ndarray, encoding: str) -> tuple[np.ndarray, int, int, float]
   raise ValueError(f"unknown encoding {encoding!r}: choose one of {', '.join(ENCODINGS)}")
 
 
-def _set_tags(ds: FileDataset, geometry: dicom.SliceGeometry, patient_id: str) -> None:
+def _set_tags(ds: FileDataset, geometry: SliceGeometry, patient_id: str) -> None:
   ds.file_meta.MediaStorageSOPInstanceUID = geometry.sop_instance_uid
   ds.SOPInstanceUID = geometry.sop_instance_uid
   ds.PatientID = patient_id
@@ -41,7 +42,7 @@ def _set_tags(ds: FileDataset, geometry: dicom.SliceGeometry, patient_id: str) -
   ds.SeriesInstanceUID = geometry.series_instance_uid
 
 
-def write_ct(path: str | os.PathLike, hu: np.ndarray, geometry: dicom.SliceGeometry, *,
+def write_ct(path: str | os.PathLike, hu: np.ndarray, geometry: SliceGeometry, *,
              patient_id: str, pixel_spacing: float = 0.45, encoding: str = "int16",
              photometric: str = "MONOCHROME2", padding: np.ndarray | None = None) -> None:
   """Write one axial CT slice with the tags RSNA 2019 files carry (synthetic identities only).
@@ -73,7 +74,7 @@ def write_ct(path: str | os.PathLike, hu: np.ndarray, geometry: dicom.SliceGeome
   ds.BitsStored = bits
   ds.HighBit = bits - 1
   ds.PixelRepresentation = signed
-  ds.WindowCenter, ds.WindowWidth = dicom.WINDOWS["brain"]
+  ds.WindowCenter, ds.WindowWidth = image.WINDOWS["brain"]
   ds.RescaleIntercept = intercept
   ds.RescaleSlope = 1.0
   ds.PixelData = stored.tobytes()

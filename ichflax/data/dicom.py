@@ -1,17 +1,15 @@
-"""One CT slice from DICOM to Hounsfield units, and HU to the stored model image.
+"""One CT slice (or a multi-frame series) from DICOM to Hounsfield units with its geometry.
 
-`slice_to_uint8` is the single place where HU become model pixels: the dataset builders and the
-Predictor both call it, so inference can never disagree with training.
+Decoding only: HU become model pixels in `ichflax.data.image`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import logging
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -20,25 +18,10 @@ from PIL import Image
 from pydicom import uid
 from pydicom.pixels import get_decoder, pixel_array
 
-from ichflax.data import filetypes
+from ichflax.data import filetypes, image
+from ichflax.data.items import InputError, SliceGeometry
 
 Source = str | os.PathLike | BinaryIO | bytes
-Window = tuple[float, float]  # (center, width) in HU
-
-AIR_HU = -1024.0
-# Largest slice accepted (DICOM or image): 16.7 M pixels, far above a CT slice, well below a bomb.
-MAX_PIXELS = 4096 * 4096
-WINDOWS: dict[str, Window] = {
-    "brain": (40.0, 80.0),
-    "subdural": (80.0, 200.0),
-    "bone": (600.0, 2800.0),
-}
-# Default model input: one window per RGB channel. The seed used one grayscale window; we
-# document brain 40/80 as that single window (`windows_for(1)`).
-THREE_WINDOWS: tuple[Window, ...] = (WINDOWS["brain"], WINDOWS["subdural"], WINDOWS["bone"])
-ONE_WINDOW: tuple[Window, ...] = (WINDOWS["brain"],)
-# PIL's bilinear filter widens its support when shrinking, so downsizing is antialiased.
-RESAMPLE = Image.Resampling.BILINEAR
 # The pip packages behind each pydicom decoding plugin (all in requirements.txt).
 _PLUGIN_PACKAGES = {"gdcm": "python-gdcm", "pylibjpeg": "pylibjpeg, pylibjpeg-libjpeg, "
                     "pylibjpeg-openjpeg, pylibjpeg-rle", "pyjpegls": "pyjpegls"}
@@ -46,27 +29,8 @@ _PLUGIN_PACKAGES = {"gdcm": "python-gdcm", "pylibjpeg": "pylibjpeg, pylibjpeg-li
 _PIXEL_TAGS = ("Rows", "Columns", "BitsAllocated")
 
 
-class DicomError(ValueError):
-  """A file that cannot be turned into one CT slice; the message names the file and why."""
-
-  def __init__(self, source: str, reason: str):
-    super().__init__(f"{source}: {reason}")
-    self.source = source
-    self.reason = reason
-
-
-@dataclasses.dataclass(frozen=True)
-class SliceGeometry:
-  """The non-identifying tags that order a slice within its series (no patient tags)."""
-
-  sop_instance_uid: str
-  study_instance_uid: str
-  series_instance_uid: str
-  instance_number: int | None
-  position_z: float | None  # ImagePositionPatient[2], mm
-  # What was scanned, for the scope check (`ichflax.trust.scope`); None when the tag is absent.
-  modality: str | None = None
-  body_part: str | None = None
+class DicomError(InputError):
+  """A DICOM file that cannot be turned into CT slices; the message names the file and why."""
 
 
 def quiet_pydicom() -> None:
@@ -78,15 +42,6 @@ def quiet_pydicom() -> None:
   pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
   logging.getLogger("pydicom").setLevel(logging.CRITICAL)
   warnings.filterwarnings("ignore", module="pydicom")
-
-
-def windows_for(n: int) -> tuple[Window, ...]:
-  """3 -> (brain, subdural, bone) as RGB; 1 -> the seed-style single brain window."""
-  if n == 3:
-    return THREE_WINDOWS
-  if n == 1:
-    return ONE_WINDOW
-  raise ValueError(f"windows must be 3 (brain, subdural, bone) or 1 (brain), got {n}")
 
 
 def _name(source: Source) -> str:
@@ -225,9 +180,9 @@ class ImageFile:
         raise DicomError(name, f"lacks {keyword}, which its pixel data needs; export it again "
                          "from the scanner or PACS")
     rows, cols = layout["Rows"], layout["Columns"]
-    if rows * cols > MAX_PIXELS:  # checked before decoding: a tiny compressed file can be huge
-      raise DicomError(name, f"is {cols}x{rows} pixels, over the {MAX_PIXELS:,}-pixel limit for "
-                       "one slice; a CT slice is usually 512x512")
+    if rows * cols > image.MAX_PIXELS:  # checked before decoding: a small file can be huge
+      raise DicomError(name, f"is {cols}x{rows} pixels, over the {image.MAX_PIXELS:,}-pixel limit "
+                       "for one slice; a CT slice is usually 512x512")
     problem = _decoder_problem(ds)
     if problem:
       raise DicomError(name, problem)
@@ -286,8 +241,8 @@ class ImageFile:
       # (padding excluded, or it would shift the mirror point).
       tissue = hu[~padded]
       hu = tissue.max() + tissue.min() - hu
-    hu[padded] = AIR_HU
-    return np.maximum(hu, AIR_HU).astype(np.float32)
+    hu[padded] = image.AIR_FILL_HU
+    return np.maximum(hu, image.AIR_FILL_HU).astype(np.float32)
 
   def _decode(self, index: int) -> np.ndarray:
     ts = uid.UID(str(self.ds.file_meta.TransferSyntaxUID))
@@ -321,46 +276,10 @@ def read_slice(source: Source) -> tuple[np.ndarray, SliceGeometry]:
 
   A multi-frame object is a whole series: `ichflax.data.sources` reads it frame by frame.
   """
-  image = open_image(source)
-  if image.frames > 1:
-    raise DicomError(image.name, f"is a multi-frame DICOM ({image.frames} frames, a series in "
-                     "one file); read it as a series: `python -m ichflax.predict FILE` or the app")
-  return image.hu(0), image.geometries[0]
+  dicom_file = open_image(source)
+  if dicom_file.frames > 1:
+    raise DicomError(dicom_file.name, f"is a multi-frame DICOM ({dicom_file.frames} frames, a "
+                     "series in one file); read it as a series: `python -m ichflax.predict FILE` "
+                     "or the app")
+  return dicom_file.hu(0), dicom_file.geometries[0]
 
-
-def window(hu: np.ndarray, center: float, width: float) -> np.ndarray:
-  """uint8 image of one display window: center - width/2 -> 0, center + width/2 -> 255."""
-  if width <= 0:
-    raise ValueError(f"window width must be positive, got {width}")
-  low = center - width / 2
-  scaled = (np.asarray(hu, np.float32) - low) * (255.0 / width)
-  return np.rint(np.clip(scaled, 0, 255)).astype(np.uint8)
-
-
-def pad_to_square(image: np.ndarray, fill: float) -> np.ndarray:
-  """(H, W, ...) centred in a square of side max(H, W), the border set to `fill` (air)."""
-  h, w = image.shape[:2]
-  if h == w:
-    return image
-  side = max(h, w)
-  out = np.full((side, side) + image.shape[2:], fill, image.dtype)
-  top, left = (side - h) // 2, (side - w) // 2
-  out[top:top + h, left:left + w] = image
-  return out
-
-
-def slice_to_uint8(hu: np.ndarray, windows: Sequence[Window] = THREE_WINDOWS,
-                   size: int = 256) -> np.ndarray:
-  """uint8 (size, size, len(windows)): pad to square with air, resize HU (bilinear), window.
-
-  Resizing HU before windowing keeps edges of each window sharp and costs one resize only.
-  """
-  hu = np.asarray(hu, np.float32)
-  if hu.ndim != 2:
-    raise ValueError(f"expected one 2-D slice of HU, got shape {hu.shape}")
-  if not windows:
-    raise ValueError("give at least one (center, width) window")
-  hu = pad_to_square(hu, AIR_HU)
-  if hu.shape[0] != size:
-    hu = np.asarray(Image.fromarray(hu).resize((size, size), RESAMPLE))
-  return np.stack([window(hu, c, wd) for c, wd in windows], axis=-1)

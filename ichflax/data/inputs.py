@@ -18,29 +18,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ichflax.data import dicom, filetypes
+from ichflax.data import dicom, filetypes, image
+from ichflax.data.items import InputError, SliceGeometry
 
-# Larger than any CT slice (512 x 512 typical, 1024 x 1024 rare); refusing bigger images keeps a
-# decompression bomb (a small PNG that decodes to gigabytes) from taking the server down.
-MAX_PIXELS = dicom.MAX_PIXELS
 # PIL modes read as grey or colour 8-bit pictures; others (16-bit, float) carry no window.
 _GREY_MODES, _COLOUR_MODES = ("L", "1", "LA"), ("RGB", "RGBA", "P", "PA", "CMYK", "YCbCr")
 
 Source = str | os.PathLike | bytes | np.ndarray
-
-
-class InputError(ValueError):
-  """An input that is not one readable CT slice; the message names it and says what to do."""
-
-  def __init__(self, source: str, reason: str):
-    super().__init__(f"{source}: {reason}")
-    self.source = source
-    self.reason = reason
-
-
-# Everything a bad input can raise: batch callers (builds, the CLI, the demo) report these per
-# item and carry on; both carry `source` and `reason`.
-READ_ERRORS = (InputError, dicom.DicomError)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +35,7 @@ class Slice:
   model_image: np.ndarray  # uint8 (stored_size, stored_size, C): what training stored
   picture: np.ndarray | None = None  # uint8 (H, W) or (H, W, 3) as given: PNG/JPG, uint8 arrays
   hu: np.ndarray | None = None  # float32 (H, W), DICOM and HU arrays only
-  geometry: dicom.SliceGeometry | None = None  # DICOM only: orders a series, no patient tags
+  geometry: SliceGeometry | None = None  # DICOM only: orders a series, no patient tags
   frame: int | None = None  # 1-based slice of a multi-frame DICOM or a NIfTI volume
 
   @property
@@ -65,7 +49,7 @@ class Slice:
 
     Made on first use, so dataset builds never pay for a view they do not show.
     """
-    return self.picture if self.hu is None else dicom.window(self.hu, *dicom.WINDOWS["brain"])
+    return self.picture if self.hu is None else image.window(self.hu, *image.WINDOWS["brain"])
 
   @property
   def shape(self) -> tuple[int, int]:
@@ -82,10 +66,10 @@ def read_picture(data: bytes, name: str) -> np.ndarray:
   try:
     with Image.open(io.BytesIO(data)) as img:
       w, h = img.size
-      if w * h > MAX_PIXELS:
-        raise InputError(name, f"image is {w}x{h} pixels, over the {MAX_PIXELS:,}-pixel limit "
-                         "(4096x4096); a CT slice is usually 512x512: downscale it or upload "
-                         "the DICOM")
+      if w * h > image.MAX_PIXELS:
+        raise InputError(name, f"image is {w}x{h} pixels, over the {image.MAX_PIXELS:,}-pixel "
+                         "limit (4096x4096); a CT slice is usually 512x512: downscale it or "
+                         "upload the DICOM")
       if img.mode in _GREY_MODES:
         return np.asarray(img.convert("L"))
       if img.mode in _COLOUR_MODES:
@@ -101,24 +85,10 @@ def read_picture(data: bytes, name: str) -> np.ndarray:
     raise InputError(name, f"damaged or truncated image ({e}); export the slice again") from None
 
 
-def picture_to_model(picture: np.ndarray, windows: Sequence[dicom.Window],
-                     size: int) -> np.ndarray:
-  """uint8 (size, size, C) from an 8-bit picture, which is taken as already windowed.
-
-  Pad to a centred square with black (as HU are padded with air), then grey for one window or
-  RGB for three (grey is repeated; a colour picture becomes grey by PIL's luma), then PIL
-  bilinear to `size`. Padding first and converting after gives the same pixels either way.
-  """
-  pil = Image.fromarray(dicom.pad_to_square(picture, 0))
-  pil = pil.convert("L" if len(windows) == 1 else "RGB")
-  pil = pil.resize((size, size), dicom.RESAMPLE)
-  return np.asarray(pil).reshape(size, size, -1)
-
-
 def dicom_slice(source: str | os.PathLike | bytes, name: str | None = None, *,
-                windows: Sequence[dicom.Window] = dicom.THREE_WINDOWS,
+                windows: Sequence[image.Window] = image.THREE_WINDOWS,
                 stored_size: int = 256) -> Slice:
-  """A DICOM slice (path or bytes): HU, then `dicom.slice_to_uint8` with the training windows."""
+  """A DICOM slice (path or bytes): HU, then `image.slice_to_uint8` with the training windows."""
   if isinstance(source, bytes):
     name = name or "<uploaded file>"
     source = io.BytesIO(source)
@@ -129,20 +99,20 @@ def dicom_slice(source: str | os.PathLike | bytes, name: str | None = None, *,
 
 
 def picture_slice(source: str | os.PathLike | bytes, name: str | None = None, *,
-                  windows: Sequence[dicom.Window] = dicom.THREE_WINDOWS,
+                  windows: Sequence[image.Window] = image.THREE_WINDOWS,
                   stored_size: int = 256) -> Slice:
-  """A PNG/JPG slice (path or bytes), already windowed: see `picture_to_model`."""
+  """A PNG/JPG slice (path or bytes), already windowed: see `image.picture_to_model`."""
   name, data = _read_bytes(source, name)
   return _from_picture(read_picture(data, name), name, windows, stored_size)
 
 
 def load_slice(source: Source, name: str | None = None, *,
-               windows: Sequence[dicom.Window] = dicom.THREE_WINDOWS,
+               windows: Sequence[image.Window] = image.THREE_WINDOWS,
                stored_size: int = 256) -> Slice:
   """One slice from a path, file bytes, or an array (float: HU; uint8: a picture).
 
   The content decides the route (`dicom_slice` or `picture_slice`), never the file name.
-  Raises one of READ_ERRORS naming the input and what to do.
+  Raises an `InputError` naming the input and what to do.
   """
   if isinstance(source, np.ndarray):
     return _from_array(source, name or "array", windows, stored_size)
@@ -182,11 +152,11 @@ def _from_array(array: np.ndarray, name: str, windows, stored_size: int) -> Slic
                    "a uint8 image (H, W) / (H, W, 3)")
 
 
-def from_hu(hu: np.ndarray, name: str, *, windows: Sequence[dicom.Window],
-            stored_size: int, geometry: dicom.SliceGeometry | None = None,
+def from_hu(hu: np.ndarray, name: str, *, windows: Sequence[image.Window],
+            stored_size: int, geometry: SliceGeometry | None = None,
             frame: int | None = None) -> Slice:
-  """A slice of HU (a DICOM frame, a NIfTI slice, an array) through `dicom.slice_to_uint8`."""
-  return Slice(name, dicom.slice_to_uint8(hu, windows, stored_size), hu=hu, geometry=geometry,
+  """A slice of HU (a DICOM frame, a NIfTI slice, an array) through `image.slice_to_uint8`."""
+  return Slice(name, image.slice_to_uint8(hu, windows, stored_size), hu=hu, geometry=geometry,
                frame=frame)
 
 
@@ -194,4 +164,4 @@ def _from_picture(picture: np.ndarray, name: str, windows, stored_size: int) -> 
   if min(picture.shape[:2]) < 2:
     raise InputError(name, f"image is {picture.shape[1]}x{picture.shape[0]} pixels; too small: "
                      "give a CT slice")
-  return Slice(name, picture_to_model(picture, windows, stored_size), picture=picture)
+  return Slice(name, image.picture_to_model(picture, windows, stored_size), picture=picture)

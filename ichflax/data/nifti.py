@@ -17,8 +17,8 @@ import nibabel as nib
 import numpy as np
 from nibabel import orientations
 
-from ichflax.data import dicom, filetypes
-from ichflax.data.inputs import InputError
+from ichflax.data import filetypes, image
+from ichflax.data.items import InputError, SliceGeometry
 
 # Decompressed volume at most 2 GiB: 1,000 int16 slices of 1024x1024. Checked against the header
 # before the rest is decompressed, so a small .nii.gz cannot expand without limit.
@@ -67,9 +67,9 @@ class Volume:
       raise InputError(name, f"was acquired in the {plane} plane (voxels {_mm(ras_zooms)} mm): "
                        f"axial slices resliced from it would be {aspect:.1f}x stretched; upload "
                        "an axial series")
-    if self._ras.shape[0] * self._ras.shape[1] > dicom.MAX_PIXELS:
+    if self._ras.shape[0] * self._ras.shape[1] > image.MAX_PIXELS:
       raise InputError(name, f"has axial slices of {self._ras.shape[0]}x{self._ras.shape[1]} "
-                       f"voxels, over the {dicom.MAX_PIXELS:,}-pixel limit for one slice")
+                       f"voxels, over the {image.MAX_PIXELS:,}-pixel limit for one slice")
     slope, inter = hdr.get_slope_inter()
     self._slope = 1.0 if slope is None or not np.isfinite(slope) or slope == 0 else float(slope)
     self._inter = 0.0 if inter is None or not np.isfinite(inter) else float(inter)
@@ -81,7 +81,7 @@ class Volume:
     ras_affine = affine @ orientations.inv_ornt_aff(ornt, shape)
     self.frames = self._ras.shape[2]
     self.geometries = tuple(
-        dicom.SliceGeometry("", "", f"nifti:{name}", k + 1, float((ras_affine @ [0, 0, k, 1])[2]))
+        SliceGeometry("", "", f"nifti:{name}", k + 1, float((ras_affine @ [0, 0, k, 1])[2]))
         for k in range(self.frames))
 
   def hu(self, index: int) -> np.ndarray:
@@ -91,7 +91,7 @@ class Volume:
     right on the left and the front up, so both axes are reversed and rows become j.
     """
     hu = self._ras[::-1, ::-1, index].T.astype(np.float32) * self._slope + self._inter
-    return np.maximum(hu, dicom.AIR_HU).astype(np.float32)
+    return np.maximum(hu, image.AIR_FILL_HU).astype(np.float32)
 
 
 def _mm(values) -> str:

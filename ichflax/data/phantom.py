@@ -23,7 +23,8 @@ import numpy as np
 from PIL import Image
 
 from ichflax import parallel, tasks
-from ichflax.data import ct_writer, dicom
+from ichflax.data import ct_writer, image
+from ichflax.data.items import SliceGeometry
 
 EPIDURAL, INTRAPARENCHYMAL, INTRAVENTRICULAR, SUBARACHNOID, SUBDURAL = range(5)
 FIELD_OF_VIEW_MM = 230.0
@@ -329,11 +330,11 @@ def _write_study(out: Path, seed: int, size: int, png_size: int | None,
     image_id = _uid(seed, study, i)[:12]
     rows.append((image_id, s.labels))
     if png_size:
-      grey = dicom.slice_to_uint8(np.where(scan_circle, dicom.AIR_HU, s.hu), dicom.ONE_WINDOW,
-                                  png_size)
+      grey = image.slice_to_uint8(np.where(scan_circle, image.AIR_FILL_HU, s.hu),
+                                  image.ONE_WINDOW, png_size)
       Image.fromarray(grey[..., 0]).save(out / f"{image_id}.png")
       continue
-    geo = dicom.SliceGeometry(image_id, study_uid, series_uid, i + 1, SLICE_MM * i)
+    geo = SliceGeometry(image_id, study_uid, series_uid, i + 1, SLICE_MM * i)
     ct_writer.write_ct(out / f"{image_id}.dcm", s.hu, geo, patient_id=patient,
                        pixel_spacing=FIELD_OF_VIEW_MM / size, encoding=str(encoding),
                        padding=scan_circle)

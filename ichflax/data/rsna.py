@@ -19,6 +19,13 @@ import numpy as np
 from ichflax import tasks
 
 SPLITS = ("train", "validation", "test")
+# paper: the text's per-class draw; paper-code: the authors' parser (walk the CSV, first subtype
+# with room wins); full: every image, split by study. Here, beside the draws, so the builders need
+# no training config; `ichflax.config` offers the same choices.
+PROTOCOLS = ("paper", "paper-code", "full")
+# Names used before the paper's protocol, recipe and preset were called "paper" (`ichflax.config`
+# applies them to the recipe and preset too).
+ALIASES = {"seed": "paper"}
 # Kaggle layouts: stage 2 (2019 final) and stage 1 names, for images and label files.
 IMAGE_DIRS = ("stage_2_train", "stage_2_train_images", "stage_1_train_images", "stage_1_train")
 CSV_NAMES = ("stage_2_train.csv", "stage_1_train.csv")

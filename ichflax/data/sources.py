@@ -17,8 +17,8 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
-from ichflax.data import archives, dicom, filetypes, inputs, nifti
-from ichflax.data.archives import Item, Problem
+from ichflax.data import archives, dicom, filetypes, image, inputs, nifti
+from ichflax.data.items import InputError, Item, Problem, SliceGeometry
 
 log = logging.getLogger("ichflax.sources")
 Input = str | os.PathLike | Item
@@ -31,7 +31,7 @@ class Entry:
   """One slice to be: its name, where it sits in its series, and how to decode it."""
 
   name: str
-  geometry: dicom.SliceGeometry | None
+  geometry: SliceGeometry | None
   load: Callable[[], inputs.Slice]
 
 
@@ -54,7 +54,7 @@ class Series:
       for entry in self.entries[start:start + size]:
         try:
           slices.append(entry.load())
-        except inputs.READ_ERRORS as e:
+        except InputError as e:
           problems.append(Problem(e.source, e.reason))
         except Exception as e:  # noqa: BLE001  (one odd file must never stop a batch)
           problems.append(unexpected(entry.name, e))
@@ -73,7 +73,7 @@ class Reading:
     return sum(len(s.entries) for s in self.series)
 
 
-def order_key(name: str, geometry: dicom.SliceGeometry | None) -> tuple:
+def order_key(name: str, geometry: SliceGeometry | None) -> tuple:
   """Series order: ImagePositionPatient z (slices without one last), instance number, name."""
   g = geometry
   return (g is None or g.position_z is None, (g and g.position_z) or 0.0,
@@ -88,7 +88,7 @@ def unexpected(name: str, e: Exception) -> Problem:
                  "it opens in a DICOM viewer, please report it")
 
 
-def read(sources: Iterable[Input], *, windows: Sequence[dicom.Window] = dicom.THREE_WINDOWS,
+def read(sources: Iterable[Input], *, windows: Sequence[image.Window] = image.THREE_WINDOWS,
          stored_size: int = 256, max_slices: int | None = None) -> Reading:
   """Series and problems from paths (files, folders, zips) and in-memory items (uploads)."""
   reader = _Reader(windows, stored_size)
@@ -108,7 +108,7 @@ def read(sources: Iterable[Input], *, windows: Sequence[dicom.Window] = dicom.TH
 class _Reader:
   """Gathers entries into series as files are checked."""
 
-  def __init__(self, windows: Sequence[dicom.Window], stored_size: int):
+  def __init__(self, windows: Sequence[image.Window], stored_size: int):
     self.options = {"windows": tuple(windows), "stored_size": stored_size}
     self.groups: dict[tuple, Series] = {}
     self.problems: list[Problem] = []
@@ -126,7 +126,7 @@ class _Reader:
       else:
         data, again = source, lambda: source
       self._add(name, data, again, container)
-    except inputs.READ_ERRORS as e:
+    except InputError as e:
       self.problems.append(Problem(e.source, e.reason))
     except Exception as e:  # noqa: BLE001  (one odd file must never stop the others)
       self.problems.append(unexpected(name, e))
@@ -134,7 +134,7 @@ class _Reader:
   def _add(self, name: str, data: bytes, again: Callable[[], bytes],
            container: str | None) -> None:
     if not data:
-      raise inputs.InputError(name, "empty file (0 bytes); give a DICOM, NIfTI, PNG or JPG file")
+      raise InputError(name, "empty file (0 bytes); give a DICOM, NIfTI, PNG or JPG file")
     kind = filetypes.sniff(data)
     if kind == filetypes.ZIP:
       members, problems = archives.read_zip(name, data)
@@ -154,17 +154,17 @@ class _Reader:
       self._volume(nifti.Volume(data, name), name, container, f"nifti:{name}")
     else:
       what = {filetypes.GIF: " (a GIF image)"}.get(kind, "")
-      raise inputs.InputError(name, f"not a DICOM, NIfTI, PNG or JPG file{what}; give CT slices "
+      raise InputError(name, f"not a DICOM, NIfTI, PNG or JPG file{what}; give CT slices "
                               "as exported by the scanner or PACS (.dcm), a .nii/.nii.gz volume, "
                               "PNG/JPG images, or a zip or folder of them")
 
   def _dicom(self, name: str, data: bytes, again: Callable[[], bytes],
              container: str | None) -> None:
-    image = dicom.open_image(_named(data, name))
-    if image.frames > 1:
-      self._volume(image, name, container, image.geometries[0].series_instance_uid)
+    dicom_file = dicom.open_image(_named(data, name))
+    if dicom_file.frames > 1:
+      self._volume(dicom_file, name, container, dicom_file.geometries[0].series_instance_uid)
       return
-    geometry = image.geometries[0]
+    geometry = dicom_file.geometries[0]
 
     def load() -> inputs.Slice:
       return inputs.from_hu(dicom.open_image(_named(again(), name)).hu(0), name,
@@ -209,7 +209,7 @@ def _read_file(path: Path, name: str) -> bytes:
   try:
     data = path.read_bytes()
   except OSError as e:
-    raise inputs.InputError(name, f"cannot read ({e.strerror or e}); check the path") from None
+    raise InputError(name, f"cannot read ({e.strerror or e}); check the path") from None
   return data
 
 

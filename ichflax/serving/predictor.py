@@ -17,7 +17,7 @@ import numpy as np
 from flax import nnx
 
 from ichflax import tasks
-from ichflax.data import inputs
+from ichflax.data import image, inputs
 from ichflax.models import inference
 from ichflax.serving import gradcam
 from ichflax.spec import ModelSpec
@@ -84,14 +84,6 @@ class Judged(Protocol):
   status: str
 
   def shows(self, reveal: bool = False) -> bool: ...
-
-
-def _unsquare(square: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-  """The inverse of `dicom.pad_to_square`: the centred (H, W) region of a square map."""
-  h, w = shape
-  side = square.shape[0]
-  top, left = (side - h) // 2, (side - w) // 2
-  return square[top:top + h, left:left + w]
 
 
 class Predictor:
@@ -222,7 +214,7 @@ class Predictor:
         status, reason = OUT_OF_DOMAIN, self._unlike(*out.far)
     full = box = shown = None
     if out.cam is not None:
-      full = _unsquare(gradcam.upsample(out.cam, (max(s.shape),) * 2), s.shape)
+      full = image.unpad(gradcam.upsample(out.cam, (max(s.shape),) * 2), s.shape)
       box = gradcam.attention_box(full)
       shown = cam.name or ("any" if cam.index >= 0 else
                            max(self._runs[cam.run].labels, key=lambda k: p[k]))

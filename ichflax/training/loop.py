@@ -109,9 +109,9 @@ def step_spec(cfg: TrainConfig, variant: str, dtype) -> steps.StepSpec:
 
 def model_spec(cfg: TrainConfig, model: models.Classifier, info: dict) -> ModelSpec:
   """What inference needs to know about this run's model, from its config and its dataset."""
-  from ichflax.data import dicom  # Keeps pydicom out of the import path
+  from ichflax.data import image  # Keeps PIL out of the import path
   task = tasks.get_task(cfg.task)
-  windows = info.get("windows") or dicom.windows_for(info["channels"])
+  windows = info.get("windows") or image.windows_for(info["channels"])
   return ModelSpec(task=task.name, class_names=task.class_names, variant=model.variant,
                    image_size=cfg.image_size, stored_size=info["size"], windows=windows,
                    dropout=cfg.resolved_dropout, recipe=cfg.recipe,

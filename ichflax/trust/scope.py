@@ -22,7 +22,7 @@ from ichflax.data import inputs
 # Tag values that name the head (DICOM PS3.16 CID 4031 and what scanners write in practice).
 HEAD_WORDS = ("HEAD", "BRAIN", "SKULL", "CRAN", "CEREB", "NEURO", "ORBIT", "SELLA", "IAC",
               "TEMPORAL", "SINUS", "FACE", "CIRCLE OF WILLIS", "COW", "STROKE")
-AIR_HU, BONE_HU = -500.0, 700.0
+AIR_THRESHOLD_HU, BONE_HU = -500.0, 700.0
 SOFT_TISSUE_HU = (-100.0, 100.0)
 MIN_AIR_FRACTION = 0.05  # the corners of any axial head FOV are air
 MIN_BONE_FRACTION = 0.003
@@ -62,7 +62,7 @@ def check_hu(hu: np.ndarray) -> str | None:
             "anatomy to judge")
   if _neighbour_correlation(x) < MIN_NEIGHBOUR_CORRELATION:
     return "the slice looks like noise, not anatomy (neighbouring pixels are unrelated)"
-  air = float(np.mean(x < AIR_HU))
+  air = float(np.mean(x < AIR_THRESHOLD_HU))
   if air < MIN_AIR_FRACTION:
     return (f"only {100 * air:.0f}% of the slice is air; an axial head slice has air around "
             "the head, so this looks like a cropped or non-head image")

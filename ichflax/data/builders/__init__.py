@@ -6,7 +6,6 @@ four of its contract lazily).
 
 from ichflax.data.builders.build import (
                                          CACHE_ENV,
-                                         PROTOCOLS,
                                          BuildConfig,
                                          build_phantom,
                                          build_png,
@@ -26,7 +25,6 @@ from ichflax.data.builders.read import (
 __all__ = (
                                          "CACHE_ENV",
                                          "INFO_FILE",
-                                         "PROTOCOLS",
                                          "REPORT_FILE",
                                          "BuildConfig",
                                          "DataError",

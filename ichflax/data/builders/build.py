@@ -21,14 +21,13 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from ichflax import config, parallel, tasks
-from ichflax.data import convert, dicom, phantom, rsna
+from ichflax import parallel, tasks
+from ichflax.data import convert, image, phantom, rsna
 from ichflax.data.builders.read import INFO_FILE, REPORT_FILE, DataError, resolve
 from ichflax.data.builders.tfds_builders import BUILDERS, VERSION, Record
 
 CACHE_ENV = "ICHFLAX_DATA_DIR"
 DEFAULT_CACHE = "data_cache"
-PROTOCOLS = config.PROTOCOLS
 PAPER_PER_CLASS = 2000
 # Folder names accepted for the paper's PNG classes (case-insensitive).
 PNG_FOLDERS = {**{name: g for g, name in enumerate(tasks.SUBTYPES)},
@@ -51,15 +50,15 @@ class BuildConfig:
   workers: int | None = None  # conversion processes; None: one per CPU core
 
   def __post_init__(self):
-    if self.protocol in config.ALIASES:
-      log.warning("protocol %r is now called %r", self.protocol, config.ALIASES[self.protocol])
-      object.__setattr__(self, "protocol", config.ALIASES[self.protocol])
-    if self.protocol not in PROTOCOLS:
+    if self.protocol in rsna.ALIASES:
+      log.warning("protocol %r is now called %r", self.protocol, rsna.ALIASES[self.protocol])
+      object.__setattr__(self, "protocol", rsna.ALIASES[self.protocol])
+    if self.protocol not in rsna.PROTOCOLS:
       raise DataError(f"unknown protocol {self.protocol!r}: choose one of "
-                      f"{', '.join(PROTOCOLS)}")
+                      f"{', '.join(rsna.PROTOCOLS)}")
     if self.size < 8:
       raise DataError(f"size {self.size} is too small: use at least 8 (e.g. 256)")
-    dicom.windows_for(self.windows)  # raises for anything but 3 or 1
+    image.windows_for(self.windows)  # raises for anything but 3 or 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,7 +174,7 @@ def _build(kind: str, items: list[_Item], out: Path, cfg: BuildConfig, name: str
     raise DataError(f"{description}: no usable images found")
   work = out / "_work" / builder_cls.name / f"s{cfg.size}_w{cfg.windows}" / _source_key(source)
   work.mkdir(parents=True, exist_ok=True)
-  windows = dicom.windows_for(cfg.windows)
+  windows = image.windows_for(cfg.windows)
   draw = _Draw.of(cfg, kind, items)
   if draw.is_test.any():
     log.info("%s: the test/ subfolders are the test split; every other image trains or "
