@@ -107,18 +107,18 @@ def test_every_field_has_one_flag_and_its_roles():
   assert flags == leaves  # every field, nested augmentation included, has exactly one flag
   assert "preset" not in flags  # set by --preset itself, recorded for the report
   a = parser.parse_args(["--batch-size", "32", "--no-augment", "--augment-zoom", "0.5",
-                         "--recipe", "full", "--no-progress"])
+                         "--recipe", "full", "--no-progress-bar"])
   values = config.flags_to_values(a)
   assert values == {"batch_size": 32, "augment.enabled": False, "augment.zoom": 0.5,
-                    "recipe": "full", "progress": False}
+                    "recipe": "full", "progress_bar": False}
   cfg = config.with_values(config.TrainConfig(), values)
   assert cfg.augment == config.AugmentConfig(enabled=False, zoom=0.5) and cfg.batch_size == 32
   with pytest.raises(SystemExit):
     parser.parse_args(["--recipe", "linear"])  # choices come from the field
   assert config.SWEEPABLE["dropout"] is float and config.SWEEPABLE["batch_size"] is int
-  assert "progress" not in config.SWEEPABLE and "workdir" not in config.SWEEPABLE
+  assert "progress_bar" not in config.SWEEPABLE and "workdir" not in config.SWEEPABLE
   assert {"task", "dropout", "augment.zoom", "recipe"} <= set(config.RESUME_FIELDS)
-  assert not {"epochs", "workdir", "keep", "progress"} & set(config.RESUME_FIELDS)
+  assert not {"epochs", "workdir", "keep", "progress_bar"} & set(config.RESUME_FIELDS)
   for f in dataclasses.fields(config.TrainConfig):
     assert f.metadata["option"].help, f.name
   assert "epochs to train" in parser.format_help()  # each flag's help is its field's

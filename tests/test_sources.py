@@ -274,3 +274,22 @@ def test_dicom_geometry_stays_without_patient_tags(tmp_path):
   series, = sources.read([enhanced_ct(tmp_path / "e.dcm", phantom_volume())]).series
   assert all(isinstance(e.geometry, items.SliceGeometry) for e in series.entries)
   assert "PHANTOM" not in repr([e.geometry for e in series.entries])
+
+
+def test_a_picture_is_decoded_once_and_a_bad_header_refused_when_read(tmp_path, monkeypatch):
+  """Reading checks a PNG's header only; its pixels are decoded once, when its batch comes."""
+  from PIL import Image
+  Image.fromarray(np.full((40, 30), 90, np.uint8)).save(tmp_path / "slice.png")
+  Image.fromarray(np.zeros((8, 8), np.int32), mode="I").save(tmp_path / "deep.png")
+  decodes = []
+  load = Image.Image.load
+  def counted(self):  # an image with tiles left is decoded by this call
+    decodes.extend([self.format] if getattr(self, "tile", None) else [])
+    return load(self)
+  monkeypatch.setattr(Image.Image, "load", counted)
+  reading = sources.read([tmp_path / "slice.png", tmp_path / "deep.png"], stored_size=32)
+  assert decodes == [] and [p.file for p in reading.problems] == [str(tmp_path / "deep.png")]
+  assert "no display window" in reading.problems[0].reason
+  [(slices, problems)] = list(reading.series[0].batches(8))
+  assert len(slices) == 1 and not problems and slices[0].shape == (40, 30)
+  assert decodes == ["PNG"]

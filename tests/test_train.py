@@ -222,7 +222,7 @@ def test_defaults_and_grid_parsing():
   flags, _ = train_cli.parse_args(["--no-augment", "--augment-rotation", "20", "--keep", "3",
                                "--lr", "0.01", "--no-progress-bar"])
   assert not flags.augment.enabled and flags.augment.rotation == 20.0 and flags.keep == 3
-  assert flags.lr == 0.01 and not flags.progress and flags.recipe == "full"  # cpu-demo's
+  assert flags.lr == 0.01 and not flags.progress_bar and flags.recipe == "full"  # cpu-demo's
   assert sweep.parse_grid("dropout=0.25,0.3 batch_size=8,16") == [
       {"dropout": 0.25, "batch_size": 8}, {"dropout": 0.25, "batch_size": 16},
       {"dropout": 0.3, "batch_size": 8}, {"dropout": 0.3, "batch_size": 16}]

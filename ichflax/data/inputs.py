@@ -56,33 +56,51 @@ class Slice:
     return (self.picture if self.hu is None else self.hu).shape[:2]
 
 
+def check_picture(data: bytes, name: str) -> None:
+  """Refuses a picture from its header alone (kind, size, bit depth), decoding no pixels: a
+  folder or zip of pictures is checked when read and decoded once, when its batch comes."""
+  _open_picture(data, name).close()
+
+
 def read_picture(data: bytes, name: str) -> np.ndarray:
   """uint8 (H, W) or (H, W, 3) from PNG/JPEG bytes, refusing oversized, 16-bit or damaged ones."""
+  img = _open_picture(data, name)
+  try:
+    with img:
+      return np.asarray(img.convert("L" if img.mode in _GREY_MODES else "RGB"))
+  except Image.DecompressionBombError:
+    raise InputError(name, "image dimensions are far too large (a decompression bomb?); "
+                     "upload a CT slice of at most 4096x4096 pixels") from None
+  except Exception as e:  # noqa: BLE001  (PIL raises many types for damaged files)
+    raise InputError(name, f"damaged or truncated image ({e}); export the slice again") from None
+
+
+def _open_picture(data: bytes, name: str) -> Image.Image:
+  """The lazily opened picture (its header read), or an InputError saying why not."""
   signature = filetypes.match(data)
   if signature is None or signature.kind not in filetypes.PICTURES:
     what = signature.description if signature else "no known image format"
     raise InputError(name, f"not a PNG or JPG image ({what}); export the slice as an 8-bit "
                      "PNG/JPG")
   try:
-    with Image.open(io.BytesIO(data)) as img:
-      w, h = img.size
-      if w * h > image.MAX_PIXELS:
-        raise InputError(name, f"image is {w}x{h} pixels, over the {image.MAX_PIXELS:,}-pixel "
-                         "limit (4096x4096); a CT slice is usually 512x512: downscale it or "
-                         "upload the DICOM")
-      if img.mode in _GREY_MODES:
-        return np.asarray(img.convert("L"))
-      if img.mode in _COLOUR_MODES:
-        return np.asarray(img.convert("RGB"))
-      raise InputError(name, f"{img.mode} image (16-bit or float) has no display window; "
-                       "upload an 8-bit PNG/JPG or the original DICOM")
-  except InputError:
-    raise
+    img = Image.open(io.BytesIO(data))
   except Image.DecompressionBombError:
     raise InputError(name, "image dimensions are far too large (a decompression bomb?); "
                      "upload a CT slice of at most 4096x4096 pixels") from None
   except Exception as e:  # noqa: BLE001  (PIL raises many types for damaged files)
     raise InputError(name, f"damaged or truncated image ({e}); export the slice again") from None
+  w, h = img.size
+  problem = None
+  if w * h > image.MAX_PIXELS:
+    problem = (f"image is {w}x{h} pixels, over the {image.MAX_PIXELS:,}-pixel limit (4096x4096); "
+               "a CT slice is usually 512x512: downscale it or upload the DICOM")
+  elif img.mode not in _GREY_MODES and img.mode not in _COLOUR_MODES:
+    problem = (f"{img.mode} image (16-bit or float) has no display window; upload an 8-bit "
+               "PNG/JPG or the original DICOM")
+  if problem:
+    img.close()
+    raise InputError(name, problem)
+  return img
 
 
 def dicom_slice(source: str | os.PathLike | bytes, name: str | None = None, *,

@@ -142,7 +142,7 @@ class _Reader:
       for member in members:
         self.add(member.name, member.data, container or name)
     elif kind in filetypes.PICTURES:
-      inputs.read_picture(data, name)  # refused now, not when its batch comes
+      inputs.check_picture(data, name)  # refused now if its header says so; decoded once, later
 
       def picture() -> inputs.Slice:
         return inputs.picture_slice(again(), name, **self.options)
