@@ -407,10 +407,10 @@ def _beam_hardening(hu: np.ndarray, pixel_mm: float, strength: float) -> np.ndar
   Rays through two dense bones (petrous ridges, occipital protuberance) lose most: dark streaks
   and bands between them, as after a water-only beam-hardening correction.
   """
-  small = hu[::4, ::4]
+  small = hu[::8, ::8]  # BH error is smooth but for streaks: 64 px, 100 views (no aliasing)
   n = small.shape[0]
-  bone = np.clip(small - 200.0, 0, None) / 1000.0 * (pixel_mm * 4 / 10)  # bone cm per pixel
-  angles = np.linspace(0, 180, 60, endpoint=False)
+  bone = np.clip(small - 200.0, 0, None) / 1000.0 * (pixel_mm * 8 / 10)  # bone cm per pixel
+  angles = np.linspace(0, 180, 100, endpoint=False)
   ramp = np.abs(np.fft.fftfreq(n))
   image = np.zeros_like(bone)
   for angle in angles:
@@ -418,8 +418,8 @@ def _beam_hardening(hu: np.ndarray, pixel_mm: float, strength: float) -> np.ndar
     err = -strength * p ** 2
     filtered = np.real(np.fft.ifft(np.fft.fft(err) * ramp))
     image += ndimage.rotate(np.broadcast_to(filtered, (n, n)), -angle, reshape=False, order=1)
-  image *= np.pi / len(angles) * 1000.0 / (pixel_mm * 4 / 10)  # back to HU of water per cm
-  return ndimage.zoom(image, 4, order=1)[:hu.shape[0], :hu.shape[1]]
+  image *= np.pi / len(angles) * 1000.0 / (pixel_mm * 8 / 10)  # back to HU of water per cm
+  return ndimage.zoom(image, 8, order=1)[:hu.shape[0], :hu.shape[1]]
 
 
 def render_slice(subject: Subject, scanner: Scanner, z_mm: float, size: int,
