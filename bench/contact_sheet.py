@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ichflax import tasks
-from ichflax.data import dicom, synth
+from ichflax.data import image, synth
 
 SIZE = 512
 
@@ -33,18 +33,18 @@ def sheet(seed: int) -> tuple[np.ndarray, float]:
   for name, frac in (("skull base", 0.08), ("posterior fossa", 0.22), ("ventricles", 0.5),
                      ("vertex", 0.85)):
     s = synth.render_slice(healthy, _scanner(rng), lo + frac * (hi - lo), SIZE, rng)
-    tiles.append((name, dicom.window(s.hu, 40, 80)))
+    tiles.append((name, image.window(s.hu, 40, 80)))
     rendered += 1
   for kind, name in enumerate(tasks.SUBTYPES):
     subject = synth.make_subject(rng, (kind,))
     slices, _ = synth.render_series(subject, _scanner(rng), SIZE, rng)
     rendered += len(slices)
     best = max(slices, key=lambda s: ((s.subtypes >> kind) & 1).sum())
-    tiles.append((name, dicom.window(best.hu, 40, 80)))
+    tiles.append((name, image.window(best.hu, 40, 80)))
     if kind == synth.SUBDURAL:
-      tiles.append(("subdural 80/200", dicom.window(best.hu, 80, 200)))
+      tiles.append(("subdural 80/200", image.window(best.hu, 80, 200)))
   base = synth.render_slice(healthy, _scanner(rng), lo + 0.1 * (hi - lo), SIZE, rng)
-  tiles.append(("bone 600/2800", dicom.window(base.hu, 600, 2800)))
+  tiles.append(("bone 600/2800", image.window(base.hu, 600, 2800)))
   rendered += 1
   rate = rendered / (time.perf_counter() - start)
   images = []

@@ -24,7 +24,7 @@ from scipy import ndimage
 
 from ichflax import parallel, tasks
 from ichflax.data import anatomy as A  # noqa: N812  (the atlas labels read as A.ICV, A.FALX)
-from ichflax.data import ct_writer, dicom, phantom
+from ichflax.data import ct_writer, image, items, phantom
 
 EPIDURAL, INTRAPARENCHYMAL, INTRAVENTRICULAR, SUBARACHNOID, SUBDURAL = range(5)
 MASKS_DIR = "stage_2_masks"  # one compressed npz of per-slice subtype bitmasks per series
@@ -454,7 +454,7 @@ def render_slice(subject: Subject, scanner: Scanner, z_mm: float, size: int,
   bone_load = float(np.mean(hu > 300))  # more bone in the slice: fewer photons, more noise
   hu = hu + noise * scanner.noise_hu * (1 + 3 * bone_load)
   r = np.hypot(*np.meshgrid(*2 * [np.arange(size) + 0.5 - size / 2], indexing="ij"))
-  hu = np.where(r > size / 2, dicom.AIR_HU, np.clip(hu, -1024, 3071)).astype(np.float32)
+  hu = np.where(r > size / 2, image.AIR_FILL_HU, np.clip(hu, -1024, 3071)).astype(np.float32)
   subtypes = sum((p.astype(np.uint8) << i) for i, p in enumerate(present)).astype(np.uint8)
   area = present.reshape(5, -1).sum(1) * pixel * pixel
   labels = np.zeros(6, np.int32)
@@ -498,7 +498,7 @@ def write_series(out: Path, slices: list[SynthSlice], zs: np.ndarray, scanner: S
   rows = []
   for n, (s, z) in enumerate(zip(slices, zs)):
     image_id = uid(n)[:12]
-    geo = dicom.SliceGeometry(image_id, study, series, n + 1, float(z))
+    geo = items.SliceGeometry(image_id, study, series, n + 1, float(z))
     ct_writer.write_ct(out / phantom.IMAGES_DIR / f"{image_id}.dcm", s.hu, geo,
                        patient_id=patient, pixel_spacing=scanner.fov_mm / size,
                        encoding=scanner.encoding, padding=scan_circle)
