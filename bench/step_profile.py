@@ -9,10 +9,15 @@ Why: "make the step fast" starts from checkable facts, not guesses. On any backe
     sums donated);
   - the dtypes in the optimised HLO of a bf16 step: convolutions in bf16, BatchNorm statistic
     reductions in f32, and how many layout transposes/copies XLA inserted;
-  - a timed breakdown at a small size: augmentation alone, forward, forward+backward, whole step.
+  - a timed breakdown at a small size: augmentation alone, forward, forward+backward, whole step;
+  - with --ops: a per-op profile of the compiled step (a jax.profiler trace of whole steps, each
+    XLA op's time summed by kind: forward / input-gradient / weight-gradient convolution, a
+    convolution whose operands XLA swapped, YNNPACK fusions, transposes, ...), which names the
+    ops that cost more than their arithmetic.
 
   python bench/step_profile.py --smoke
   python bench/step_profile.py --image-size 224 --batch-size 8 --time-size 64 --json /tmp/p.json
+  python bench/step_profile.py --ops --ops-size 64 --ops-batch 16 --dtypes fp32 --no-breakdown
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import math
 import os
 import re
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -49,12 +55,19 @@ def parse_args(argv=None) -> argparse.Namespace:
                  help="skip compiling the donated variant (its aliasing is backend-independent)")
   p.add_argument("--no-breakdown", dest="breakdown", action="store_false",
                  help="skip the timed breakdown (cost analysis and HLO checks only)")
+  p.add_argument("--ops", action="store_true",
+                 help="per-op profile of the compiled fp32 step (a jax.profiler trace)")
+  p.add_argument("--ops-size", type=int, default=64, help="image size for --ops")
+  p.add_argument("--ops-batch", type=int, default=16, help="batch for --ops")
+  p.add_argument("--ops-steps", type=int, default=2, help="traced steps for --ops")
+  p.add_argument("--top", type=int, default=12, help="single ops listed by --ops")
   p.add_argument("--smoke", action="store_true")
   p.add_argument("--json", default=None)
   args = p.parse_args(argv)
   if args.smoke:
     args.image_size, args.batch_size, args.stored_size = 32, 2, 40
     args.time_size, args.time_batch, args.repeats = 32, 2, 2
+    args.ops_size, args.ops_batch, args.ops_steps = 32, 2, 1
   return args
 
 
@@ -97,6 +110,160 @@ def hlo_census(lowered, compiled) -> dict[str, Any]:
           "transposes": len(re.findall(r" transpose\(", text)),
           "copies": len(re.findall(r" copy\(", text)),
           "fusions": len(re.findall(r" fusion\(", text))}
+
+
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = (.*)$", re.M)
+_COMPUTATION = re.compile(r"^%?([\w.\-]+) \(.*?\{$(.*?)^\}$", re.M | re.S)
+
+
+def _source_files(text: str) -> dict[str, set[str]]:
+  """{stack_frame_id: every source file on that frame's stack} from the module's frame tables."""
+  def table(name: str) -> dict[str, str]:
+    block = re.search(rf"^{name}\n(.*?)(?:\n\n|\Z)", text, re.M | re.S)
+    return dict(line.split(" ", 1) for line in block.group(1).splitlines()) if block else {}
+  files = {k: v.strip('"') for k, v in table("FileNames").items()}
+  locations = {k: re.search(r"file_name_id=(\d+)", v).group(1)
+               for k, v in table("FileLocations").items()}
+  frames = {k: re.search(r"file_location_id=(\d+) parent_frame_id=(\d+)", v).groups()
+            for k, v in table("StackFrames").items()}
+  out: dict[str, set[str]] = {}
+  for frame in frames:
+    seen, f = set(), frame
+    while f in frames and f not in seen:
+      seen.add(f)
+      out.setdefault(frame, set()).add(os.path.basename(files.get(locations.get(frames[f][0]),
+                                                                  "?")))
+      f = frames[f][1]
+  return out
+
+
+def _conv_kind(rest: str) -> str:
+  """Forward / input-gradient / weight-gradient, from a convolution's metadata and window.
+
+  A backward convolution whose output has the kernel's layout (01io) is a weight gradient; one
+  with lhs_dilate is the input gradient of a strided convolution; dim_labels other than
+  NHWC x HWIO -> NHWC mean XLA swapped the operands (a feature map smaller than its kernel),
+  which its CPU backend runs as a naive loop.
+  """
+  labels = re.search(r"dim_labels=(\S+?),", rest)
+  labels = labels.group(1) if labels else "?"
+  backward = "transpose(jvp" in rest
+  if backward and labels.endswith("->01io"):
+    return "conv weight-gradient"
+  if labels != "b01f_01io->b01f":
+    return f"conv {'backward' if backward else 'forward'}, operands swapped ({labels})"
+  if "lhs_dilate" in rest:
+    return "conv input-gradient, strided (lhs_dilate)"
+  return "conv input-gradient" if backward else "conv forward"
+
+
+def hlo_op_kinds(text: str) -> dict[str, str]:
+  """{instruction name: what it does} over the optimised HLO `text` of a compiled step.
+
+  A fusion is named by the convolution or dot inside it when it has one (YNNPACK fuses the
+  elementwise work around them), else by its fusion kind; anything traced from augment.py is
+  "augmentation: ...", so the input path shows apart from the network.
+  """
+  bodies = {m.group(1): m.group(2) for m in _COMPUTATION.finditer(text)}
+  sources = _source_files(text)
+  out = {}
+  for m in _INSTRUCTION.finditer(text):
+    name, rest = m.groups()
+    called = re.search(r"calls=%?([\w.\-]+)", rest)
+    body = bodies.get(called.group(1), "") if called else ""
+    inner = re.search(r"^.* convolution\(.*$", body, re.M)
+    if " convolution(" in f" {rest}":
+      kind = _conv_kind(rest)
+    elif inner:
+      kind = _conv_kind(inner.group(0)) + " (fused)"
+    elif re.search(r" dot\(", body) or " dot(" in f" {rest}":
+      kind = "dot"
+    else:
+      kind = re.sub(r"(\.\d+)+$", "", name)
+      kind = kind if "fusion" in kind else re.sub(r"^wrapped_", "", kind)
+    frame = re.search(r"stack_frame_id=(\d+)", rest)
+    if frame and "augment.py" in sources.get(frame.group(1), ()):
+      kind = f"augmentation: {kind}"
+    out[name] = kind
+  return out
+
+
+def trace_ops(call, sync, steps: int, ops: dict[str, str]) -> dict[str, dict[str, float]]:
+  """ms per step of each XLA op `call` runs, from a jax.profiler trace of `steps` calls.
+
+  Returns {"ops": {name: ms}, "kinds": {kind: ms}, "counts": {kind: ops}, "step_ms": wall ms};
+  the CPU runtime records one event per op (thunk), named as in the optimised HLO.
+  """
+  import gzip
+  import json
+
+  import jax
+  sync(call())  # warm: nothing of the first call's allocation in the trace
+  with tempfile.TemporaryDirectory() as tmp:
+    t0 = time.perf_counter()
+    with jax.profiler.trace(tmp, create_perfetto_trace=True):
+      for _ in range(steps):
+        out = call()
+      sync(out)
+    wall = (time.perf_counter() - t0) / steps
+    path = next(p for p in _walk(tmp) if p.endswith("perfetto_trace.json.gz"))
+    with gzip.open(path) as f:
+      events = json.load(f)
+  events = events["traceEvents"] if isinstance(events, dict) else events
+  per_op: collections.Counter = collections.Counter()
+  for e in events:
+    if e.get("ph") == "X" and e.get("name") in ops:
+      per_op[e["name"]] += e.get("dur", 0) / 1e3 / steps
+  kinds: collections.Counter = collections.Counter()
+  counts: collections.Counter = collections.Counter()
+  for name, ms in per_op.items():
+    kinds[ops[name]] += ms
+    counts[ops[name]] += 1
+  return {"ops": dict(per_op.most_common()), "kinds": dict(kinds.most_common()),
+          "counts": dict(counts), "step_ms": wall * 1e3}
+
+
+def _walk(root: str):
+  for folder, _, files in os.walk(root):
+    yield from (os.path.join(folder, f) for f in files)
+
+
+def op_profile(args, recipe: str) -> dict[str, Any]:
+  """The per-op profile of the project's fp32 step (`--ops`) for one recipe."""
+  import jax
+
+  from ichflax.training import steps
+  size, batch = args.ops_size, args.ops_batch
+  (_, state, frozen), dev, _, donated, _ = compile_variants(recipe, size, batch, "fp32", args)
+  holder = {"s": state}
+
+  def call():
+    holder["s"], sums = donated(holder["s"], frozen, dev, jax.random.key(0), 0,
+                                steps.StepSums.zeros())
+    return sums
+  out = trace_ops(call, tt.sync_jax, args.ops_steps, hlo_op_kinds(donated.as_text()))
+  out["size"], out["batch"] = size, batch
+  return out
+
+
+def format_op_profile(profiles: dict[str, dict[str, Any]], top: int) -> str:
+  """Markdown: ms per step by op kind for each recipe side by side, then the costliest ops."""
+  recipes = list(profiles)
+  kinds = sorted({k for p in profiles.values() for k in p["kinds"]},
+                 key=lambda k: -max(p["kinds"].get(k, 0.0) for p in profiles.values()))
+  lines = ["| op kind | " + " | ".join(f"{r} ms (ops)" for r in recipes) + " |",
+           "|---|" + "---|" * len(recipes)]
+  for k in kinds:
+    cells = [f"{p['kinds'].get(k, 0.0):.1f} ({p['counts'].get(k, 0)})" for p in
+             profiles.values()]
+    lines.append(f"| {k} | " + " | ".join(cells) + " |")
+  lines.append("| **sum of ops / step wall** | " + " | ".join(
+      f"**{sum(p['kinds'].values()):.0f} / {p['step_ms']:.0f}**" for p in profiles.values())
+      + " |")
+  for r, p in profiles.items():
+    lines.append(f"\nCostliest single ops, {r}: " + ", ".join(
+        f"{name} {ms:.1f}" for name, ms in list(p["ops"].items())[:top]))
+  return "\n".join(lines)
 
 
 def compile_variants(recipe, size, batch, dtype, args, donation: bool = True):
@@ -202,7 +369,7 @@ def time_augment(args) -> dict[str, float]:
 def main(argv=None) -> int:
   args = parse_args(argv)
   import jax
-  result: dict[str, Any] = {"cost": {}, "hlo": {}, "breakdown_ms": {}}
+  result: dict[str, Any] = {"cost": {}, "hlo": {}, "breakdown_ms": {}, "ops": {}}
   s, b = args.image_size, args.batch_size
   for dtype in args.dtypes:
     fwd = forward_cost(s, b, dtype, args)
@@ -227,6 +394,8 @@ def main(argv=None) -> int:
   result["input_ms"] = time_augment(args)
   for recipe in args.recipes if args.breakdown else ():
     result["breakdown_ms"][recipe] = time_breakdown(args, recipe)
+  for recipe in args.recipes if args.ops else ():
+    result["ops"][recipe] = op_profile(args, recipe)
   info = common.machine_info()
   info["jax_backend"] = jax.default_backend()
   print(common.heading("Train-step profile", info))
@@ -254,6 +423,10 @@ def main(argv=None) -> int:
     print("|---|" + "---|" * len(stages))
     for recipe, d in result["breakdown_ms"].items():
       print(f"| {recipe} | " + " | ".join(f"{d[k]:.1f}" for k in stages) + " |")
+  if result["ops"]:
+    print(f"\nPer-op profile (fp32, {args.ops_size}px, batch {args.ops_batch}, "
+          f"ms per step over {args.ops_steps} traced steps):\n")
+    print(format_op_profile(result["ops"], args.top))
   if args.json:
     common.write_json(args.json, info, [], profile=result)
   return 0

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ichflax.models import conv
 from ichflax.models.batchnorm import BatchNorm
 
 # Blocks per stage and bottleneck widths of ResNet50 (output width = 4 x width).
@@ -64,7 +65,7 @@ class _ConvFactory:
   def conv(self, cin: int, cout: int, k: int, stride: int = 1) -> nnx.Conv:
     return nnx.Conv(cin, cout, (k, k), strides=stride, padding=_pad(k // 2),
                     use_bias=self.spec.conv_bias, dtype=self.dtype, param_dtype=jnp.float32,
-                    rngs=self.rngs)
+                    conv_general_dilated=conv.conv_general_dilated, rngs=self.rngs)
 
   def bn(self, features: int) -> BatchNorm:
     return BatchNorm(features, momentum=self.spec.bn_momentum, epsilon=self.spec.bn_epsilon,
