@@ -93,10 +93,12 @@ def test_labels_are_the_blood_in_each_slice(bleeding):
 
 def test_adjacent_slices_agree(bleeding):
   _, _, slices, _ = bleeding
+  """The smaller cross-section of a bleed lies mostly inside its neighbour's (a lens tangent to
+  the slice plane shrinks fast at its pole, so union-based overlap would not hold there)."""
   for a, b in itertools.pairwise(slices):
-    both, either = (a.mask & b.mask).sum(), (a.mask | b.mask).sum()
-    if either > 100:
-      assert both / either > 0.25
+    both, smaller = (a.mask & b.mask).sum(), min(a.mask.sum(), b.mask.sum())
+    if smaller > 50:
+      assert both / smaller > 0.5
 
 
 def test_fixed_seed_is_deterministic():

@@ -60,7 +60,7 @@ class Scanner:
   fov_mm: float  # reconstruction field of view (square side)
   slice_mm: float  # thickness, also the spacing (contiguous slices)
   kernel: str  # "soft" or "bone"
-  noise_hu: float  # noise SD in water at this dose
+  noise_hu: float  # noise SD in the brain at this dose, thickness and kernel
   nps_cutoff: float  # lp/mm where the kernel's window reaches zero
   sharpen: float  # bone kernel edge enhancement
   beam_hardening: float  # water-cm lost per (bone cm)^2 along a ray: dark streaks
@@ -68,11 +68,19 @@ class Scanner:
 
   @classmethod
   def sample(cls, rng: np.random.Generator, head_mm: float) -> Scanner:
+    """Protocols of routine head CT; noise SD ~ 1/sqrt(thickness x dose), kernel-scaled.
+
+    A soft kernel at 5 mm and routine dose gives 3-5 HU in the brain, 1 mm slices 7-12 HU;
+    a bone kernel amplifies it ~5x (its passband reaches twice as far).
+    """
     bone = rng.random() < 0.1
+    slice_mm = float(rng.choice([1.0, 2.0, 2.5, 3.0, 5.0], p=[.05, .05, .1, .2, .6]))
+    dose = rng.uniform(0.6, 1.4)  # relative to a routine 300 mAs, 120 kVp head protocol
+    noise = rng.uniform(3.3, 4.6) / np.sqrt(dose * slice_mm / 5.0)
     return cls(fov_mm=float(np.clip(rng.uniform(180, 260), head_mm * 1.2, 260)),
-               slice_mm=float(rng.choice([1.0, 2.0, 2.5, 3.0, 5.0], p=[.05, .05, .1, .2, .6])),
+               slice_mm=slice_mm,
                kernel="bone" if bone else "soft",
-               noise_hu=float(rng.uniform(20, 45) if bone else rng.uniform(2.5, 7.0)),
+               noise_hu=float(noise * (rng.uniform(4.0, 6.0) if bone else 1.0)),
                nps_cutoff=float(rng.uniform(1.6, 2.2) if bone else rng.uniform(0.6, 1.0)),
                sharpen=float(rng.uniform(0.5, 1.2) if bone else 0.0),
                beam_hardening=float(rng.uniform(0.02, 0.06)),
@@ -296,23 +304,46 @@ def sample_subtypes(rng: np.random.Generator, positive: float = 0.6) -> tuple[in
   return tuple(sorted({first} | {k for k, p in _WITH[first].items() if rng.random() < p}))
 
 
+@functools.cache
+def _csf_ridges(atlas: A.Atlas) -> np.ndarray:
+  """CSF fraction with its sheets and lines enhanced (minus 3x its Laplacian of Gaussian).
+
+  Why: the template averages 152 brains, so sulcal CSF is smeared to 0.1-0.2 across the cortex,
+  which then renders as one grey mush (cortex ~ white matter). The ridges of that mean CSF are
+  the average brain's sulci, fissures and cisterns; thresholding them gives dark lines.
+  """
+  gm = atlas.gm.astype(np.float32) / 255
+  wm = atlas.wm.astype(np.float32) / 255
+  csf = np.where(np.isin(atlas.label, A.INTRACRANIAL), 1 - gm - wm, 0).astype(np.float32)
+  return csf - 3.0 * ndimage.gaussian_laplace(csf, 1.2)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+  return 1 / (1 + np.exp(-x))
+
+
 def _render_brain(atlas: A.Atlas, rng) -> np.ndarray:
-  """Atlas-frame HU of one subject: tissue HU, atrophy (CSF widened into grey matter), calcium."""
+  """Atlas-frame HU of one subject: tissue HU, atrophy (wider sulci), calcium.
+
+  CSF is the thresholded sulcal ridge map (threshold lower with atrophy: wider sulci) and the
+  grey share of the tissue a sigmoid of the template's, so that cortex, white matter and deep
+  nuclei have the sharp boundaries of one brain rather than the blur of an average.
+  """
   gm = atlas.gm.astype(np.float32) / 255
   wm = atlas.wm.astype(np.float32) / 255
   icv = np.isin(atlas.label, A.INTRACRANIAL)
-  csf = np.where(icv, 1 - gm - wm, 0)
   atrophy = rng.choice([0, 1, 2], p=[0.5, 0.35, 0.15])
-  if atrophy:
-    grown = ndimage.maximum_filter(csf, size=2 * atrophy + 1) * icv
-    keep = (1 - grown) / np.maximum(1 - csf, 1e-3)
-    gm, wm, csf = gm * keep, wm * keep, grown
-  grey = rng.uniform(34, 44)
-  white = grey - rng.uniform(8, 13)
+  threshold = (0.32, 0.24, 0.17)[atrophy] + rng.uniform(-0.03, 0.03)
+  csf = _sigmoid((_csf_ridges(atlas) - threshold) / 0.06)
+  csf = np.where(icv, np.maximum(csf, np.where(gm + wm < 0.5, 1 - gm - wm, 0)), 0)
+  share = _sigmoid((gm / np.maximum(gm + wm, 1e-3) - 0.5) / 0.12)
+  gm, wm = (1 - csf) * share, (1 - csf) * (1 - share)
+  grey = rng.uniform(35, 44)
+  white = max(grey - rng.uniform(7, 12), 22.0)
   table = _hu_table(rng)
   hu = table[atlas.label]
-  brain = grey * gm + white * wm + rng.uniform(2, 12) * csf
-  brain += (atlas.label == A.DEEP_GREY) * gm * rng.uniform(-2, 3)  # nuclei a touch denser or not
+  brain = grey * gm + white * wm + rng.uniform(2, 10) * csf
+  brain += (atlas.label == A.DEEP_GREY) * gm * rng.uniform(-4, 1)  # nuclei a touch below cortex
   sheets = np.isin(atlas.label, (A.FALX, A.TENTORIUM, A.VENOUS_SINUS))
   hu = np.where(icv & ~sheets, brain, hu).astype(np.float32)
   # Physiological calcifications: pineal, choroid glomus, falx plaques, pallidum.
@@ -419,6 +450,9 @@ def _beam_hardening(hu: np.ndarray, pixel_mm: float, strength: float) -> np.ndar
     filtered = np.real(np.fft.ifft(np.fft.fft(err) * ramp))
     image += ndimage.rotate(np.broadcast_to(filtered, (n, n)), -angle, reshape=False, order=1)
   image *= np.pi / len(angles) * 1000.0 / (pixel_mm * 8 / 10)  # back to HU of water per cm
+  soft = (small > -50) & (small < 100)
+  if soft.any():  # the scanner is calibrated on water: soft tissue keeps its HU on average
+    image -= np.median(image[soft])
   return ndimage.zoom(image, 8, order=1)[:hu.shape[0], :hu.shape[1]]
 
 
@@ -451,7 +485,8 @@ def render_slice(subject: Subject, scanner: Scanner, z_mm: float, size: int,
   white = np.fft.rfft2(rng.standard_normal((size, size)))
   noise = np.fft.irfft2(white * _nps_filter(size, pixel, scanner.nps_cutoff), s=(size, size))
   noise /= noise.std() + 1e-9
-  bone_load = float(np.mean(hu > 300))  # more bone in the slice: fewer photons, more noise
+  # More bone than a supratentorial slice (~6 % of the FOV): fewer photons, more noise.
+  bone_load = max(float(np.mean(hu > 300)) - 0.06, 0.0)
   hu = hu + noise * scanner.noise_hu * (1 + 3 * bone_load)
   r = np.hypot(*np.meshgrid(*2 * [np.arange(size) + 0.5 - size / 2], indexing="ij"))
   hu = np.where(r > size / 2, dicom.AIR_HU, np.clip(hu, -1024, 3071)).astype(np.float32)
