@@ -30,13 +30,14 @@ def bleeding():
 
 def _builder(atlas, seed):
   rng = np.random.default_rng(seed)
-  return synth._Builder(atlas, np.zeros(atlas.label.shape, np.float32),
+  csf = np.clip(1 - (atlas.gm.astype(np.float32) + atlas.wm) / 255, 0, 1)
+  return synth._Builder(atlas, np.zeros(atlas.label.shape, np.float32), csf, 40.0,
                         np.array([0.0, -1.0, 0.0]), rng)
 
 
 def test_tissue_hu_is_drawn_around_literature_values(atlas):
   rng = np.random.default_rng(0)
-  hu = synth._render_brain(atlas, rng)
+  hu, _, _ = synth._render_brain(atlas, rng)
   gm, wm = atlas.gm > 245, atlas.wm > 245
   assert 30 <= np.median(hu[gm & (atlas.label == A.ICV)]) <= 46
   assert 18 <= np.median(hu[wm & (atlas.label == A.ICV)]) <= 34

@@ -160,8 +160,9 @@ def _blood_hu(rng, density: str) -> float:
 class _Builder:
   """Places bleeds in one subject's atlas-frame volume (HU and subtype bits)."""
 
-  def __init__(self, atlas: A.Atlas, hu: np.ndarray, gravity: np.ndarray, rng):
-    self.a, self.hu, self.g, self.rng = atlas, hu, gravity, rng
+  def __init__(self, atlas: A.Atlas, hu: np.ndarray, csf: np.ndarray, grey: float,
+               gravity: np.ndarray, rng):
+    self.a, self.hu, self.csf, self.grey, self.g, self.rng = atlas, hu, csf, grey, gravity, rng
     self.blood = np.zeros(hu.shape, np.uint8)
     self.pushes: list[tuple[np.ndarray, float, float]] = []
     self.shift = np.zeros(3)
@@ -183,6 +184,31 @@ class _Builder:
     return np.where(dep > level, _blood_hu(self.rng, "acute"),
                     _blood_hu(self.rng, "chronic")).astype(np.float32)
 
+  def _push(self, box, thick: np.ndarray) -> None:
+    """Displace the brain under an extra-axial collection `thick` mm deep, inward.
+
+    Brain at depth d in [0, D] moves to T + d (D - T) / D, D = T + 20 mm: the cortex is pressed
+    away from the inner table and its sulci effaced (their CSF squeezed out toward cortex HU).
+    Blood already placed (SAH, IPH) moves with it.
+    """
+    a = self.a
+    depth = a.depth[box].astype(np.float32)
+    zone = np.isin(a.label[box], A.INTRACRANIAL) & (thick > 0.5) & (depth < thick + 20)
+    if not zone.any():
+      return
+    inward = np.stack(np.gradient(ndimage.gaussian_filter(depth, 1.5)))
+    inward /= np.sqrt((inward ** 2).sum(0)) + 1e-6
+    reach = thick + 20.0
+    source = np.clip((depth - thick) * reach / np.maximum(reach - thick, 1e-3), 0, None)
+    shift = np.where(zone, depth - source, 0.0)  # mm to look back outward
+    grid = np.stack(np.meshgrid(*(np.arange(b.start, b.stop) for b in box), indexing="ij"))
+    q = (grid - shift * inward)[:, zone]
+    hu = ndimage.map_coordinates(self.hu, q, order=1)
+    squeeze = (np.clip(thick / 8.0, 0, 1) * np.clip(1 - (depth - thick) / 20.0, 0, 1))[zone]
+    hu += 0.8 * squeeze * np.clip(self.grey - hu, 0, 40) * (hu > -50)
+    self.hu[box][zone] = hu
+    self.blood[box][zone] = ndimage.map_coordinates(self.blood, q, order=0)
+
   def _mass(self, center, radius: float, thickness: float) -> None:
     if thickness > 8:
       side = np.sign(center[0] + self.a.origin[0]) or 1.0
@@ -194,12 +220,14 @@ class _Builder:
     temporal = rng.random() < 0.5
     plate = rng.choice([5, 6]) if temporal else rng.choice([1, 2, 3, 4])
     c = _pick(rng, (a.depth == 1) & (a.plate == plate) & (a.label == A.ICV))
-    radius, thick = rng.uniform(18, 40), rng.uniform(5, 22)
+    radius, thick = rng.uniform(18, 40), rng.uniform(5, 30)
     box = _box(c, radius + 1, a.label.shape)
     i, j, k = _grid(box)
     r2 = ((i - c[0]) ** 2 + (j - c[1]) ** 2 + (k - c[2]) ** 2) / radius ** 2
     inside = (a.depth[box] > 0) & (a.plate[box] == plate)
-    frac = np.clip(thick * (1 - r2) - a.depth[box] + 1.0, 0, 1) * inside
+    lens = np.clip(thick * (1 - r2), 0, None) * inside
+    self._push(box, lens)
+    frac = np.clip(lens - a.depth[box] + 1.0, 0, 1) * inside
     self.paint(EPIDURAL, box, frac, self._density(box, frac, "acute"))
     self._mass(c, radius, thick)
 
@@ -213,12 +241,13 @@ class _Builder:
       c = _pick(rng, (a.depth == 1) & (a.label == A.ICV) & (side * (
           np.arange(a.label.shape[0]) + a.origin[0]) > 20)[:, None, None]
                     & (np.arange(a.label.shape[2]) + a.origin[2] > -20)[None, None, :])
-      radius, thick = rng.uniform(40, 85), rng.uniform(2, 16)
+      radius, thick = rng.uniform(40, 85), rng.uniform(3, 20)
       box = _box(c, radius + 1, a.label.shape)
       i, j, k = _grid(box)
       r2 = ((i - c[0]) ** 2 + (j - c[1]) ** 2 + (k - c[2]) ** 2) / radius ** 2
       profile = thick * np.sqrt(np.clip(1 - r2, 0, 1))
       ok = (a.depth[box] > 0) & (side * x[box[0]] > 1.5)
+      self._push(box, profile * ok)
       frac = np.clip(profile - a.depth[box] + 1.0, 0, 1) * ok
     else:
       c = _pick(rng, a.label == (A.FALX if where == "falx" else A.TENTORIUM))
@@ -249,7 +278,7 @@ class _Builder:
       box = _box(c, radius, a.label.shape)
       i, j, k = _grid(box)
       r2 = ((i - c[0]) ** 2 + (j - c[1]) ** 2 + (k - c[2]) ** 2) / radius ** 2
-      csf = (1 - (a.gm[box].astype(np.float32) + a.wm[box]) / 255) * (a.label[box] == A.ICV)
+      csf = self.csf[box] * (a.label[box] == A.ICV)
       patch = (r2 < 1) & (_smooth_noise(rng, r2.shape, 3.0) > rng.uniform(-0.8, 0.3))
       frac = np.clip(csf * rng.uniform(0.8, 1.0), 0, 1) * patch
       self.paint(SUBARACHNOID, box, frac, np.float32(rng.uniform(45, 70)), threshold=0.35)
@@ -322,8 +351,8 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
   return 1 / (1 + np.exp(-x))
 
 
-def _render_brain(atlas: A.Atlas, rng) -> np.ndarray:
-  """Atlas-frame HU of one subject: tissue HU, atrophy (wider sulci), calcium.
+def _render_brain(atlas: A.Atlas, rng) -> tuple[np.ndarray, np.ndarray, float]:
+  """Atlas-frame HU, CSF fraction and cortex HU of one subject: atrophy (wider sulci), calcium.
 
   CSF is the thresholded sulcal ridge map (threshold lower with atrophy: wider sulci) and the
   grey share of the tissue a sigmoid of the template's, so that cortex, white matter and deep
@@ -362,7 +391,7 @@ def _render_brain(atlas: A.Atlas, rng) -> np.ndarray:
         d = np.sqrt((i - c[0]) ** 2 + (j - c[1]) ** 2 + (k - c[2]) ** 2)
         f = np.clip(r * rng.uniform(0.6, 1.0) - d + 0.5, 0, 1)
         hu[box] = hu[box] * (1 - f) + rng.uniform(*hu_range) * f
-  return hu
+  return hu, csf, grey
 
 
 def make_subject(rng: np.random.Generator, subtypes: tuple[int, ...] | None = None,
@@ -386,8 +415,8 @@ def make_subject(rng: np.random.Generator, subtypes: tuple[int, ...] | None = No
   gravity = inverse @ np.array([0.0, 1.0, 0.0])  # image down = posterior of a supine head
   gravity /= np.linalg.norm(gravity)
 
-  hu = _render_brain(atlas, rng)
-  builder = _Builder(atlas, hu, gravity, rng)
+  hu, csf, grey = _render_brain(atlas, rng)
+  builder = _Builder(atlas, hu, csf, grey, gravity, rng)
   for kind in subtypes:
     getattr(builder, tasks.SUBTYPES[kind])()
   warp_shape = tuple(int(np.ceil(n / _WARP_MM)) + 2 for n in atlas.label.shape)
