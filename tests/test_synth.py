@@ -140,3 +140,48 @@ def test_write_rsna_matches_the_kaggle_layout(tmp_path):
   assert rows[1][0].startswith("ID_") and rows[1][0].endswith("_epidural")
   assert len(list((out / synth.phantom.IMAGES_DIR).glob("*.dcm"))) == 5
   assert (out / synth.phantom.MARKER).exists()
+
+
+def test_grey_matter_is_brighter_than_white_in_a_rendered_slice(atlas):
+  """Cortex >= 5 HU above white matter at the level of the ventricles (real CT: 6-12 HU)."""
+  rng = np.random.default_rng(3)
+  subject = synth.make_subject(rng, ())
+  scanner = synth.Scanner(230.0, 5.0, "soft", 4.0, 0.8, 0.0, 0.03, "int16")
+  lo, hi = subject.z_range
+  z = lo + 0.55 * (hi - lo)
+  s = synth.render_slice(subject, scanner, z, SIZE, rng)
+  axis = (np.arange(SIZE) + 0.5 - SIZE / 2) * scanner.fov_mm / SIZE
+  yy, xx = np.meshgrid(axis, axis, indexing="ij")
+  q = synth._atlas_points(subject, np.stack([xx.ravel(), yy.ravel(), np.full(xx.size, z)]))
+  gm, wm = (synth.ndimage.map_coordinates(v, q, order=0).reshape(SIZE, SIZE)
+            for v in (atlas.gm, atlas.wm))
+  assert (gm > 240).sum() > 50 and (wm > 240).sum() > 50
+  assert s.hu[gm > 240].mean() - s.hu[wm > 240].mean() >= 5
+
+
+def test_subdural_displaces_brain_on_its_side(atlas):
+  """A large convexity SDH leaves less brain inside the skull on its side than on the other."""
+  hu, csf, grey = synth._render_brain(atlas, np.random.default_rng(0))
+  for seed in range(20):
+    b = synth._Builder(atlas, hu.copy(), csf, grey, np.array([0.0, -1.0, 0.0]),
+                       np.random.default_rng(seed))
+    b.subdural()
+    sdh = (b.blood >> synth.SUBDURAL) & 1 > 0
+    x = np.argwhere(sdh)[:, 0] + atlas.origin[0]
+    if (np.abs(x) > 3).mean() > 0.9 and sdh.sum() > 50000:
+      break
+  k = np.argmax(sdh.sum((0, 1)))
+  brain = (atlas.label[:, :, k] == A.ICV) & (b.hu[:, :, k] > 15) & (b.hu[:, :, k] < 60)
+  right = (np.arange(atlas.label.shape[0]) + atlas.origin[0] > 0)[:, None]
+  bleed_right = x.mean() > 0
+  bleed_side, other = (brain & (right == bleed_right)).sum(), (brain & (right != bleed_right)).sum()
+  assert bleed_side < 0.92 * other
+
+
+def test_write_rsna_hits_the_positive_share(tmp_path):
+  out = synth.write_rsna(tmp_path, 6, seed=2, size=32, workers=1, per_series=3, positive=0)
+  with open(out / synth.phantom.CSV_NAME) as fh:
+    rows = [r for r in csv.reader(fh) if r[0].endswith("_any")]
+  assert len(rows) == 6 and all(r[1] == "0" for r in rows)
+  with pytest.raises(ValueError, match="positive"):
+    synth.write_rsna(tmp_path, 6, positive=0.9)

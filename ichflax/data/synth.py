@@ -30,13 +30,18 @@ EPIDURAL, INTRAPARENCHYMAL, INTRAVENTRICULAR, SUBARACHNOID, SUBDURAL = range(5)
 MASKS_DIR = "stage_2_masks"  # one compressed npz of per-slice subtype bitmasks per series
 MIN_AREA_MM2 = 10.0  # blood of a subtype below this area in a slice is not labelled
 # Subject-level subtype draw, RSNA 2019-like: SDH and SAH commonest, IPH common, IVH mostly
-# with IPH, EDH rare and often with SDH; many positive studies have two or more subtypes.
-_PRIMARY = np.array([0.04, 0.26, 0.1, 0.28, 0.32])
-_WITH = {EPIDURAL: {SUBDURAL: 0.4, SUBARACHNOID: 0.3},
-         INTRAPARENCHYMAL: {INTRAVENTRICULAR: 0.4, SUBARACHNOID: 0.35, SUBDURAL: 0.15},
+# with IPH, EDH rare and often with SDH; many positive studies have two or more subtypes. A
+# convexity SDH spans ~2/3 of the series, so it is drawn less often than its RSNA study share to
+# keep its slice share near RSNA's (measured: bench/synth_prevalence.py, docs/data.md).
+_PRIMARY = np.array([0.1, 0.27, 0.12, 0.3, 0.21])
+_WITH = {EPIDURAL: {SUBDURAL: 0.3, SUBARACHNOID: 0.3},
+         INTRAPARENCHYMAL: {INTRAVENTRICULAR: 0.4, SUBARACHNOID: 0.35, SUBDURAL: 0.1},
          INTRAVENTRICULAR: {INTRAPARENCHYMAL: 0.5, SUBARACHNOID: 0.45},
-         SUBARACHNOID: {SUBDURAL: 0.3, INTRAVENTRICULAR: 0.2, INTRAPARENCHYMAL: 0.2},
+         SUBARACHNOID: {SUBDURAL: 0.2, INTRAVENTRICULAR: 0.2, INTRAPARENCHYMAL: 0.2},
          SUBDURAL: {SUBARACHNOID: 0.35, INTRAPARENCHYMAL: 0.15, EPIDURAL: 0.05}}
+# Share of slices labelled "any" in a positive subject's series (bench/synth_prevalence.py, 30
+# subjects): converts a wanted slice-level positive share into a subject-level one.
+IN_POSITIVE = 0.6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -467,9 +472,11 @@ def _beam_hardening(hu: np.ndarray, pixel_mm: float, strength: float) -> np.ndar
   Rays through two dense bones (petrous ridges, occipital protuberance) lose most: dark streaks
   and bands between them, as after a water-only beam-hardening correction.
   """
-  small = hu[::8, ::8]  # BH error is smooth but for streaks: 64 px, 100 views (no aliasing)
+  step = max(hu.shape[0] // 64, 1)  # BH error is smooth but for streaks: ~64 px, 100 views
+  small = hu[::step, ::step]
   n = small.shape[0]
-  bone = np.clip(small - 200.0, 0, None) / 1000.0 * (pixel_mm * 8 / 10)  # bone cm per pixel
+  cm = pixel_mm * step / 10
+  bone = np.clip(small - 200.0, 0, None) / 1000.0 * cm  # bone cm per pixel
   angles = np.linspace(0, 180, 100, endpoint=False)
   ramp = np.abs(np.fft.fftfreq(n))
   image = np.zeros_like(bone)
@@ -478,11 +485,18 @@ def _beam_hardening(hu: np.ndarray, pixel_mm: float, strength: float) -> np.ndar
     err = -strength * p ** 2
     filtered = np.real(np.fft.ifft(np.fft.fft(err) * ramp))
     image += ndimage.rotate(np.broadcast_to(filtered, (n, n)), -angle, reshape=False, order=1)
-  image *= np.pi / len(angles) * 1000.0 / (pixel_mm * 8 / 10)  # back to HU of water per cm
+  image *= np.pi / len(angles) * 1000.0 / cm  # back to HU of water per cm
   soft = (small > -50) & (small < 100)
   if soft.any():  # the scanner is calibrated on water: soft tissue keeps its HU on average
     image -= np.median(image[soft])
-  return ndimage.zoom(image, 8, order=1)[:hu.shape[0], :hu.shape[1]]
+  # Upsampling would smear the large error inside bone over the adjacent cortex (a dark rim
+  # that hides thin subdurals): tissue takes the error of tissue, filled in under bone.
+  tissue = (small < 200).astype(np.float32)
+  weight = ndimage.gaussian_filter(tissue, 1.0)
+  filled = np.where(tissue > 0, image,
+                    ndimage.gaussian_filter(image * tissue, 1.0) / np.maximum(weight, 1e-3))
+  up = [ndimage.zoom(v, step, order=1)[:hu.shape[0], :hu.shape[1]] for v in (image, filled)]
+  return np.where(hu > 200, up[0], up[1])
 
 
 def render_slice(subject: Subject, scanner: Scanner, z_mm: float, size: int,
@@ -572,11 +586,12 @@ def write_series(out: Path, slices: list[SynthSlice], zs: np.ndarray, scanner: S
   return rows
 
 
-def _write_subject(out: Path, seed: int, size: int, job: tuple[int, int]) -> list[tuple]:
+def _write_subject(out: Path, seed: int, size: int, positive: float,
+                   job: tuple[int, int]) -> list[tuple]:
   """Generate and write one series (index, at most this many slices); returns CSV rows."""
   index, limit = job
   rng = np.random.default_rng([seed, index, 25])
-  subject = make_subject(rng)
+  subject = make_subject(rng, sample_subtypes(rng, positive))
   scanner = Scanner.sample(rng, subject.head_mm)
   slices, zs = render_series(subject, scanner, size, rng)
   if len(slices) > limit:  # a contiguous run, as a partial series
@@ -587,8 +602,12 @@ def _write_subject(out: Path, seed: int, size: int, job: tuple[int, int]) -> lis
 
 
 def write_rsna(out: str | os.PathLike, num: int, seed: int = 0, size: int = 512,
-               workers: int | None = None, per_series: int = 40) -> Path:
+               workers: int | None = None, per_series: int = 40, positive: float = 0.45,
+               ) -> Path:
   """Write `num` slices as RSNA-format series, drop-in for `phantom.write_rsna`.
+
+  `positive` is the expected share of slices labelled "any" (RSNA's is ~0.14; ~0.45 balances
+  training): subjects bleed with probability positive / IN_POSITIVE, at most 0.6.
 
   Layout: `stage_2_train/*.dcm`, `stage_2_train.csv` (Kaggle rows `ID_<sop>_<subtype>,Label`),
   the synthetic MARKER, and `stage_2_masks/<series>.npz` (ids, uint8 subtype bitmasks). A
@@ -598,10 +617,12 @@ def write_rsna(out: str | os.PathLike, num: int, seed: int = 0, size: int = 512,
   """
   if num < 1:
     raise ValueError(f"--num must be at least 1, got {num}")
+  if not 0 <= positive <= IN_POSITIVE:
+    raise ValueError(f"positive slice share must be in [0, {IN_POSITIVE}], got {positive}")
   out = Path(out)
   for d in (phantom.IMAGES_DIR, MASKS_DIR):
     (out / d).mkdir(parents=True, exist_ok=True)
-  write = functools.partial(_write_subject, out, seed, size)
+  write = functools.partial(_write_subject, out, seed, size, positive / IN_POSITIVE)
   rows: list[tuple] = []
   index = 0
   while len(rows) < num:  # each round plans whole series for what is missing
