@@ -107,8 +107,10 @@ def test_fixed_seed_is_deterministic():
     rng = np.random.default_rng(11)
     subject = synth.make_subject(rng, (1,))
     scanner = synth.Scanner.sample(rng, subject.head_mm)
-    return synth.render_slice(subject, scanner, 20.0, 64, rng)
-  a, b = one(), one()
+    return subject, synth.render_slice(subject, scanner, 20.0, 64, rng)
+  (sa, a), (sb, b) = one(), one()
+  np.testing.assert_array_equal(sa.hu, sb.hu)  # the whole head, not one slice's share of it
+  np.testing.assert_array_equal(sa.blood, sb.blood)
   np.testing.assert_array_equal(a.hu, b.hu)
   np.testing.assert_array_equal(a.subtypes, b.subtypes)
 
