@@ -1,8 +1,9 @@
 """Contact sheet of the anatomy-based synthetic CT (docs/phantom_contact_sheet.png).
 
 Levels of a healthy subject (skull base, posterior fossa, ventricles, vertex) and the slice
-with most blood of each subtype, brain window 40/80; then one subdural window (80/200) and one
-bone window (600/2800). Usage: python -m bench.contact_sheet [--out PATH] [--seed N]
+with most blood of each subtype (epidural and subdural: of the supratentorial slices), brain
+window 40/80; then one subdural window (80/200) and one bone window (600/2800).
+Usage: python -m bench.contact_sheet [--out PATH] [--seed N]
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ichflax import tasks
 from ichflax.data import image, synth
 
 SIZE = 512
+EXTRA_AXIAL = (synth.EPIDURAL, synth.SUBDURAL)
 
 
 def _scanner(rng) -> synth.Scanner:
@@ -39,7 +41,10 @@ def sheet(seed: int) -> tuple[np.ndarray, float]:
     subject = synth.make_subject(rng, (kind,))
     slices, _ = synth.render_series(subject, _scanner(rng), SIZE, rng)
     rendered += len(slices)
-    best = max(slices, key=lambda s: ((s.subtypes >> kind) & 1).sum())
+    # Extra-axial bleeds are read above the tentorium (the lowest 30 % is the skull base and
+    # posterior fossa): the supratentorial slice with most of the bleed.
+    pool = slices[int(0.3 * len(slices)):] if kind in EXTRA_AXIAL else slices
+    best = max(pool, key=lambda s: ((s.subtypes >> kind) & 1).sum())
     tiles.append((name, image.window(best.hu, 40, 80)))
     if kind == synth.SUBDURAL:
       tiles.append(("subdural 80/200", image.window(best.hu, 80, 200)))

@@ -62,7 +62,7 @@ References: Fonov V. et al., NeuroImage 54:313-327 (2011); Fonov V. et al., Neur
 """
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: maps derived are cached
 class Atlas:
   """The derived head: uint8 label, grey/white fractions and skull plates on a 1 mm grid."""
 

@@ -30,13 +30,18 @@ EPIDURAL, INTRAPARENCHYMAL, INTRAVENTRICULAR, SUBARACHNOID, SUBDURAL = range(5)
 MASKS_DIR = "stage_2_masks"  # one compressed npz of per-slice subtype bitmasks per series
 MIN_AREA_MM2 = 10.0  # blood of a subtype below this area in a slice is not labelled
 # Subject-level subtype draw, RSNA 2019-like: SDH and SAH commonest, IPH common, IVH mostly
-# with IPH, EDH rare and often with SDH; many positive studies have two or more subtypes.
-_PRIMARY = np.array([0.04, 0.26, 0.1, 0.28, 0.32])
-_WITH = {EPIDURAL: {SUBDURAL: 0.4, SUBARACHNOID: 0.3},
-         INTRAPARENCHYMAL: {INTRAVENTRICULAR: 0.4, SUBARACHNOID: 0.35, SUBDURAL: 0.15},
+# with IPH, EDH rare and often with SDH; many positive studies have two or more subtypes. A
+# convexity SDH spans ~2/3 of the series, so it is drawn less often than its RSNA study share to
+# keep its slice share near RSNA's (measured: bench/synth_prevalence.py, docs/data.md).
+_PRIMARY = np.array([0.1, 0.27, 0.12, 0.3, 0.21])
+_WITH = {EPIDURAL: {SUBDURAL: 0.3, SUBARACHNOID: 0.3},
+         INTRAPARENCHYMAL: {INTRAVENTRICULAR: 0.4, SUBARACHNOID: 0.35, SUBDURAL: 0.1},
          INTRAVENTRICULAR: {INTRAPARENCHYMAL: 0.5, SUBARACHNOID: 0.45},
-         SUBARACHNOID: {SUBDURAL: 0.3, INTRAVENTRICULAR: 0.2, INTRAPARENCHYMAL: 0.2},
+         SUBARACHNOID: {SUBDURAL: 0.2, INTRAVENTRICULAR: 0.2, INTRAPARENCHYMAL: 0.2},
          SUBDURAL: {SUBARACHNOID: 0.35, INTRAPARENCHYMAL: 0.15, EPIDURAL: 0.05}}
+# Share of slices labelled "any" in a positive subject's series (bench/synth_prevalence.py, 30
+# subjects): converts a wanted slice-level positive share into a subject-level one.
+IN_POSITIVE = 0.6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +65,7 @@ class Scanner:
   fov_mm: float  # reconstruction field of view (square side)
   slice_mm: float  # thickness, also the spacing (contiguous slices)
   kernel: str  # "soft" or "bone"
-  noise_hu: float  # noise SD in water at this dose
+  noise_hu: float  # noise SD in the brain at this dose, thickness and kernel
   nps_cutoff: float  # lp/mm where the kernel's window reaches zero
   sharpen: float  # bone kernel edge enhancement
   beam_hardening: float  # water-cm lost per (bone cm)^2 along a ray: dark streaks
@@ -68,11 +73,19 @@ class Scanner:
 
   @classmethod
   def sample(cls, rng: np.random.Generator, head_mm: float) -> Scanner:
+    """Protocols of routine head CT; noise SD ~ 1/sqrt(thickness x dose), kernel-scaled.
+
+    A soft kernel at 5 mm and routine dose gives 3-5 HU in the brain, 1 mm slices 7-12 HU;
+    a bone kernel amplifies it ~5x (its passband reaches twice as far).
+    """
     bone = rng.random() < 0.1
+    slice_mm = float(rng.choice([1.0, 2.0, 2.5, 3.0, 5.0], p=[.05, .05, .1, .2, .6]))
+    dose = rng.uniform(0.6, 1.4)  # relative to a routine 300 mAs, 120 kVp head protocol
+    noise = rng.uniform(3.3, 4.6) / np.sqrt(dose * slice_mm / 5.0)
     return cls(fov_mm=float(np.clip(rng.uniform(180, 260), head_mm * 1.2, 260)),
-               slice_mm=float(rng.choice([1.0, 2.0, 2.5, 3.0, 5.0], p=[.05, .05, .1, .2, .6])),
+               slice_mm=slice_mm,
                kernel="bone" if bone else "soft",
-               noise_hu=float(rng.uniform(20, 45) if bone else rng.uniform(2.5, 7.0)),
+               noise_hu=float(noise * (rng.uniform(4.0, 6.0) if bone else 1.0)),
                nps_cutoff=float(rng.uniform(1.6, 2.2) if bone else rng.uniform(0.6, 1.0)),
                sharpen=float(rng.uniform(0.5, 1.2) if bone else 0.0),
                beam_hardening=float(rng.uniform(0.02, 0.06)),
@@ -152,8 +165,9 @@ def _blood_hu(rng, density: str) -> float:
 class _Builder:
   """Places bleeds in one subject's atlas-frame volume (HU and subtype bits)."""
 
-  def __init__(self, atlas: A.Atlas, hu: np.ndarray, gravity: np.ndarray, rng):
-    self.a, self.hu, self.g, self.rng = atlas, hu, gravity, rng
+  def __init__(self, atlas: A.Atlas, hu: np.ndarray, csf: np.ndarray, grey: float,
+               gravity: np.ndarray, rng):
+    self.a, self.hu, self.csf, self.grey, self.g, self.rng = atlas, hu, csf, grey, gravity, rng
     self.blood = np.zeros(hu.shape, np.uint8)
     self.pushes: list[tuple[np.ndarray, float, float]] = []
     self.shift = np.zeros(3)
@@ -175,6 +189,31 @@ class _Builder:
     return np.where(dep > level, _blood_hu(self.rng, "acute"),
                     _blood_hu(self.rng, "chronic")).astype(np.float32)
 
+  def _push(self, box, thick: np.ndarray) -> None:
+    """Displace the brain under an extra-axial collection `thick` mm deep, inward.
+
+    Brain at depth d in [0, D] moves to T + d (D - T) / D, D = T + 20 mm: the cortex is pressed
+    away from the inner table and its sulci effaced (their CSF squeezed out toward cortex HU).
+    Blood already placed (SAH, IPH) moves with it.
+    """
+    a = self.a
+    depth = a.depth[box].astype(np.float32)
+    zone = np.isin(a.label[box], A.INTRACRANIAL) & (thick > 0.5) & (depth < thick + 20)
+    if not zone.any():
+      return
+    inward = np.stack(np.gradient(ndimage.gaussian_filter(depth, 1.5)))
+    inward /= np.sqrt((inward ** 2).sum(0)) + 1e-6
+    reach = thick + 20.0
+    source = np.clip((depth - thick) * reach / np.maximum(reach - thick, 1e-3), 0, None)
+    shift = np.where(zone, depth - source, 0.0)  # mm to look back outward
+    grid = np.stack(np.meshgrid(*(np.arange(b.start, b.stop) for b in box), indexing="ij"))
+    q = (grid - shift * inward)[:, zone]
+    hu = ndimage.map_coordinates(self.hu, q, order=1)
+    squeeze = (np.clip(thick / 8.0, 0, 1) * np.clip(1 - (depth - thick) / 20.0, 0, 1))[zone]
+    hu += 0.8 * squeeze * np.clip(self.grey - hu, 0, 40) * (hu > -50)
+    self.hu[box][zone] = hu
+    self.blood[box][zone] = ndimage.map_coordinates(self.blood, q, order=0)
+
   def _mass(self, center, radius: float, thickness: float) -> None:
     if thickness > 8:
       side = np.sign(center[0] + self.a.origin[0]) or 1.0
@@ -186,12 +225,14 @@ class _Builder:
     temporal = rng.random() < 0.5
     plate = rng.choice([5, 6]) if temporal else rng.choice([1, 2, 3, 4])
     c = _pick(rng, (a.depth == 1) & (a.plate == plate) & (a.label == A.ICV))
-    radius, thick = rng.uniform(18, 40), rng.uniform(5, 22)
+    radius, thick = rng.uniform(18, 40), rng.uniform(5, 30)
     box = _box(c, radius + 1, a.label.shape)
     i, j, k = _grid(box)
     r2 = ((i - c[0]) ** 2 + (j - c[1]) ** 2 + (k - c[2]) ** 2) / radius ** 2
     inside = (a.depth[box] > 0) & (a.plate[box] == plate)
-    frac = np.clip(thick * (1 - r2) - a.depth[box] + 1.0, 0, 1) * inside
+    lens = np.clip(thick * (1 - r2), 0, None) * inside
+    self._push(box, lens)
+    frac = np.clip(lens - a.depth[box] + 1.0, 0, 1) * inside
     self.paint(EPIDURAL, box, frac, self._density(box, frac, "acute"))
     self._mass(c, radius, thick)
 
@@ -205,12 +246,13 @@ class _Builder:
       c = _pick(rng, (a.depth == 1) & (a.label == A.ICV) & (side * (
           np.arange(a.label.shape[0]) + a.origin[0]) > 20)[:, None, None]
                     & (np.arange(a.label.shape[2]) + a.origin[2] > -20)[None, None, :])
-      radius, thick = rng.uniform(40, 85), rng.uniform(2, 16)
+      radius, thick = rng.uniform(40, 85), rng.uniform(3, 20)
       box = _box(c, radius + 1, a.label.shape)
       i, j, k = _grid(box)
       r2 = ((i - c[0]) ** 2 + (j - c[1]) ** 2 + (k - c[2]) ** 2) / radius ** 2
       profile = thick * np.sqrt(np.clip(1 - r2, 0, 1))
       ok = (a.depth[box] > 0) & (side * x[box[0]] > 1.5)
+      self._push(box, profile * ok)
       frac = np.clip(profile - a.depth[box] + 1.0, 0, 1) * ok
     else:
       c = _pick(rng, a.label == (A.FALX if where == "falx" else A.TENTORIUM))
@@ -241,7 +283,7 @@ class _Builder:
       box = _box(c, radius, a.label.shape)
       i, j, k = _grid(box)
       r2 = ((i - c[0]) ** 2 + (j - c[1]) ** 2 + (k - c[2]) ** 2) / radius ** 2
-      csf = (1 - (a.gm[box].astype(np.float32) + a.wm[box]) / 255) * (a.label[box] == A.ICV)
+      csf = self.csf[box] * (a.label[box] == A.ICV)
       patch = (r2 < 1) & (_smooth_noise(rng, r2.shape, 3.0) > rng.uniform(-0.8, 0.3))
       frac = np.clip(csf * rng.uniform(0.8, 1.0), 0, 1) * patch
       self.paint(SUBARACHNOID, box, frac, np.float32(rng.uniform(45, 70)), threshold=0.35)
@@ -296,23 +338,46 @@ def sample_subtypes(rng: np.random.Generator, positive: float = 0.6) -> tuple[in
   return tuple(sorted({first} | {k for k, p in _WITH[first].items() if rng.random() < p}))
 
 
-def _render_brain(atlas: A.Atlas, rng) -> np.ndarray:
-  """Atlas-frame HU of one subject: tissue HU, atrophy (CSF widened into grey matter), calcium."""
+@functools.cache
+def _csf_ridges(atlas: A.Atlas) -> np.ndarray:
+  """CSF fraction with its sheets and lines enhanced (minus 3x its Laplacian of Gaussian).
+
+  Why: the template averages 152 brains, so sulcal CSF is smeared to 0.1-0.2 across the cortex,
+  which then renders as one grey mush (cortex ~ white matter). The ridges of that mean CSF are
+  the average brain's sulci, fissures and cisterns; thresholding them gives dark lines.
+  """
+  gm = atlas.gm.astype(np.float32) / 255
+  wm = atlas.wm.astype(np.float32) / 255
+  csf = np.where(np.isin(atlas.label, A.INTRACRANIAL), 1 - gm - wm, 0).astype(np.float32)
+  return csf - 3.0 * ndimage.gaussian_laplace(csf, 1.2)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+  return 1 / (1 + np.exp(-x))
+
+
+def _render_brain(atlas: A.Atlas, rng) -> tuple[np.ndarray, np.ndarray, float]:
+  """Atlas-frame HU, CSF fraction and cortex HU of one subject: atrophy (wider sulci), calcium.
+
+  CSF is the thresholded sulcal ridge map (threshold lower with atrophy: wider sulci) and the
+  grey share of the tissue a sigmoid of the template's, so that cortex, white matter and deep
+  nuclei have the sharp boundaries of one brain rather than the blur of an average.
+  """
   gm = atlas.gm.astype(np.float32) / 255
   wm = atlas.wm.astype(np.float32) / 255
   icv = np.isin(atlas.label, A.INTRACRANIAL)
-  csf = np.where(icv, 1 - gm - wm, 0)
   atrophy = rng.choice([0, 1, 2], p=[0.5, 0.35, 0.15])
-  if atrophy:
-    grown = ndimage.maximum_filter(csf, size=2 * atrophy + 1) * icv
-    keep = (1 - grown) / np.maximum(1 - csf, 1e-3)
-    gm, wm, csf = gm * keep, wm * keep, grown
-  grey = rng.uniform(34, 44)
-  white = grey - rng.uniform(8, 13)
+  threshold = (0.32, 0.24, 0.17)[atrophy] + rng.uniform(-0.03, 0.03)
+  csf = _sigmoid((_csf_ridges(atlas) - threshold) / 0.06)
+  csf = np.where(icv, np.maximum(csf, np.where(gm + wm < 0.5, 1 - gm - wm, 0)), 0)
+  share = _sigmoid((gm / np.maximum(gm + wm, 1e-3) - 0.5) / 0.12)
+  gm, wm = (1 - csf) * share, (1 - csf) * (1 - share)
+  grey = rng.uniform(35, 44)
+  white = max(grey - rng.uniform(7, 12), 22.0)
   table = _hu_table(rng)
   hu = table[atlas.label]
-  brain = grey * gm + white * wm + rng.uniform(2, 12) * csf
-  brain += (atlas.label == A.DEEP_GREY) * gm * rng.uniform(-2, 3)  # nuclei a touch denser or not
+  brain = grey * gm + white * wm + rng.uniform(2, 10) * csf
+  brain += (atlas.label == A.DEEP_GREY) * gm * rng.uniform(-4, 1)  # nuclei a touch below cortex
   sheets = np.isin(atlas.label, (A.FALX, A.TENTORIUM, A.VENOUS_SINUS))
   hu = np.where(icv & ~sheets, brain, hu).astype(np.float32)
   # Physiological calcifications: pineal, choroid glomus, falx plaques, pallidum.
@@ -331,7 +396,7 @@ def _render_brain(atlas: A.Atlas, rng) -> np.ndarray:
         d = np.sqrt((i - c[0]) ** 2 + (j - c[1]) ** 2 + (k - c[2]) ** 2)
         f = np.clip(r * rng.uniform(0.6, 1.0) - d + 0.5, 0, 1)
         hu[box] = hu[box] * (1 - f) + rng.uniform(*hu_range) * f
-  return hu
+  return hu, csf, grey
 
 
 def make_subject(rng: np.random.Generator, subtypes: tuple[int, ...] | None = None,
@@ -355,8 +420,8 @@ def make_subject(rng: np.random.Generator, subtypes: tuple[int, ...] | None = No
   gravity = inverse @ np.array([0.0, 1.0, 0.0])  # image down = posterior of a supine head
   gravity /= np.linalg.norm(gravity)
 
-  hu = _render_brain(atlas, rng)
-  builder = _Builder(atlas, hu, gravity, rng)
+  hu, csf, grey = _render_brain(atlas, rng)
+  builder = _Builder(atlas, hu, csf, grey, gravity, rng)
   for kind in subtypes:
     getattr(builder, tasks.SUBTYPES[kind])()
   warp_shape = tuple(int(np.ceil(n / _WARP_MM)) + 2 for n in atlas.label.shape)
@@ -407,9 +472,11 @@ def _beam_hardening(hu: np.ndarray, pixel_mm: float, strength: float) -> np.ndar
   Rays through two dense bones (petrous ridges, occipital protuberance) lose most: dark streaks
   and bands between them, as after a water-only beam-hardening correction.
   """
-  small = hu[::8, ::8]  # BH error is smooth but for streaks: 64 px, 100 views (no aliasing)
+  step = max(hu.shape[0] // 64, 1)  # BH error is smooth but for streaks: ~64 px, 100 views
+  small = hu[::step, ::step]
   n = small.shape[0]
-  bone = np.clip(small - 200.0, 0, None) / 1000.0 * (pixel_mm * 8 / 10)  # bone cm per pixel
+  cm = pixel_mm * step / 10
+  bone = np.clip(small - 200.0, 0, None) / 1000.0 * cm  # bone cm per pixel
   angles = np.linspace(0, 180, 100, endpoint=False)
   ramp = np.abs(np.fft.fftfreq(n))
   image = np.zeros_like(bone)
@@ -418,8 +485,18 @@ def _beam_hardening(hu: np.ndarray, pixel_mm: float, strength: float) -> np.ndar
     err = -strength * p ** 2
     filtered = np.real(np.fft.ifft(np.fft.fft(err) * ramp))
     image += ndimage.rotate(np.broadcast_to(filtered, (n, n)), -angle, reshape=False, order=1)
-  image *= np.pi / len(angles) * 1000.0 / (pixel_mm * 8 / 10)  # back to HU of water per cm
-  return ndimage.zoom(image, 8, order=1)[:hu.shape[0], :hu.shape[1]]
+  image *= np.pi / len(angles) * 1000.0 / cm  # back to HU of water per cm
+  soft = (small > -50) & (small < 100)
+  if soft.any():  # the scanner is calibrated on water: soft tissue keeps its HU on average
+    image -= np.median(image[soft])
+  # Upsampling would smear the large error inside bone over the adjacent cortex (a dark rim
+  # that hides thin subdurals): tissue takes the error of tissue, filled in under bone.
+  tissue = (small < 200).astype(np.float32)
+  weight = ndimage.gaussian_filter(tissue, 1.0)
+  filled = np.where(tissue > 0, image,
+                    ndimage.gaussian_filter(image * tissue, 1.0) / np.maximum(weight, 1e-3))
+  up = [ndimage.zoom(v, step, order=1)[:hu.shape[0], :hu.shape[1]] for v in (image, filled)]
+  return np.where(hu > 200, up[0], up[1])
 
 
 def render_slice(subject: Subject, scanner: Scanner, z_mm: float, size: int,
@@ -451,7 +528,8 @@ def render_slice(subject: Subject, scanner: Scanner, z_mm: float, size: int,
   white = np.fft.rfft2(rng.standard_normal((size, size)))
   noise = np.fft.irfft2(white * _nps_filter(size, pixel, scanner.nps_cutoff), s=(size, size))
   noise /= noise.std() + 1e-9
-  bone_load = float(np.mean(hu > 300))  # more bone in the slice: fewer photons, more noise
+  # More bone than a supratentorial slice (~6 % of the FOV): fewer photons, more noise.
+  bone_load = max(float(np.mean(hu > 300)) - 0.06, 0.0)
   hu = hu + noise * scanner.noise_hu * (1 + 3 * bone_load)
   r = np.hypot(*np.meshgrid(*2 * [np.arange(size) + 0.5 - size / 2], indexing="ij"))
   hu = np.where(r > size / 2, image.AIR_FILL_HU, np.clip(hu, -1024, 3071)).astype(np.float32)
@@ -508,11 +586,12 @@ def write_series(out: Path, slices: list[SynthSlice], zs: np.ndarray, scanner: S
   return rows
 
 
-def _write_subject(out: Path, seed: int, size: int, job: tuple[int, int]) -> list[tuple]:
+def _write_subject(out: Path, seed: int, size: int, positive: float,
+                   job: tuple[int, int]) -> list[tuple]:
   """Generate and write one series (index, at most this many slices); returns CSV rows."""
   index, limit = job
   rng = np.random.default_rng([seed, index, 25])
-  subject = make_subject(rng)
+  subject = make_subject(rng, sample_subtypes(rng, positive))
   scanner = Scanner.sample(rng, subject.head_mm)
   slices, zs = render_series(subject, scanner, size, rng)
   if len(slices) > limit:  # a contiguous run, as a partial series
@@ -523,8 +602,12 @@ def _write_subject(out: Path, seed: int, size: int, job: tuple[int, int]) -> lis
 
 
 def write_rsna(out: str | os.PathLike, num: int, seed: int = 0, size: int = 512,
-               workers: int | None = None, per_series: int = 40) -> Path:
+               workers: int | None = None, per_series: int = 40, positive: float = 0.45,
+               ) -> Path:
   """Write `num` slices as RSNA-format series, drop-in for `phantom.write_rsna`.
+
+  `positive` is the expected share of slices labelled "any" (RSNA's is ~0.14; ~0.45 balances
+  training): subjects bleed with probability positive / IN_POSITIVE, at most 0.6.
 
   Layout: `stage_2_train/*.dcm`, `stage_2_train.csv` (Kaggle rows `ID_<sop>_<subtype>,Label`),
   the synthetic MARKER, and `stage_2_masks/<series>.npz` (ids, uint8 subtype bitmasks). A
@@ -534,10 +617,12 @@ def write_rsna(out: str | os.PathLike, num: int, seed: int = 0, size: int = 512,
   """
   if num < 1:
     raise ValueError(f"--num must be at least 1, got {num}")
+  if not 0 <= positive <= IN_POSITIVE:
+    raise ValueError(f"positive slice share must be in [0, {IN_POSITIVE}], got {positive}")
   out = Path(out)
   for d in (phantom.IMAGES_DIR, MASKS_DIR):
     (out / d).mkdir(parents=True, exist_ok=True)
-  write = functools.partial(_write_subject, out, seed, size)
+  write = functools.partial(_write_subject, out, seed, size, positive / IN_POSITIVE)
   rows: list[tuple] = []
   index = 0
   while len(rows) < num:  # each round plans whole series for what is missing
