@@ -154,9 +154,9 @@ class _Reader:
       self._volume(nifti.Volume(data, name), name, container, f"nifti:{name}")
     else:
       what = {filetypes.GIF: " (a GIF image)"}.get(kind, "")
-      raise InputError(name, f"not a DICOM, NIfTI, PNG or JPG file{what}; give CT slices "
-                              "as exported by the scanner or PACS (.dcm), a .nii/.nii.gz volume, "
-                              "PNG/JPG images, or a zip or folder of them")
+      raise InputError(name, f"not a DICOM, NIfTI, PNG or JPG file{what}; give CT slices as "
+                       "exported by the scanner or PACS (.dcm), a .nii/.nii.gz volume, PNG/JPG "
+                       "images, or a zip or folder of them")
 
   def _dicom(self, name: str, data: bytes, again: Callable[[], bytes],
              container: str | None) -> None:
