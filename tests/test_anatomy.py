@@ -55,3 +55,18 @@ def test_ventricles_are_deep_and_in_the_brain(atlas):
   vent = np.isin(atlas.label, A.VENTRICLES)
   assert vent.sum() > 15000
   assert np.median(atlas.depth[vent]) > 15
+
+
+def test_face_is_soft_tissue_around_air_spaces_not_a_bone_block(atlas):
+  """Below the orbits a real CT shows muscle and fat around the maxillary sinuses and nasal
+  cavity, with thin bony walls; a solid block of bone there is not a face."""
+  i, j, k = np.meshgrid(*(np.arange(n) for n in atlas.label.shape), indexing="ij")
+  x, y, z = atlas.mni(i, j, k)
+  face = (z > -70) & (z < -55) & (y > 0) & (atlas.label != A.AIR)
+  share = {n: (atlas.label[face] == n).mean() for n in (A.MUSCLE, A.FACE_BONE, A.SINUS_AIR)}
+  assert share[A.MUSCLE] > 0.35 and share[A.FACE_BONE] < 0.25 and share[A.SINUS_AIR] > 0.1
+  for side in (-1, 1):  # a maxillary sinus on each side, an ear canal lateral to each petrous
+    assert atlas.label[tuple(np.rint(np.array([side * 23, 42, -62]) - atlas.origin).astype(
+        int))] == A.SINUS_AIR
+    canal = (atlas.label == A.SINUS_AIR) & (side * x > 50) & (np.abs(z + 40) < 4)
+    assert canal.sum() > 100

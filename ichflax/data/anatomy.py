@@ -241,21 +241,41 @@ def build_volumes(t1: np.ndarray, gm: np.ndarray, wm: np.ndarray) -> Atlas:
       span &= z > -22
     label[bone & span & (np.abs(s) < 0.6)] = SUTURE
 
-  # Skull base: petrous ridges, mastoid air cells, sphenoid and ethmoid sinuses, frontal sinus,
-  # orbits with fat and globes, and the facial skeleton under the anterior fossa.
+  # Skull base: petrous ridges, mastoid air cells, ear canals, sphenoid and ethmoid sinuses,
+  # frontal sinus, orbits with fat and globes, and the face under the anterior fossa: soft
+  # tissue (masticator and facial muscles) around air spaces with thin bony walls (maxillary
+  # sinuses, nasal cavity and septum, orbital walls, zygomatic arches, hard palate).
   base = ~icv & (z < -10)
   face = (~icv & ((x / 58.0) ** 2 + ((y - 18.0) / 62.0) ** 2 < 1.0) & (z < -22) & (y > -22)
           & (z > -80))
-  label[face & (label == AIR)] = FACE_BONE
-  label[face & (label == FACE_BONE) & ~_ellipsoid(x, y, z, (0.0, 18.0, -60.0),
-                                                   (50.0, 56.0, 40.0))] = MUSCLE
+  label[face & (label == AIR)] = MUSCLE
+  # Behind the face and under the skull base: pharynx, masticator and parotid spaces, soft
+  # tissue around the nasopharyngeal airway.
+  deep_face = (~icv & ((x / 60.0) ** 2 + ((y + 10.0) / 80.0) ** 2 < 1.0) & (z < -30)
+               & (z > -80) & (label == AIR))
+  label[deep_face] = MUSCLE
+  label[deep_face & _ellipsoid(x, y, z, (0.0, 4.0, -76.0), (11.0, 9.0, 18.0))] = SINUS_AIR
   petrous = base & (np.abs(x) > 14) & (np.abs(x) < 52) & (y > -48) & (y < -8) & (z > -52) & (
       z < -20) & (np.abs(y + 28.0 - 0.45 * (np.abs(x) - 33.0)) < 9.0) & (d < 12)
   label[petrous] = PETROUS
   label[_ellipsoid(np.abs(x), y, z, (48.0, -38.0, -42.0), (11.0, 13.0, 12.0)) & base
         & (label != AIR)] = MASTOID
+  ear_canal = ((np.abs(x) > 50) & (np.hypot(y + 24.0, z + 40.0) < 3.5) & (label != AIR)
+               & ~icv)
+  label[ear_canal] = SINUS_AIR
+  maxillary = _ellipsoid(np.abs(x), y, z, (23.0, 42.0, -62.0), (12.0, 15.0, 16.0))
+  nasal = (np.abs(x) < 10) & (y > 22) & (y < 76) & (z > -78) & (z < -44)
+  arch = ((np.abs(x) > 50) & (np.abs(x) < 58) & (y > -12) & (y < 38)
+          & (np.abs(z + 42.0 + 0.08 * y) < 3.0))
+  palate = (np.abs(x) < 26) & (y > 2) & (y < 66) & (np.abs(z + 76.0) < 1.5)
+  walls = ndimage.distance_transform_edt(~(maxillary | nasal)) <= 1.5
+  label[face & (walls | arch | palate)] = FACE_BONE
+  label[face & (maxillary | nasal)] = SINUS_AIR
+  label[face & nasal & (np.abs(x) < 0.8)] = FACE_BONE  # the septum
   for side in (-1, 1):
     orbit = _ellipsoid(x, y, z, (side * 31.0, 50.0, -40.0), (17.0, 24.0, 16.0)) & ~icv
+    rim = (ndimage.distance_transform_edt(~orbit) <= 1.5) & ~icv
+    label[rim & ~orbit & (y < 64) & (label != AIR)] = FACE_BONE
     label[orbit] = ORBIT_FAT
     label[_ellipsoid(x, y, z, (side * 32.0, 62.0, -40.0), (12.0, 12.0, 12.0)) & ~icv] = GLOBE
   ethmoid = (np.abs(x) < 13) & (y > 18) & (y < 62) & (z > -52) & (z < -28) & ~icv

@@ -125,7 +125,7 @@ def _hu_table(rng: np.random.Generator) -> np.ndarray:
   hu[A.MASTOID] = rng.uniform(-600, -300)  # air cells with thin bony septa, averaged
   hu[A.ORBIT_FAT] = rng.uniform(-100, -70)
   hu[A.GLOBE] = rng.uniform(5, 15)
-  hu[A.FACE_BONE] = rng.uniform(250, 600)
+  hu[A.FACE_BONE] = rng.uniform(600, 1100)  # thin walls: cortex in partial volume
   hu[A.FALX] = rng.uniform(45, 70)
   hu[A.TENTORIUM] = rng.uniform(40, 60)
   hu[A.VENOUS_SINUS] = rng.uniform(40, 60)
@@ -430,7 +430,7 @@ def make_subject(rng: np.random.Generator, subtypes: tuple[int, ...] | None = No
 
   corners = np.argwhere(atlas.label[::4, ::4, ::4] != A.AIR) * 4
   zs = (to_scanner @ (corners - centre).T)[2] + shift[2]
-  base = (to_scanner @ (np.array([0.0, -20.0, rng.uniform(-52, -40)]) - atlas.origin - centre))
+  base = (to_scanner @ (np.array([0.0, -20.0, rng.uniform(-68, -44)]) - atlas.origin - centre))
   xs = (to_scanner @ (corners - centre).T)[0]
   return Subject(hu, builder.blood, to_atlas, warp, tuple(builder.pushes),
                  (float(base[2]), float(zs.max())), float(xs.max() - xs.min()), subtypes)
