@@ -349,10 +349,12 @@ PRESETS: dict[str, dict[str, Any]] = {
                                  "subtype": dict(epochs=90, dropout=0.3)}),
     # CPU demo: no ImageNet weights exist offline, so every parameter trains from random init
     # (the paper's recipe cannot learn without pretrained features). 96 px, not 64: bleeds stay
-    # visible and XLA's CPU step is faster there (docs/training.md); 4 epochs of the phantom's
-    # 1428 training slices (356 steps) keep a 2-core run near 10 minutes.
+    # visible and XLA's CPU step is faster there (docs/training.md). 1500 anatomical phantom
+    # slices rendered at 256 and stored at 128, all of them split by subject (the paper's
+    # per-class draw is capped by the rarest subtype, epidural, at ~2 % of slices); 4 epochs.
     "cpu-demo": dict(recipe="full", image_size=96, epochs=4, lr=1e-3, batch_size=16,
-                     bn_momentum=0.9, checkpoint_every=50, workdir="runs/cpu-demo"),
+                     bn_momentum=0.9, checkpoint_every=50, workdir="runs/cpu-demo",
+                     protocol="full", phantom_slices=1500, stored_size=128),
 }
 
 

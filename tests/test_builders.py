@@ -11,7 +11,7 @@ from PIL import Image
 
 from ichflax import tasks
 from ichflax.data import __main__ as cli
-from ichflax.data import builders, dicom, image, inputs, loader, phantom, rsna
+from ichflax.data import builders, convert, dicom, image, inputs, loader, phantom, rsna
 
 NUM = 72  # > the 64 files that switch conversion to worker processes
 
@@ -227,11 +227,13 @@ def test_png_stored_dataset_warns_to_rebuild(full, tmp_path, caplog):
 
 def test_prepare_phantom_default_is_cached(tmp_path, monkeypatch):
   monkeypatch.setenv(builders.CACHE_ENV, str(tmp_path / "cache"))
-  first = builders.prepare(None, size=32, num=60, workers=1)
+  first = builders.prepare(None, size=32, num=60, protocol="full", workers=1)
   assert first.startswith(str(tmp_path / "cache"))
   info = builders.dataset_info(first)
-  assert info["source"] == "phantom" and info["protocol"] == "paper" and info["per_class"] >= 3
-  assert builders.prepare("phantom", size=32, num=60) == first  # reused, not rebuilt
+  assert info["source"] == "phantom" and info["protocol"] == "full"
+  assert min(info["splits"].values()) >= 3  # even 60 slices come as enough series to split
+  assert info["data"].startswith("anatomy-based synthetic phantom")  # the atlas generator
+  assert builders.prepare("phantom", size=32, num=60, protocol="full") == first  # reused
   assert builders.prepare(first) == first  # a TFDS dir is used as is
   assert builders.prepare(tmp_path / "cache") == first  # a folder above one dataset too
 
@@ -258,17 +260,36 @@ def test_prepare_and_open_errors(tmp_path, full):
 
 def test_cli_phantom_build_info(tmp_path, capsys):
   assert cli.main(["phantom", "--out", str(tmp_path / "raw"), "--num", "30", "--size", "64",
-                   "--workers", "1"]) == 0
+                   "--per-series", "5", "--workers", "1"]) == 0
+  assert len(list((tmp_path / "raw" / "stage_2_masks").glob("*.npz"))) == 6  # one per series
   assert cli.main(["build", "--rsna", str(tmp_path / "raw"), "--out", str(tmp_path / "tfds"),
-                   "--size", "32", "--per-class", "3", "--workers", "1"]) == 0
+                   "--size", "32", "--protocol", "full", "--workers", "1"]) == 0
   assert "dataset: " in capsys.readouterr().out
   assert cli.main(["info", str(tmp_path / "tfds")]) == 0
-  assert '"protocol": "paper"' in capsys.readouterr().out
+  assert '"protocol": "full"' in capsys.readouterr().out
   assert cli.main(["build", "--rsna", str(tmp_path / "raw"), "--out", str(tmp_path / "t2"),
                    "--per-class", "500"]) == 2
   assert "use --per-class" in capsys.readouterr().err
   assert cli.main(["build", "--phantom", "40", "--out", str(tmp_path / "t3"), "--size", "32",
                    "--protocol", "full", "--windows", "1", "--workers", "1"]) == 0
-  assert "ich_phantom/n40_ph0_full_s32_w1_seed0" in capsys.readouterr().out
-  assert cli.main(["preview", "--out", str(tmp_path / "docs"), "--count", "1", "--size", "32"]) == 0
-  assert Image.open(tmp_path / "docs" / "phantom_subdural.png").size == (32, 32)
+  assert "ich_phantom/n40_sy0_full_s32_w1_seed0" in capsys.readouterr().out
+  assert cli.main(["preview", "--out", str(tmp_path / "docs" / "sheet.png"), "--size", "64"]) == 0
+  assert Image.open(tmp_path / "docs" / "sheet.png").size == (1024, 768)  # 11 tiles of 256, 4 a row
+
+
+def test_jpeg_share_stores_some_images_as_a_jpeg_export_would(rsna_dir, tmp_path):
+  cfg = builders.BuildConfig(size=32, protocol="full", workers=1, jpeg_share=0.5)
+  qualities = [cfg.jpeg_quality(f"ID_{i:06x}") for i in range(2000)]
+  drawn = [q for q in qualities if q is not None]
+  assert 0.45 < len(drawn) / len(qualities) < 0.55 and min(drawn) >= 30 and max(drawn) <= 95
+  assert len(set(drawn)) > 40 and cfg.jpeg_quality("ID_00002a") == cfg.jpeg_quality("ID_00002a")
+  assert builders.BuildConfig().jpeg_quality("ID_00002a") is None
+  source = sorted((rsna_dir[0] / phantom.IMAGES_DIR).glob("*.dcm"))[10]
+  stored = {}
+  for quality in (None, 30):
+    job = convert.Job(str(source), str(tmp_path / f"{quality}.png"), "dicom", 64,
+                      image.THREE_WINDOWS, quality)
+    assert convert.run(job).error is None
+    stored[quality] = np.asarray(Image.open(job.target), np.float32)
+  diff = np.abs(stored[None] - stored[30])
+  assert diff.max() > 0 and diff.mean() < 12  # the same slice, with JPEG's losses

@@ -14,7 +14,8 @@ from ichflax.training import reproduce
 
 
 def test_reproduce_writes_one_side_by_side_report(tmp_path, capsys):
-  data = builders.prepare(None, size=32, num=80, out=tmp_path / "data", workers=1)
+  data = builders.prepare(None, size=32, num=80, protocol="full", out=tmp_path / "data",
+                           workers=1)
   code = reproduce.main(["--data", data, "--workdir", str(tmp_path / "rep"), "--recipe", "full",
                          "--image-size", "32", "--epochs", "1", "--batch-size", "8",
                          "--limit", "24", "--no-progress"])

@@ -36,7 +36,7 @@ SUBPROCESS_ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT),
 def dataset(tmp_path_factory):
   xla_cache.enable(XLA_CACHE)
   out = tmp_path_factory.mktemp("data")
-  return builders.prepare(None, size=32, num=80, out=out, workers=1)
+  return builders.prepare(None, size=32, num=80, protocol="full", out=out, workers=1)
 
 
 def _cfg(dataset, workdir, **changes):

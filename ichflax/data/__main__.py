@@ -8,25 +8,26 @@ import logging
 import sys
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
-from ichflax import tasks
-from ichflax.data import image, phantom, rsna
+from ichflax.data import phantom, preview, rsna, synth
 
 
 def _phantom(args) -> None:
-  out = phantom.write_rsna(args.out, args.num, seed=args.seed, size=args.size,
-                           workers=args.workers, png_size=args.png)
-  images, labels = ((phantom.PNG_IMAGES_DIR, phantom.PNG_CSV_NAME) if args.png
-                    else (phantom.IMAGES_DIR, phantom.CSV_NAME))
+  if args.png:  # the seed's PNG layout comes from the old head-unit phantom
+    out = phantom.write_rsna(args.out, args.num, seed=args.seed, size=args.size or 256,
+                             workers=args.workers, png_size=args.png)
+    images, labels = phantom.PNG_IMAGES_DIR, phantom.PNG_CSV_NAME
+  else:
+    out = synth.write_rsna(args.out, args.num, seed=args.seed, size=args.size or 512,
+                           workers=args.workers, per_series=args.per_series,
+                           positive=args.positive)
+    images, labels = phantom.IMAGES_DIR, phantom.CSV_NAME
   print(f"wrote {args.num} synthetic slices to {out / images} and labels to {out / labels}")
 
 
 def _build(args) -> None:
   from ichflax.data import builders  #  (TFDS is slow to import)
   cfg = builders.BuildConfig(args.size, args.windows, args.protocol, args.per_class, args.seed,
-                             args.workers)
+                             args.workers, args.jpeg_share)
   if args.rsna:
     path = builders.build_rsna(args.rsna, args.out, cfg)
   elif args.png:
@@ -42,25 +43,26 @@ def _info(args) -> None:
 
 
 def _preview(args) -> None:
-  """One strip per class of brain-window phantom slices (docs/phantom_<class>.png)."""
-  args.out.mkdir(parents=True, exist_ok=True)
-  rng = np.random.default_rng(args.seed)
-  for name, subtypes in [("normal", ()), *((n, (i,)) for i, n in enumerate(tasks.SUBTYPES))]:
-    strip = [image.slice_to_uint8(phantom.make_slice(rng, args.size, subtypes).hu,
-                                  image.windows_for(1), args.size)[..., 0]
-             for _ in range(args.count)]
-    Image.fromarray(np.concatenate(strip, axis=1)).save(args.out / f"phantom_{name}.png")
-  print(f"wrote {len(tasks.SUBTYPES) + 1} strips to {args.out}")
+  """The contact sheet: levels of a healthy head, each subtype's bleed, three windows."""
+  rate = preview.write(args.out, args.seed, args.size)
+  print(f"wrote {args.out}; {rate:.1f} slices/s at {args.size}x{args.size} (subject "
+        "set-up included)")
 
 
 def main(argv: list[str] | None = None) -> int:
   p = argparse.ArgumentParser(prog="python -m ichflax.data", description=__doc__)
   sub = p.add_subparsers(dest="command", required=True)
-  ph = sub.add_parser("phantom", help="write synthetic RSNA-format data (DICOMs + CSV)")
-  ph.add_argument("--out", type=Path, required=True)
+  ph = sub.add_parser("phantom", help="write anatomy-based synthetic head CT as RSNA-format "
+                      "series (DICOMs, CSV, bleed masks)")
+  ph.add_argument("--out", type=Path, required=True, help="folder to write")
   ph.add_argument("--num", type=int, required=True, help="number of slices")
   ph.add_argument("--seed", type=int, default=0)
-  ph.add_argument("--size", type=int, default=256, help="slice side in pixels")
+  ph.add_argument("--size", type=int, default=None,
+                  help="slice side in pixels (default 512; 256 with --png)")
+  ph.add_argument("--positive", type=float, default=0.45,
+                  help="expected share of slices with a bleed (RSNA's is ~0.14)")
+  ph.add_argument("--per-series", type=int, default=40,
+                  help="at most this many contiguous slices per series")
   ph.add_argument("--workers", type=int, default=None, help="processes (default: CPU cores)")
   ph.add_argument("--png", type=int, nargs="?", const=phantom.PNG_SIZE, metavar="SIDE",
                   help="write the seed's layout instead: stage_1_train_images/ID_*.png (grey, "
@@ -85,17 +87,19 @@ def main(argv: list[str] | None = None) -> int:
                  help="paper protocol images per class (default 2000; phantom: as many as exist)")
   b.add_argument("--seed", type=int, default=0, help="seed of the split draw")
   b.add_argument("--workers", type=int, default=None, help="processes (default: CPU cores)")
+  b.add_argument("--jpeg-share", type=float, default=0.0,
+                 help="share of images stored after a JPEG round trip (quality 30-95), so a "
+                      "model trained on DICOM-made images also sees JPEG exports")
   b.set_defaults(run=_build)
 
   i = sub.add_parser("info", help="print what a built dataset holds")
   i.add_argument("dataset", type=Path)
   i.set_defaults(run=_info)
 
-  pv = sub.add_parser("preview", help="write a PNG strip of phantom slices per class")
-  pv.add_argument("--out", type=Path, default=Path("docs"))
-  pv.add_argument("--count", type=int, default=4)
-  pv.add_argument("--size", type=int, default=192)
+  pv = sub.add_parser("preview", help="write a contact sheet of synthetic slices (PNG)")
+  pv.add_argument("--out", type=Path, default=Path("docs/phantom_contact_sheet.png"))
   pv.add_argument("--seed", type=int, default=0)
+  pv.add_argument("--size", type=int, default=preview.SIZE, help="rendered slice side, pixels")
   pv.set_defaults(run=_preview)
 
   args = p.parse_args(argv)

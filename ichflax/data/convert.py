@@ -8,9 +8,11 @@ reason. A module of its own, free of TFDS and JAX imports, so that spawned worke
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, PngImagePlugin
 
 from ichflax.data import image, inputs
@@ -29,6 +31,7 @@ class Job:
   kind: str  # "dicom" | "image"
   size: int
   windows: tuple[image.Window, ...]
+  jpeg_quality: int | None = None  # stored after a JPEG round trip at this quality
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,9 +57,20 @@ def run(job: Job) -> Result:
   info.add_text("study_id", study)
   tmp = Path(job.target).with_suffix(f".{os.getpid()}.tmp")
   model = s.model_image
+  if job.jpeg_quality:
+    model = _jpeg_round_trip(model, job.jpeg_quality)
   # Level 1: a quarter of the default's encode time for ~7% more bytes (noisy CT compresses
   # poorly at any level); these bytes go into the TFDS records as they are.
   Image.fromarray(model.squeeze(-1) if model.shape[-1] == 1 else model).save(
       tmp, format="PNG", pnginfo=info, compress_level=1)
   os.replace(tmp, job.target)  # atomic: an interrupted build never leaves half a PNG
   return Result(job.target, study)
+
+
+def _jpeg_round_trip(model: np.ndarray, quality: int) -> np.ndarray:
+  """(S, S, C) uint8 as a JPEG export at `quality` would give it back (blocks, ringing)."""
+  buf = io.BytesIO()
+  Image.fromarray(model.squeeze(-1) if model.shape[-1] == 1 else model).save(
+      buf, format="JPEG", quality=quality)
+  with Image.open(buf) as im:
+    return np.asarray(im).reshape(model.shape)

@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from ichflax import parallel, tasks
-from ichflax.data import convert, image, phantom, rsna
+from ichflax.data import convert, image, phantom, rsna, synth
 from ichflax.data.builders.read import INFO_FILE, REPORT_FILE, DataError, resolve
 from ichflax.data.builders.tfds_builders import BUILDERS, VERSION, Record
 
@@ -48,6 +48,9 @@ class BuildConfig:
   per_class: int | None = None  # paper protocol; None: 2000 (RSNA, PNG) or the phantom's most
   seed: int = 0  # random seed of the split draw
   workers: int | None = None  # conversion processes; None: one per CPU core
+  # Share of images stored after a JPEG round trip (quality 30-95, fixed per image): serving
+  # meets JPEG exports, a synthetic set has none.
+  jpeg_share: float = 0.0
 
   def __post_init__(self):
     if self.protocol in rsna.ALIASES:
@@ -59,6 +62,13 @@ class BuildConfig:
     if self.size < 8:
       raise DataError(f"size {self.size} is too small: use at least 8 (e.g. 256)")
     image.windows_for(self.windows)  # raises for anything but 3 or 1
+    if not 0 <= self.jpeg_share <= 1:
+      raise DataError(f"JPEG share must be in [0, 1], got {self.jpeg_share}")
+
+  def jpeg_quality(self, image_id: str) -> int | None:
+    """This image's JPEG quality, or None: drawn from its id, so rebuilds store the same."""
+    h = int(hashlib.sha256(image_id.encode()).hexdigest()[:12], 16)
+    return 30 + (h // 1000) % 66 if h % 1000 < self.jpeg_share * 1000 else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,7 +182,9 @@ def _build(kind: str, items: list[_Item], out: Path, cfg: BuildConfig, name: str
     return dataset_dir
   if not items:
     raise DataError(f"{description}: no usable images found")
-  work = out / "_work" / builder_cls.name / f"s{cfg.size}_w{cfg.windows}" / _source_key(source)
+  jpeg = f"_jpg{round(cfg.jpeg_share * 100)}" if cfg.jpeg_share else ""
+  work = (out / "_work" / builder_cls.name / f"s{cfg.size}_w{cfg.windows}{jpeg}"
+          / _source_key(source))
   work.mkdir(parents=True, exist_ok=True)
   windows = image.windows_for(cfg.windows)
   draw = _Draw.of(cfg, kind, items)
@@ -182,7 +194,8 @@ def _build(kind: str, items: list[_Item], out: Path, cfg: BuildConfig, name: str
 
   def convert_items(todo: list[int]) -> list[convert.Result]:
     jobs = [convert.Job(items[i].source, os.fspath(work / f"{items[i].image_id}.png"),
-                        file_kind, cfg.size, windows) for i in todo]
+                        file_kind, cfg.size, windows, cfg.jpeg_quality(items[i].image_id))
+            for i in todo]
     return parallel.map_ordered(convert.run, jobs, workers=cfg.workers,
                                 serial_below=_POOL_MIN_FILES, chunksize=16, desc="convert",
                                 unit="files")
@@ -227,6 +240,7 @@ def _source_key(path: Path) -> str:
 def _config_name(cfg: BuildConfig, prefix: str = "") -> str:
   parts = [prefix, cfg.protocol.replace("-", "_"), f"s{cfg.size}", f"w{cfg.windows}",
            f"pc{cfg.per_class}" if cfg.protocol != "full" and cfg.per_class else "",
+           f"jpg{round(cfg.jpeg_share * 100)}" if cfg.jpeg_share else "",
            f"seed{cfg.seed}"]
   return "_".join(p for p in parts if p)
 
@@ -260,8 +274,13 @@ def build_rsna(root: str | os.PathLike, out: str | os.PathLike, cfg: BuildConfig
   if unlabelled:
     log.info("%d %s files in %s have no labels and are not used", unlabelled, suffix, images)
   what = "PNG " if file_kind == "image" else ""
-  description = (f"synthetic phantom ({len(items)} {what}slices, {images.parent.resolve()})"
-                 if kind == "phantom" else f"RSNA {what}folder {images.parent.resolve()}")
+  if kind == "phantom":  # the marker says which generator: the anatomical one or the old
+    maker = "anatomy-based " if "ichflax.data.synth" in (
+        images.parent / phantom.MARKER).read_text() else ""
+    description = (f"{maker}synthetic phantom ({len(items)} {what}slices, "
+                   f"{images.parent.resolve()})")
+  else:
+    description = f"RSNA {what}folder {images.parent.resolve()}"
   # A phantom's prefix already names its folder (count, seed); a user's folder gets its key.
   name = _config_name(cfg, prefix or _source_key(images.parent))
   return _build(kind, items, Path(out), cfg, name, description, report, file_kind,
@@ -311,13 +330,21 @@ def build_png(root: str | os.PathLike, out: str | os.PathLike,
 
 def build_phantom(out: str | os.PathLike, cfg: BuildConfig = BuildConfig(), *, num: int = 3000,
                   phantom_seed: int = 0) -> Path:
-  """Generate (once) an RSNA-format phantom folder under `out`, then build it as ich_phantom."""
+  """Generate (once) anatomy-based synthetic series under `out`, then build them as ich_phantom.
+
+  Slices are rendered at twice the stored side (at least 256 px), as a real 512 matrix is
+  stored at 256: the dataset holds what serving makes of a real series.
+  """
   out = Path(out)
-  raw = out / "phantom_rsna" / f"n{num}_s{max(cfg.size, 256)}_seed{phantom_seed}"
+  size = max(2 * cfg.size, 256)
+  raw = out / "synth_rsna" / f"n{num}_s{size}_seed{phantom_seed}"
   if not (raw / phantom.CSV_NAME).exists():  # the CSV is written last: its presence = complete
-    log.info("generating %d phantom slices in %s", num, raw)
-    phantom.write_rsna(raw, num, seed=phantom_seed, size=max(cfg.size, 256), workers=cfg.workers)
-  return build_rsna(raw, out, cfg, prefix=f"n{num}_ph{phantom_seed}")
+    log.info("generating %d synthetic slices in %s", num, raw)
+    # At least ~12 series, so that even a small set splits by study into train, validation
+    # and test; up to 40 slices a series (a head at 5 mm) for large sets.
+    synth.write_rsna(raw, num, seed=phantom_seed, size=size, workers=cfg.workers,
+                     per_series=max(3, min(40, num // 12)))
+  return build_rsna(raw, out, cfg, prefix=f"n{num}_sy{phantom_seed}")
 
 
 def prepare(data: str | os.PathLike | None = None, *, size: int = 256, windows: int = 3,

@@ -1,14 +1,12 @@
-"""Contact sheet of the anatomy-based synthetic CT (docs/phantom_contact_sheet.png).
+"""Contact sheet of the anatomy-based synthetic CT (`python -m ichflax.data preview`).
 
 Levels of a healthy subject (skull base, posterior fossa, ventricles, vertex) and the slice
 with most blood of each subtype (epidural and subdural: of the supratentorial slices), brain
 window 40/80; then one subdural window (80/200) and one bone window (600/2800).
-Usage: python -m bench.contact_sheet [--out PATH] [--seed N]
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -26,7 +24,7 @@ def _scanner(rng) -> synth.Scanner:
   return synth.Scanner(230.0, 5.0, "soft", float(rng.uniform(3, 6)), 0.8, 0.0, 0.04, "int16")
 
 
-def sheet(seed: int) -> tuple[np.ndarray, float]:
+def sheet(seed: int, size: int = SIZE) -> tuple[np.ndarray, float]:
   """(grey uint8 sheet, slices per second of the renders)."""
   rng = np.random.default_rng(seed)
   tiles, rendered, start = [], 0, time.perf_counter()
@@ -34,12 +32,12 @@ def sheet(seed: int) -> tuple[np.ndarray, float]:
   lo, hi = healthy.z_range
   for name, frac in (("skull base", 0.08), ("posterior fossa", 0.22), ("ventricles", 0.5),
                      ("vertex", 0.85)):
-    s = synth.render_slice(healthy, _scanner(rng), lo + frac * (hi - lo), SIZE, rng)
+    s = synth.render_slice(healthy, _scanner(rng), lo + frac * (hi - lo), size, rng)
     tiles.append((name, image.window(s.hu, 40, 80)))
     rendered += 1
   for kind, name in enumerate(tasks.SUBTYPES):
     subject = synth.make_subject(rng, (kind,))
-    slices, _ = synth.render_series(subject, _scanner(rng), SIZE, rng)
+    slices, _ = synth.render_series(subject, _scanner(rng), size, rng)
     rendered += len(slices)
     # Extra-axial bleeds are read above the tentorium (the lowest 30 % is the skull base and
     # posterior fossa): the supratentorial slice with most of the bleed.
@@ -48,7 +46,7 @@ def sheet(seed: int) -> tuple[np.ndarray, float]:
     tiles.append((name, image.window(best.hu, 40, 80)))
     if kind == synth.SUBDURAL:
       tiles.append(("subdural 80/200", image.window(best.hu, 80, 200)))
-  base = synth.render_slice(healthy, _scanner(rng), lo + 0.1 * (hi - lo), SIZE, rng)
+  base = synth.render_slice(healthy, _scanner(rng), lo + 0.1 * (hi - lo), size, rng)
   tiles.append(("bone 600/2800", image.window(base.hu, 600, 2800)))
   rendered += 1
   rate = rendered / (time.perf_counter() - start)
@@ -62,15 +60,9 @@ def sheet(seed: int) -> tuple[np.ndarray, float]:
   return np.concatenate(rows, axis=0), rate
 
 
-def main() -> None:
-  p = argparse.ArgumentParser(description=__doc__)
-  p.add_argument("--out", type=Path, default=Path("docs/phantom_contact_sheet.png"))
-  p.add_argument("--seed", type=int, default=0)
-  args = p.parse_args()
-  grey, rate = sheet(args.seed)
-  Image.fromarray(grey).save(args.out)
-  print(f"wrote {args.out}; {rate:.1f} slices/s at {SIZE}x{SIZE} (subject set-up included)")
-
-
-if __name__ == "__main__":
-  main()
+def write(out: Path, seed: int = 0, size: int = SIZE) -> float:
+  """Writes the sheet as a PNG; returns the renders' slices per second."""
+  grey, rate = sheet(seed, size)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  Image.fromarray(grey).save(out)
+  return rate
