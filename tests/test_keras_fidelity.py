@@ -218,3 +218,24 @@ def test_keras_2_moving_variance_is_unbiased():
   frozen = np.asarray(bn.var[...])
   bn(jnp.asarray(x))
   np.testing.assert_array_equal(np.asarray(bn.var[...]), frozen)  # eval mode moves nothing
+
+
+def test_cosine_schedule_decays_to_zero_at_the_last_step_and_constant_stays():
+  import jax.numpy as jnp
+
+  from ichflax.training import optim
+  lr = optim.schedule("cosine", 1e-3, 100)
+  assert float(lr(0)) == pytest.approx(1e-3) and float(lr(50)) == pytest.approx(5e-4)
+  assert float(lr(100)) == pytest.approx(0.0, abs=1e-12)
+  assert optim.schedule("constant", 1e-3, 100) == 1e-3
+  with pytest.raises(ValueError, match="constant or cosine"):
+    optim.schedule("linear", 1e-3, 100)
+  params = {"w": jnp.ones(3)}
+  for kind in ("optax", "keras"):  # both Adams follow the schedule: the step shrinks with it
+    tx = optim.make(kind, lr)
+    state = tx.init(params)
+    sizes = []
+    for _ in range(100):
+      updates, state = tx.update({"w": jnp.ones(3)}, state, params)
+      sizes.append(float(jnp.abs(updates["w"]).max()))
+    assert sizes[0] == pytest.approx(1e-3, rel=1e-2) and sizes[-1] < 1e-6

@@ -66,7 +66,9 @@ def run(cfg: TrainConfig) -> dict:
   model = build_model(cfg, dtype)
   spec = model_spec(cfg, model, info)
   trainable = models.trainable_filter(cfg.recipe)
-  compiled, state, frozen = steps.make_steps(model, trainable, optim.make(cfg.adam, cfg.lr),
+  total = len(splits["train"].indices) // cfg.resolved_batch_size * cfg.epochs
+  lr = optim.schedule(cfg.lr_schedule, cfg.lr, total)
+  compiled, state, frozen = steps.make_steps(model, trainable, optim.make(cfg.adam, lr),
                                              step_spec(cfg, model.variant, dtype))
   mesh = sharding.make_mesh()
   state, frozen = sharding.replicate((state, frozen), mesh)

@@ -46,12 +46,22 @@ def scale_by_keras_adam(b1: float = 0.9, b2: float = 0.999,
   return optax.GradientTransformation(init, update)
 
 
-def keras_adam(lr: float, b1: float = 0.9, b2: float = 0.999,
+def keras_adam(lr: optax.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
                eps: float = KERAS_EPSILON) -> optax.GradientTransformation:
   return optax.chain(scale_by_keras_adam(b1, b2, eps), optax.scale_by_learning_rate(lr))
 
 
-def make(kind: str, lr: float) -> optax.GradientTransformation:
+def schedule(kind: str, lr: float, total_steps: int) -> optax.ScalarOrSchedule:
+  """constant (the paper's), or cosine decay to 0 at `total_steps` (better ends for short runs
+  from random init)."""
+  if kind == "constant":
+    return lr
+  if kind == "cosine":
+    return optax.cosine_decay_schedule(lr, max(total_steps, 1))
+  raise ValueError(f"unknown learning-rate schedule {kind!r}: choose constant or cosine")
+
+
+def make(kind: str, lr: optax.ScalarOrSchedule) -> optax.GradientTransformation:
   """The one place a run's optimiser is chosen (config field `adam`)."""
   if kind == "keras":
     return keras_adam(lr)
