@@ -8,6 +8,7 @@ DICOM tag beyond the geometry that orders a series.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 import traceback
@@ -26,6 +27,7 @@ from ichflax.trust import verdict
 
 log = logging.getLogger("ichflax.demo")
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
+TRUTH_FILE = "truth.json"  # example file -> its true subtypes, written by demo.make_examples
 WINDOW_NAMES = ("brain", "subdural", "bone")
 TABLE_HEADERS = summary.TABLE_HEADERS
 # A series' rendered slices are kept per browser session this long, then dropped.
@@ -142,9 +144,10 @@ class Demo:
     if not name or not path.is_file():
       return Result(f"Example {name!r} is missing; regenerate with `python -m demo.make_examples`.")
     try:
-      return self._analyze([Item(path.name, path.read_bytes())], [], reveal=reveal)
+      result = self._analyze([Item(path.name, path.read_bytes())], [], reveal=reveal)
     except Exception as e:  # noqa: BLE001
       return _unexpected(e)
+    return dataclasses.replace(result, message=_truth(path.name) + result.message)
 
   def show(self, index, views: list[SliceView] | None, reveal: bool = False) -> dict:
     """Slider or reveal event: re-render one slice, its series' plot and every verdict."""
@@ -207,6 +210,18 @@ class Demo:
                   shown["windows"], shown["table"],
                   {"maximum": len(views) - 1, "value": focus} if several else None, views,
                   shown["plot"])
+
+
+def _truth(name: str) -> str:
+  """The example's true labels, shown above the answer, so a visitor can judge the model."""
+  truth_file = EXAMPLES_DIR / TRUTH_FILE
+  if not truth_file.is_file():
+    return ""
+  labels = json.loads(truth_file.read_text()).get(name)
+  if labels is None:
+    return ""
+  said = ", ".join(labels) if labels else "no hemorrhage"
+  return f"**Truth (this synthetic example's own labels):** {said}.\n\n"
 
 
 def _most_suspicious(views: list[SliceView], reveal: bool) -> int:

@@ -32,6 +32,7 @@ EXAMPLES = (  # (file in demo/examples, label)
     ("normal.dcm", "No hemorrhage (DICOM)"),
     ("series.zip", "A series of 8 slices (zip)"),
     ("subdural.png", "Subdural (PNG, 3 windows)"),
+    ("subdural_grey.png", "Subdural (PNG, grey brain window)"),
 )
 CSS = """
 #notice {border-left: 6px solid #d97706; background: #fffbeb; padding: 6px 14px;

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import io
+import json
 import os
 import shutil
 import socket
@@ -23,7 +24,7 @@ from gradio_client import Client, handle_file
 from PIL import Image
 from test_predictor import bad_files, shared, tiny_checkpoint, write_dicom  # noqa: F401
 
-from demo import callbacks, summary, uploads
+from demo import callbacks, summary, ui, uploads
 from ichflax.data import phantom
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -248,10 +249,16 @@ def test_app_without_weights_starts_and_says_so(tmp_path, identified_dicom):
     app.close()
 
 
-def test_examples_run_without_a_model():
+def test_examples_run_without_a_model_and_say_their_truth():
   result = callbacks.Demo(None, "/nonexistent").example("series.zip")
   assert result.slider == {"maximum": 7, "value": 0} and len(result.table) == 8
   assert "No model weights are loaded" in result.message
+  assert result.message.startswith("**Truth (this synthetic example's own labels):** subdural")
+  normal = callbacks.Demo(None, "/nonexistent").example("normal.dcm").message
+  assert "labels):** no hemorrhage." in normal
+  truth = json.loads((EXAMPLES / callbacks.TRUTH_FILE).read_text())
+  assert set(truth) == {n for n, _ in ui.EXAMPLES}  # every example listed has its truth
+  assert all((EXAMPLES / n).is_file() for n in truth)
 
 
 def _series_zip(path: Path, series_uids: tuple[str, ...], per_series: int = 3) -> Path:
