@@ -360,7 +360,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                      protocol="full", phantom_slices=1500, stored_size=128),
     # The shipped demo model (checkpoints/multilabel, --task multilabel): from
     # random init on the anatomical phantom, sized to train on 2 CPU cores within an hour.
-    "phantom-demo": dict(recipe="full", image_size=128, epochs=6, lr=1e-3,
+    "phantom-demo": dict(recipe="full", image_size=128, epochs=5, lr=1e-3,
                          lr_schedule="cosine", batch_size=16, bn_momentum=0.9,
                          checkpoint_every=200, protocol="full", phantom_slices=9000,
                          workdir="runs/phantom-demo"),

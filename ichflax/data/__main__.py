@@ -19,7 +19,7 @@ def _phantom(args) -> None:
   else:
     out = synth.write_rsna(args.out, args.num, seed=args.seed, size=args.size or 512,
                            workers=args.workers, per_series=args.per_series,
-                           positive=args.positive)
+                           positive=args.positive, wide=args.wide)
     images, labels = phantom.IMAGES_DIR, phantom.CSV_NAME
   print(f"wrote {args.num} synthetic slices to {out / images} and labels to {out / labels}")
 
@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
                   help="expected share of slices with a bleed (RSNA's is ~0.14)")
   ph.add_argument("--per-series", type=int, default=40,
                   help="at most this many contiguous slices per series")
+  ph.add_argument("--wide", action="store_true",
+                  help="held-out scanner ranges (more bone kernels, 7-10 mm slices, 160-320 mm "
+                       "fields, lower and higher dose): a test set unlike the training one")
   ph.add_argument("--workers", type=int, default=None, help="processes (default: CPU cores)")
   ph.add_argument("--png", type=int, nargs="?", const=phantom.PNG_SIZE, metavar="SIDE",
                   help="write the seed's layout instead: stage_1_train_images/ID_*.png (grey, "
