@@ -95,6 +95,10 @@ class AugmentConfig:
   fill: str = option("constant", "outside the slice: constant (black air) or nearest (the edge "
                      "pixel, Keras fill_mode='nearest')", choices=("constant", "nearest"),
                      resume=True)
+  # Domain randomisation of the picture's look (training/augment.py `appearance`).
+  appearance: float = option(0.0, "strength in [0, 1] of appearance randomisation: window and "
+                             "level jitter, gamma, grey brain-window pictures, blur or sharpen, "
+                             "noise, 8-bit rounding (0: off)", low=0.0, high=1.0, resume=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -363,7 +367,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "phantom-demo": dict(recipe="full", image_size=128, epochs=5, lr=1e-3,
                          lr_schedule="cosine", batch_size=16, bn_momentum=0.9,
                          checkpoint_every=200, protocol="full", phantom_slices=9000,
-                         workdir="runs/phantom-demo"),
+                         workdir="runs/phantom-demo", **{"augment.appearance": 1.0}),
 }
 
 

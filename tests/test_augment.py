@@ -257,3 +257,43 @@ def test_sample_is_map_coordinates_on_every_channel(order, fill):
   got = augment.sample(image, rows, cols, order=order, fill=fill)
   np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-4)
   assert bool(jnp.any(got == 0.0)) == (fill == "constant")  # some points fall outside
+
+
+def _three_windows(n=64, size=32):
+  """Distinct channels, as brain / subdural / bone windows of one slice are."""
+  base = _smooth_batch(n, size, 1).astype(np.float32)
+  return np.concatenate([base, 0.6 * base + 40, 255 - base], -1).astype(np.uint8)
+
+
+def test_appearance_off_changes_nothing_and_on_is_applied():
+  x = _three_windows(4)
+  plain = _jitted(x, jax.random.key(3), NONE, 32, "keras")
+  off = _jitted(x, jax.random.key(3), dataclasses.replace(NONE, appearance=0.0), 32, "keras")
+  np.testing.assert_array_equal(plain, off)
+  on = _jitted(x, jax.random.key(3), dataclasses.replace(NONE, appearance=1.0), 32, "keras")
+  assert np.abs(np.asarray(on) - np.asarray(plain)).mean() > 0.01  # the train step applies it
+
+
+def test_appearance_draws_per_example_looks_a_user_upload_can_have():
+  x = jnp.asarray(_three_windows(), jnp.float32)
+  keys = jax.random.split(jax.random.key(0), x.shape[0])
+  out = np.asarray(jax.vmap(lambda img, k: augment.appearance(img, k, 1.0))(x, keys))
+  assert out.min() >= 0 and out.max() <= 255 and np.array_equal(out, np.round(out))  # 8-bit
+  grey = np.all(out == out[..., :1], axis=(1, 2, 3))
+  assert 0.15 < grey.mean() < 0.45  # ~30 % become grey brain-window pictures, not all
+  means = out.reshape(len(out), -1).mean(1)
+  assert means.std() > 3  # level and contrast differ between examples of the same image
+  for a, b in zip(np.asarray(x), out):  # the same anatomy under another look
+    assert np.corrcoef(a[..., 0].ravel(), b[..., 0].ravel())[0, 1] > 0.8
+  again = np.asarray(jax.vmap(lambda img, k: augment.appearance(img, k, 1.0))(x, keys))
+  np.testing.assert_array_equal(out, again)  # the key fixes every draw
+  weak = np.asarray(jax.vmap(lambda img, k: augment.appearance(img, k, 0.1))(x, keys))
+  assert np.abs(weak - np.asarray(x)).mean() < np.abs(out - np.asarray(x)).mean() / 3
+
+
+def test_appearance_blur_and_sharpen_move_edges_the_two_ways():
+  step = np.zeros((16, 16, 3), np.float32)
+  step[:, 8:] = 200.0
+  edge = lambda img: np.abs(np.diff(img[8, :, 0])).max()
+  blurred = np.asarray(augment._blur3(jnp.asarray(step)))
+  assert edge(blurred) < edge(step) and blurred[:, 0].max() == 0 and blurred[:, -1].min() == 200

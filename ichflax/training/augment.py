@@ -35,7 +35,46 @@ def model_input(images: jax.Array, key: jax.Array, cfg: AugmentConfig, image_siz
       jax.random.split(key, x.shape[0]))
   x = jax.vmap(lambda img, m: warp(img, m, image_size, nearest=resize == "nearest",
                                    fill=cfg.fill))(x, mats)
+  if cfg.appearance > 0:
+    x = jax.vmap(lambda img, k: appearance(img, k, cfg.appearance))(
+        x, jax.random.split(jax.random.fold_in(key, 1), x.shape[0]))
   return preprocess.normalize(x, variant, normalization).astype(dtype)
+
+
+def appearance(image: jax.Array, key: jax.Array, strength: float) -> jax.Array:
+  """One example's look randomised, (S, S, 3) float pixels in [0, 255] -> the same.
+
+  Why: a model trained on one generator's DICOMs must also read what users upload: other
+  display windows and levels, gamma-mapped exports, grey brain-window screenshots (serving
+  repeats grey into all three channels), softer or sharper reconstructions, noisier scans and
+  8-bit pictures. Each is drawn per example; `strength` scales every range (0: unchanged).
+  """
+  kc, kb, kg, kgrey, ks, kn, knoise = jax.random.split(key, 7)
+  s = strength
+  contrast = jnp.exp(jax.random.uniform(kc, (3,), minval=-0.25, maxval=0.25) * s)
+  shift = jax.random.uniform(kb, (3,), minval=-20.0, maxval=20.0) * s
+  x = jnp.clip((image - 127.5) * contrast + 127.5 + shift, 0.0, 255.0)
+  gamma = jnp.exp(jax.random.uniform(kg, minval=-0.3, maxval=0.3) * s)
+  x = 255.0 * (x / 255.0) ** gamma
+  x = jnp.where(jax.random.bernoulli(kgrey, 0.3 * s), jnp.broadcast_to(x[..., :1], x.shape), x)
+  blurred = _blur3(x)
+  amount = jax.random.uniform(ks, minval=-0.8, maxval=1.0) * s  # < 0 blurs, > 0 sharpens
+  x = x + amount * (x - blurred)
+  sigma = jax.random.uniform(kn, minval=0.0, maxval=6.0) * s
+  x = x + sigma * jax.random.normal(knoise, x.shape[:2] + (1,))  # one grain for all channels
+  return jnp.clip(jnp.round(x), 0.0, 255.0)
+
+
+def _blur3(x: jax.Array) -> jax.Array:
+  """Separable [1, 2, 1] / 4 blur of (S, S, C), edges repeated."""
+  def along(v, axis):
+    pad = [(0, 0)] * v.ndim
+    pad[axis] = (1, 1)
+    v = jnp.pad(v, pad, mode="edge")
+    n = x.shape[axis]
+    take = lambda start: jax.lax.slice_in_dim(v, start, start + n, axis=axis)  # noqa: E731
+    return 0.25 * take(0) + 0.5 * take(1) + 0.25 * take(2)
+  return along(along(x, 0), 1)
 
 
 def random_affine(key: jax.Array, cfg: AugmentConfig, image_size: int = 224) -> jax.Array:
