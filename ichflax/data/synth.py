@@ -72,24 +72,35 @@ class Scanner:
   encoding: str  # ct_writer encoding
 
   @classmethod
-  def sample(cls, rng: np.random.Generator, head_mm: float) -> Scanner:
+  def sample(cls, rng: np.random.Generator, head_mm: float, wide: bool = False) -> Scanner:
     """Protocols of routine head CT; noise SD ~ 1/sqrt(thickness x dose), kernel-scaled.
 
     A soft kernel at 5 mm and routine dose gives 3-5 HU in the brain, 1 mm slices 7-12 HU;
-    a bone kernel amplifies it ~5x (its passband reaches twice as far).
+    a bone kernel amplifies it ~5x (its passband reaches twice as far). `wide`: the held-out
+    ranges a model trained on the routine ones is tested on (sim-to-sim): three times the bone
+    kernels, 7 and 10 mm slices, sharper soft kernels, lower and higher dose, wider fields.
     """
-    bone = rng.random() < 0.1
-    slice_mm = float(rng.choice([1.0, 2.0, 2.5, 3.0, 5.0], p=[.05, .05, .1, .2, .6]))
-    dose = rng.uniform(0.6, 1.4)  # relative to a routine 300 mAs, 120 kVp head protocol
+    r = _WIDE if wide else _ROUTINE
+    bone = rng.random() < r["bone"]
+    slice_mm = float(rng.choice(r["slice_mm"], p=r["slice_p"]))
+    dose = rng.uniform(*r["dose"])  # relative to a routine 300 mAs, 120 kVp head protocol
     noise = rng.uniform(3.3, 4.6) / np.sqrt(dose * slice_mm / 5.0)
-    return cls(fov_mm=float(np.clip(rng.uniform(180, 260), head_mm * 1.2, 260)),
+    return cls(fov_mm=float(np.clip(rng.uniform(*r["fov"]), head_mm * 1.2, r["fov"][1])),
                slice_mm=slice_mm,
                kernel="bone" if bone else "soft",
                noise_hu=float(noise * (rng.uniform(4.0, 6.0) if bone else 1.0)),
-               nps_cutoff=float(rng.uniform(1.6, 2.2) if bone else rng.uniform(0.6, 1.0)),
+               nps_cutoff=float(rng.uniform(1.6, 2.2) if bone else rng.uniform(*r["soft_cutoff"])),
                sharpen=float(rng.uniform(0.5, 1.2) if bone else 0.0),
-               beam_hardening=float(rng.uniform(0.02, 0.06)),
+               beam_hardening=float(rng.uniform(*r["beam_hardening"])),
                encoding=str(rng.choice(ct_writer.ENCODINGS, p=[0.75, 0.2, 0.05])))
+
+
+_ROUTINE = {"bone": 0.1, "slice_mm": [1.0, 2.0, 2.5, 3.0, 5.0], "slice_p": [.05, .05, .1, .2, .6],
+            "dose": (0.6, 1.4), "fov": (180, 260), "soft_cutoff": (0.6, 1.0),
+            "beam_hardening": (0.02, 0.06)}
+_WIDE = {"bone": 0.3, "slice_mm": [1.0, 5.0, 7.0, 10.0], "slice_p": [.15, .35, .25, .25],
+         "dose": (0.3, 2.0), "fov": (160, 320), "soft_cutoff": (0.5, 1.3),
+         "beam_hardening": (0.01, 0.09)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -586,13 +597,13 @@ def write_series(out: Path, slices: list[SynthSlice], zs: np.ndarray, scanner: S
   return rows
 
 
-def _write_subject(out: Path, seed: int, size: int, positive: float,
+def _write_subject(out: Path, seed: int, size: int, positive: float, wide: bool,
                    job: tuple[int, int]) -> list[tuple]:
   """Generate and write one series (index, at most this many slices); returns CSV rows."""
   index, limit = job
   rng = np.random.default_rng([seed, index, 25])
   subject = make_subject(rng, sample_subtypes(rng, positive))
-  scanner = Scanner.sample(rng, subject.head_mm)
+  scanner = Scanner.sample(rng, subject.head_mm, wide)
   slices, zs = render_series(subject, scanner, size, rng)
   if len(slices) > limit:  # a contiguous run, as a partial series
     start = int(rng.integers(len(slices) - limit + 1))
@@ -603,7 +614,7 @@ def _write_subject(out: Path, seed: int, size: int, positive: float,
 
 def write_rsna(out: str | os.PathLike, num: int, seed: int = 0, size: int = 512,
                workers: int | None = None, per_series: int = 40, positive: float = 0.45,
-               ) -> Path:
+               wide: bool = False) -> Path:
   """Write `num` slices as RSNA-format series, drop-in for `phantom.write_rsna`.
 
   `positive` is the expected share of slices labelled "any" (RSNA's is ~0.14; ~0.45 balances
@@ -613,7 +624,8 @@ def write_rsna(out: str | os.PathLike, num: int, seed: int = 0, size: int = 512,
   the synthetic MARKER, and `stage_2_masks/<series>.npz` (ids, uint8 subtype bitmasks). A
   series keeps at most `per_series` contiguous slices (long thin-slice series are cut, as a
   partial scan); series are added until `num` slices exist, the last one cut short.
-  Deterministic for a seed whatever the number of workers.
+  Deterministic for a seed whatever the number of workers. `wide`: the held-out scanner
+  ranges (`Scanner.sample`).
   """
   if num < 1:
     raise ValueError(f"--num must be at least 1, got {num}")
@@ -622,7 +634,7 @@ def write_rsna(out: str | os.PathLike, num: int, seed: int = 0, size: int = 512,
   out = Path(out)
   for d in (phantom.IMAGES_DIR, MASKS_DIR):
     (out / d).mkdir(parents=True, exist_ok=True)
-  write = functools.partial(_write_subject, out, seed, size, positive / IN_POSITIVE)
+  write = functools.partial(_write_subject, out, seed, size, positive / IN_POSITIVE, wide)
   rows: list[tuple] = []
   index = 0
   while len(rows) < num:  # each round plans whole series for what is missing
@@ -635,7 +647,8 @@ def write_rsna(out: str | os.PathLike, num: int, seed: int = 0, size: int = 512,
       rows.extend(series)
   (out / phantom.MARKER).write_text(
       f"Synthetic head CT made by ichflax.data.synth from the MNI ICBM152 2009 atlas (seed "
-      f"{seed}, {len(rows)} slices, {size} px). No real patient data.\n")
+      f"{seed}, {len(rows)} slices, {size} px, {'wide' if wide else 'routine'} scanner "
+      "ranges). No real patient data.\n")
   with open(out / phantom.CSV_NAME, "w", newline="") as fh:
     w = csv.writer(fh)
     w.writerow(("ID", "Label"))
