@@ -187,3 +187,14 @@ def test_write_rsna_hits_the_positive_share(tmp_path):
   assert len(rows) == 6 and all(r[1] == "0" for r in rows)
   with pytest.raises(ValueError, match="positive"):
     synth.write_rsna(tmp_path, 6, positive=0.9)
+
+
+def test_wide_scanner_ranges_reach_beyond_the_routine_ones():
+  rng = np.random.default_rng(0)
+  routine = [synth.Scanner.sample(rng, 130.0) for _ in range(400)]
+  wide = [synth.Scanner.sample(rng, 130.0, wide=True) for _ in range(400)]
+  assert max(s.slice_mm for s in routine) == 5.0 and {7.0, 10.0} <= {s.slice_mm for s in wide}
+  bone = [np.mean([s.kernel == "bone" for s in scanners]) for scanners in (routine, wide)]
+  assert bone[0] < 0.15 < 0.22 < bone[1]
+  assert max(s.fov_mm for s in routine) <= 260 < max(s.fov_mm for s in wide)
+  assert min(s.fov_mm for s in wide) < 180 <= min(s.fov_mm for s in routine)
