@@ -213,6 +213,7 @@ def _build(kind: str, items: list[_Item], out: Path, cfg: BuildConfig, name: str
   if empty:
     raise DataError(f"{description}: split {', '.join(empty)} would be empty (too few usable "
                     "files); first problems: " + "; ".join(problems[:3] or ["none"]))
+  _fit_splits_in_memory(plan, description)
   tfds.disable_progress_bar()
   builder = builder_cls(plan=plan, size=cfg.size, channels=cfg.windows, data_dir=os.fspath(out),
                         config=tfds.core.BuilderConfig(name=name), file_format="array_record")
@@ -230,6 +231,22 @@ def _build(kind: str, items: list[_Item], out: Path, cfg: BuildConfig, name: str
            info["splits"], len(results), seconds, info["convert_files_per_s"], len(problems),
            f", listed in {Path(builder.data_dir) / REPORT_FILE}" if problems else "")
   return Path(builder.data_dir)
+
+
+def _fit_splits_in_memory(plan: dict[str, list[Record]], description: str) -> None:
+  """TFDS spills a split over 1 GB to disk through tf.io.gfile, i.e. TensorFlow, which ichflax
+  does not install (a 9000-slice 256 px build failed so): hold splits in memory up to half the
+  RAM instead, and say so before the work when a split is larger still."""
+  from tensorflow_datasets.core import shuffle
+  limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+  shuffle.MAX_MEM_BUFFER_SIZE = max(shuffle.MAX_MEM_BUFFER_SIZE, limit)
+  for split, records in plan.items():
+    size = sum(os.path.getsize(r.png) for r in records)
+    if size > shuffle.MAX_MEM_BUFFER_SIZE:
+      raise DataError(f"{description}: the {split} split holds {size / 2**30:.1f} GiB of images, "
+                      f"more than half this machine's memory ({limit / 2**30:.1f} GiB), which "
+                      "TFDS needs to write it without TensorFlow: build on a machine with more "
+                      "memory, a smaller --size, or install tensorflow-cpu for the build only")
 
 
 def _source_key(path: Path) -> str:
