@@ -11,7 +11,7 @@ from PIL import Image
 
 from ichflax import tasks
 from ichflax.data import __main__ as cli
-from ichflax.data import builders, convert, dicom, image, inputs, loader, phantom, rsna
+from ichflax.data import builders, convert, dicom, image, inputs, loader, phantom, rsna, splits
 
 NUM = 72  # > the 64 files that switch conversion to worker processes
 
@@ -233,6 +233,7 @@ def test_prepare_phantom_default_is_cached(tmp_path, monkeypatch):
   assert info["source"] == "phantom" and info["protocol"] == "full"
   assert min(info["splits"].values()) >= 3  # even 60 slices come as enough series to split
   assert info["data"].startswith("anatomy-based synthetic phantom")  # the atlas generator
+  assert splits.data_name(info) == "anatomy-based synthetic phantom"  # as specs and cards say
   assert builders.prepare("phantom", size=32, num=60, protocol="full") == first  # reused
   assert builders.prepare(first) == first  # a TFDS dir is used as is
   assert builders.prepare(tmp_path / "cache") == first  # a folder above one dataset too

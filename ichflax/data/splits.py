@@ -60,6 +60,7 @@ def load(data: str | None, task: tasks.Task, *, protocol: str, per_class: int | 
 
 def data_name(info: dict) -> str:
   """What the weights were trained on, in words (reports and model cards name their data)."""
-  if info.get("source") == "phantom":
-    return "synthetic phantom"
+  if info.get("source") == "phantom":  # the description says which generator drew it
+    return ("anatomy-based synthetic phantom" if "anatomy-based" in info.get("data", "")
+            else "synthetic phantom")
   return f"{info.get('data', info.get('source', 'unknown'))}, {info.get('protocol')} protocol"
