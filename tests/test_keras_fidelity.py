@@ -228,6 +228,7 @@ def test_cosine_schedule_decays_to_zero_at_the_last_step_and_constant_stays():
   assert float(lr(0)) == pytest.approx(1e-3) and float(lr(50)) == pytest.approx(5e-4)
   assert float(lr(100)) == pytest.approx(0.0, abs=1e-12)
   assert optim.schedule("constant", 1e-3, 100) == 1e-3
+  assert optim.rate_at(lr, 50) == pytest.approx(5e-4) and optim.rate_at(1e-3, 50) == 1e-3
   with pytest.raises(ValueError, match="constant or cosine"):
     optim.schedule("linear", 1e-3, 100)
   params = {"w": jnp.ones(3)}

@@ -79,7 +79,7 @@ def run(cfg: TrainConfig) -> dict:
   log.info("%s on %s: %d train / %d validation / %d test, %d x %s, %s compute, recipe %s",
            task.name, spec.data, *(len(splits[s].indices) for s in data_splits.SPLITS),
            jax.device_count(), jax.devices()[0].platform, np.dtype(dtype).name, cfg.recipe)
-  trainer = _Trainer(cfg, task, compiled, mesh, manager, model, spec, progress, frozen)
+  trainer = _Trainer(cfg, task, compiled, mesh, manager, model, spec, progress, frozen, lr)
   state = trainer.fit(state, frozen, splits)
   manager.wait_until_finished()
   return finish(trainer, trainable, state, splits)
@@ -191,8 +191,9 @@ class _Trainer:
   ends, which is also where divergence is caught (before anything is saved).
   """
 
-  def __init__(self, cfg, task, compiled, mesh, manager, model, spec, progress, frozen):
+  def __init__(self, cfg, task, compiled, mesh, manager, model, spec, progress, frozen, lr):
     self.cfg, self.task, self.compiled, self.mesh = cfg, task, compiled, mesh
+    self.lr = lr  # a number or an optax schedule of the step
     self.manager, self.model, self.spec, self.progress = manager, model, spec, progress
     self.key = jax.random.key(cfg.seed)
     self.first_calls: set[str] = set()
@@ -260,7 +261,7 @@ class _Trainer:
     self.curves.add(at.step, {
         "epoch/train_loss": record.train_loss, "epoch/train_accuracy": record.train_accuracy,
         "val/loss": val["loss"], "val/accuracy": val["accuracy"], "val/auc": val.get("auc"),
-        "epoch/images_per_s": record.images_per_s, "lr": cfg.lr})
+        "epoch/images_per_s": record.images_per_s, "lr": optim.rate_at(self.lr, at.step)})
     log.info("epoch %d/%d: train loss %.4f acc %.3f | val loss %.4f acc %.3f auc %s | "
              "%s img/s", epoch + 1, cfg.epochs, record.train_loss, record.train_accuracy,
              val["loss"], val["accuracy"], report.fmt(val.get("auc")),
@@ -287,7 +288,8 @@ class _Trainer:
       loss, accuracy = got["loss"] / got["n"], got["hits"] / got["n"]
       bar.set_postfix(loss=f"{loss:.4f}", img_s=report.fmt(rate))
       self.curves.add(self.progress.step, {"train/loss": loss, "train/accuracy": accuracy,
-                                           "train/images_per_s": rate, "lr": self.cfg.lr})
+                                           "train/images_per_s": rate,
+                                           "lr": optim.rate_at(self.lr, self.progress.step)})
     return sharding.replicate(steps.StepSums.zeros(), self.mesh)
 
   def _diverged_message(self, step: int) -> str:

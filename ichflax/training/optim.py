@@ -61,6 +61,11 @@ def schedule(kind: str, lr: float, total_steps: int) -> optax.ScalarOrSchedule:
   raise ValueError(f"unknown learning-rate schedule {kind!r}: choose constant or cosine")
 
 
+def rate_at(lr: optax.ScalarOrSchedule, step: int) -> float:
+  """The learning rate the optimiser applies at `step` (curves log it)."""
+  return float(lr(step)) if callable(lr) else float(lr)
+
+
 def make(kind: str, lr: optax.ScalarOrSchedule) -> optax.GradientTransformation:
   """The one place a run's optimiser is chosen (config field `adam`)."""
   if kind == "keras":
