@@ -61,6 +61,7 @@ class SliceView:
   series: int = 0  # which uploaded series (by SeriesInstanceUID) it belongs to
   status: str = verdict.OK
   reason: str | None = None
+  note: str | None = None  # how the file was read when it did not say (scope.note)
 
   @property
   def display(self) -> np.ndarray:
@@ -73,7 +74,7 @@ class SliceView:
     return cls(s.label, s.picture, None if s.hu is None else np.rint(s.hu).astype(np.int16), cam,
                p and p.box, p.probabilities if p else {}, p.label if p else "",
                s.geometry.position_z if s.geometry else None, series,
-               p.status if p else verdict.OK, p and p.reason)
+               p.status if p else verdict.OK, p and p.reason, p and p.note)
 
   def shows(self, reveal: bool = False) -> bool:
     return verdict.shows(self.status, reveal)

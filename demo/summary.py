@@ -42,6 +42,8 @@ def message(views, focus: int, thresholds: dict[str, float], trained_on: str,
   v = views[focus]
   if v.status != verdict.OK:
     lines.append(_explain(v, trained_on, reveal))
+  if v.note:
+    lines.append(f"*How {v.name} was read:* {v.note}.")
   return "\n\n".join(lines)
 
 

@@ -86,3 +86,49 @@ def _photo(side=200) -> np.ndarray:
 def test_not_a_head_slice_out_of_scope(name, image, expected):
   reason = scope.check(inputs.load_slice(image, name))
   assert reason is not None and expected in reason, (name, reason)
+
+
+def _research_export(path: Path, values: np.ndarray, modality: str = "OT",
+                     bits: int = 16) -> Path:
+  """A Secondary Capture as converters and teaching files write it: Modality OT, the values
+  as they are (no rescale tags), no ImagePositionPatient."""
+  meta = pydicom.dataset.FileMetaDataset()
+  meta.MediaStorageSOPClassUID = pydicom.uid.SecondaryCaptureImageStorage
+  meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+  meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+  ds = pydicom.dataset.FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+  ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+  ds.StudyInstanceUID = ds.SeriesInstanceUID = pydicom.uid.generate_uid()
+  ds.Modality, ds.InstanceNumber = modality, 3
+  ds.Rows, ds.Columns = values.shape
+  ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+  ds.BitsAllocated = ds.BitsStored = bits
+  ds.HighBit, ds.PixelRepresentation = bits - 1, int(bits == 16)
+  ds.PixelData = values.astype(np.int16 if bits == 16 else np.uint8).tobytes()
+  ds.save_as(path, enforce_file_format=True)
+  return path
+
+
+def test_research_export_in_hu_is_read_as_ct_and_says_how(tmp_path):
+  hu = np.rint(phantom.make_slice(np.random.default_rng(8), 128, (4,)).hu)
+  s = inputs.load_slice(_research_export(tmp_path / "ot.dcm", hu))
+  assert s.geometry.modality == "OT" and s.geometry.position_z is None
+  np.testing.assert_array_equal(s.hu, np.maximum(hu, image.AIR_FILL_HU))  # values taken as HU
+  assert scope.check(s) is None
+  note = scope.note(s)
+  assert note.startswith("Modality OT: read as CT in HU") and "InstanceNumber" in note
+  ct = inputs.load_slice(write_dicom(tmp_path / "ct.dcm", hu, z=5.0))
+  assert scope.note(ct) is None  # a CT file with a position needs no note
+
+
+def test_mr_and_screenshots_filed_as_ot_are_still_refused(tmp_path):
+  mr = pydicom.dcmread(PYDICOM_FILES / "MR_small.dcm").pixel_array  # MR values: no air at -1000
+  for modality in ("OT", "SC"):
+    reason = scope.check(inputs.load_slice(_research_export(tmp_path / "mr.dcm", mr, modality)))
+    assert reason and f"Modality is {modality}" in reason and "do not read as CT" in reason
+  hu = phantom.make_slice(np.random.default_rng(9), 128).hu
+  shot = image.window(hu, *image.WINDOWS["brain"])  # an 8-bit screenshot of a slice
+  reason = scope.check(inputs.load_slice(_research_export(tmp_path / "shot.dcm", shot, bits=8)))
+  assert reason and "do not read as CT" in reason
+  reason = scope.check(inputs.load_slice(_research_export(tmp_path / "xa.dcm", hu, "XA")))
+  assert reason and "Modality is XA, not CT" in reason

@@ -79,6 +79,15 @@ def test_out_of_scope_never_reaches_the_model(predictor, tmp_path):
   assert "Modality is MR" in preds[0].reason and preds[2].probabilities
 
 
+def test_a_research_export_is_judged_with_a_note_on_how_it_was_read(predictor, tmp_path):
+  from test_scope import _research_export
+  ot = _research_export(tmp_path / "ot.dcm", np.rint(_ct(3)))
+  p = predictor.predict([ot])[0]
+  assert p.status != verdict.OUT_OF_SCOPE and p.probabilities
+  assert p.note.startswith("Modality OT: read as CT") and p.to_json()["note"] == p.note
+  assert "note" not in predictor.predict([_ct(4)])[0].to_json()  # an array: nothing to say
+
+
 def test_out_of_domain_withholds_unless_revealed(predictor):
   strict = _strict(predictor)
   p = strict.predict([_ct(5)])[0]

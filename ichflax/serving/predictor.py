@@ -44,6 +44,7 @@ class Prediction:
   status: str = OK
   reason: str | None = None
   domain_score: float | None = None  # out-of-domain score over the threshold (1 = threshold)
+  note: str | None = None  # how the input was read when its file did not say (`scope.note`)
   thresholds: dict[str, float] = dataclasses.field(default_factory=dict)
 
   @property
@@ -62,6 +63,8 @@ class Prediction:
     out = {"file": self.slice.name, "status": self.status}
     if self.reason:
       out["reason"] = self.reason
+    if self.note:
+      out["note"] = self.note
     if self.domain_score is not None:
       out["domain_score"] = round(self.domain_score, 3)
     if not self.shows(reveal):
@@ -207,6 +210,7 @@ class Predictor:
     if refusal is not None:
       return Prediction(s, {}, "", status=OUT_OF_SCOPE, reason=refusal,
                         thresholds=self.thresholds)
+    note = scope.note(s)
     p, status, reason, score = out.probabilities, OK, None, None
     if self.domain_checked:
       score = max(out.far)
@@ -220,7 +224,7 @@ class Predictor:
                            max(self._runs[cam.run].labels, key=lambda k: p[k]))
     return Prediction(s, p, decide(p, self.thresholds), cam_class=shown, cam=full, box=box,
                       status=status, reason=reason, domain_score=score,
-                      thresholds=self.thresholds)
+                      thresholds=self.thresholds, note=note)
 
   def trained_on(self) -> str:
     """What the loaded weights learnt from, in words (for out-of-domain explanations)."""

@@ -36,14 +36,26 @@ MAX_ASPECT = 2.0
 MAX_COLOUR_SPREAD = 0.08  # mean within-level spread of the other channels, as a fraction of 255
 DARK_LEVEL, MIN_DARK_FRACTION = 24, 0.05
 _CHECK_SIDE = 128
+# Modalities a CT slice is filed under by converters, anonymisers and teaching files (Secondary
+# Capture "OT", "SC"): read as CT when the values are CT in HU.
+RESEARCH_MODALITIES = ("OT", "SC")
 
 
 def check(s: inputs.Slice) -> str | None:
-  """None when the slice may be an axial head CT slice; otherwise one sentence saying why not."""
+  """None when the slice may be an axial head CT slice; otherwise one sentence saying why not.
+
+  A DICOM filed as Secondary Capture or "other" (converters, anonymisers, teaching files) is
+  read as CT when its values are CT in HU; MR, X-ray and screenshots filed so are refused.
+  """
   g = s.geometry
   if g is not None and g.modality and g.modality.upper() != "CT":
-    return (f"the file's Modality is {g.modality}, not CT: this model reads head CT only "
-            "(no MR, X-ray or other images)")
+    if g.modality.upper() not in RESEARCH_MODALITIES or s.hu is None:
+      return (f"the file's Modality is {g.modality}, not CT: this model reads head CT only "
+              "(no MR, X-ray or other images)")
+    refusal = check_hu(s.hu)
+    if refusal:
+      return (f"the file's Modality is {g.modality}, not CT, and its values do not read as CT "
+              f"in HU: {refusal}")
   if g is not None and g.body_part and not _is_head(g.body_part):
     return (f"the file's BodyPartExamined is {g.body_part!r}, not the head: this model reads "
             "head CT only")
@@ -52,6 +64,20 @@ def check(s: inputs.Slice) -> str | None:
     return (f"the image is {s.shape[1]}x{s.shape[0]} pixels (aspect {aspect:.1f}:1); an axial "
             "head CT slice is about square")
   return check_hu(s.hu) if s.hu is not None else check_picture(s.picture)
+
+
+def note(s: inputs.Slice) -> str | None:
+  """How an accepted slice was read when its file did not say it plainly, or None."""
+  g = s.geometry
+  if g is None:
+    return None
+  notes = []
+  if g.modality and g.modality.upper() in RESEARCH_MODALITIES:
+    notes.append(f"Modality {g.modality}: read as CT in HU because its values are Hounsfield "
+                 f"units (air near -1,000 around a skull ring >= {BONE_HU:.0f})")
+  if g.position_z is None:
+    notes.append("no ImagePositionPatient: placed in its series by InstanceNumber, then name")
+  return "; ".join(notes) or None
 
 
 def check_hu(hu: np.ndarray) -> str | None:
