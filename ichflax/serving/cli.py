@@ -57,11 +57,14 @@ def main(argv: Sequence[str] | None = None) -> int:
              "education use only.")
   parser.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR_OR_ZIP")
   parser.add_argument("--checkpoint", action="append", required=True, metavar="DIR",
-                      help="a checkpoint; repeat for a binary + a subtype checkpoint")
+                      help="a checkpoint directory or hf://OWNER/REPO[@REVISION] (e.g. the "
+                           "shipped checkpoints/multilabel); repeat for a binary + a subtype "
+                           "checkpoint")
   parser.add_argument("--gradcam", metavar="OUT_DIR", type=Path,
                       help="write a Grad-CAM overlay PNG with the attention box per slice")
   parser.add_argument("--cam-class", default=None, help="label whose evidence Grad-CAM shows")
-  parser.add_argument("--batch-size", type=int, default=8)
+  parser.add_argument("--batch-size", type=int, default=8,
+                      help="slices per model call (memory grows with it)")
   parser.add_argument("--threshold", type=float, default=None,
                       help="one hemorrhage threshold for every label, instead of the "
                            "checkpoint's operating points (fitted on validation; 0.5 if none)")

@@ -130,10 +130,13 @@ def fit_and_store(model: nnx.Module, spec: ModelSpec, splits: dict, step_dir, **
 def main(argv: list[str] | None = None) -> int:
   p = argparse.ArgumentParser(prog="python -m ichflax.calibrate", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("checkpoint", help="a checkpoint (step dir, export or training workdir)")
+  p.add_argument("checkpoint", help="a checkpoint: step dir, export, training workdir or "
+                 "hf://OWNER/REPO[@REVISION] (fetched to the Hub cache and calibrated there)")
   p.add_argument("--data", required=True,
                  help="the TFDS dataset the checkpoint was trained on (its train/validation split)")
-  p.add_argument("--target-sensitivity", type=float, default=calibration.TARGET_SENSITIVITY)
+  p.add_argument("--target-sensitivity", type=float, default=calibration.TARGET_SENSITIVITY,
+                 help="validation sensitivity each output's operating point reaches (default "
+                      f"{calibration.TARGET_SENSITIVITY})")
   p.add_argument("--domain-percentile", type=float, default=domain.PERCENTILE)
   p.add_argument("--report", type=Path, default=None,
                  help="folder for calibration.md/json and the reliability diagram "
