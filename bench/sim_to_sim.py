@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ichflax import tasks
-from ichflax.data import phantom, rsna, synth
+from ichflax.data import builders, phantom, rsna, synth
 from ichflax.evaluation import metrics
 from ichflax.serving.predictor import Predictor
 
@@ -38,20 +38,23 @@ def _box_hit(box, mask: np.ndarray) -> bool:
   return box is not None and bool(mask[box.y0:box.y1, box.x0:box.x1].any())
 
 
-def evaluate(checkpoint: str, root: Path, limit: int | None = None, batch: int = 32) -> dict:
+def evaluate(checkpoint: str, root: Path, limit: int | None = None, batch: int = 32,
+             only: set[str] | None = None) -> dict:
+  """`only`: these image ids alone (e.g. a built dataset's test split)."""
   table = rsna.read_labels(rsna.find_layout(root)[1])
-  ids, labels = table.image_ids[:limit], table.labels[:limit]
+  keep = [k for k, i in enumerate(table.image_ids) if only is None or i in only][:limit]
+  ids, labels = [table.image_ids[k] for k in keep], table.labels[keep]
   masks = _masks(root)
   predictor = Predictor.from_checkpoint(checkpoint)
   outputs = predictor.labels
   probs, status, hits = [], [], []
   for start in range(0, len(ids), batch):
     chunk = ids[start:start + batch]
-    for image_id, p in zip(chunk, predictor.predict(
-        [root / phantom.IMAGES_DIR / f"{i}.dcm" for i in chunk])):
+    preds = predictor.predict([root / phantom.IMAGES_DIR / f"{i}.dcm" for i in chunk])
+    for k, (image_id, p) in enumerate(zip(chunk, preds), start):
       probs.append([p.probabilities.get(o, np.nan) for o in outputs])
       status.append(p.status)
-      if labels[ids.index(image_id), tasks.ANY]:
+      if labels[k, tasks.ANY]:
         hits.append(_box_hit(p.box, masks[image_id] > 0))
   probs, status = np.array(probs, np.float64), np.array(status)
   y = labels[:, [tasks.LABELS.index(o) for o in outputs]]
@@ -81,9 +84,13 @@ def main() -> None:
   p.add_argument("--checkpoint", default="checkpoints/multilabel")
   p.add_argument("--data", type=Path, required=True, help="RSNA-format synthetic folder")
   p.add_argument("--limit", type=int, default=None, help="at most this many slices")
+  p.add_argument("--test-split-of", type=Path, default=None, metavar="TFDS_DIR",
+                 help="only the slices of this dataset's test split (built from --data)")
   p.add_argument("--json", type=Path, default=None, help="also write the result here")
   args = p.parse_args()
-  result = evaluate(args.checkpoint, args.data, args.limit)
+  only = (set(builders.read_meta(args.test_split_of, "test")["image_id"])
+          if args.test_split_of else None)
+  result = evaluate(args.checkpoint, args.data, args.limit, only=only)
   text = json.dumps(result, indent=1, default=float)
   print(text)
   if args.json:
