@@ -62,6 +62,7 @@ class SliceView:
   status: str = verdict.OK
   reason: str | None = None
   note: str | None = None  # how the file was read when it did not say (scope.note)
+  thresholds: dict[str, float] = dataclasses.field(default_factory=dict)  # operating points
 
   @property
   def display(self) -> np.ndarray:
@@ -74,7 +75,8 @@ class SliceView:
     return cls(s.label, s.picture, None if s.hu is None else np.rint(s.hu).astype(np.int16), cam,
                p and p.box, p.probabilities if p else {}, p.label if p else "",
                s.geometry.position_z if s.geometry else None, series,
-               p.status if p else verdict.OK, p and p.reason, p and p.note)
+               p.status if p else verdict.OK, p and p.reason, p and p.note,
+               p.thresholds if p else {})
 
   def shows(self, reveal: bool = False) -> bool:
     return verdict.shows(self.status, reveal)
@@ -107,10 +109,17 @@ def render(view: SliceView, reveal: bool = False) -> dict:
     windows = (view.display, None, None)
   if not view.shows(reveal):
     return {"hemorrhage": None, "subtypes": None, "overlay": None, "windows": windows}
-  probs = view.probabilities
-  hemorrhage = ({"hemorrhage": probs["any"], "no hemorrhage": 1 - probs["any"]}
-                if "any" in probs else None)
-  subtypes = {k: v for k, v in probs.items() if k in tasks.SUBTYPES} or None
+  probs, points = view.probabilities, view.thresholds
+  hemorrhage = None
+  if "any" in probs:  # two bars that split at the operating point, as the headline does
+    p, t = probs["any"], points.get("any", verdict.THRESHOLD)
+    e = verdict.evidence(p, t)
+    hemorrhage = {f"hemorrhage: P {p:.2f} {'≥' if p >= t else '<'} threshold {t:.2f}": e,
+                  "no hemorrhage": 1 - e}
+  subtypes = {f"{k}: P {v:.2f} {'≥' if v >= points.get(k, verdict.THRESHOLD) else '<'} "
+              f"{points.get(k, verdict.THRESHOLD):.2f}":
+              verdict.evidence(v, points.get(k, verdict.THRESHOLD))
+              for k, v in probs.items() if k in tasks.SUBTYPES} or None
   overlay = None
   if view.cam is not None:
     overlay = gradcam.overlay(view.display, view.cam / 255.0, view.box)

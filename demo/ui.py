@@ -79,12 +79,16 @@ def _upload_paths(payload) -> list[str] | None:
   return [f.path for f in (payload.root if isinstance(payload, ListFiles) else [payload])]
 
 
+# The bars are `verdict.evidence`: each probability against its operating point.
+BARS = "bar: probability against its operating threshold, past half = over it"
+
+
 def _subtype_heading(predictor) -> str:
   """Softmax subtypes sum to one given a bleed; multilabel ones are separate yes/no answers."""
   tasks = {spec.task for spec in predictor.specs} if predictor else set()
   if "subtype" in tasks:
-    return "Subtype (probabilities given a hemorrhage)"
-  return "Subtypes (each an independent probability)"
+    return f"Subtype (probabilities given a hemorrhage); {BARS}"
+  return f"Subtypes (each an independent probability); {BARS}"
 
 
 def build(demo: callbacks.Demo, model_card: str, analyses: int = ANALYSES) -> gr.Blocks:
@@ -99,7 +103,8 @@ def build(demo: callbacks.Demo, model_card: str, analyses: int = ANALYSES) -> gr
     gr.Markdown(model_card, elem_id="card")
     # Outputs are made first (render=False) so the examples can sit beside the upload box.
     message = gr.Markdown(label="Result", elem_id="message", render=False)
-    hemorrhage = gr.Label(label="Hemorrhage (any type)", elem_id="hemorrhage", render=False)
+    hemorrhage = gr.Label(label=f"Hemorrhage (any type); {BARS}", elem_id="hemorrhage",
+                          render=False)
     subtypes = gr.Label(label=_subtype_heading(demo.predictor), num_top_classes=5,
                         elem_id="subtypes", render=False)
     overlay = inline_image(

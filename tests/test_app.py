@@ -26,6 +26,7 @@ from test_predictor import bad_files, shared, tiny_checkpoint, write_dicom  # no
 
 from demo import callbacks, summary, ui, uploads
 from ichflax.data import phantom
+from ichflax.trust import verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "demo" / "examples"
@@ -123,7 +124,8 @@ def decode(image: dict) -> np.ndarray:
 def test_dicom_upload_shows_probabilities_windows_and_gradcam(server, identified_dicom):
   r = analyze(server, identified_dicom)
   assert "Latency" in r["message"] and "scan_0001.dcm" in r["message"]
-  assert {c["label"] for c in r["hemorrhage"]["confidences"]} == {"hemorrhage", "no hemorrhage"}
+  labels = [c["label"] for c in r["hemorrhage"]["confidences"]]
+  assert "no hemorrhage" in labels and any(x.startswith("hemorrhage: P ") for x in labels)
   assert len(r["subtypes"]["confidences"]) == 5
   overlay = decode(r["overlay"])
   assert overlay.shape == (256, 256, 3)
@@ -332,3 +334,28 @@ def test_a_broken_checkpoint_gives_the_page_a_message(tmp_path):
   page = str(app.get_config_file())
   assert f"Could not load weights from `{broken}`" in page
   assert "runs without a model (windows only)" in page
+
+
+@pytest.mark.parametrize("any_p, sub_p, headline", [
+    (0.90, {"subdural": 0.60, "epidural": 0.70}, "subdural"),  # positive; argmax is epidural
+    (0.10, {"subdural": 0.60, "epidural": 0.70}, "no hemorrhage"),  # negative
+    (0.18, {"subdural": 0.05, "epidural": 0.30}, "subdural"),  # just over both thresholds
+])
+def test_headline_and_panels_give_one_answer(any_p, sub_p, headline):
+  """The message, the two label panels and the table name the same thing (issue 26)."""
+  points = {"any": 0.175, "subdural": 0.04, "epidural": 0.76, "intraparenchymal": 0.5,
+            "intraventricular": 0.5, "subarachnoid": 0.5}
+  probs = {"intraparenchymal": 0.01, "intraventricular": 0.01, "subarachnoid": 0.01, **sub_p,
+           "any": any_p}
+  label = verdict.decide(probs, points)
+  assert label == headline
+  view = callbacks.SliceView("s.dcm", None, np.zeros((64, 64), np.int16), None, None, probs,
+                             label, None, thresholds=points)
+  panels = callbacks.render(view)
+  top = max(panels["hemorrhage"], key=panels["hemorrhage"].get)
+  assert top.startswith("no hemorrhage" if label == verdict.NO_HEMORRHAGE else "hemorrhage: P")
+  if label != verdict.NO_HEMORRHAGE:
+    first = max(panels["subtypes"], key=panels["subtypes"].get)
+    assert first.startswith(label.split(" + ")[0] + ":")
+  text = summary.message([view], 0, points, "a phantom", False)
+  assert f"**{label}**" in text and summary.table([view], False)[0][-1] == label

@@ -21,8 +21,14 @@ from ichflax.trust import verdict
     ({"any": 0.8}, 0.5, "hemorrhage"),  # a binary model names no subtype
     ({"epidural": 0.2, "subdural": 0.7}, 0.5, "subdural"),  # a subtype model alone
     # Per-label operating points (a calibrated checkpoint): `any` is judged by its own only.
-    ({"subdural": 0.6, "any": 0.3}, {"subdural": 0.9, "any": 0.2}, "subdural"),
+    ({"subdural": 0.6, "any": 0.3}, {"subdural": 0.1, "any": 0.2}, "subdural"),
     ({"subdural": 0.6, "any": 0.3}, {"subdural": 0.1, "any": 0.4}, verdict.NO_HEMORRHAGE),
+    # Every subtype over its own point is named, most over it first; none over: "hemorrhage".
+    ({"epidural": 0.35, "subdural": 0.28, "any": 0.4}, {"epidural": 0.76, "subdural": 0.04,
+                                                       "any": 0.175}, "subdural"),
+    ({"subarachnoid": 0.5, "subdural": 0.3, "any": 0.9}, {"subarachnoid": 0.4, "subdural": 0.1,
+                                                         "any": 0.5}, "subdural + subarachnoid"),
+    ({"subdural": 0.6, "any": 0.3}, {"subdural": 0.9, "any": 0.2}, "hemorrhage"),
 ])
 def test_decide_hand_cases(probabilities, threshold, label):
   assert verdict.decide(probabilities, threshold) == label
@@ -48,3 +54,11 @@ def test_error_record_is_the_documented_line():
   """docs/serving.md: `{"file", "status": "error", "reason"}`, nothing else."""
   assert verdict.error_record("series/broken.dcm", "truncated") == {
       "file": "series/broken.dcm", "status": "error", "reason": "truncated"}
+
+
+@pytest.mark.parametrize("threshold", [0.02, 0.175, 0.5, 0.9])
+def test_evidence_puts_each_threshold_at_half(threshold):
+  assert verdict.evidence(threshold, threshold) == pytest.approx(0.5)
+  assert verdict.evidence(0.0, threshold) == 0 and verdict.evidence(1.0, threshold) == 1
+  grid = [verdict.evidence(p / 100, threshold) for p in range(101)]
+  assert grid == sorted(grid)  # monotone: a higher probability never draws a shorter bar

@@ -40,14 +40,31 @@ def shows(status: str, reveal: bool = False) -> bool:
 
 def decide(probabilities: dict[str, float], thresholds: dict[str, float] | float = THRESHOLD
            ) -> str:
-  """One label for people: no hemorrhage, or the most likely subtype (or just hemorrhage).
+  """One label for people: no hemorrhage, or every subtype at or over its operating point.
 
-  `thresholds`: the operating point per label (or one for all); `any` below its own is no
-  hemorrhage.
+  `thresholds`: the operating point per label (or one for all). `any` below its own is no
+  hemorrhage; over it, the subtypes over theirs are named, most over first ("subdural +
+  subarachnoid"), or "hemorrhage" when none is. A model without `any` names its most likely.
   """
   if not isinstance(thresholds, dict):
     thresholds = dict.fromkeys(probabilities, thresholds)
   subtypes = {k: v for k, v in probabilities.items() if k in tasks.SUBTYPES}
-  if "any" in probabilities and probabilities["any"] < thresholds.get("any", THRESHOLD):
+  if "any" not in probabilities:
+    return max(subtypes, key=subtypes.get) if subtypes else "hemorrhage"
+  if probabilities["any"] < thresholds.get("any", THRESHOLD):
     return NO_HEMORRHAGE
-  return max(subtypes, key=subtypes.get) if subtypes else "hemorrhage"
+  named = [k for k in sorted(subtypes, key=lambda k: -evidence(subtypes[k], thresholds.get(
+      k, THRESHOLD))) if subtypes[k] >= thresholds.get(k, THRESHOLD)]
+  return " + ".join(named) or "hemorrhage"
+
+
+def evidence(probability: float, threshold: float) -> float:
+  """A probability against its operating point, on [0, 1] with the threshold at 0.5.
+
+  Piecewise linear (0 -> 0, threshold -> 0.5, 1 -> 1): the page's bars show it, so a bar past
+  half is an output over its threshold and the longest bar is what the headline names first.
+  """
+  t = min(max(threshold, 1e-6), 1 - 1e-6)
+  if probability < t:
+    return 0.5 * probability / t
+  return 0.5 + 0.5 * (probability - t) / (1 - t)
