@@ -103,3 +103,32 @@ def test_a_temperature_that_worsens_ece_is_dropped():
   assert worse == (1.0, 1.0)
   over, t = _overconfident(np.random.default_rng(5), k=1, scale=3.0)
   assert calibration.keep_if_better(over, t, "sigmoid", (3.0,)) == (3.0,)
+
+
+def test_risk_coverage_withholds_the_farthest_slices_first(tmp_path):
+  """Slices far from the training domain that the model gets wrong: withholding them raises
+  accuracy and AUC on what is answered, and the report prints the table and draws the plot."""
+  from ichflax.evaluation import report
+  from ichflax.trust import calibrate
+  rng = np.random.default_rng(0)
+  n = 400
+  targets = rng.integers(0, 2, (n, 2)).astype(np.float32)
+  far = rng.uniform(0, 2, n)
+  right = np.where(targets > 0.5, 0.8, 0.2)
+  probs = np.where((far > 1.6)[:, None], 1 - right, right) + rng.normal(0, 0.05, (n, 2))
+  rows = calibrate.risk_coverage(probs, targets, ("subdural", "any"), (0.5, 0.5), far)
+  assert [r["withheld"] for r in rows] == list(calibrate.WITHHELD)
+  assert rows[0]["coverage"] == 1 and rows[-1]["coverage"] == pytest.approx(0.5)
+  assert rows[0]["accuracy"] < 0.85 and rows[5]["accuracy"] > 0.97  # 20 % far ones wrong
+  assert rows[5]["auc"] > rows[0]["auc"] + 0.1
+  summary = {"data": "x", "nll": {"before": 1, "after": 1}, "target_sensitivity": 0.95,
+             "reliability": {s: {"ece": 0.1, "count": [1], "confidence": [0.5],
+                                 "frequency": [0.5]} for s in ("before", "after")},
+             "temperatures": {}, "thresholds": {}, "validation": {},
+             "domain": {"train_n": 1, "components": 1, "percentile": 99, "threshold": 1,
+                        "image_threshold": 1, "validation_flagged": 0.01},
+             "risk_coverage": rows}
+  paths = report.write_calibration(summary, tmp_path, "multilabel")
+  md = paths["md"].read_text()
+  assert "| withheld | percentile | answered | accuracy | AUC |" in md and "| 20 % | 80 |" in md
+  assert paths["risk_coverage_png"].stat().st_size > 1000

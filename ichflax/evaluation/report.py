@@ -95,6 +95,7 @@ def tested_line(report: dict) -> str:
 
 
 RELIABILITY_PNG = "reliability.png"
+RISK_COVERAGE_PNG = "risk_coverage.png"
 
 
 def calibration_section(c: dict) -> list[str]:
@@ -129,6 +130,14 @@ def calibration_section(c: dict) -> list[str]:
           f"percentile of its validation scores ({fmt(dom['threshold'])}, "
           f"{fmt(dom.get('image_threshold'))}). Out of domain when either is passed; fraction "
           f"flagged: {flagged}."]
+  if c.get("risk_coverage"):
+    out += ["", "Risk-coverage on validation: withholding the slices farthest from the training "
+            "domain (by the larger of the two scores). `--domain-percentile P` withholds "
+            "~(100 - P) % of slices like these; accuracy over every label at the operating "
+            f"points, AUC of `any` (or the mean over outputs). Plot: `{RISK_COVERAGE_PNG}`.", "",
+            "| withheld | percentile | answered | accuracy | AUC |", "|---|---|---|---|---|"]
+    out += [f"| {100 * r['withheld']:g} % | {r['percentile']:g} | {fmt(r['coverage'])} | "
+            f"{fmt(r['accuracy'])} | {fmt(r['auc'])} |" for r in c["risk_coverage"]]
   return out
 
 
@@ -142,7 +151,29 @@ def write_calibration(summary: dict, out_dir: str | Path, task_name: str) -> dic
   paths["md"].write_text("\n".join([f"# ichflax {task_name} calibration", "", f"*{DISCLAIMER}*",
                                     "", *calibration_section(summary)]) + "\n")
   _plot_reliability(summary, paths["reliability_png"], task_name)
+  if summary.get("risk_coverage"):
+    paths["risk_coverage_png"] = out_dir / RISK_COVERAGE_PNG
+    _plot_risk_coverage(summary["risk_coverage"], paths["risk_coverage_png"], task_name)
   return paths
+
+
+def _plot_risk_coverage(rows: list[dict], path: Path, task_name: str) -> None:
+  """Accuracy and AUC of the answered validation slices against the share answered."""
+  import matplotlib
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt
+  fig, ax = plt.subplots(figsize=(4.5, 3.6), dpi=100)
+  coverage = [r["coverage"] for r in rows]
+  for key in ("accuracy", "auc"):
+    ax.plot(coverage, [r[key] for r in rows], marker="o", label=key)
+  ax.set(xlabel="share of validation slices answered", ylabel="on the answered slices",
+         title=f"{task_name}: risk-coverage (validation)")
+  ax.invert_xaxis()
+  ax.legend(fontsize=8)
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)
 
 
 def _plot_reliability(summary: dict, path: Path, task_name: str) -> None:

@@ -76,6 +76,8 @@ def fit(model: nnx.Module, spec: ModelSpec, splits: dict, *,
                           domain_threshold=dom.threshold, domain_percentile=dom.percentile,
                           domain_image_threshold=dom.image_threshold)
   labels = spec.outputs
+  far = np.maximum(dom.score(val_features) / dom.threshold,
+                   dom.score_statistics(val_stats) / dom.image_threshold)
   summary = {
       "data": spec.data, "target_sensitivity": float(target_sensitivity),
       "temperatures": dict(zip(labels, temperatures)), "thresholds": dict(zip(labels, thresholds)),
@@ -89,6 +91,7 @@ def fit(model: nnx.Module, spec: ModelSpec, splits: dict, *,
                  "validation_n": len(val_features),
                  "image_threshold": dom.image_threshold,
                  "validation_flagged": _flagged(dom, val_features, val_stats)},
+      "risk_coverage": risk_coverage(after, val_targets, labels, thresholds, far),
   }
   if "test" in splits:
     test_logits, test_features, test_stats, test_targets = outputs(model, spec, splits["test"])
@@ -100,6 +103,33 @@ def fit(model: nnx.Module, spec: ModelSpec, splits: dict, *,
         "after": calibration.reliability(test_probs, test_targets)["ece"]}
     summary["domain"]["test_flagged"] = _flagged(dom, test_features, test_stats)
   return new_spec, dom, summary
+
+
+WITHHELD = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
+
+
+def risk_coverage(probs: np.ndarray, targets: np.ndarray, labels: tuple[str, ...],
+                  thresholds, far: np.ndarray) -> list[dict]:
+  """What withholding the slices farthest from the training domain buys, on validation.
+
+  `far`: each slice's larger domain score over its threshold. For each share withheld (those
+  with the highest `far`), the answered slices' accuracy at the operating points (every label),
+  `any`'s ROC AUC (or the mean over outputs without it) and the percentile of the validation
+  scores a threshold there would be: a hoster picks `--domain-percentile` knowing the cost.
+  """
+  from ichflax.evaluation import metrics
+  order = np.argsort(far, kind="stable")
+  k = labels.index("any") if "any" in labels else None
+  hits = (probs >= np.asarray(thresholds)) == (targets > 0.5)
+  rows = []
+  for share in WITHHELD:
+    keep = order[:max(1, round(len(order) * (1 - share)))]
+    aucs = [metrics.roc_auc(targets[keep, j], probs[keep, j])
+            for j in ([k] if k is not None else range(len(labels)))]
+    rows.append({"withheld": share, "coverage": len(keep) / len(order),
+                 "percentile": 100 * (1 - share), "accuracy": float(hits[keep].mean()),
+                 "auc": float(np.nanmean(aucs))})
+  return rows
 
 
 def _flagged(dom: domain.DomainModel, features: np.ndarray, stats: np.ndarray) -> float:
