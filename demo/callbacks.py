@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from demo import summary, uploads
+from demo import held, summary, uploads
 from ichflax import tasks
 from ichflax.data import image, inputs, sources
 from ichflax.data.items import Item, Problem
@@ -33,8 +33,8 @@ TABLE_HEADERS = summary.TABLE_HEADERS
 # A series' rendered slices are kept per browser session this long, then dropped.
 SERIES_TTL_S = 900
 SERIES_EXPIRED = (f"The slices of this series are no longer kept (they are dropped "
-                  f"{SERIES_TTL_S // 60} minutes after the upload): upload the series again "
-                  "to browse it.")
+                  f"{SERIES_TTL_S // 60} minutes after the upload, or sooner when the server "
+                  "needs the memory for newer uploads): upload the series again to browse it.")
 NO_WEIGHTS = (
     "**No model weights are loaded**, so the page shows the windows but no probabilities. "
     "The demo weights live in `checkpoints/` of the repository; or train your own with "
@@ -63,6 +63,18 @@ class SliceView:
   reason: str | None = None
   note: str | None = None  # how the file was read when it did not say (scope.note)
   thresholds: dict[str, float] = dataclasses.field(default_factory=dict)  # operating points
+
+  released: bool = False  # dropped by the memory budget (`demo.held`): upload again to browse
+
+  @property
+  def nbytes(self) -> int:
+    """What holding this view costs (its pixels)."""
+    return sum(a.nbytes for a in (self.picture, self.hu, self.cam) if a is not None)
+
+  def release(self) -> None:
+    """Drops the pixels (the memory budget needs them); the view then says to upload again."""
+    self.picture = self.hu = self.cam = None
+    self.released = True
 
   @property
   def display(self) -> np.ndarray:
@@ -129,9 +141,11 @@ def render(view: SliceView, reveal: bool = False) -> dict:
 class Demo:
   """The app's callbacks around one Predictor (or none, when no weights were found)."""
 
-  def __init__(self, predictor: predictor_lib.Predictor | None, upload_root: str | Path):
+  def __init__(self, predictor: predictor_lib.Predictor | None, upload_root: str | Path,
+               budget: held.Budget | None = None):
     self.predictor = predictor
     self.uploads = uploads.Ledger(upload_root)
+    self.held = budget or held.Budget()  # the slider's views of every visitor, in one budget
 
   def analyze(self, files: Sequence[str] | None, notify: Notify | None = None,
               reveal: bool = False) -> Result:
@@ -161,7 +175,7 @@ class Demo:
 
   def show(self, index, views: list[SliceView] | None, reveal: bool = False) -> dict:
     """Slider or reveal event: re-render one slice, its series' plot and every verdict."""
-    if not views:
+    if not views or any(v.released for v in views):
       return {"message": SERIES_EXPIRED, "hemorrhage": None, "subtypes": None, "overlay": None,
               "windows": (None, None, None), "table": None, "plot": None}
     focus = int(np.clip(int(index or 0), 0, len(views) - 1))
@@ -211,6 +225,7 @@ class Demo:
       return Result("**Nothing could be analysed.**" + skipped)
     focus = _most_suspicious(views, reveal)
     shown = self.show(focus, views, reveal)
+    self.held.hold(views)  # after showing: the newest upload is never the one released
     total_s = time.perf_counter() - start
     message = shown["message"] + _latency(len(views), model_s, total_s, self.predictor)
     if not self.predictor:
