@@ -89,7 +89,7 @@ def card(predictor: predictor_lib.Predictor, paths: list[Path]) -> str:
     split = "test" if measured.test else "validation"
     shown = _figures(measured.test or measured.validation)
     if shown:
-      data = spec.data + (" — synthetic, not patients" if "phantom" in spec.data.lower() else "")
+      data = spec.data_named()
       lines.append(f"{split.capitalize()} metrics of the {spec.task} model, on its own {split} "
                    f"split ({data}): {shown}.")
   text = _card_text(paths)

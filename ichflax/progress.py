@@ -7,6 +7,7 @@ its position from here, the report its history, and nothing here is needed to se
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 
@@ -31,8 +32,13 @@ class EpochRecord:
   train_accuracy: float
   val_loss: float
   val_accuracy: float
-  val_auc: float | None = None
+  val_auc: float | None = None  # None where undefined (validation holds one class)
   images_per_s: float | None = None
+
+  def __post_init__(self):
+    # NaN is saved as null: held as None too, so a resumed run's history equals its own.
+    if self.val_auc is not None and not math.isfinite(self.val_auc):
+      self.val_auc = None
 
 
 @dataclasses.dataclass

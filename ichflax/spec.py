@@ -82,6 +82,15 @@ class ModelSpec:
     """"grey": one grey channel (the paper's PNG, or the brain window); "windows": three."""
     return "grey" if self.channels == 1 else "windows"
 
+  @property
+  def synthetic(self) -> bool:
+    return "phantom" in self.data.lower()
+
+  def data_named(self) -> str:
+    """The training data in words, saying "not patients" once when it is synthetic."""
+    data = self.data or "unrecorded data"
+    return data + (" (not patients)" if self.synthetic and "not patients" not in data else "")
+
   def describe(self) -> str:
     """One line for people: what it predicts, on which backbone, trained on what."""
     return (f"{self.task} model ({', '.join(self.outputs)}), ResNet50 {self.variant} at "

@@ -179,7 +179,7 @@ def test_separate_dicoms_of_a_series_give_table_and_slider(server, tmp_path):
 def test_page_shows_the_shipped_model_card(server):
   config = httpx.get(server.url + "config", timeout=10).text
   assert "Loaded weights" in config and "multilabel" in config
-  assert "synthetic phantom" in config and "not trained on patients" in config
+  assert "synthetic phantom" in config and "not on patients" in config
   assert "not a medical device" in config
 
 

@@ -167,4 +167,5 @@ def test_documented_api_example_runs(server, files, tmp_path):
                        text=True, timeout=WAIT_S, check=False)
   assert run.returncode == 0, run.stderr[-3000:]
   assert "hemorrhage probability" in run.stdout and "Latency" in run.stdout
-  assert re.search(r"^subdural \d\.\d\d$", run.stdout, re.M), run.stdout
+  assert re.search(r"^subdural: P \d\.\d\d [≥<] \d\.\d\d \(bar \d\.\d\d\)$", run.stdout,
+                   re.M), run.stdout

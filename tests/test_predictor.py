@@ -10,6 +10,7 @@ import io
 import json
 from pathlib import Path
 
+import _synth_data
 import numpy as np
 import pydicom
 import pytest
@@ -40,8 +41,7 @@ def shared(name: str, make):
 
 def _train_tiny(root: Path) -> Path:
   """A real training checkpoint: multilabel, full recipe, 64 px, one short epoch."""
-  from ichflax import data
-  dataset = data.prepare(None, size=64, num=120, protocol="full", out=root / "data", workers=1)
+  dataset = _synth_data.build(root / "data", num=120, size=64)
   cfg = TrainConfig(task="multilabel", data=dataset, recipe="full", epochs=1, batch_size=8,
                     image_size=64, limit=8, workdir=str(root / "run"), progress_bar=False,
                     protocol="full", augment=AugmentConfig(enabled=False), checkpoint_every=0)

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import _synth_data
 import numpy as np
 import pytest
 
@@ -14,8 +15,7 @@ from ichflax.training import reproduce
 
 
 def test_reproduce_writes_one_side_by_side_report(tmp_path, capsys):
-  data = builders.prepare(None, size=32, num=80, protocol="full", out=tmp_path / "data",
-                           workers=1)
+  data = _synth_data.build(tmp_path / "data", num=80, size=32)
   code = reproduce.main(["--data", data, "--workdir", str(tmp_path / "rep"), "--recipe", "full",
                          "--image-size", "32", "--epochs", "1", "--batch-size", "8",
                          "--limit", "24", "--no-progress"])

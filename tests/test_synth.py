@@ -134,6 +134,18 @@ def test_series_reads_back_as_the_same_hu_in_order(bleeding, tmp_path):
   assert masks["ids"].tolist() == [r[0] for r in rows]
 
 
+def test_a_limited_series_is_a_contiguous_run_of_the_full_one(bleeding):
+  """A cut series renders only its slices, at consecutive positions of the whole series."""
+  subject, scanner, _, zs = bleeding
+  rng = np.random.default_rng(1)
+  cut, cut_zs = synth.render_series(subject, scanner, 16, rng, limit=5)
+  assert len(cut) == len(cut_zs) == 5
+  start = int(np.argmin(np.abs(zs - cut_zs[0])))
+  np.testing.assert_allclose(cut_zs, zs[start:start + 5])
+  _, whole = synth.render_series(subject, scanner, 16, rng, limit=len(zs))
+  np.testing.assert_allclose(whole, zs)
+
+
 def test_write_rsna_matches_the_kaggle_layout(tmp_path):
   out = synth.write_rsna(tmp_path, 5, seed=1, size=64, workers=1, per_series=3)
   with open(out / synth.phantom.CSV_NAME) as fh:

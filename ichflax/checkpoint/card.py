@@ -29,7 +29,7 @@ SHOWN = {"accuracy": "accuracy (all outputs at 0.5)", "auc": "ROC AUC (`any` / m
 def render(spec: ModelSpec, config: TrainConfig, progress: Progress) -> str:
   """The card's Markdown, Hub metadata first."""
   split, measured = _measured(progress)
-  data = _data(spec)
+  data = spec.data_named()
   meta = hf.ModelCardData(
       license=LICENSE, tags=[*TAGS, spec.task, f"resnet50-{spec.variant}"],
       pipeline_tag="image-classification", model_name=f"ichflax {spec.task} ResNet50",
@@ -44,7 +44,7 @@ def render(spec: ModelSpec, config: TrainConfig, progress: Progress) -> str:
       "> **Research and education use only — not a medical device.** Do not use it to diagnose "
       "or treat anyone." + (" These weights were trained on a **synthetic phantom**, not on "
                              "patients: their figures say nothing about real CT scans."
-                             if _synthetic(spec) else ""), "",
+                             if spec.synthetic else ""), "",
       spec.describe() + ".", "",
       "## Intended use", "",
       "Research, teaching and demos of intracranial hemorrhage detection on single head CT slices "
@@ -83,13 +83,6 @@ def _measured(progress: Progress) -> tuple[str, dict]:
   return "validation", progress.validation or {}
 
 
-def _synthetic(spec: ModelSpec) -> bool:
-  return "phantom" in spec.data.lower()
-
-
-def _data(spec: ModelSpec) -> str:
-  return (spec.data or "unrecorded data") + (" (not patients)" if _synthetic(spec) else "")
-
 
 def _scalars(measured: dict) -> list[tuple[str, float]]:
   return [(key, float(measured[key])) for key in SHOWN
@@ -126,7 +119,7 @@ def _training_section(spec: ModelSpec, config: TrainConfig, progress: Progress) 
   lines = ["## How it was trained", "",
            f"- Base model: {base}; recipe `{spec.recipe}` (paper: BatchNorm + head trained; "
            "full: every parameter).",
-           f"- Data: {_data(spec)}.",
+           f"- Data: {spec.data_named()}.",
            f"- {progress.epoch} epochs, {progress.step} optimiser steps; batch "
            f"{config.batch_size or 'the task default'}, "
            f"Adam lr {config.lr}, dropout {spec.dropout}, {config.image_size} px, seed "

@@ -48,7 +48,8 @@ def load(data: str | None, task: tasks.Task, *, protocol: str, per_class: int | 
     labels = builders.read_meta(dataset_dir, name)
     indices = np.flatnonzero(task.select(labels["labels"], labels["group"]))
     if limit is not None and limit < len(indices):
-      # Splits are stored class by class: a prefix would hold only some classes.
+      # Splits are stored class by class (paper) or study by study (full): a prefix would
+      # hold only some classes or studies.
       rng = np.random.default_rng([seed, SPLITS.index(name)])
       indices = np.sort(rng.choice(indices, limit, replace=False))
     if len(indices) == 0:

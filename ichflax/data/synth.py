@@ -568,10 +568,17 @@ def _headrest(subject: Subject, size: int, pixel: float, rng) -> np.ndarray:
 
 
 def render_series(subject: Subject, scanner: Scanner, size: int, rng: np.random.Generator,
-                  ) -> tuple[list[SynthSlice], np.ndarray]:
-  """Axial slices from the skull base to the vertex; returns the slices and their scanner z."""
+                  limit: int | None = None) -> tuple[list[SynthSlice], np.ndarray]:
+  """Axial slices from the skull base to the vertex; returns the slices and their scanner z.
+
+  `limit`: at most this many, a contiguous run drawn before rendering (a partial scan), so a
+  long thin-slice series costs only the slices kept.
+  """
   lo, hi = subject.z_range
   zs = np.arange(lo, hi - scanner.slice_mm / 2, scanner.slice_mm)
+  if limit is not None and len(zs) > limit:
+    start = int(rng.integers(len(zs) - limit + 1))
+    zs = zs[start:start + limit]
   return [render_slice(subject, scanner, float(z), size, rng) for z in zs], zs
 
 
@@ -604,10 +611,7 @@ def _write_subject(out: Path, seed: int, size: int, positive: float, wide: bool,
   rng = np.random.default_rng([seed, index, 25])
   subject = make_subject(rng, sample_subtypes(rng, positive))
   scanner = Scanner.sample(rng, subject.head_mm, wide)
-  slices, zs = render_series(subject, scanner, size, rng)
-  if len(slices) > limit:  # a contiguous run, as a partial series
-    start = int(rng.integers(len(slices) - limit + 1))
-    slices, zs = slices[start:start + limit], zs[start:start + limit]
+  slices, zs = render_series(subject, scanner, size, rng, limit)
   uid = functools.partial(phantom._uid, "synth", seed, index)  # noqa: SLF001
   return write_series(out, slices, zs, scanner, uid)
 
