@@ -140,18 +140,19 @@ def _source_files(text: str) -> dict[str, set[str]]:
 def _conv_kind(rest: str) -> str:
   """Forward / input-gradient / weight-gradient, from a convolution's metadata and window.
 
-  A backward convolution whose output has the kernel's layout (01io) is a weight gradient; one
-  with lhs_dilate is the input gradient of a strided convolution; dim_labels other than
-  NHWC x HWIO -> NHWC mean XLA swapped the operands (a feature map smaller than its kernel),
-  which its CPU backend runs as a naive loop.
+  XLA writes a weight gradient as a convolution whose window is the feature map, so a window
+  that is no ResNet50 kernel size (1, 3, 7) is one; lhs_dilate marks the input gradient of a
+  strided convolution; dim_labels other than NHWC x HWIO -> NHWC mean XLA swapped the operands
+  (a feature map smaller than its kernel), which its CPU backend runs as a naive loop.
   """
-  labels = re.search(r"dim_labels=(\S+?),", rest)
+  labels = re.search(r"dim_labels=([^,\s]+)", rest)
   labels = labels.group(1) if labels else "?"
   backward = "transpose(jvp" in rest
-  if backward and labels.endswith("->01io"):
-    return "conv weight-gradient"
+  window = re.search(r"window=\{size=([\dx]+)", rest)
   if labels != "b01f_01io->b01f":
     return f"conv {'backward' if backward else 'forward'}, operands swapped ({labels})"
+  if window and any(int(k) not in (1, 3, 7) for k in window.group(1).split("x")):
+    return "conv weight-gradient"
   if "lhs_dilate" in rest:
     return "conv input-gradient, strided (lhs_dilate)"
   return "conv input-gradient" if backward else "conv forward"
@@ -175,7 +176,7 @@ def hlo_op_kinds(text: str) -> dict[str, str]:
     if " convolution(" in f" {rest}":
       kind = _conv_kind(rest)
     elif inner:
-      kind = _conv_kind(inner.group(0)) + " (fused)"
+      kind = _conv_kind(f"{inner.group(0)} {rest}") + " (fused)"  # the fusion's metadata
     elif re.search(r" dot\(", body) or " dot(" in f" {rest}":
       kind = "dot"
     else:

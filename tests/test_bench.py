@@ -122,6 +122,28 @@ def test_step_profile_census_on_a_tiny_bf16_program():
   assert step_profile.costs(compiled)["gflops"] > 0
 
 
+
+def test_op_profile_names_each_convolution_of_a_tiny_train_program():
+  """--ops labels forward, input- and weight-gradient convolutions, and times them from a trace."""
+  import jax
+  import jax.numpy as jnp
+
+  from bench import step_profile
+
+  def loss(x, w):
+    y = jax.lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)),
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return jnp.sum(jnp.sin(y))
+
+  args = (jnp.ones((2, 8, 8, 4)), jnp.ones((3, 3, 4, 4)))
+  compiled = jax.jit(jax.grad(loss, (0, 1))).lower(*args).compile()
+  kinds = step_profile.hlo_op_kinds(compiled.as_text())
+  named = {k.removesuffix(" (fused)") for k in kinds.values()}
+  assert {"conv forward", "conv input-gradient", "conv weight-gradient"} <= named, named
+  profile = step_profile.trace_ops(lambda: compiled(*args), jax.block_until_ready, 1, kinds)
+  assert profile["step_ms"] > 0 and all(ms >= 0 for ms in profile["kinds"].values())
+  assert any(k.startswith("conv") for k in profile["kinds"]), profile["kinds"]
+
 def test_cpu_latency_smoke(tmp_path):
   """The serving latency benchmark: every case timed, the machine recorded, the table printed."""
   stdout, result = run_bench("cpu_latency.py", tmp_path / "latency.json")
