@@ -122,7 +122,6 @@ def test_step_profile_census_on_a_tiny_bf16_program():
   assert step_profile.costs(compiled)["gflops"] > 0
 
 
-
 def test_op_profile_names_each_convolution_of_a_tiny_train_program():
   """--ops labels forward, input- and weight-gradient convolutions, and times them from a trace."""
   import jax

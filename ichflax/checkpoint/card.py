@@ -83,7 +83,6 @@ def _measured(progress: Progress) -> tuple[str, dict]:
   return "validation", progress.validation or {}
 
 
-
 def _scalars(measured: dict) -> list[tuple[str, float]]:
   return [(key, float(measured[key])) for key in SHOWN
           if isinstance(measured.get(key), (int, float))]
