@@ -210,6 +210,10 @@ def test_refuses_to_resume_a_different_run(dataset, tmp_path):
   manager.wait_until_finished()
   with pytest.raises(config.ConfigError, match="different dropout"):
     train.run(cfg.replace(dropout=0.1))
+  same_data = cfg.replace(data=cfg.data.rstrip("/") + "/")  # the path as a shell completes it
+  train.check_resumable(manager, same_data)
+  with pytest.raises(config.ConfigError, match="different data"):
+    train.check_resumable(manager, cfg.replace(data=cfg.data + "_other"))
 
 
 def test_defaults_and_grid_parsing():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -134,12 +135,18 @@ def load_data(cfg: TrainConfig, task: tasks.Task) -> tuple[dict, dict[str, data_
 def check_resumable(manager, cfg: TrainConfig) -> None:
   """Refuses, before any work, to resume a workdir that holds a different run."""
   old = checkpoint.read_config(Path(manager.directory) / str(manager.latest_step()))
-  changed = [k for k in config.RESUME_FIELDS if config.get(old, k) != config.get(cfg, k)]
+  changed = [k for k in config.RESUME_FIELDS
+             if _resume_key(config.get(old, k)) != _resume_key(config.get(cfg, k))]
   if changed:
     raise config.ConfigError(
-        f"{cfg.workdir} holds a run with different {', '.join(changed)} "
-        f"({', '.join(f'{k}={config.get(old, k)!r}' for k in changed)}): choose another "
-        "--workdir, or delete it to start over")
+        f"{cfg.workdir} holds a run with different {', '.join(changed)} ("
+        + ", ".join(f"{k}={config.get(old, k)!r}, now {config.get(cfg, k)!r}" for k in changed)
+        + "): choose another --workdir, or delete it to start over")
+
+
+def _resume_key(value):
+  """A path names the same data with or without a trailing slash or `./`."""
+  return os.path.normpath(value) if isinstance(value, str) and os.sep in value else value
 
 
 def resume(manager, model, recipe, trainable, state):
