@@ -44,6 +44,7 @@ class ModelSpec:
   domain_threshold: float | None = None  # out-of-domain score above which inputs are refused
   domain_percentile: float | None = None  # of the validation scores that set domain_threshold
   domain_image_threshold: float | None = None  # the same for the image statistics' score
+  domain_picture_threshold: float | None = None  # the same for a picture's shape statistics
 
   def __post_init__(self):
     tasks.get_task(self.task)  # raises for an unknown task

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import _pictures
 import numpy as np
 import pytest
 from scipy import ndimage
 
-from ichflax.data import image, phantom
-from ichflax.trust import calibration, domain
+from ichflax.data import image, inputs, phantom
+from ichflax.trust import calibration, domain, scope
 
 
 def _overconfident(rng, n=4000, k=3, scale=3.0):
@@ -60,14 +61,19 @@ def test_domain_flags_shifted_features_and_passes_fresh_ones():
     return rng.normal(size=(n, 8)) @ basis + 0.1 * rng.normal(size=(n, 256)) + shift
   def stats(n):
     return rng.normal(size=(n, 6))
-  model = domain.fit(draw(2000), stats(2000), components=8).calibrated(draw(500), stats(500))
+  model = domain.fit(draw(2000), stats(2000), stats(2000)[:, :5], components=8).calibrated(
+      draw(500), stats(500), stats(500)[:, :5])
   fresh = np.mean(model.score(draw(2000)) > model.threshold)
   assert fresh < 0.03
   off_subspace = draw(200) + 0.5 * rng.normal(size=(200, 256))  # a new texture, same mean
   assert np.mean(model.score(off_subspace) > model.threshold) > 0.95
   back = domain.DomainModel.from_arrays(model.arrays(), model.threshold, model.percentile,
-                                        model.image_threshold)
+                                        model.image.threshold, model.picture.threshold)
   np.testing.assert_allclose(back.score(off_subspace), model.score(off_subspace), rtol=1e-5)
+  np.testing.assert_allclose(back.picture.points, model.picture.points)
+  assert back.picture.threshold == model.picture.threshold
+  old = {k: v for k, v in model.arrays().items() if not k.startswith("picture")}
+  assert domain.DomainModel.from_arrays(old, 1.0, 99.0, 1.0).picture is None  # before pictures
 
 
 def _stored(hu: np.ndarray) -> np.ndarray:
@@ -81,9 +87,9 @@ def test_image_statistics_flag_a_wider_field_of_view_and_pass_fresh_slices():
     return np.stack([_stored(phantom.make_slice(rng, 128, phantom.sample_subtypes(rng)).hu)
                      for _ in range(n)])
   train, val = slices(300), slices(100)
-  model = domain.fit(rng.normal(size=(300, 16)), domain.image_statistics(train), 4).calibrated(
-      rng.normal(size=(100, 16)), domain.image_statistics(val))
-  fresh = model.score_statistics(domain.image_statistics(slices(100))) / model.image_threshold
+  model = domain.Gaussian.fit(domain.image_statistics(train)).calibrated(
+      domain.image_statistics(val), domain.PERCENTILE)
+  fresh = model.far(domain.image_statistics(slices(100)))
   assert np.mean(fresh > 1) < 0.05
   wide = []  # a 350 mm field instead of 230 mm: the head fills far less of the image
   for _ in range(20):
@@ -93,8 +99,30 @@ def test_image_statistics_flag_a_wider_field_of_view_and_pass_fresh_slices():
     o = (128 - inner.shape[0]) // 2
     small[o:o + inner.shape[0], o:o + inner.shape[1]] = inner
     wide.append(_stored(small))
-  far = model.score_statistics(domain.image_statistics(np.stack(wide))) / model.image_threshold
+  far = model.far(domain.image_statistics(np.stack(wide)))
   assert np.all(far > 1)
+
+
+def test_picture_shapes_pass_fresh_exports_and_flag_two_slices_side_by_side():
+  """The picture half of the domain check, fitted as calibration fits it (the brain window of
+  stored anatomy-phantom slices): fresh slices exported as pictures pass; two slices side by
+  side (a viewer's 2-up export), which every scope rule lets through, are too far."""
+  def stored(hus):
+    return np.stack([image.slice_to_uint8(h, image.THREE_WINDOWS, 128) for h in hus])
+  def shapes(pictures):
+    return domain.picture_statistics(np.stack(
+        [image.picture_to_model(p, image.THREE_WINDOWS, 128) for p in pictures]))
+  train = domain.picture_statistics(stored(_pictures.phantom_hu(1, 20, 8, 160)))
+  val = domain.picture_statistics(stored(_pictures.phantom_hu(2, 6, 8, 160)))
+  model = domain.Neighbours.fit(train).calibrated(val, domain.PERCENTILE)
+  fresh = _pictures.phantom_hu(3, 3, 8, 192)
+  for name in ("brain window", "three windows RGB", "JPEG q20", "double size"):
+    far = model.far(shapes([_pictures.exports(hu)[name] for hu in fresh]))
+    assert np.mean(far > 1) <= 0.1, (name, far)
+  two_up = [np.concatenate([image.window(hu, *image.WINDOWS["brain"])] * 2, 1)
+            for hu in fresh[2:8]]
+  assert all(scope.check(inputs.load_slice(p)) is None for p in two_up)
+  assert np.all(model.far(shapes(two_up)) > 1)
 
 
 def test_a_temperature_that_worsens_ece_is_dropped():

@@ -9,12 +9,13 @@ import json
 import shutil
 from pathlib import Path
 
+import _pictures
 import numpy as np
 import pytest
 from test_predictor import predictor, tiny_checkpoint, write_dicom  # noqa: F401
 
 from ichflax import checkpoint
-from ichflax.data import phantom
+from ichflax.data import image, phantom
 from ichflax.serving import cli as predict
 from ichflax.serving import predictor as predictor_lib
 from ichflax.serving import series
@@ -86,6 +87,18 @@ def test_a_research_export_is_judged_with_a_note_on_how_it_was_read(predictor, t
   assert p.status != verdict.OUT_OF_SCOPE and p.probabilities
   assert p.note.startswith("Modality OT: read as CT") and p.to_json()["note"] == p.note
   assert "note" not in predictor.predict([_ct(4)])[0].to_json()  # an array: nothing to say
+
+
+def test_a_picture_is_judged_on_its_shape_as_well_as_its_features(predictor):
+  """A 2-up export passes every scope rule; only the picture statistics fitted at calibration
+  refuse it (the feature check is switched off here: its threshold no input reaches)."""
+  shape_only = predictor_lib.Predictor(predictor.models, domains=[
+      dataclasses.replace(d, threshold=1e12) for d in predictor.domains])
+  hu = _pictures.phantom_hu(seed=8, subjects=1, levels=3, size=128)[1]
+  brain = image.window(hu, *image.WINDOWS["brain"])
+  one, two = shape_only.predict([brain, np.concatenate([brain, brain], 1)])
+  assert one.status == verdict.OK, one.reason
+  assert two.status == verdict.OUT_OF_DOMAIN and "its shape" in two.reason, two.reason
 
 
 def test_out_of_domain_withholds_unless_revealed(predictor):

@@ -130,6 +130,15 @@ def calibration_section(c: dict) -> list[str]:
           f"percentile of its validation scores ({fmt(dom['threshold'])}, "
           f"{fmt(dom.get('image_threshold'))}). Out of domain when either is passed; fraction "
           f"flagged: {flagged}."]
+  if "picture_threshold" in dom:
+    shown = f"validation {fmt(dom['validation_pictures_flagged'])}"
+    if "test_pictures_flagged" in dom:
+      shown += f", test {fmt(dom['test_pictures_flagged'])}"
+    out += ["", "PNG/JPG pictures are judged by the features and, instead of the image "
+            "statistics, a Gaussian of their window-free shape (head fraction, air along the "
+            "edge, largest part, skull ring, fill of the outline; "
+            f"threshold {fmt(dom['picture_threshold'])}). The same slices as brain-window "
+            f"pictures, fraction flagged: {shown}."]
   if c.get("risk_coverage"):
     out += ["", "Risk-coverage on validation: withholding the slices farthest from the training "
             "domain (by the larger of the two scores). `--domain-percentile P` withholds "

@@ -136,7 +136,8 @@ class Predictor:
     for p, (_, spec) in zip(paths, models):
       arrays = checkpoint.read_domain(p) if spec.domain_threshold is not None else None
       domains.append(arrays and DomainModel.from_arrays(
-          arrays, spec.domain_threshold, spec.domain_percentile, spec.domain_image_threshold))
+          arrays, spec.domain_threshold, spec.domain_percentile, spec.domain_image_threshold,
+          spec.domain_picture_threshold))
     return cls(models, domains=domains, **kwargs)
 
   @property
@@ -195,12 +196,10 @@ class Predictor:
       for p, row in zip(probs, values):
         p.update({k: float(v) for k, v in zip(run.labels, row)})
       if domain is not None:
-        scores = np.stack(domain.far(np.asarray(pooled)[:n], images[:n]), 1)
-        # Image statistics describe HU windowed and resampled as training stores them; a
-        # picture was windowed and resampled by someone else (its saturated edges blur), so
-        # pictures are judged on their features alone (docs/serving.md).
-        scores[:, 1] *= [s.hu is not None for s in slices]
-        far = np.maximum(far, scores)
+        # A picture was windowed and resampled by someone else: judged on its shape, not on
+        # the HU image statistics (docs/serving.md).
+        pictures = np.array([s.hu is None for s in slices])
+        far = np.maximum(far, np.stack(domain.far(np.asarray(pooled)[:n], images[:n], pictures), 1))
     return [_Outputs({k: p[k] for k in tasks.LABELS if k in p}, tuple(f.tolist()), m)
             for p, f, m in zip(probs, far, maps)]
 
@@ -215,7 +214,7 @@ class Predictor:
     if self.domain_checked:
       score = max(out.far)
       if score > 1.0:
-        status, reason = OUT_OF_DOMAIN, self._unlike(*out.far)
+        status, reason = OUT_OF_DOMAIN, self._unlike(*out.far, picture=s.hu is None)
     full = box = shown = None
     if out.cam is not None:
       full = image.unpad(gradcam.upsample(out.cam, (max(s.shape),) * 2), s.shape)
@@ -230,9 +229,11 @@ class Predictor:
     """What the loaded weights learnt from, in words (for out-of-domain explanations)."""
     return "; ".join(sorted({spec.data or "unrecorded data" for spec in self.specs}))
 
-  def _unlike(self, features: float, image: float) -> str:
+  def _unlike(self, features: float, image: float, picture: bool) -> str:
     percentile = self.domains[0].percentile
     what = ("its backbone features lie" if features >= image else
+            "its shape (head size in the field, air along the edge, one main part, the skull "
+            "ring, the outline's fill) lies" if picture else
             "its image statistics (head size in the field of view, bone, tissue brightness, "
             "contrast and texture) lie")
     return (f"this input is unlike the model's training data ({self.trained_on()}): {what} "

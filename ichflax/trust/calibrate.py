@@ -30,9 +30,9 @@ BATCH = 32
 
 
 def outputs(model: nnx.Module, spec: ModelSpec, split, batch_size: int = BATCH
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-  """(logits (N, k), pooled features (N, 2048), image statistics (N, 6), targets (N, k)) over
-  one split, in eval mode.
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """(logits (N, k), pooled features (N, 2048), image statistics (N, 6), picture statistics
+  (N, 5), targets (N, k)) over one split, in eval mode.
 
   `split` has `source` and `indices` (`ichflax.data.splits.Split`); the model runs through the
   Predictor's own compiled program (`ichflax.models.inference`), so the statistics are those of
@@ -41,16 +41,16 @@ def outputs(model: nnx.Module, spec: ModelSpec, split, batch_size: int = BATCH
   from ichflax.data import loader
   task = tasks.get_task(spec.task)
   run = inference.compile_model(model, spec)
-  logits, pooled, stats, targets = [], [], [], []
+  logits, pooled, stats, shapes, targets = [], [], [], [], []
   for b in loader.batches(split.source, split.indices, batch_size, shuffle=False):
     keep = b["mask"]
     z, f = run.plain(b["image"])  # the loader pads the last batch (mask False)
     logits.append(np.asarray(z)[:len(keep)][keep])
     pooled.append(np.asarray(f)[:len(keep)][keep])
     stats.append(domain.image_statistics(b["image"][keep]))
+    shapes.append(domain.picture_statistics(b["image"][keep]))
     targets.append(task.targets(b["labels"], b["group"])[keep])
-  return (np.concatenate(logits), np.concatenate(pooled), np.concatenate(stats),
-          np.concatenate(targets))
+  return tuple(np.concatenate(v) for v in (logits, pooled, stats, shapes, targets))
 
 
 def fit(model: nnx.Module, spec: ModelSpec, splits: dict, *,
@@ -61,10 +61,11 @@ def fit(model: nnx.Module, spec: ModelSpec, splits: dict, *,
   model = nnx.clone(model)
   model.eval()
   task = tasks.get_task(spec.task)
-  _, train_features, train_stats, _ = outputs(model, spec, splits["train"])
-  val_logits, val_features, val_stats, val_targets = outputs(model, spec, splits["validation"])
-  dom = domain.fit(train_features, train_stats, components).calibrated(
-      val_features, val_stats, percentile)
+  _, train_features, train_stats, train_shapes, _ = outputs(model, spec, splits["train"])
+  val_logits, val_features, val_stats, val_shapes, val_targets = outputs(
+      model, spec, splits["validation"])
+  dom = domain.fit(train_features, train_stats, train_shapes, components).calibrated(
+      val_features, val_stats, val_shapes, percentile)
   temperatures = calibration.keep_if_better(
       val_logits, val_targets, task.activation,
       calibration.fit_temperatures(val_logits, val_targets, task.activation))
@@ -74,10 +75,10 @@ def fit(model: nnx.Module, spec: ModelSpec, splits: dict, *,
   new_spec = spec.replace(temperatures=temperatures, thresholds=thresholds,
                           target_sensitivity=float(target_sensitivity),
                           domain_threshold=dom.threshold, domain_percentile=dom.percentile,
-                          domain_image_threshold=dom.image_threshold)
+                          domain_image_threshold=dom.image.threshold,
+                          domain_picture_threshold=dom.picture.threshold)
   labels = spec.outputs
-  far = np.maximum(dom.score(val_features) / dom.threshold,
-                   dom.score_statistics(val_stats) / dom.image_threshold)
+  far = np.maximum(dom.score(val_features) / dom.threshold, dom.image.far(val_stats))
   summary = {
       "data": spec.data, "target_sensitivity": float(target_sensitivity),
       "temperatures": dict(zip(labels, temperatures)), "thresholds": dict(zip(labels, thresholds)),
@@ -89,12 +90,15 @@ def fit(model: nnx.Module, spec: ModelSpec, splits: dict, *,
       "domain": {"components": int(dom.components.shape[1]), "percentile": dom.percentile,
                  "threshold": dom.threshold, "train_n": len(train_features),
                  "validation_n": len(val_features),
-                 "image_threshold": dom.image_threshold,
-                 "validation_flagged": _flagged(dom, val_features, val_stats)},
+                 "image_threshold": dom.image.threshold,
+                 "picture_threshold": dom.picture.threshold,
+                 "validation_flagged": _flagged(dom, val_features, val_stats),
+                 "validation_pictures_flagged": _flagged(dom, val_features, val_shapes, True)},
       "risk_coverage": risk_coverage(after, val_targets, labels, thresholds, far),
   }
   if "test" in splits:
-    test_logits, test_features, test_stats, test_targets = outputs(model, spec, splits["test"])
+    test_logits, test_features, test_stats, test_shapes, test_targets = outputs(
+        model, spec, splits["test"])
     test_probs = calibration.probabilities(test_logits, task.activation, temperatures)
     summary["test"] = _operating(test_probs, test_targets, labels, thresholds)
     summary["test"]["ece"] = {
@@ -102,6 +106,7 @@ def fit(model: nnx.Module, spec: ModelSpec, splits: dict, *,
             test_logits, task.activation), test_targets)["ece"],
         "after": calibration.reliability(test_probs, test_targets)["ece"]}
     summary["domain"]["test_flagged"] = _flagged(dom, test_features, test_stats)
+    summary["domain"]["test_pictures_flagged"] = _flagged(dom, test_features, test_shapes, True)
   return new_spec, dom, summary
 
 
@@ -132,9 +137,12 @@ def risk_coverage(probs: np.ndarray, targets: np.ndarray, labels: tuple[str, ...
   return rows
 
 
-def _flagged(dom: domain.DomainModel, features: np.ndarray, stats: np.ndarray) -> float:
-  return float(np.mean((dom.score(features) > dom.threshold)
-                       | (dom.score_statistics(stats) > dom.image_threshold)))
+def _flagged(dom: domain.DomainModel, features: np.ndarray, stats: np.ndarray,
+             pictures: bool = False) -> float:
+  """Share of slices over either threshold; `pictures`: `stats` are picture statistics (the
+  slices as a brain-window picture of them would be judged)."""
+  second = dom.picture if pictures else dom.image
+  return float(np.mean((dom.score(features) > dom.threshold) | (second.far(stats) > 1)))
 
 
 def _operating(probs, targets, labels, thresholds) -> dict:

@@ -17,13 +17,20 @@ A model trained on smooth phantoms may map a real scan's features close to its t
 stored model image itself (`image_statistics`: head size in the field of view, bone, tissue
 fraction, tissue brightness, contrast and fine texture), with a full covariance shrunk 10%
 towards its diagonal (6 numbers: a few thousand slices estimate it well). An input is out of
-domain when either score passes its threshold. PNG/JPG pictures are judged on the features alone:
-their windowing and resampling were done elsewhere and shift these statistics by themselves.
+domain when either score passes its threshold.
+
+PNG/JPG pictures were windowed and resampled by someone else, which shifts those six numbers by
+themselves, so a picture's second score is the distance to the nearest training slices
+(`Neighbours`: their distribution has a mode per level of the head) in the window-free shape statistics
+of `scope.picture_shape` (head fraction, air along the edge, largest part, skull ring, fill of
+the outline, tissue inside the skull), fitted on the brain window of the same training slices: a phantom-trained backbone
+maps many unlike pictures close to its training features, and this check does not depend on it.
 
 Each threshold is a stated percentile of the validation split's scores (default the 99th), so
 about 1-2% of fresh in-domain slices are flagged by design. The arrays (mean, k components, k + 1
 variances: about 1 MB at k = 128; the image statistics' mean and precision) go in the checkpoint
-item `domain/`; the thresholds and percentile in the spec.
+item `domain/`; the thresholds and percentile in the spec. A checkpoint calibrated before the
+picture statistics existed judges pictures on their features alone.
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+
+from ichflax.trust import scope
 
 COMPONENTS = 128
 PERCENTILE = 99.0
@@ -64,29 +73,104 @@ def image_statistics(images: np.ndarray) -> np.ndarray:
                    rough.sum(axis=(1, 2)) / np.maximum(inner.sum(axis=(1, 2)), 1) / 255], 1)
 
 
+def picture_statistics(images: np.ndarray) -> np.ndarray:
+  """(N, 6) `scope.PictureShape.statistics` of model images' first channel (the brain window,
+  or the grey of an uploaded picture)."""
+  return np.array([scope.picture_shape(im[..., 0]).statistics() for im in images], np.float64)
+
+
+@dataclasses.dataclass(frozen=True)
+class Gaussian:
+  """A full-covariance Gaussian of a few statistics, shrunk towards its diagonal, and the score
+  above which an input is too far from it."""
+
+  mean: np.ndarray  # (S,)
+  precision: np.ndarray  # (S, S) inverse of the shrunk covariance
+  threshold: float | None = None
+
+  @classmethod
+  def fit(cls, stats: np.ndarray) -> Gaussian:
+    stats = np.asarray(stats, np.float64)
+    cov = np.cov(stats, rowvar=False)
+    cov = (1 - IMAGE_SHRINK) * cov + IMAGE_SHRINK * np.diag(np.diag(cov))
+    cov += 1e-9 * np.eye(len(cov))  # a statistic constant in training must not divide by 0
+    return cls(stats.mean(axis=0), np.linalg.inv(cov))
+
+  def score(self, stats: np.ndarray) -> np.ndarray:
+    """(N,) squared Mahalanobis distance per statistic."""
+    c = np.asarray(stats, np.float64) - self.mean
+    return np.einsum("ni,ij,nj->n", c, self.precision, c) / c.shape[1]
+
+  def far(self, stats: np.ndarray) -> np.ndarray:
+    """(N,) score over the threshold: > 1 is too far."""
+    return self.score(stats) / self.threshold
+
+  def calibrated(self, stats: np.ndarray, percentile: float) -> Gaussian:
+    return dataclasses.replace(self, threshold=float(np.percentile(self.score(stats), percentile)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Neighbours:
+  """Distance to the training rows' nearest neighbours, for statistics whose training
+  distribution has several modes (a picture's shape differs at the vertex, mid-brain and skull
+  base: one Gaussian would be as wide as all three and pass what lies between them)."""
+
+  points: np.ndarray  # (M, S) training rows over `scale`
+  scale: np.ndarray  # (S,) each statistic's training spread
+  threshold: float | None = None
+
+  K = 5
+  MAX_POINTS = 2000  # a stride of the training rows: ~50 KB in the checkpoint
+
+  @classmethod
+  def fit(cls, stats: np.ndarray) -> Neighbours:
+    stats = np.asarray(stats, np.float64)
+    # A robust spread (the interquartile range): the tails (vertex, skull base) must not widen
+    # the typical slice's neighbourhood; floored so a near-constant statistic cannot dominate.
+    q1, q3 = np.percentile(stats, [25, 75], axis=0)
+    scale = np.maximum((q3 - q1) / 1.349, 0.02)
+    step = max(1, int(np.ceil(len(stats) / cls.MAX_POINTS)))
+    return cls(stats[::step] / scale, scale)
+
+  def score(self, stats: np.ndarray) -> np.ndarray:
+    """(N,) distance to the K-th nearest training row, in training spreads."""
+    x = np.asarray(stats, np.float64) / self.scale
+    d = np.sqrt(((x[:, None, :] - self.points[None]) ** 2).sum(-1))
+    k = min(self.K, len(self.points)) - 1
+    return np.partition(d, k, axis=1)[:, k]
+
+  far = Gaussian.far
+  calibrated = Gaussian.calibrated
+
+
 @dataclasses.dataclass(frozen=True)
 class DomainModel:
-  """Low-rank + isotropic Gaussian of training features, and the out-of-domain threshold."""
+  """Low-rank + isotropic Gaussian of training features, the Gaussians of the training images'
+  statistics (`image`) and picture shapes (`picture`), and the out-of-domain thresholds."""
 
   mean: np.ndarray  # (D,)
   components: np.ndarray  # (D, k), orthonormal columns
   variances: np.ndarray  # (k,) along the components
   residual_variance: float  # per dimension, off the components
   threshold: float | None = None  # scores above it are out of domain
-  percentile: float | None = None  # of the validation scores that set `threshold`
-  image_mean: np.ndarray | None = None  # (6,) training mean of `image_statistics`
-  image_precision: np.ndarray | None = None  # (6, 6) inverse of their shrunk covariance
-  image_threshold: float | None = None
+  percentile: float | None = None  # of the validation scores that set every threshold
+  image: Gaussian | None = None  # of `image_statistics`: DICOM / HU inputs
+  picture: Neighbours | None = None  # of `picture_statistics`: PNG/JPG pictures
 
-  def score_statistics(self, stats: np.ndarray) -> np.ndarray:
-    """(N,) squared Mahalanobis distance of `image_statistics` rows, per statistic."""
-    c = np.asarray(stats, np.float64) - self.image_mean
-    return np.einsum("ni,ij,nj->n", c, self.image_precision, c) / c.shape[1]
+  def far(self, features: np.ndarray, images: np.ndarray, pictures: np.ndarray
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """(features' score / threshold, the image's score / its threshold): > 1 is too far.
 
-  def far(self, features: np.ndarray, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(features' score / threshold, image statistics' score / threshold): > 1 is too far."""
-    return (self.score(features) / self.threshold,
-            self.score_statistics(image_statistics(images)) / self.image_threshold)
+    `pictures`: (N,) bool, which inputs are 8-bit pictures (judged on their shape statistics,
+    or, without them, on their features alone: second score 0).
+    """
+    second = np.zeros(len(images))
+    hu = ~np.asarray(pictures, bool)
+    if hu.any():
+      second[hu] = self.image.far(image_statistics(images[hu]))
+    if self.picture is not None and (~hu).any():
+      second[~hu] = self.picture.far(picture_statistics(images[~hu]))
+    return self.score(features) / self.threshold, second
 
   def score(self, features: np.ndarray) -> np.ndarray:
     """(N,) squared Mahalanobis distance per feature dimension; ~1 for training-like inputs."""
@@ -99,12 +183,13 @@ class DomainModel:
     return (inside + residual / self.residual_variance) / c.shape[1]
 
   def calibrated(self, validation_features: np.ndarray, validation_stats: np.ndarray,
-                 percentile: float = PERCENTILE) -> DomainModel:
-    """This model with both thresholds at `percentile` of the validation split's scores."""
+                 validation_pictures: np.ndarray, percentile: float = PERCENTILE
+                 ) -> DomainModel:
+    """This model with every threshold at `percentile` of the validation split's scores."""
     return dataclasses.replace(
         self, threshold=float(np.percentile(self.score(validation_features), percentile)),
-        image_threshold=float(np.percentile(self.score_statistics(validation_stats),
-                                            percentile)),
+        image=self.image.calibrated(validation_stats, percentile),
+        picture=self.picture.calibrated(validation_pictures, percentile),
         percentile=float(percentile))
 
   def arrays(self) -> dict[str, np.ndarray]:
@@ -113,22 +198,26 @@ class DomainModel:
     return {"mean": self.mean.astype(f32), "components": self.components.astype(f32),
             "variances": self.variances.astype(f32),
             "residual_variance": np.float32(self.residual_variance),
-            "image_mean": self.image_mean, "image_precision": self.image_precision}
+            "image_mean": self.image.mean, "image_precision": self.image.precision,
+            "picture_points": self.picture.points, "picture_scale": self.picture.scale}
 
   @classmethod
   def from_arrays(cls, arrays: dict, threshold: float | None, percentile: float | None,
-                  image_threshold: float | None) -> DomainModel:
-    return cls(np.asarray(arrays["mean"], np.float64),
-               np.asarray(arrays["components"], np.float64),
-               np.asarray(arrays["variances"], np.float64),
-               float(arrays["residual_variance"]), threshold, percentile,
-               np.asarray(arrays["image_mean"], np.float64),
-               np.asarray(arrays["image_precision"], np.float64), image_threshold)
+                  image_threshold: float | None, picture_threshold: float | None = None
+                  ) -> DomainModel:
+    f64 = {k: np.asarray(v, np.float64) for k, v in arrays.items()}
+    picture = None
+    if picture_threshold is not None and "picture_points" in f64:
+      picture = Neighbours(f64["picture_points"], f64["picture_scale"], picture_threshold)
+    return cls(f64["mean"], f64["components"], f64["variances"],
+               float(f64["residual_variance"]), threshold, percentile,
+               Gaussian(f64["image_mean"], f64["image_precision"], image_threshold), picture)
 
 
-def fit(features: np.ndarray, stats: np.ndarray, components: int = COMPONENTS) -> DomainModel:
-  """Probabilistic PCA of (N, D) training features (maximum likelihood), and the Gaussian of
-  the training images' statistics (`image_statistics` rows)."""
+def fit(features: np.ndarray, stats: np.ndarray, pictures: np.ndarray,
+        components: int = COMPONENTS) -> DomainModel:
+  """Probabilistic PCA of (N, D) training features (maximum likelihood), and the Gaussians of
+  the training images' statistics (`image_statistics` rows) and shapes (`picture_statistics`)."""
   x = np.asarray(features, np.float64)
   n, d = x.shape
   if n < 3:
@@ -139,9 +228,5 @@ def fit(features: np.ndarray, stats: np.ndarray, components: int = COMPONENTS) -
   k = int(min(components, n - 2, d - 1))
   floor = 1e-6 * max(float(eig[0]), 1e-12)  # dead features (ReLU zeros) must not divide by 0
   residual = max(float(eig[k:].sum()) / (d - k), floor)
-  stats = np.asarray(stats, np.float64)
-  cov = np.cov(stats, rowvar=False)
-  cov = (1 - IMAGE_SHRINK) * cov + IMAGE_SHRINK * np.diag(np.diag(cov))
-  cov += 1e-9 * np.eye(len(cov))  # a statistic constant in training must not divide by 0
   return DomainModel(mean, vt[:k].T, np.maximum(eig[:k], residual), residual,
-                     image_mean=stats.mean(axis=0), image_precision=np.linalg.inv(cov))
+                     image=Gaussian.fit(stats), picture=Neighbours.fit(pictures))

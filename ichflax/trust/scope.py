@@ -9,13 +9,20 @@ DICOM and HU arrays: Modality must be CT; a BodyPartExamined, when given, must n
 the HU content must hold air around the head, a bone ring (>= 700 HU) around soft tissue, and
 structure (not a constant or noise-like image). 8-bit pictures (PNG/JPG, no HU): grey or tinted
 grey, or the model's own three-window RGB (channels that are functions of one HU value), not a
-colour photo; an aspect ratio within 2:1; not constant, not noise; a dark background. Cheap by
+colour photo; an aspect ratio within 2:1; not constant, not noise; a dark background; and the
+shape any windowed head slice has whatever its window, size or compression (`picture_shape`):
+dark air along the picture's edge, one main part rather than scattered strokes, and the
+brightest levels (the skull, white in every window) out at the tissue's outline. A gradient, a
+chart, text, a screenshot with its interface or a photo's texture fails one of them. Cheap by
 design: every statistic is taken on a copy of at most 128 x 128 pixels (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+from scipy import ndimage
 
 from ichflax.data import inputs
 
@@ -35,6 +42,12 @@ MIN_NEIGHBOUR_CORRELATION = 0.5  # anatomy is smooth at the pixel scale; noise i
 MAX_ASPECT = 2.0
 MAX_COLOUR_SPREAD = 0.08  # mean within-level spread of the other channels, as a fraction of 255
 DARK_LEVEL, MIN_DARK_FRACTION = 24, 0.05
+MIN_BORDER_DARK = 0.5  # of the picture's outer frame: air around the head
+MIN_LARGEST_PART = 0.25  # of the non-dark pixels, in the largest connected part
+BRIGHT_SHARE = 0.75  # of the head's level range (dark level to its 99th percentile): the skull
+MIN_RING = 0.5  # of the angles around the tissue where the bright skull reaches its outline
+RING_REACH = 0.5  # how far out: the bright pixels' radius over the tissue's, per angle (loose:
+# at the skull base the face and neck reach beyond the bone)
 _CHECK_SIDE = 128
 # Modalities a CT slice is filed under by converters, anonymisers and teaching files (Secondary
 # Capture "OT", "SC"): read as CT when the values are CT in HU.
@@ -97,7 +110,7 @@ def check_hu(hu: np.ndarray) -> str | None:
   if soft.mean() < MIN_SOFT_FRACTION or bone.mean() < MIN_BONE_FRACTION:
     return (f"no skull around soft tissue ({100 * bone.mean():.1f}% bone >= {BONE_HU:.0f} HU, "
             f"{100 * soft.mean():.0f}% soft tissue); this does not look like a head CT slice")
-  coverage = _bone_coverage(soft, bone)
+  coverage = _ring(soft, bone)
   if coverage < MIN_BONE_COVERAGE:
     return (f"bone (>= {BONE_HU:.0f} HU) surrounds only {100 * coverage:.0f}% of the soft "
             "tissue's outline; a head CT slice has a skull ring around the brain")
@@ -121,7 +134,64 @@ def check_picture(picture: np.ndarray) -> str | None:
   if dark < MIN_DARK_FRACTION:
     return (f"only {100 * dark:.0f}% of the picture is dark; a windowed head CT slice shows black "
             "air around the head")
+  shape = picture_shape(x)
+  if shape.border_dark < MIN_BORDER_DARK:
+    return (f"only {100 * shape.border_dark:.0f}% of the picture's edge is dark air; a head CT "
+            "slice has air around the head (a tight crop, an inverted picture or a screenshot "
+            "with its interface looks like this): upload the whole slice as exported")
+  if shape.largest_part < MIN_LARGEST_PART:
+    return (f"the picture's non-dark pixels are scattered (its largest part holds "
+            f"{100 * shape.largest_part:.0f}%): it looks like text or a pattern, not one head")
+  if shape.tissue >= MIN_SOFT_FRACTION and shape.ring < MIN_RING:
+    return (f"its brightest levels reach the tissue's outline at only {100 * shape.ring:.0f}% "
+            "of the angles around it; a windowed head CT slice shows the white skull around "
+            "the brain")
   return None
+
+
+@dataclasses.dataclass(frozen=True)
+class PictureShape:
+  """What a windowed head slice shows whatever its window, size and compression (fractions)."""
+
+  head: float  # of the picture that is not dark: the head, its scalp, the headrest
+  border_dark: float  # of the picture's outer frame (4% of its side) that is dark
+  tissue: float  # of the picture between dark and bright: brain, scalp, muscle
+  largest_part: float  # of the non-dark pixels in the largest connected part
+  ring: float  # of the angles around the tissue where bright pixels reach its outline
+  fill: float  # non-dark pixels over the ellipse of their extent: about 1 for one round head
+  enclosed: float  # of the tissue inside the closed bright ring: the brain within its skull
+
+  STATISTICS = ("head fraction", "air along the edge", "largest part", "skull ring",
+                "fill of the outline", "tissue inside the skull")
+
+  def statistics(self) -> tuple[float, ...]:
+    """The window-free numbers a checkpoint's picture domain is fitted on (`STATISTICS`)."""
+    return self.head, self.border_dark, self.largest_part, self.ring, self.fill, self.enclosed
+
+
+def picture_shape(grey: np.ndarray) -> PictureShape:
+  """`PictureShape` of a grey 8-bit picture (H, W), on a copy of at most 128 pixels a side."""
+  x = _small(grey).astype(np.float32)
+  head = x > DARK_LEVEL
+  frame = np.ones_like(head)
+  f = max(1, round(0.04 * min(x.shape)))
+  frame[f:-f, f:-f] = False
+  levels = x[head]
+  top = float(np.percentile(levels, 99)) if levels.size else 0.0
+  bright = head & (x >= DARK_LEVEL + BRIGHT_SHARE * (top - DARK_LEVEL))
+  tissue = head & ~bright
+  parts, count = ndimage.label(head)
+  largest = np.bincount(parts.ravel())[1:].max() / head.sum() if count else 0.0
+  fill = 0.0
+  if head.any():
+    ys, xs = np.nonzero(head)
+    extent = [np.percentile(v, 99) - np.percentile(v, 1) + 1 for v in (ys, xs)]
+    fill = float(head.sum() / (np.pi / 4 * extent[0] * extent[1]))
+  ring = _ring(tissue, bright, RING_REACH) if tissue.any() and bright.any() else 0.0
+  inside = ndimage.binary_fill_holes(bright) & tissue
+  enclosed = float(inside.sum() / tissue.sum()) if tissue.any() else 0.0
+  return PictureShape(float(head.mean()), float(1 - head[frame].mean()), float(tissue.mean()),
+                      float(largest), ring, fill, enclosed)
 
 
 def _is_head(body_part: str) -> bool:
@@ -145,13 +215,21 @@ def _neighbour_correlation(x: np.ndarray) -> float:
   return float(np.mean(out))
 
 
-def _bone_coverage(soft: np.ndarray, bone: np.ndarray) -> float:
-  """Fraction of angular sectors around the soft tissue's centre that contain bone."""
-  ys, xs = np.nonzero(soft)
+def _ring(inside: np.ndarray, ring: np.ndarray, reach: float = 0.0) -> float:
+  """Fraction of angular sectors around `inside`'s centre where `ring` pixels reach at least
+  `reach` times as far out as `inside` does (0: any ring pixel in the sector counts)."""
+  ys, xs = np.nonzero(inside)
   cy, cx = ys.mean(), xs.mean()
-  by, bx = np.nonzero(bone)
-  sectors = ((np.arctan2(by - cy, bx - cx) + np.pi) / (2 * np.pi) * ANGLE_BINS).astype(int)
-  return len(np.unique(np.clip(sectors, 0, ANGLE_BINS - 1))) / ANGLE_BINS
+
+  def farthest(mask):
+    y, x = np.nonzero(mask)
+    sectors = ((np.arctan2(y - cy, x - cx) + np.pi) / (2 * np.pi) * ANGLE_BINS).astype(int)
+    out = np.full(ANGLE_BINS, -1.0)
+    np.maximum.at(out, np.clip(sectors, 0, ANGLE_BINS - 1), np.hypot(y - cy, x - cx))
+    return out
+
+  out, inner = farthest(ring), farthest(inside)
+  return float(np.mean((out >= 0) & (out >= reach * inner)))
 
 
 def _colour_spread(rgb: np.ndarray) -> float:
