@@ -20,11 +20,12 @@ towards its diagonal (6 numbers: a few thousand slices estimate it well). An inp
 domain when either score passes its threshold.
 
 PNG/JPG pictures were windowed and resampled by someone else, which shifts those six numbers by
-themselves, so a picture's second score is the distance to the nearest training slices
-(`Neighbours`: their distribution has a mode per level of the head) in the window-free shape statistics
-of `scope.picture_shape` (head fraction, air along the edge, largest part, skull ring, fill of
-the outline, tissue inside the skull), fitted on the brain window of the same training slices: a phantom-trained backbone
-maps many unlike pictures close to its training features, and this check does not depend on it.
+themselves, so a picture's second score is the distance to its nearest training slices
+(`Neighbours`: the distribution has a mode per level of the head) in the window-free shape
+statistics of `scope.picture_shape` (head fraction, air along the edge, largest part, skull
+ring, fill of the outline, tissue inside the skull), taken on the brain window of the same
+training slices: a phantom-trained backbone maps many unlike pictures close to its training
+features, and this check does not depend on it.
 
 Each threshold is a stated percentile of the validation split's scores (default the 99th), so
 about 1-2% of fresh in-domain slices are flagged by design. The arrays (mean, k components, k + 1
