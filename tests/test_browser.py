@@ -7,11 +7,13 @@ through `executable_path`: no browser download. The screenshot goes to docs/scre
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
+import _pictures
 import pytest
-from test_app import IDENTITY, ROOT, identified_dicom, real_like, server  # noqa: F401
+from test_app import IDENTITY, ROOT, SHIPPED, identified_dicom, real_like, server  # noqa: F401
 from test_dicom import _gdcm
 from test_predictor import bad_files, write_dicom  # noqa: F401
 from test_sources import enhanced_ct, phantom_volume, write_nifti
@@ -94,3 +96,54 @@ def test_out_of_domain_upload_is_withheld_then_revealed_on_request(server, page,
   page.locator("#reveal input[type=checkbox]").check()
   page.locator("#message", has_text="unreliable").wait_for(timeout=RESULT_TIMEOUT_MS)
   page.locator("#hemorrhage", has_text="%").wait_for(timeout=RESULT_TIMEOUT_MS)
+
+
+@pytest.fixture(scope="module")
+def three_cases(tmp_path_factory) -> dict[str, Path]:
+  """Fresh phantom DICOM slices the shipped model judges (status ok): the most likely bleed,
+  the least likely, and the one just over its hemorrhage threshold (the smallest margin)."""
+  from ichflax.serving import predictor as predictor_lib
+  from ichflax.trust import verdict
+  out = tmp_path_factory.mktemp("cases")
+  paths = [write_dicom(out / f"case_{i:02d}.dcm", hu, i) for i, hu in
+           enumerate(_pictures.phantom_hu(seed=77, subjects=5, levels=5, size=256))]
+  p = predictor_lib.Predictor.from_checkpoint(SHIPPED)
+  t = p.thresholds["any"]
+  judged = [(r.probabilities["any"], path) for r, path in zip(p.predict(paths, gradcam_on=False),
+                                                             paths) if r.status == verdict.OK]
+  over = [j for j in judged if j[0] >= t]
+  assert over and len(over) < len(judged), (t, judged)  # both answers among them
+  return {"positive": max(judged)[1], "negative": min(judged)[1], "just over": min(over)[1]}
+
+
+PANEL_LINE = re.compile(r"^(hemorrhage|[a-z]+): P (\d\.\d\d) (≥|<) (?:threshold )?(\d\.\d\d)$")
+
+
+def _panel(text: str) -> dict[str, tuple[float, bool]]:
+  """{output: (probability, over its threshold)} from a panel's lines."""
+  out = {}
+  for line in text.splitlines():
+    m = PANEL_LINE.match(line.strip())
+    if m:
+      out[m[1]] = (float(m[2]), m[3] == "≥")
+  return out
+
+
+@pytest.mark.parametrize("case", ["positive", "negative", "just over"])
+def test_headline_and_panels_give_one_answer(server, page, three_cases, case):
+  """What the headline says is what the bars say: hemorrhage when its bar is over its
+  threshold, every subtype whose bar is over named, the same probability in both."""
+  page.goto(server.url)
+  page.locator("#upload input[type=file]").set_input_files(str(three_cases[case]))
+  page.locator("#message", has_text="Latency").wait_for(timeout=RESULT_TIMEOUT_MS)
+  headline = page.locator("#message").inner_text().splitlines()[0]
+  bleed = _panel(page.locator("#hemorrhage").inner_text())
+  subtypes = _panel(page.locator("#subtypes").inner_text())
+  (p, over), = bleed.values()
+  assert f"hemorrhage probability {p:.2f}" in headline, (headline, bleed)
+  label = re.match(r"^(.+?) — hemorrhage probability", headline)[1]
+  if not over:
+    assert label == "no hemorrhage", (case, headline, bleed)
+    return
+  named = {k for k, (_, o) in subtypes.items() if o}
+  assert set(label.split(" + ")) == (named or {"hemorrhage"}), (case, headline, subtypes)
