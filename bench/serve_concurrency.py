@@ -50,11 +50,13 @@ def make_files(root: Path) -> list[tuple[Path, int]]:
   return [(slice_(1), 1), (slice_(2), 1), (series, SERIES_SLICES)]
 
 
-def start(analyses: int, root: Path) -> tuple[subprocess.Popen, str]:
+def start(analyses: int, root: Path, **env_extra: str) -> tuple[subprocess.Popen, str]:
+  """`python app.py` on a free loopback port with the shipped weights, once it serves."""
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
-  env = dict(os.environ, GRADIO_TEMP_DIR=str(root / "uploads"), GRADIO_ANALYTICS_ENABLED="False")
+  env = dict(os.environ, GRADIO_TEMP_DIR=str(root / "uploads"), GRADIO_ANALYTICS_ENABLED="False",
+             **env_extra)
   env.pop("SPACE_ID", None)
   proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--analyses",
                            str(analyses), "--checkpoint", str(common.ROOT / "checkpoints" /

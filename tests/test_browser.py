@@ -11,12 +11,13 @@ import re
 import shutil
 from pathlib import Path
 
-import _pictures
 import pytest
 from test_app import IDENTITY, ROOT, SHIPPED, identified_dicom, real_like, server  # noqa: F401
 from test_dicom import _gdcm
 from test_predictor import bad_files, write_dicom  # noqa: F401
 from test_sources import enhanced_ct, phantom_volume, write_nifti
+
+from bench import pictures
 
 playwright = pytest.importorskip("playwright.sync_api")
 
@@ -106,7 +107,7 @@ def three_cases(tmp_path_factory) -> dict[str, Path]:
   from ichflax.trust import verdict
   out = tmp_path_factory.mktemp("cases")
   paths = [write_dicom(out / f"case_{i:02d}.dcm", hu, i) for i, hu in
-           enumerate(_pictures.phantom_hu(seed=77, subjects=5, levels=5, size=256))]
+           enumerate(pictures.phantom_hu(seed=77, subjects=5, levels=5, size=256))]
   p = predictor_lib.Predictor.from_checkpoint(SHIPPED)
   t = p.thresholds["any"]
   judged = [(r.probabilities["any"], path) for r, path in zip(p.predict(paths, gradcam_on=False),

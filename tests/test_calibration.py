@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import _pictures
 import numpy as np
 import pytest
 from scipy import ndimage
 
+from bench import pictures
 from ichflax.data import image, inputs, phantom
 from ichflax.trust import calibration, domain, scope
 
@@ -112,15 +112,14 @@ def test_picture_shapes_pass_fresh_exports_and_flag_two_slices_side_by_side():
   def shapes(pictures):
     return domain.picture_statistics(np.stack(
         [image.picture_to_model(p, image.THREE_WINDOWS, 128) for p in pictures]))
-  train = domain.picture_statistics(stored(_pictures.phantom_hu(1, 20, 8, 160)))
-  val = domain.picture_statistics(stored(_pictures.phantom_hu(2, 6, 8, 160)))
+  train = domain.picture_statistics(stored(pictures.phantom_hu(1, 20, 8, 160)))
+  val = domain.picture_statistics(stored(pictures.phantom_hu(2, 6, 8, 160)))
   model = domain.Neighbours.fit(train).calibrated(val, domain.PERCENTILE)
-  fresh = _pictures.phantom_hu(3, 3, 8, 192)
+  fresh = pictures.phantom_hu(3, 3, 8, 192)
   for name in ("brain window", "three windows RGB", "JPEG q20", "double size"):
-    far = model.far(shapes([_pictures.exports(hu)[name] for hu in fresh]))
+    far = model.far(shapes([pictures.exports(hu)[name] for hu in fresh]))
     assert np.mean(far > 1) <= 0.1, (name, far)
-  two_up = [np.concatenate([image.window(hu, *image.WINDOWS["brain"])] * 2, 1)
-            for hu in fresh[2:8]]
+  two_up = [pictures.side_by_side(hu) for hu in fresh[2:8]]
   assert all(scope.check(inputs.load_slice(p)) is None for p in two_up)
   assert np.all(model.far(shapes(two_up)) > 1)
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import _pictures
 import numpy as np
 import pydicom
 import pytest
 from test_predictor import write_dicom
 
+from bench import pictures
 from ichflax.data import image, inputs, phantom
 from ichflax.trust import scope
 
@@ -91,18 +91,18 @@ def test_not_a_head_slice_out_of_scope(name, image, expected):
 
 @pytest.fixture(scope="module")
 def anatomy_slices():
-  return _pictures.phantom_hu(seed=41, subjects=3, levels=6, size=192)
+  return pictures.phantom_hu(seed=41, subjects=3, levels=6, size=192)
 
 
 def test_pictures_of_phantom_slices_pass_in_any_window_size_or_compression(anatomy_slices):
   """Every export of fresh anatomy-phantom slices, skull base to near the vertex, is in scope."""
   for i, hu in enumerate(anatomy_slices):
-    for name, picture in _pictures.exports(hu).items():
+    for name, picture in pictures.exports(hu).items():
       assert scope.check(inputs.load_slice(picture, name)) is None, (i, name)
 
 
 def test_pictures_that_are_not_ct_slices_are_refused_with_why(anatomy_slices):
-  for name, (picture, expected) in _pictures.not_ct(anatomy_slices[8]).items():
+  for name, (picture, expected) in pictures.not_ct(anatomy_slices[8]).items():
     reason = scope.check(inputs.load_slice(picture, name))
     assert reason is not None and expected in reason, (name, reason)
 

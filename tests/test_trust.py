@@ -9,11 +9,11 @@ import json
 import shutil
 from pathlib import Path
 
-import _pictures
 import numpy as np
 import pytest
 from test_predictor import predictor, tiny_checkpoint, write_dicom  # noqa: F401
 
+from bench import pictures
 from ichflax import checkpoint
 from ichflax.data import image, phantom
 from ichflax.serving import cli as predict
@@ -94,9 +94,9 @@ def test_a_picture_is_judged_on_its_shape_as_well_as_its_features(predictor):
   refuse it (the feature check is switched off here: its threshold no input reaches)."""
   shape_only = predictor_lib.Predictor(predictor.models, domains=[
       dataclasses.replace(d, threshold=1e12) for d in predictor.domains])
-  hu = _pictures.phantom_hu(seed=8, subjects=1, levels=3, size=128)[1]
+  hu = pictures.phantom_hu(seed=8, subjects=1, levels=3, size=128)[1]
   brain = image.window(hu, *image.WINDOWS["brain"])
-  one, two = shape_only.predict([brain, np.concatenate([brain, brain], 1)])
+  one, two = shape_only.predict([brain, pictures.side_by_side(hu)])
   assert one.status == verdict.OK, one.reason
   assert two.status == verdict.OUT_OF_DOMAIN and "its shape" in two.reason, two.reason
 

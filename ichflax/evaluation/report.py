@@ -135,10 +135,10 @@ def calibration_section(c: dict) -> list[str]:
     if "test_pictures_flagged" in dom:
       shown += f", test {fmt(dom['test_pictures_flagged'])}"
     out += ["", "PNG/JPG pictures are judged by the features and, instead of the image "
-            "statistics, a Gaussian of their window-free shape (head fraction, air along the "
-            "edge, largest part, skull ring, fill of the outline; "
-            f"threshold {fmt(dom['picture_threshold'])}). The same slices as brain-window "
-            f"pictures, fraction flagged: {shown}."]
+            "statistics, by the distance to their nearest training slices in window-free shape "
+            "statistics (head fraction, air along the edge, largest part, skull ring, fill of "
+            f"the outline, tissue inside the skull; threshold {fmt(dom['picture_threshold'])}). "
+            f"The same slices as brain-window pictures, fraction flagged: {shown}."]
   if c.get("risk_coverage"):
     out += ["", "Risk-coverage on validation: withholding the slices farthest from the training "
             "domain (by the larger of the two scores). `--domain-percentile P` withholds "

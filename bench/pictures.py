@@ -91,6 +91,12 @@ def not_ct(hu: np.ndarray) -> dict[str, tuple[np.ndarray, str]]:
   }
 
 
+def side_by_side(hu: np.ndarray) -> np.ndarray:
+  """Two brain-window copies of a slice side by side, as a viewer's 2-up export."""
+  brain = image.window(hu, *image.WINDOWS["brain"])
+  return np.concatenate([brain, brain], 1)
+
+
 def _chart() -> np.ndarray:
   """A bar chart, black on white."""
   chart = Image.new("L", (400, 300), 255)
