@@ -233,7 +233,7 @@ class Predictor:
     percentile = self.domains[0].percentile
     what = ("its backbone features lie" if features >= image else
             "its shape (head size in the field, air along the edge, one main part, the skull "
-            "ring, the outline's fill) lies" if picture else
+            "ring, the outline's fill, tissue inside the skull) lies" if picture else
             "its image statistics (head size in the field of view, bone, tissue brightness, "
             "contrast and texture) lie")
     return (f"this input is unlike the model's training data ({self.trained_on()}): {what} "

@@ -32,7 +32,7 @@ BATCH = 32
 def outputs(model: nnx.Module, spec: ModelSpec, split, batch_size: int = BATCH
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
   """(logits (N, k), pooled features (N, 2048), image statistics (N, 6), picture statistics
-  (N, 5), targets (N, k)) over one split, in eval mode.
+  (N, 6), targets (N, k)) over one split, in eval mode.
 
   `split` has `source` and `indices` (`ichflax.data.splits.Split`); the model runs through the
   Predictor's own compiled program (`ichflax.models.inference`), so the statistics are those of

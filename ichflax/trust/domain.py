@@ -29,9 +29,10 @@ features, and this check does not depend on it.
 
 Each threshold is a stated percentile of the validation split's scores (default the 99th), so
 about 1-2% of fresh in-domain slices are flagged by design. The arrays (mean, k components, k + 1
-variances: about 1 MB at k = 128; the image statistics' mean and precision) go in the checkpoint
-item `domain/`; the thresholds and percentile in the spec. A checkpoint calibrated before the
-picture statistics existed judges pictures on their features alone.
+variances: about 1 MB at k = 128; the image statistics' mean and precision; up to 2,000 picture
+shape rows, ~100 KB) go in the checkpoint item `domain/`; the thresholds and percentile in the
+spec. A checkpoint calibrated before the picture statistics existed judges pictures on their
+features alone.
 """
 
 from __future__ import annotations
@@ -80,10 +81,26 @@ def picture_statistics(images: np.ndarray) -> np.ndarray:
   return np.array([scope.picture_shape(im[..., 0]).statistics() for im in images], np.float64)
 
 
+class _Thresholded:
+  """A score of a few statistics and the threshold above which an input is too far."""
+
+  threshold: float | None
+
+  def score(self, stats: np.ndarray) -> np.ndarray:
+    raise NotImplementedError
+
+  def far(self, stats: np.ndarray) -> np.ndarray:
+    """(N,) score over the threshold: > 1 is too far."""
+    return self.score(stats) / self.threshold
+
+  def calibrated(self, stats: np.ndarray, percentile: float):
+    """The same model with its threshold at `percentile` of the validation rows' scores."""
+    return dataclasses.replace(self, threshold=float(np.percentile(self.score(stats), percentile)))
+
+
 @dataclasses.dataclass(frozen=True)
-class Gaussian:
-  """A full-covariance Gaussian of a few statistics, shrunk towards its diagonal, and the score
-  above which an input is too far from it."""
+class Gaussian(_Thresholded):
+  """A full-covariance Gaussian of a few statistics, shrunk towards its diagonal."""
 
   mean: np.ndarray  # (S,)
   precision: np.ndarray  # (S, S) inverse of the shrunk covariance
@@ -102,16 +119,9 @@ class Gaussian:
     c = np.asarray(stats, np.float64) - self.mean
     return np.einsum("ni,ij,nj->n", c, self.precision, c) / c.shape[1]
 
-  def far(self, stats: np.ndarray) -> np.ndarray:
-    """(N,) score over the threshold: > 1 is too far."""
-    return self.score(stats) / self.threshold
-
-  def calibrated(self, stats: np.ndarray, percentile: float) -> Gaussian:
-    return dataclasses.replace(self, threshold=float(np.percentile(self.score(stats), percentile)))
-
 
 @dataclasses.dataclass(frozen=True)
-class Neighbours:
+class Neighbours(_Thresholded):
   """Distance to the training rows' nearest neighbours, for statistics whose training
   distribution has several modes (a picture's shape differs at the vertex, mid-brain and skull
   base: one Gaussian would be as wide as all three and pass what lies between them)."""
@@ -121,7 +131,7 @@ class Neighbours:
   threshold: float | None = None
 
   K = 5
-  MAX_POINTS = 2000  # a stride of the training rows: ~50 KB in the checkpoint
+  MAX_POINTS = 2000  # a stride of the training rows: ~100 KB in the checkpoint
 
   @classmethod
   def fit(cls, stats: np.ndarray) -> Neighbours:
@@ -140,14 +150,11 @@ class Neighbours:
     k = min(self.K, len(self.points)) - 1
     return np.partition(d, k, axis=1)[:, k]
 
-  far = Gaussian.far
-  calibrated = Gaussian.calibrated
-
 
 @dataclasses.dataclass(frozen=True)
 class DomainModel:
-  """Low-rank + isotropic Gaussian of training features, the Gaussians of the training images'
-  statistics (`image`) and picture shapes (`picture`), and the out-of-domain thresholds."""
+  """Low-rank + isotropic Gaussian of training features, the Gaussian of the training images'
+  statistics (`image`), the nearest training picture shapes (`picture`), and the thresholds."""
 
   mean: np.ndarray  # (D,)
   components: np.ndarray  # (D, k), orthonormal columns
@@ -217,8 +224,9 @@ class DomainModel:
 
 def fit(features: np.ndarray, stats: np.ndarray, pictures: np.ndarray,
         components: int = COMPONENTS) -> DomainModel:
-  """Probabilistic PCA of (N, D) training features (maximum likelihood), and the Gaussians of
-  the training images' statistics (`image_statistics` rows) and shapes (`picture_statistics`)."""
+  """Probabilistic PCA of (N, D) training features (maximum likelihood), the Gaussian of the
+  training images' statistics (`image_statistics` rows) and their shapes' neighbours
+  (`picture_statistics` rows)."""
   x = np.asarray(features, np.float64)
   n, d = x.shape
   if n < 3:
