@@ -13,16 +13,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import sys
 import tempfile
 import time
 import zipfile
 from pathlib import Path
 
-import common  # sets sys.path for ichflax
 import numpy as np
-from serve_concurrency import rss_mb, start
 
+if __package__ in (None, ""):
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench import common
+from bench.serve_concurrency import rss_mb, start
 from ichflax.data import ct_writer, items, phantom
 
 

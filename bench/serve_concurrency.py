@@ -26,9 +26,11 @@ import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import common  # sets sys.path for ichflax
 import numpy as np
 
+if __package__ in (None, ""):
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench import common
 from ichflax.data import ct_writer, items, phantom
 
 SERIES_SLICES = 20

@@ -161,6 +161,8 @@ class Demo:
       return self._analyze(items, problems, notify, reveal)
     except Exception as e:  # noqa: BLE001
       return _unexpected(e)
+    finally:  # the analysis' decoded slices and batches are freed: give their pages back
+      held.return_memory()
 
   def example(self, name: str, reveal: bool = False) -> Result:
     """Example click: a phantom file from demo/examples (never deleted)."""
