@@ -21,6 +21,7 @@ from typing import Any
 
 from ichflax import tasks
 from ichflax.data.rsna import ALIASES, PROTOCOLS
+from ichflax.spec import BACKBONES
 
 log = logging.getLogger("ichflax.config")
 
@@ -113,8 +114,12 @@ class TrainConfig:
                                resume=True)
   recipe: str = option("paper", "paper: only BatchNorm + head train; full: every parameter",
                        choices=RECIPES, sweep=True, resume=True)
-  variant: str = option("keras", "backbone variant when no --weights give it",
-                        choices=VARIANTS, sweep=True, resume=True)
+  backbone: str = option("resnet50", "the backbone when no --weights give it: resnet50 (the "
+                         "paper's), efficientnet_b0 (10x cheaper) or convnext_tiny",
+                         choices=tuple(BACKBONES), sweep=True, resume=True)
+  variant: str = option("keras", "ResNet50's weight layout when no --weights give it (the "
+                        "other backbones come in torchvision's)", choices=VARIANTS, sweep=True,
+                        resume=True)
   epochs: int = option(20, "epochs to train", low=1, sweep=True)
   batch_size: int | None = option(None, "training batch (default: the task's paper preset)",
                                   low=1, sweep=True, resume=True)
@@ -197,6 +202,11 @@ class TrainConfig:
   @property
   def resolved_batch_size(self) -> int:
     return self.batch_size or tasks.get_task(self.task).default_batch_size
+
+  @property
+  def resolved_variant(self) -> str:
+    """The weight layout (and ImageNet normalisation) of the backbone asked for."""
+    return self.variant if self.backbone == "resnet50" else "torchvision"
 
   @property
   def resolved_dropout(self) -> float:
@@ -394,7 +404,7 @@ def validate(cfg: TrainConfig, *, num_devices: int = 1) -> None:
   for dotted, _, f in _walk():
     _check_field(dotted.replace("_", " ").replace(".", " "), get(cfg, dotted), _option(f))
   _check(cfg.image_size >= MIN_IMAGE_SIZE and cfg.image_size % 32 == 0,
-         f"image size {cfg.image_size} does not suit ResNet50 (it downsamples by 32): use a "
+         f"image size {cfg.image_size} does not suit the backbones (they downsample by 32): use a "
          f"multiple of 32 that is at least {MIN_IMAGE_SIZE}, e.g. 64 or 224")
   low, high = cfg.augment.zoom_low, cfg.augment.zoom_high
   _check(low is None or high is None or low <= high,

@@ -16,8 +16,16 @@ Window = tuple[float, float]  # (center, width) in HU
 # "backbone": the variant's own ImageNet normalisation; "rescale": x / 255 only, as the paper's
 # code fed its ImageNet ResNet50 (models.preprocess.normalize).
 NORMALIZATIONS = ("backbone", "rescale")
+# Backbones by name (`ichflax.models.backbones` builds them), as people read them.
+BACKBONES = {"resnet50": "ResNet50", "efficientnet_b0": "EfficientNet-B0",
+             "convnext_tiny": "ConvNeXt-Tiny"}
 # Stored image -> model size: "antialiased" bilinear, or "nearest" (Keras load_img's PIL default).
 RESIZES = ("antialiased", "nearest")
+
+
+def backbone_named(arch: str, variant: str) -> str:
+  """How reports, cards and the page name a backbone."""
+  return f"ResNet50 {variant}" if arch == "resnet50" else BACKBONES[arch]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,7 +34,7 @@ class ModelSpec:
 
   task: str
   class_names: tuple[str, ...]
-  variant: str  # ResNet50 weight layout: "keras" (v1) or "torchvision" (v1.5)
+  variant: str  # weight layout: ResNet50 "keras" (v1) or "torchvision" (v1.5); others torchvision
   image_size: int  # model input side, pixels
   stored_size: int  # side of the stored uint8 slice the model input is resized from
   windows: tuple[Window, ...]  # CT windows, one per stored channel
@@ -36,6 +44,7 @@ class ModelSpec:
   normalization: str = "backbone"
   stored_dtype: str = "float32"  # parameters as saved (exports may be bfloat16)
   resize: str = "antialiased"  # stored -> model size (RESIZES)
+  backbone: str = "resnet50"  # models.BACKBONES; checkpoints before there were others: ResNet50
   # Fitted on the validation split after training (`ichflax.calibrate`); empty/None before, and
   # then probabilities are served as the logits give them and the verdict uses 0.5.
   temperatures: tuple[float, ...] = ()  # one per output: served logits are divided by it
@@ -51,6 +60,8 @@ class ModelSpec:
     if self.normalization not in NORMALIZATIONS:
       raise ValueError(f"unknown normalisation {self.normalization!r}: choose one of "
                        f"{', '.join(NORMALIZATIONS)}")
+    if self.backbone not in BACKBONES:
+      raise ValueError(f"unknown backbone {self.backbone!r}: choose one of {', '.join(BACKBONES)}")
     if self.resize not in RESIZES:
       raise ValueError(f"unknown resize {self.resize!r}: choose one of {', '.join(RESIZES)}")
     object.__setattr__(self, "class_names", tuple(self.class_names))
@@ -94,8 +105,12 @@ class ModelSpec:
 
   def describe(self) -> str:
     """One line for people: what it predicts, on which backbone, trained on what."""
-    return (f"{self.task} model ({', '.join(self.outputs)}), ResNet50 {self.variant} at "
+    return (f"{self.task} model ({', '.join(self.outputs)}), {self.backbone_named()} at "
             f"{self.image_size} px, trained on {self.data or 'unrecorded data'}")
+
+  def backbone_named(self) -> str:
+    """'ResNet50 keras', 'EfficientNet-B0': ResNet50 names its weight layout too."""
+    return backbone_named(self.backbone, self.variant)
 
   def to_json(self) -> dict[str, Any]:
     return dataclasses.asdict(self)

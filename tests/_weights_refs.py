@@ -60,26 +60,37 @@ def keras_reference(h5_path, seed: int = 0) -> dict[str, np.ndarray]:
   return outputs
 
 
-def torch_reference(pth_path, safetensors_path, seed: int = 0) -> dict[str, np.ndarray]:
-  """Save a random torchvision ResNet50 as .pth and .safetensors; return NHWC outputs per size."""
+def torch_reference(pth_path, safetensors_path, seed: int = 0,
+                    arch: str = "resnet50") -> dict[str, np.ndarray]:
+  """Save a random torchvision `arch` as .pth and .safetensors; return NHWC features per size.
+
+  Besides BatchNorm, biases, LayerNorm affines and ConvNeXt's layer scale are randomised: at
+  their initial 0 / 1 / 1e-6 a swapped or missed tensor would not show in the output.
+  """
   import safetensors.torch
   import torch
   import torchvision
 
   torch.manual_seed(seed)
-  model = torchvision.models.resnet50(weights=None)
+  model = getattr(torchvision.models, arch)(weights=None)
   with torch.no_grad():
     for m in model.modules():
-      if isinstance(m, torch.nn.BatchNorm2d):
+      if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.LayerNorm)):
         m.weight.uniform_(0.5, 1.5)
         m.bias.normal_(0, 0.1)
+      if isinstance(m, torch.nn.BatchNorm2d):
         m.running_mean.normal_(0, 0.1)
         m.running_var.uniform_(0.5, 2.0)
+      elif isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) and m.bias is not None:
+        m.bias.normal_(0, 0.05)
+      if hasattr(m, "layer_scale"):
+        m.layer_scale.uniform_(0.5, 1.5)
   model.eval()
   state = model.state_dict()
   torch.save(state, pth_path)
   safetensors.torch.save_file({k: v.contiguous() for k, v in state.items()}, safetensors_path)
-  features = torch.nn.Sequential(*list(model.children())[:-2])  # drop avgpool and fc
+  features = (torch.nn.Sequential(*list(model.children())[:-2])  # drop avgpool and fc
+              if arch == "resnet50" else model.features)
   outputs = {"params": sum(p.numel() for p in features.parameters())}
   with torch.no_grad():
     for k, x in inputs(seed).items():

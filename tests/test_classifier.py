@@ -99,7 +99,7 @@ def test_paper_recipe_step_changes_only_batchnorm_and_head(backbone):
 
 
 def test_bad_arguments_are_refused(backbone):
-  with pytest.raises(ValueError, match="'keras' variant but 'torchvision'"):
+  with pytest.raises(ValueError, match="'keras' resnet50 but 'torchvision' resnet50"):
     build_classifier("binary", "torchvision", rngs=nnx.Rngs(0), backbone=backbone)
   with pytest.raises(ValueError, match="dropout must be in"):
     Classifier(backbone, 1, 1.5, rngs=nnx.Rngs(0))

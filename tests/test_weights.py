@@ -1,4 +1,5 @@
-"""Conversion parity against the real Keras and torchvision ResNet50s, and refusals."""
+"""Conversion parity against the real Keras and torchvision backbones (ResNet50s,
+EfficientNet-B0, ConvNeXt-Tiny) on random weights, and refusals."""
 
 import shutil
 import sys
@@ -16,8 +17,11 @@ from ichflax.weights.__main__ import main
 
 # max |diff| / max |ref| in float32, about 2x the largest measured on the 2-core dev box
 # (docs/weights.md and 2026-11-27): Keras 6.6e-7 / 8.8e-7 at 1x224x224 (4.2e-7 at 2x64x64),
-# torchvision 3.1e-6 / 2.5e-6 at 1x224x224 (1.9e-6 at 2x64x64). Was 1e-4 for both.
-TOLERANCE = {"keras": 2e-6, "torchvision": 5e-6}
+# torchvision 3.1e-6 / 2.5e-6 at 1x224x224 (1.9e-6 at 2x64x64). Was 1e-4 for both. The other
+# torchvision backbones measured 4.7e-7 (EfficientNet-B0) and 1.2e-6 (ConvNeXt-Tiny) at 224,
+# 8.9e-7 / 1.2e-6 at 2x64x64 (2026-12-04): the issue's bound, 1e-5, holds them with room.
+TOLERANCE = {"keras": 2e-6, "torchvision": 5e-6, "efficientnet_b0": 1e-5, "convnext_tiny": 1e-5}
+NEW_ARCHS = ("efficientnet_b0", "convnext_tiny")
 _forward = nnx.jit(lambda model, x: model(x))  # one compile per variant and shape, shared
 
 
@@ -32,6 +36,14 @@ def torch_ref(tmp_path_factory):
   d = tmp_path_factory.mktemp("torch")
   pth, st = d / "resnet50.pth", d / "resnet50.safetensors"
   return pth, st, refs.torch_reference(pth, st)
+
+
+@pytest.fixture(scope="module", params=NEW_ARCHS)
+def other_ref(request, tmp_path_factory):
+  """A random torchvision EfficientNet-B0 / ConvNeXt-Tiny saved as .pth and .safetensors."""
+  d = tmp_path_factory.mktemp(request.param)
+  pth, st = d / f"{request.param}.pth", d / f"{request.param}.safetensors"
+  return request.param, pth, st, refs.torch_reference(pth, st, arch=request.param)
 
 
 def _features(ckpt) -> dict[str, np.ndarray]:
@@ -56,7 +68,7 @@ def test_keras_h5_parity_via_cli(keras_ref, tmp_path, capsys):
   h5, ref = keras_ref
   out = tmp_path / "keras_backbone"
   assert main(["convert", str(h5), "--out", str(out)]) == 0
-  assert "keras ResNet50" in capsys.readouterr().out
+  assert "ResNet50 keras" in capsys.readouterr().out
   info = read_metadata(out)
   assert info.variant == "keras" and info.source_format == "keras-h5"
   assert info.source_file == h5.name and len(info.source_sha256) == 64
@@ -90,6 +102,33 @@ def test_torchvision_parity(torch_ref, tmp_path, fmt, capsys):
   assert info.source_format == {"pth": "torch-pth", "safetensors": "safetensors"}[fmt]
   with capsys.disabled():
     _check_parity(f"torchvision ({fmt})", _features(out), ref)
+
+
+def test_other_backbones_parity_via_cli(other_ref, tmp_path, capsys):
+  """The architecture is recognised from the .pth's names; features equal `model.features`."""
+  arch, pth, _, ref = other_ref
+  assert main(["convert", str(pth), "--out", str(tmp_path / "ckpt")]) == 0
+  assert arch in capsys.readouterr().out
+  info = read_metadata(tmp_path / "ckpt")
+  assert (info.arch, info.variant, info.source_format) == (arch, "torchvision", "torch-pth")
+  with capsys.disabled():
+    _check_parity(arch, _features(tmp_path / "ckpt"), ref)
+
+
+def test_other_backbones_refuse_what_does_not_fit(other_ref, tmp_path):
+  from safetensors.numpy import load_file, save_file
+  arch, _, st, _ = other_ref
+  state = load_file(st)
+  layer = "features.3.0.block.1.1" if arch == "efficientnet_b0" else "features.3.1.block.2"
+  save_file({k: v for k, v in state.items() if not k.startswith(layer + ".")},
+            tmp_path / "missing.safetensors")
+  _assert_refused(tmp_path / "missing.safetensors", tmp_path / "a", f"'{layer}' is missing")
+  other = NEW_ARCHS[1 - NEW_ARCHS.index(arch)]
+  with pytest.raises(ConversionError, match="'features.0.0' holds tensors"):
+    convert(st, tmp_path / "b", arch=other)  # asked for as the other architecture
+  with pytest.raises(ConversionError, match="unknown backbone 'densenet'"):
+    convert(st, tmp_path / "c", arch="densenet")
+  assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
 
 
 def test_load_backbone_compute_dtype(torch_ref, tmp_path):

@@ -31,8 +31,9 @@ def render(spec: ModelSpec, config: TrainConfig, progress: Progress) -> str:
   split, measured = _measured(progress)
   data = spec.data_named()
   meta = hf.ModelCardData(
-      license=LICENSE, tags=[*TAGS, spec.task, f"resnet50-{spec.variant}"],
-      pipeline_tag="image-classification", model_name=f"ichflax {spec.task} ResNet50",
+      license=LICENSE, tags=[*TAGS, spec.task, _backbone_tag(spec)],
+      pipeline_tag="image-classification",
+      model_name=f"ichflax {spec.task} {spec.backbone_named().split()[0]}",
       eval_results=[
           hf.EvalResult(task_type="image-classification", task_name=f"ICH {spec.task}",
                         dataset_type="ichflax", dataset_name=data, dataset_split=split,
@@ -110,10 +111,15 @@ def _metrics_section(split: str, measured: dict, data: str) -> list[str]:
   return [*lines, ""]
 
 
+def _backbone_tag(spec: ModelSpec) -> str:
+  """'resnet50-keras' as before other backbones existed; otherwise the backbone's own name."""
+  return f"resnet50-{spec.variant}" if spec.backbone == "resnet50" else spec.backbone
+
+
 def _training_section(spec: ModelSpec, config: TrainConfig, progress: Progress) -> list[str]:
   base = ("random initialisation (no ImageNet weights): every parameter trained"
           if config.weights is None else
-          f"ImageNet ResNet50 ({spec.variant} variant) converted with `python -m ichflax.weights "
+          f"ImageNet {spec.backbone_named()} converted with `python -m ichflax.weights "
           f"convert` from `{Path(config.weights).name}`")
   lines = ["## How it was trained", "",
            f"- Base model: {base}; recipe `{spec.recipe}` (paper: BatchNorm + head trained; "

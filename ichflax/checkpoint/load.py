@@ -67,7 +67,7 @@ def load_inference(path: str | Path, dtype=jnp.float32) -> tuple[nnx.Module, Mod
 def restore_model(step_dir: Path, spec: ModelSpec, dtype=jnp.float32) -> nnx.Module:
   """The checkpoint's Classifier, built abstractly so no random initialisation is wasted."""
   abstract = nnx.eval_shape(lambda: models.build_classifier(
-      spec.task, spec.variant, spec.dropout, rngs=nnx.Rngs(0), dtype=dtype))
+      spec.task, spec.variant, spec.dropout, rngs=nnx.Rngs(0), dtype=dtype, arch=spec.backbone))
   def f32(tree):
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, jnp.float32), tree)
   if layout.is_lean(step_dir):

@@ -9,22 +9,26 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ichflax import tasks
+from ichflax.models import backbones
 from ichflax.models.head import Head
-from ichflax.models.resnet import BN_PREFIX, FEATURES, ResNet50
 
 
 class Classifier(nnx.Module):
   """`model(x)` -> logits; `model.head(model.backbone(x))` is the same, split for Grad-CAM."""
 
-  def __init__(self, backbone: ResNet50, num_outputs: int, dropout: float, *, rngs: nnx.Rngs,
+  def __init__(self, backbone: nnx.Module, num_outputs: int, dropout: float, *, rngs: nnx.Rngs,
                head_width: int = 256, head_init: str = "lecun"):
     self.backbone = backbone
-    self.head = Head(FEATURES, num_outputs, dropout, rngs=rngs, width=head_width,
+    self.head = Head(backbone.features, num_outputs, dropout, rngs=rngs, width=head_width,
                      kernel_init=head_init)
 
   @property
   def variant(self) -> str:
     return self.backbone.variant
+
+  @property
+  def arch(self) -> str:
+    return self.backbone.arch
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return self.head(self.backbone(x))
@@ -32,10 +36,11 @@ class Classifier(nnx.Module):
 
 def build_classifier(task_name: str, variant: str, dropout: float | None = None, *,
                      rngs: nnx.Rngs, dtype=jnp.float32,
-                     backbone: ResNet50 | None = None,
+                     backbone: nnx.Module | None = None,
+                     arch: str = backbones.DEFAULT,
                      zero_init_residual: bool = False,
                      head_init: str = "lecun") -> Classifier:
-  """A classifier for a task; dropout None takes the task's paper preset.
+  """A classifier for a task on the `arch` backbone; dropout None takes the task's paper preset.
 
   Pass `backbone` (e.g. from `ichflax.weights.load_backbone`) to start from ImageNet weights;
   otherwise the backbone is randomly initialised (`zero_init_residual`: see ResNet50).
@@ -43,29 +48,31 @@ def build_classifier(task_name: str, variant: str, dropout: float | None = None,
   """
   task = tasks.get_task(task_name)
   if backbone is None:
-    backbone = ResNet50(variant, rngs=rngs, dtype=dtype, zero_init_residual=zero_init_residual)
-  elif backbone.variant != variant:
-    raise ValueError(f"backbone is the {backbone.variant!r} variant but {variant!r} was asked "
-                     "for: pass the variant the backbone was converted from")
+    backbone = backbones.build(arch, variant, rngs=rngs, dtype=dtype,
+                               zero_init_residual=zero_init_residual)
+  elif (backbone.arch, backbone.variant) != (arch, variant):
+    raise ValueError(f"backbone is the {backbone.variant!r} {backbone.arch} but {variant!r} "
+                     f"{arch} was asked for: pass what the backbone was converted from")
   p = task.default_dropout if dropout is None else dropout
   return Classifier(backbone, task.num_outputs, p, rngs=rngs, head_init=head_init)
 
 
-def _is_backbone_bn(path: tuple, _) -> bool:
+def _is_backbone_norm(path: tuple, _) -> bool:
   return (len(path) > 0 and path[0] == "backbone"
-          and any(isinstance(k, str) and k.startswith(BN_PREFIX) for k in path))
+          and any(isinstance(k, str) and k.startswith(backbones.NORM_PREFIXES) for k in path))
 
 
 def trainable_filter(recipe: Literal["paper", "full"]) -> nnx.filterlib.Filter:
   """nnx filter of the parameters a recipe trains.
 
-  "paper": the paper froze every backbone layer except BatchNorm, so every backbone BatchNorm
-  scale/bias plus the whole head; "full": every parameter.
+  "paper": the paper froze every backbone layer except BatchNorm, so every backbone
+  normalisation layer's scale/bias (BatchNorm, or LayerNorm in ConvNeXt) plus the whole head;
+  "full": every parameter.
   """
   if recipe == "full":
     return nnx.Param
   if recipe == "paper":
-    return nnx.All(nnx.Param, nnx.Any(nnx.PathContains("head"), _is_backbone_bn))
+    return nnx.All(nnx.Param, nnx.Any(nnx.PathContains("head"), _is_backbone_norm))
   raise ValueError(f"unknown training recipe {recipe!r}: choose 'paper' or 'full'")
 
 

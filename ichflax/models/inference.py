@@ -25,7 +25,7 @@ def logits_and_cam(model, x: jax.Array, class_index: jax.Array, *,
                    with_features: bool = False) -> tuple[jax.Array, ...]:
   """Logits (N, k) and Grad-CAM maps (N, h, w) in [0, 1] on the feature-map grid (traceable).
 
-  `with_features`: also the backbone's feature map (N, h, w, 2048), which serving pools for the
+  `with_features`: also the backbone's feature map (N, h, w, C), which serving pools for the
   training-domain check without a second forward pass.
 
   `model` is a Classifier in eval mode: `model.head(model.backbone(x))` are its logits, so the
@@ -93,6 +93,6 @@ def compile_model(model: nnx.Module, spec: ModelSpec) -> Compiled:
 
 
 def pooled(features: jax.Array) -> jax.Array:
-  """(N, 2048) global average of the backbone's feature map: the head's input, and what the
+  """(N, C) global average of the backbone's feature map: the head's input, and what the
   training-domain check models (`ichflax.trust.domain`)."""
   return features.astype(jnp.float32).mean(axis=(1, 2))

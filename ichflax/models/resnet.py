@@ -106,6 +106,9 @@ class ResNet50(nnx.Module):
   (docs/training.md). Converted ImageNet weights overwrite it.
   """
 
+  arch = "resnet50"
+  features = FEATURES
+
   def __init__(self, variant: str = "keras", *, rngs: nnx.Rngs, dtype=jnp.float32,
                zero_init_residual: bool = False):
     spec = get_variant(variant)

@@ -32,7 +32,7 @@ log = logging.getLogger("ichflax.train")
 
 RANDOM_INIT_WARNING = """
 ==========================================================================================
-WARNING: no --weights given: the ResNet50 backbone starts from RANDOM weights.
+WARNING: no --weights given: the backbone starts from RANDOM weights.
 There are no ImageNet features to transfer, so the paper's recipe (--recipe paper: every
 convolution frozen, only BatchNorm + head trained) cannot learn anything useful; results from
 it say nothing about the paper. Use --recipe full (every parameter trains; fine on the phantom
@@ -91,10 +91,11 @@ def build_model(cfg: TrainConfig, dtype) -> models.Classifier:
   if cfg.weights is not None:
     from ichflax import weights  # H5py/safetensors only when asked for
     backbone = weights.load_backbone(cfg.weights, dtype=dtype)
-  variant = backbone.variant if backbone is not None else cfg.variant
+  arch, variant = ((backbone.arch, backbone.variant) if backbone is not None
+                   else (cfg.backbone, cfg.resolved_variant))
   model = models.build_classifier(cfg.task, variant, cfg.resolved_dropout,
                                   rngs=nnx.Rngs(cfg.seed), dtype=dtype, backbone=backbone,
-                                  zero_init_residual=cfg.zero_init_residual,
+                                  arch=arch, zero_init_residual=cfg.zero_init_residual,
                                   head_init=cfg.head_init)
   for _, module in nnx.iter_graph(model):
     if isinstance(module, models.BatchNorm):
@@ -116,6 +117,7 @@ def model_spec(cfg: TrainConfig, model: models.Classifier, info: dict) -> ModelS
   task = tasks.get_task(cfg.task)
   windows = info.get("windows") or image.windows_for(info["channels"])
   return ModelSpec(task=task.name, class_names=task.class_names, variant=model.variant,
+                   backbone=model.arch,
                    image_size=cfg.image_size, stored_size=info["size"], windows=windows,
                    dropout=cfg.resolved_dropout, recipe=cfg.recipe,
                    data=data_splits.data_name(info),

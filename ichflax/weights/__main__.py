@@ -1,10 +1,12 @@
-"""CLI: `python -m ichflax.weights fetch keras|torchvision` then `... convert FILE --out DIR`."""
+"""CLI: `python -m ichflax.weights fetch NAME` then `... convert FILE --out DIR`."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from ichflax.models import backbones
+from ichflax.spec import backbone_named
 from ichflax.weights.convert import ConversionError, convert, read_metadata
 from ichflax.weights.fetch import SOURCES, FetchError, fetch
 
@@ -15,7 +17,10 @@ def _parser() -> argparse.ArgumentParser:
   conv = sub.add_parser("convert", help="Keras .h5 / torchvision .pth or .safetensors -> orbax")
   conv.add_argument("input", help="the weights file (format detected from its contents)")
   conv.add_argument("--out", required=True, help="new directory for the orbax checkpoint")
-  get = sub.add_parser("fetch", help="download the official ImageNet ResNet50 weights")
+  conv.add_argument("--arch", choices=sorted(backbones.BACKBONES),
+                    help="the backbone the file holds (default: recognised from its layer names)")
+  get = sub.add_parser("fetch", help="download official ImageNet weights: ResNet50 (keras, "
+                       "torchvision), efficientnet_b0, convnext_tiny (torchvision)")
   get.add_argument("name", choices=sorted(SOURCES))
   get.add_argument("--to", help="file or directory to save to (default ~/.cache/ichflax/weights)")
   get.add_argument("--url", help="a mirror of the file (then give --sha256 or --md5)")
@@ -31,10 +36,10 @@ def main(argv: list[str] | None = None) -> int:
       path = fetch(args.name, args.to, url=args.url, sha256=args.sha256, md5=args.md5)
       print(f"{path} (verified)")
     else:
-      out = convert(args.input, args.out)
+      out = convert(args.input, args.out, args.arch)
       info = read_metadata(out)
-      print(f"{out}: {info.variant} ResNet50, {info.stored_values:,} values from "
-            f"{info.source_file} ({info.source_format})")
+      print(f"{out}: {info.arch} ({backbone_named(info.arch, info.variant)}), "
+            f"{info.stored_values:,} values from {info.source_file} ({info.source_format})")
   except (ConversionError, FetchError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

@@ -1,4 +1,7 @@
-"""Convert official ImageNet ResNet50 weights (Keras h5, torchvision state dict) to orbax.
+"""Convert official ImageNet weights (Keras h5, torchvision state dicts) to orbax backbones.
+
+ResNet50 comes from Keras (v1) or torchvision (v1.5); EfficientNet-B0 and ConvNeXt-Tiny from
+torchvision, whose architecture is recognised from the state dict's layer names.
 
 Every tensor is matched by name and shape against our ResNet50 before anything is written, so a
 wrong file is refused with the first layer that does not fit, and the checkpoint directory
@@ -22,12 +25,16 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from ichflax.models.resnet import STAGE_BLOCKS, ResNet50
+from ichflax.models import backbones, convnext, efficientnet
+from ichflax.models.classifier import reseed
+from ichflax.models.resnet import STAGE_BLOCKS
+from ichflax.spec import backbone_named
 
 META_FILE = "ichflax_backbone.json"
 STATE_DIR = "state"
 # Layers a reference file may carry that a backbone does not use (the ImageNet classifier).
-IGNORED_LAYERS = {"keras": {"predictions"}, "torchvision": {"fc"}}
+IGNORED_LAYERS = {"keras": {"predictions"},
+                  "torchvision": {"fc", "classifier.0", "classifier.1", "classifier.2"}}
 IGNORED_TENSORS = {"num_batches_tracked"}
 # Reference tensor name -> our nnx variable name, per layer kind.
 TENSOR_NAMES = {
@@ -35,29 +42,41 @@ TENSOR_NAMES = {
               "bn": {"gamma": "scale", "beta": "bias", "moving_mean": "mean",
                      "moving_variance": "var"}},
     "torchvision": {"conv": {"weight": "kernel"},
+                    "conv_bias": {"weight": "kernel", "bias": "bias"},
+                    "linear": {"weight": "kernel", "bias": "bias"},
                     "bn": {"weight": "scale", "bias": "bias", "running_mean": "mean",
-                           "running_var": "var"}},
+                           "running_var": "var"},
+                    "ln": {"weight": "scale", "bias": "bias"},
+                    "layer_scale": {"layer_scale": "layer_scale"}},
 }
+# A torchvision state dict's architecture, from a layer only it has.
+SIGNATURES = {"layer4.2.conv3": "resnet50", "features.7.0.block.3.1": "efficientnet_b0",
+              "features.7.2.block.5": "convnext_tiny"}
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _ZIP_MAGIC = b"PK\x03\x04"
 
 
 class ConversionError(ValueError):
-  """The input is not a ResNet50 weights file we can convert; the message says why."""
+  """The input is not a weights file we can convert; the message says why."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Layer:
-  """One conv or BatchNorm of our ResNet50 and its name in each reference."""
+  """One weighted layer of our backbone and its name in each reference (None: not there)."""
 
   path: tuple[str | int, ...]
-  kind: str  # "conv" | "bn"
-  keras: str
+  kind: str  # a key of TENSOR_NAMES[variant]
+  keras: str | None
   torchvision: str
 
 
-def layer_table() -> list[Layer]:
-  """Every weighted layer of ResNet50 in network order, with both references' names."""
+def layer_table(arch: str = "resnet50") -> list[Layer]:
+  """Every weighted layer of a backbone in network order, with its references' names."""
+  return {"resnet50": _resnet50, "efficientnet_b0": _efficientnet_b0,
+          "convnext_tiny": _convnext_tiny}[arch]()
+
+
+def _resnet50() -> list[Layer]:
   table = [Layer(("conv1",), "conv", "conv1_conv", "conv1"),
            Layer(("bn1",), "bn", "conv1_bn", "bn1")]
   for s, blocks in enumerate(STAGE_BLOCKS):
@@ -70,6 +89,50 @@ def layer_table() -> list[Layer]:
         table.append(Layer(ours + ("conv_proj",), "conv", f"{keras}_0_conv",
                            f"{torch}.downsample.0"))
         table.append(Layer(ours + ("bn_proj",), "bn", f"{keras}_0_bn", f"{torch}.downsample.1"))
+  return table
+
+
+def _torch_only(path: tuple, kind: str, name: str) -> Layer:
+  return Layer(path, kind, None, name)
+
+
+def _efficientnet_b0() -> list[Layer]:
+  """torchvision: features.0 stem, features.1-7 MBConv stages (block.i sub-layers), features.8."""
+  table = [_torch_only(("stem",), "conv", "features.0.0"),
+           _torch_only(("bn_stem",), "bn", "features.0.1")]
+  for i, stage in enumerate(efficientnet.STAGES):
+    for j in range(stage.blocks):
+      ours, torch = ("stages", i, j), f"features.{i + 1}.{j}.block"
+      parts = [] if stage.expand == 1 else [("expand", "bn_expand")]
+      parts += [("depthwise", "bn_depthwise"), ("se_reduce", "se_expand"),
+                ("project", "bn_project")]
+      for k, (a, b) in enumerate(parts):
+        if a == "se_reduce":  # torchvision's SqueezeExcitation: fc1, fc2 (convs with bias)
+          table += [_torch_only(ours + (a,), "conv_bias", f"{torch}.{k}.fc1"),
+                    _torch_only(ours + (b,), "conv_bias", f"{torch}.{k}.fc2")]
+        else:  # Conv2dNormActivation: 0 conv, 1 BatchNorm
+          table += [_torch_only(ours + (a,), "conv", f"{torch}.{k}.0"),
+                    _torch_only(ours + (b,), "bn", f"{torch}.{k}.1")]
+  return table + [_torch_only(("top_conv",), "conv", "features.8.0"),
+                  _torch_only(("bn_top",), "bn", "features.8.1")]
+
+
+def _convnext_tiny() -> list[Layer]:
+  """torchvision: features.0 stem, odd features stages of CNBlocks, even ones downsamples."""
+  table = [_torch_only(("stem",), "conv_bias", "features.0.0"),
+           _torch_only(("ln_stem",), "ln", "features.0.1")]
+  for s, depth in enumerate(convnext.DEPTHS):
+    if s:
+      down = ("downsamples", s - 1)
+      table += [_torch_only(down + ("ln",), "ln", f"features.{2 * s}.0"),
+                _torch_only(down + ("conv",), "conv_bias", f"features.{2 * s}.1")]
+    for j in range(depth):
+      ours, torch = ("stages", s, j), f"features.{2 * s + 1}.{j}"
+      table += [_torch_only(ours + ("depthwise",), "conv_bias", f"{torch}.block.0"),
+                _torch_only(ours + ("ln",), "ln", f"{torch}.block.2"),
+                _torch_only(ours + ("fc1",), "linear", f"{torch}.block.3"),
+                _torch_only(ours + ("fc2",), "linear", f"{torch}.block.5"),
+                _torch_only(ours, "layer_scale", torch)]
   return table
 
 
@@ -133,6 +196,18 @@ def _read_safetensors(path: Path) -> dict[str, dict[str, np.ndarray]]:
   return _group_state_dict(load_file(path))
 
 
+def detect_arch(layers: dict[str, dict[str, np.ndarray]], variant: str) -> str:
+  """The backbone a reference's layers belong to (Keras files: ResNet50)."""
+  if variant == "keras":
+    return "resnet50"
+  for layer, arch in SIGNATURES.items():
+    if layer in layers:
+      return arch
+  raise ConversionError(f"the state dict's layers ({', '.join(sorted(layers)[:3])}, ...) are "
+                        f"none of {', '.join(backbones.BACKBONES)} as torchvision names them; "
+                        "is this another architecture?")
+
+
 def read_reference(path: Path) -> tuple[str, str, dict[str, dict[str, np.ndarray]]]:
   """(format, variant, {layer: {tensor: array}}) of a weights file, detected from its bytes."""
   with open(path, "rb") as f:
@@ -146,7 +221,7 @@ def read_reference(path: Path) -> tuple[str, str, dict[str, dict[str, np.ndarray
   else:
     raise ConversionError(
         f"{path.name} is not a format we convert: expected the Keras notop .h5, a torchvision "
-        "ResNet50 .pth state dict or a .safetensors export of one")
+        "state dict (.pth) of one of our backbones or a .safetensors export of one")
   try:
     return fmt, variant, reader(path)
   except ConversionError:
@@ -156,18 +231,19 @@ def read_reference(path: Path) -> tuple[str, str, dict[str, dict[str, np.ndarray
                           "may be truncated or damaged: fetch it again") from e
 
 
-def _map_tensors(layers: dict[str, dict[str, np.ndarray]], variant: str,
+def _map_tensors(layers: dict[str, dict[str, np.ndarray]], variant: str, arch: str,
                  expected: dict) -> dict:
   """Fill our nested state dict from reference layers, refusing the first layer that differs."""
   names = TENSOR_NAMES[variant]
   state = jax.tree.map(lambda _: None, expected)
   used = set()
-  for layer in layer_table():
+  model = backbone_named(arch, variant)
+  for layer in layer_table(arch):
     ref_name = getattr(layer, variant)
     if ref_name not in layers:
       ours = ".".join(map(str, layer.path))
       raise ConversionError(f"layer {ref_name!r} is missing from the file: not a complete "
-                            f"{variant} ResNet50 (it fills our {ours})")
+                            f"{model} (it fills our {ours})")
     used.add(ref_name)
     wanted = names[layer.kind]
     tensors = layers[ref_name]
@@ -178,9 +254,7 @@ def _map_tensors(layers: dict[str, dict[str, np.ndarray]], variant: str,
     for key in layer.path:
       target, out = target[key], out[key]
     for ref_tensor, ours in wanted.items():
-      value = tensors[ref_tensor].astype(np.float32)
-      if variant == "torchvision" and ours == "kernel":
-        value = value.transpose(2, 3, 1, 0)  # OIHW -> HWIO
+      value = _our_layout(tensors[ref_tensor].astype(np.float32), variant, layer.kind, ours)
       want = tuple(target[ours].shape)
       if value.shape != want:
         raise ConversionError(f"layer {ref_name!r}: tensor {ref_tensor!r} has shape "
@@ -188,14 +262,27 @@ def _map_tensors(layers: dict[str, dict[str, np.ndarray]], variant: str,
       out[ours] = value
   extra = sorted(set(layers) - used - IGNORED_LAYERS[variant])
   if extra:
-    raise ConversionError(f"layer {extra[0]!r} is not part of a {variant} ResNet50 "
+    raise ConversionError(f"layer {extra[0]!r} is not part of a {model} "
                           f"({len(extra)} unexpected layers); is this another architecture?")
   return state
 
 
-def _abstract_backbone(variant: str, dtype=jnp.float32):
-  model = nnx.eval_shape(lambda: ResNet50(variant, rngs=nnx.Rngs(0), dtype=dtype))
-  return nnx.split(model)
+def _our_layout(value: np.ndarray, variant: str, kind: str, ours: str) -> np.ndarray:
+  """A torchvision tensor in flax's layout (Keras's already is)."""
+  if variant != "torchvision":
+    return value
+  if ours == "kernel":  # conv OIHW -> HWIO (depthwise too), linear (out, in) -> (in, out)
+    return value.T if kind == "linear" else value.transpose(2, 3, 1, 0)
+  if kind == "layer_scale":  # torchvision keeps it (C, 1, 1) to broadcast over NCHW
+    return value.reshape(-1)
+  return value
+
+
+def _abstract_backbone(arch: str, variant: str, dtype=jnp.float32):
+  """(graphdef, weights, RNG streams) of an abstract backbone: only the weights are stored (the
+  streams are stochastic depth's, reseeded when loaded)."""
+  model = nnx.eval_shape(lambda: backbones.build(arch, variant, rngs=nnx.Rngs(0), dtype=dtype))
+  return nnx.split(model, nnx.Not(nnx.RngState), ...)
 
 
 def _sha256(path: Path) -> str:
@@ -203,18 +290,28 @@ def _sha256(path: Path) -> str:
     return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def convert(input_path: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
-  """Convert a reference weights file into an orbax backbone checkpoint at out_dir."""
+def convert(input_path: str | os.PathLike, out_dir: str | os.PathLike,
+            arch: str | None = None) -> Path:
+  """Convert a reference weights file into an orbax backbone checkpoint at out_dir.
+
+  `arch`: the backbone the file must be (default: recognised from its layer names).
+  """
   src, out = Path(input_path), Path(out_dir)
   if not src.is_file():
     raise ConversionError(f"{src}: no such file; fetch it first (python -m ichflax.weights "
-                          "fetch keras|torchvision)")
+                          "fetch NAME)")
   if out.exists() and (not out.is_dir() or any(out.iterdir())):
     raise ConversionError(f"{out} already exists; choose a new --out or delete it")
   fmt, variant, layers = read_reference(src)
-  _, abstract = _abstract_backbone(variant)
-  state = _map_tensors(layers, variant, abstract.to_pure_dict())
-  info = BackboneInfo(variant=variant, source_file=src.name, source_sha256=_sha256(src),
+  found = detect_arch(layers, variant) if arch is None else arch
+  try:
+    backbones.check(found, variant)
+  except ValueError as e:
+    raise ConversionError(f"{src.name}: {e}") from None
+  _, abstract, _ = _abstract_backbone(found, variant)
+  state = _map_tensors(layers, variant, found, abstract.to_pure_dict())
+  info = BackboneInfo(variant=variant, arch=found, source_file=src.name,
+                      source_sha256=_sha256(src),
                       source_format=fmt,
                       stored_values=int(sum(v.size for v in jax.tree.leaves(state))))
   out.parent.mkdir(parents=True, exist_ok=True)
@@ -239,6 +336,7 @@ class BackboneInfo:
   source_sha256: str
   source_format: str  # "keras-h5", "torch-pth" or "safetensors"
   stored_values: int
+  arch: str = backbones.DEFAULT  # conversions before other backbones existed were ResNet50s
 
 
 def read_metadata(ckpt_dir: str | os.PathLike) -> BackboneInfo:
@@ -249,10 +347,11 @@ def read_metadata(ckpt_dir: str | os.PathLike) -> BackboneInfo:
   return BackboneInfo(**json.loads(path.read_text()))
 
 
-def load_backbone(ckpt_dir: str | os.PathLike, dtype=jnp.float32) -> ResNet50:
-  """The converted ResNet50 (train mode; call .eval() for inference), params in float32."""
-  graphdef, abstract = _abstract_backbone(read_metadata(ckpt_dir).variant, dtype)
+def load_backbone(ckpt_dir: str | os.PathLike, dtype=jnp.float32) -> nnx.Module:
+  """The converted backbone (train mode; call .eval() for inference), params in float32."""
+  info = read_metadata(ckpt_dir)
+  graphdef, abstract, rngs = _abstract_backbone(info.arch, info.variant, dtype)
   with ocp.StandardCheckpointer() as ckptr:
     restored = ckptr.restore(Path(ckpt_dir).absolute() / STATE_DIR, abstract.to_pure_dict())
   nnx.replace_by_pure_dict(abstract, jax.tree.map(jnp.asarray, restored))
-  return nnx.merge(graphdef, abstract)
+  return nnx.merge(graphdef, abstract, reseed(rngs, jax.random.key(0)))

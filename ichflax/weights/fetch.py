@@ -36,6 +36,12 @@ SOURCES = {
     # torchvision ResNet50_Weights.IMAGENET1K_V1; torch.hub checks the name's SHA-256 prefix.
     "torchvision": Source("https://download.pytorch.org/models/resnet50-0676ba61.pth",
                           sha256="0676ba61"),
+    # EfficientNet_B0_Weights.IMAGENET1K_V1 and ConvNeXt_Tiny_Weights.IMAGENET1K_V1.
+    "efficientnet_b0": Source(
+        "https://download.pytorch.org/models/efficientnet_b0_rwightman-7f5810bc.pth",
+        sha256="7f5810bc"),
+    "convnext_tiny": Source("https://download.pytorch.org/models/convnext_tiny-983f1562.pth",
+                            sha256="983f1562"),
 }
 DEFAULT_DIR = Path(os.environ.get("ICHFLAX_CACHE", Path.home() / ".cache" / "ichflax")) / "weights"
 _CHUNK = 1 << 20
