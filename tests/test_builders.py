@@ -278,6 +278,18 @@ def test_cli_phantom_build_info(tmp_path, capsys):
   assert Image.open(tmp_path / "docs" / "sheet.png").size == (1024, 768)  # 11 tiles of 256, 4 a row
 
 
+def test_preview_by_default_writes_to_the_temporary_folder(tmp_path, monkeypatch):
+  """Not into docs/ of wherever it runs: that would overwrite a tracked image."""
+  import tempfile
+  monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+  (tmp_path / "tmp").mkdir()
+  (tmp_path / "repo").mkdir()
+  monkeypatch.chdir(tmp_path / "repo")
+  assert cli.main(["preview", "--size", "32"]) == 0
+  assert (tmp_path / "tmp" / "ichflax_contact_sheet.png").is_file()
+  assert list((tmp_path / "repo").iterdir()) == []
+
+
 def test_jpeg_share_stores_some_images_as_a_jpeg_export_would(rsna_dir, tmp_path):
   cfg = builders.BuildConfig(size=32, protocol="full", workers=1, jpeg_share=0.5)
   qualities = [cfg.jpeg_quality(f"ID_{i:06x}") for i in range(2000)]

@@ -6,9 +6,12 @@ import argparse
 import json
 import logging
 import sys
+import tempfile
 from pathlib import Path
 
 from ichflax.data import phantom, preview, rsna, synth
+
+PREVIEW_NAME = "ichflax_contact_sheet.png"
 
 
 def _phantom(args) -> None:
@@ -100,8 +103,10 @@ def main(argv: list[str] | None = None) -> int:
   i.set_defaults(run=_info)
 
   pv = sub.add_parser("preview", help="write a contact sheet of synthetic slices (PNG)")
-  pv.add_argument("--out", type=Path, default=Path("docs/phantom_contact_sheet.png"))
-  pv.add_argument("--seed", type=int, default=0)
+  pv.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / PREVIEW_NAME,
+                  help=f"PNG to write (default: {PREVIEW_NAME} in the temporary folder; "
+                  "docs/phantom_contact_sheet.png refreshes the docs' sheet)")
+  pv.add_argument("--seed", type=int, default=0, help="phantom seed")
   pv.add_argument("--size", type=int, default=preview.SIZE, help="rendered slice side, pixels")
   pv.set_defaults(run=_preview)
 
