@@ -65,12 +65,13 @@ def main(argv: list[str] | None = None) -> None:
   upload_root = private_upload_dir()
   space_storage()
   import demo
-  from demo import ui, weights
+  from demo import ui
+  from ichflax.checkpoint import discover
   from ichflax.data import dicom
   from ichflax.xla import cache as xla_cache
   xla_cache.enable()
   dicom.quiet_pydicom()
-  app, callbacks = demo.create_app(weights.requested(args.checkpoint), upload_root,
+  app, callbacks = demo.create_app(discover.requested(args.checkpoint), upload_root,
                                    args.analyses or ui.ANALYSES, wait_for_warm_up=True)
   host = args.host or ("0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1")
   app.queue(default_concurrency_limit=1)  # the slider's cheap re-render has a queue of its own

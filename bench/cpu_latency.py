@@ -177,8 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     args.image_size, args.stored_size, args.slice_size = 64, 64, 96
     args.repeats, args.warmup, args.random = 3, 1, True
   if args.checkpoint is None and not args.random:
-    from demo import weights
-    args.checkpoint = weights.discover()
+    from ichflax.checkpoint import discover
+    args.checkpoint = discover.discover()
   from ichflax.data import ct_writer, items, phantom
   with tempfile.TemporaryDirectory() as tmp:  # one phantom subdural slice, as a DICOM file
     path = Path(tmp) / "slice.dcm"

@@ -1,64 +1,24 @@
 """Which weights the demo serves, and what the page says about them.
 
-The lead ships one multilabel checkpoint under `checkpoints/`; a binary + subtype pair, or any
+The project ships one multilabel checkpoint under `checkpoints/`; a binary + subtype pair, or any
 checkpoint given by `--checkpoint` / `ICHFLAX_CHECKPOINT` (a directory, or a Hugging Face Hub
-repository `hf://OWNER/REPO[@REVISION]`, the usual way on a Space), works too. The page must say
+repository `hf://OWNER/REPO[@REVISION]`, the usual way on a Space), works too; which one is
+chosen is `ichflax.checkpoint.discover`'s rule, shared with `ichflax.predict`. The page must say
 what data the weights saw (the phantom is not patients) and must still start when there are none.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import re
 from pathlib import Path
 
 from ichflax import checkpoint
 from ichflax.checkpoint import hub
+from ichflax.checkpoint.discover import DEFAULT_DIR, Checkpoint
 from ichflax.serving import predictor as predictor_lib
 
 log = logging.getLogger("ichflax.demo")
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DIR = ROOT / "checkpoints"
-ENV = "ICHFLAX_CHECKPOINT"  # one path or hf:// URI, or several joined by os.pathsep
-Checkpoint = Path | str  # a directory, or an hf:// URI (a Path would fold its "//")
 CARD_NAMES = ("MODEL_CARD.md", "README.md")
-
-
-def discover(root: Path = DEFAULT_DIR) -> list[Path]:
-  """Checkpoints under `root`: one multilabel one if present, else binary + subtype, else any."""
-  found: dict[str, Path] = {}
-  candidates = [root, *sorted(p for p in root.iterdir() if p.is_dir())] if root.is_dir() else []
-  for path in filter(_looks_like_checkpoint, candidates):
-    try:
-      found.setdefault(checkpoint.read_spec(path).task, path)
-    except (checkpoint.CheckpointError, OSError, ValueError, KeyError):
-      continue
-  if "multilabel" in found:
-    return [found["multilabel"]]
-  if "binary" in found and "subtype" in found:
-    return [found["binary"], found["subtype"]]
-  return list(found.values())[:1]
-
-
-def _looks_like_checkpoint(path: Path) -> bool:
-  """A step dir, a CheckpointManager dir (numbered steps) or a training workdir."""
-  return ((path / checkpoint.SPEC).is_dir() or (path / checkpoint.CHECKPOINTS).is_dir()
-          or any(p.name.isdigit() for p in path.iterdir() if p.is_dir()))
-
-
-def requested(cli: list[str] | None) -> list[Checkpoint]:
-  """Checkpoints from the command line, else the environment variable, else `discover()`."""
-  if cli:
-    return [_checkpoint(p) for p in cli]
-  if os.environ.get(ENV):
-    # os.pathsep is ":" on POSIX, which hf:// also holds: split only where a new item starts.
-    return [_checkpoint(p) for p in re.split(f"{os.pathsep}(?!//)", os.environ[ENV]) if p]
-  return discover()
-
-
-def _checkpoint(text: str) -> Checkpoint:
-  return text if hub.is_hub(text) else Path(text)
 
 
 def load(paths: list[Checkpoint]) -> tuple[predictor_lib.Predictor | None, str]:
@@ -78,6 +38,7 @@ def load(paths: list[Checkpoint]) -> tuple[predictor_lib.Predictor | None, str]:
     return None, (f"Could not load weights from `{', '.join(map(str, paths))}`: {e}. The app "
                   "runs without a model (windows only).")
   return predictor, card(predictor, paths)
+
 
 
 def card(predictor: predictor_lib.Predictor, paths: list[Path]) -> str:

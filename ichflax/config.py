@@ -378,7 +378,18 @@ PRESETS: dict[str, dict[str, Any]] = {
                          lr_schedule="cosine", batch_size=16, bn_momentum=0.9,
                          checkpoint_every=200, protocol="full", phantom_slices=9000,
                          workdir="runs/phantom-demo", **{"augment.appearance": 1.0}),
+    # What a practitioner runs on the RSNA 2019 download with a GPU/TPU: ImageNet weights (given
+    # with --weights; refused without them), the multilabel task ranked by the RSNA weighted log
+    # loss, every parameter fine-tuned, every slice split by patient, 256 px stored and seen
+    # (the field's 224-512 px), a short cosine schedule at a fine-tuning rate.
+    "rsna": dict(task="multilabel", recipe="full", protocol="full", image_size=256,
+                 stored_size=256, epochs=4, batch_size=32, lr=2e-4, lr_schedule="cosine",
+                 checkpoint_every=1000, log_every=100),
 }
+# Presets that fine-tune pretrained features and mean nothing from random weights.
+NEEDS_WEIGHTS = ("rsna",)
+# Presets sized for the bundled phantom on a CPU; on real data they are a smoke test, not a model.
+PHANTOM_PRESETS = ("cpu-demo", "phantom-demo")
 
 
 def preset(name: str, **overrides) -> TrainConfig:
@@ -391,9 +402,10 @@ def preset(name: str, **overrides) -> TrainConfig:
     raise ValueError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
   values = dict(PRESETS[name])
   per_task = values.pop("per_task", {})
-  task = overrides.get("task", TrainConfig.task)  # presets hold no task: they serve every one
+  # A preset may name its task (rsna); the others serve every task.
+  task = overrides.get("task", values.pop("task", TrainConfig.task))
   return with_values(TrainConfig(), {**values, **per_task.get(task, {}), "preset": name,
-                                     **overrides})
+                                     "task": task, **overrides})
 
 
 # --- validation ------------------------------------------------------------------------------
@@ -418,6 +430,10 @@ def validate(cfg: TrainConfig, *, num_devices: int = 1) -> None:
     _check(Path(cfg.data).exists(),
            f"data directory {cfg.data!r} does not exist: give a TFDS dataset dir, an RSNA "
            "folder (stage_1_train.csv + DICOMs) or a PNG folder, or omit --data for the phantom")
+  _check(cfg.preset not in NEEDS_WEIGHTS or cfg.weights is not None,
+         f"the {cfg.preset} preset fine-tunes ImageNet features and needs --weights DIR: convert "
+         "them with `python -m ichflax.weights fetch` / `convert` (docs/weights.md), or use "
+         "another preset")
   if cfg.weights is not None:
     _check(Path(cfg.weights).exists(),
            f"weights {cfg.weights!r} not found: convert ImageNet weights first with "

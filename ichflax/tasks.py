@@ -37,7 +37,9 @@ class Task:
   outputs: tuple[str, ...]  # each output as an RSNA label (the binary task's one output: any)
   # Per-output weights of the loss, or None for a plain mean (multilabel: RSNA's metric).
   loss_weights: tuple[float, ...] | None = None
-  # The validation metric that ranks checkpoints and sweep points, and whether higher is better.
+  # The validation metric that ranks checkpoints and sweep points, and whether higher is better:
+  # multilabel ranks by the RSNA weighted log loss (the competition's metric, lower is better),
+  # computed unclipped from the probabilities, not by the training loss.
   ranking: tuple[str, bool] = ("accuracy", True)
 
   @property
@@ -104,7 +106,7 @@ TASKS: dict[str, Task] = {
         "multilabel", LABELS, "sigmoid", 0.3, 16,
         lambda labels, group: np.ones(len(labels), bool),
         lambda labels, group: labels, outputs=LABELS,
-        loss_weights=tuple(float(w) for w in RSNA_WEIGHTS), ranking=("loss", False)),
+        loss_weights=tuple(float(w) for w in RSNA_WEIGHTS), ranking=("rsna_log_loss", False)),
 }
 
 

@@ -315,10 +315,11 @@ def test_out_of_domain_upload_withholds_until_revealed(server, real_like):
 def test_env_var_selects_the_served_checkpoint(tiny_checkpoint, monkeypatch):
   """ICHFLAX_CHECKPOINT wins over what checkpoints/ holds (the Space's usual way)."""
   from demo import weights
-  monkeypatch.setenv(weights.ENV, str(tiny_checkpoint))
-  assert weights.requested(None) == [tiny_checkpoint] != weights.discover()
-  assert weights.requested([str(SHIPPED)]) == [SHIPPED]  # the command line wins over both
-  predictor, card = weights.load(weights.requested(None))
+  from ichflax.checkpoint import discover
+  monkeypatch.setenv(discover.ENV, str(tiny_checkpoint))
+  assert discover.requested(None) == [tiny_checkpoint] != discover.discover()
+  assert discover.requested([str(SHIPPED)]) == [SHIPPED]  # the command line wins over both
+  predictor, card = weights.load(discover.requested(None))
   assert predictor is not None and predictor.stored_size == 64  # the tiny run's, not shipped
   assert card.startswith("**Loaded weights.**")
 

@@ -183,3 +183,21 @@ def test_migrates_the_older_single_meta_layout(trained_like, tmp_path):
   progress = checkpoint.read_progress(old)
   assert progress.step == 3 and progress.validation == {"accuracy": 0.5}
   np.testing.assert_array_equal(loaded(x), checkpoint.load_inference(workdir)[0](x))
+
+
+@pytest.mark.parametrize("task,metric,best", [
+    ("binary", "accuracy", max), ("subtype", "accuracy", max),
+    ("multilabel", "rsna_log_loss", min)])
+def test_best_checkpoint_is_the_best_validation_epoch_for_every_task(tmp_path, task, metric,
+                                                                     best):
+  """The manager keeps as best the epoch a reader would pick: highest accuracy, or lowest RSNA
+  log loss for multilabel (a run that kept its highest-loss epoch as best used to pass)."""
+  from ichflax.training import loop
+  manager = checkpoints.open_manager(tmp_path, keep=1)
+  state = {"w": jnp.ones(3)}
+  epochs = {1: 0.30, 2: 0.12, 3: 0.45, 4: 0.20}  # the metric's value per epoch (= step)
+  for step, value in epochs.items():
+    val = {"accuracy": 0.5, "loss": 0.3, "rsna_log_loss": 0.3, metric: value}
+    _save(manager, step, state, state, loop.score_of(task, val))
+  manager.wait_until_finished()
+  assert manager.best_step() == best(epochs, key=epochs.get)

@@ -164,3 +164,25 @@ def test_configs_at_the_edge_of_what_is_allowed_pass(tmp_path):
               config.AugmentConfig(zoom_low=0.5, zoom_high=0.5),
               config.AugmentConfig(zoom_low=1.2), config.AugmentConfig(zoom_high=0.8)):
     config.validate(cfg.replace(augment=aug))
+
+
+def test_rsna_preset_is_what_a_practitioner_runs(tmp_path):
+  """ImageNet weights required, multilabel, full fine-tuning, every slice, >= 224 px."""
+  cfg = config.preset("rsna")
+  assert (cfg.task, cfg.recipe, cfg.protocol) == ("multilabel", "full", "full")
+  assert cfg.image_size >= 224 and cfg.stored_size >= cfg.image_size
+  assert config.preset("rsna", task="binary").task == "binary"  # a flag still wins
+  with pytest.raises(config.ConfigError, match="needs --weights"):
+    config.validate(cfg.replace(workdir=str(tmp_path / "run")))
+  weights = tmp_path / "weights"
+  weights.mkdir()
+  config.validate(cfg.replace(workdir=str(tmp_path / "run"), weights=str(weights)))
+
+
+def test_demo_preset_on_real_data_warns(caplog):
+  from ichflax.training import loop
+  rsna_info = {"source": "rsna", "data": "RSNA folder", "protocol": "full"}
+  assert loop.warn_if_demo_preset(config.preset("cpu-demo"), rsna_info)
+  assert "docs/rsna.md" in caplog.text
+  assert not loop.warn_if_demo_preset(config.preset("cpu-demo"), {"source": "phantom"})
+  assert not loop.warn_if_demo_preset(config.preset("rsna"), rsna_info)

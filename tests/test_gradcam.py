@@ -29,10 +29,10 @@ MIN_MARGIN_OVER_CHANCE = 0.15
 def demo_predictor() -> predictor_lib.Predictor:
   """The shipped demo weights, loaded once per session."""
   def load():
-    from demo import weights
-    paths = weights.discover()
+    from ichflax.checkpoint import discover
+    paths = discover.discover()
     if not paths:
-      pytest.fail(f"no demo checkpoint in {weights.DEFAULT_DIR}: this test needs the shipped "
+      pytest.fail(f"no demo checkpoint in {discover.DEFAULT_DIR}: this test needs the shipped "
                   "demo weights (trained on the phantom by ichflax.train); place them there first")
     return predictor_lib.Predictor.from_checkpoint(*paths)
   return shared("demo_predictor", load)

@@ -170,7 +170,8 @@ def test_unknown_repo_offline_and_bad_revision_are_explained(exported, hub, tmp_
 def test_a_space_with_an_unknown_hub_checkpoint_still_opens_and_says_why(hub, tmp_path):
   """ICHFLAX_CHECKPOINT=hf://... as a Space sets it: the page text names the fix."""
   out = run(hub, tmp_path / "hf", "-c", "from demo import weights; "
-            "predictor, page = weights.load(weights.requested(None)); "
+            "from ichflax.checkpoint import discover; "
+            "predictor, page = weights.load(discover.requested(None)); "
             "print(predictor is None); print(page)",
             ICHFLAX_CHECKPOINT="hf://someone/nothing-here")
   assert out.returncode == 0, out.stderr

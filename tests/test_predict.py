@@ -1,7 +1,9 @@
-"""The predict CLI: JSON lines per slice, errors per file, a study summary per series folder."""
+"""The predict CLI: typed records (slice, error, series) as JSON lines, CSV or a Kaggle submission."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import zipfile
 from pathlib import Path
@@ -14,7 +16,9 @@ from test_sources import ZS, enhanced_ct, phantom_volume, write_nifti, write_ser
 
 from ichflax import tasks
 from ichflax.data import image, phantom
+from ichflax.checkpoint import discover
 from ichflax.serving import cli as predict
+from ichflax.serving import records
 from ichflax.trust import verdict
 
 
@@ -33,16 +37,21 @@ def test_cli_schema(tiny_checkpoint, tmp_path, capsys):
                        "--gradcam", str(cams), "--show-out-of-domain"])
   lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
   assert code == 0
-  errors = [r for r in lines if r.get("status") == "error"]
-  slices = [r for r in lines if "probabilities" in r]
-  studies = [r["study"] for r in lines if "study" in r]
+  assert {r["type"] for r in lines} == {"slice", "error", "series"}
+  errors = [r for r in lines if r["type"] == "error"]
+  slices = [r for r in lines if r["type"] == "slice"]
+  studies = [r for r in lines if r["type"] == "series"]
   assert [Path(r["file"]).name for r in errors] == ["broken.dcm"]
-  assert set(errors[0]) == {"file", "status", "reason"} and "broken.dcm: " in errors[0]["reason"]
+  assert set(errors[0]) == {"type", "file", "status", "reason"}
+  assert "broken.dcm: " in errors[0]["reason"]
   assert len(slices) == 4 and len(studies) == 1
   for r in slices:
     assert set(r) >= {"file", "probabilities", "hemorrhage_probability", "label", "box",
-                      "box_kind", "cam_class", "gradcam"}
-    assert set(r["probabilities"]) == set(tasks.LABELS)
+                      "box_kind", "cam_class", "gradcam", "thresholds", "positive"}
+    assert set(r["probabilities"]) == set(r["positive"]) == set(tasks.LABELS)
+    assert all(round(v, 4) == v for v in r["probabilities"].values())  # 4 places, no more
+    named = set(r["label"].split(" + ")) & set(tasks.SUBTYPES)
+    assert named == {k for k in tasks.SUBTYPES if r["positive"][k]}  # flags = the label
     assert r["box"] is None or len(r["box"]) == 4  # None: the map has no positive evidence
     assert Image.open(r["gradcam"]).size == (r["width"], r["height"])
   assert len({r["gradcam"] for r in slices}) == 4
@@ -50,6 +59,8 @@ def test_cli_schema(tiny_checkpoint, tmp_path, capsys):
   assert [r["position_z"] for r in in_series] == [0.0, 5.0, 10.0]
   assert [r["slice_index"] for r in in_series] == [0, 1, 2]
   assert studies[0]["slices"] == 3
+  assert (studies[0]["source"], studies[0]["series_instance_uid"]) == (str(folder), "ID_series")
+  assert {r["sop_instance_uid"] for r in in_series} == {"ID_test000", "ID_test001", "ID_test002"}
   assert studies[0]["hemorrhage_probability"] == max(r["hemorrhage_probability"]
                                                      for r in in_series)
 
@@ -73,9 +84,8 @@ def test_cli_missing_checkpoint_says_so(tmp_path, capsys):
 def test_cli_unknown_cam_class_names_the_labels(tiny_checkpoint, tmp_path, capsys):
   image = tmp_path / "a.png"
   image.write_bytes(png_bytes(np.full((40, 40), 90, np.uint8)))
-  with pytest.raises(SystemExit) as exit_:
-    predict.main([str(image), "--checkpoint", str(tiny_checkpoint), "--cam-class", "kidney"])
-  assert exit_.value.code == 2
+  assert predict.main([str(image), "--checkpoint", str(tiny_checkpoint), "--cam-class",
+                       "kidney"]) == 2
   assert "'kidney' is not a label" in capsys.readouterr().err
 
 
@@ -94,10 +104,10 @@ def test_cli_reads_zips_volumes_and_nested_folders_as_series(tiny_checkpoint, tm
                        "--batch-size", "3"])
   lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
   assert code == 0
-  studies = [r["study"] for r in lines if "study" in r]
+  studies = [r for r in lines if r["type"] == "series"]
   assert [s["slices"] for s in studies] == [len(ZS)] * 4
   # Every slice judged (its status may be a scope or domain refusal: this tests reading).
-  slices = [r for r in lines if "file" in r]
+  slices = [r for r in lines if r["type"] != "series"]
   assert len(slices) == 4 * len(ZS) and not [r for r in slices if r["status"] == "error"]
   for i in range(4):
     run = slices[i * len(ZS):(i + 1) * len(ZS)]
@@ -127,3 +137,69 @@ def test_cli_threshold_changes_the_label(tiny_checkpoint, tmp_path, capsys):
   over = sorted((k for k in tasks.SUBTYPES if always["probabilities"][k] >= low),
                 key=lambda k: -always["probabilities"][k])
   assert always["label"] == (" + ".join(over) or "hemorrhage")
+
+
+def _series(tmp_path: Path, n: int = 3) -> Path:
+  folder = tmp_path / "series"
+  folder.mkdir()
+  rng = np.random.default_rng(8)
+  for i in range(n):
+    write_dicom(folder / f"s{i}.dcm", phantom.make_slice(rng, 64, (SUBDURAL,)).hu, i, 5.0 * i)
+  return folder
+
+
+def test_cli_csv_to_a_file(tiny_checkpoint, tmp_path, capsys):
+  folder = _series(tmp_path)
+  (folder / "broken.dcm").write_bytes(b"not a DICOM")
+  out = tmp_path / "answers.csv"
+  assert predict.main([str(folder), "--checkpoint", str(tiny_checkpoint), "--format", "csv",
+                       "-o", str(out), "--show-out-of-domain"]) == 0
+  assert capsys.readouterr().out == ""  # everything went to the file
+  rows = list(csv.DictReader(out.open()))
+  assert [r["type"] for r in rows] == ["error", "slice", "slice", "slice", "series"]
+  for r in rows[1:]:
+    assert 0.0 <= float(r["p_any"]) <= 1.0 and r["positive_any"] in ("True", "False")
+    assert {f"p_{k}" for k in tasks.LABELS} <= set(r)
+  assert rows[0]["reason"].startswith(str(folder / "broken.dcm"))
+  assert rows[-1]["series_instance_uid"] == "ID_series" and rows[-1]["slices"] == "3"
+
+
+def test_cli_kaggle_submission(tiny_checkpoint, tmp_path, capsys):
+  """The RSNA 2019 format: ID_<SOPInstanceUID>_<label>,probability, six rows per slice."""
+  out = tmp_path / "submission.csv"
+  folder = _series(tmp_path)
+  (folder / "broken.dcm").write_bytes(b"not a DICOM")
+  args = [str(folder), "--checkpoint", str(tiny_checkpoint), "--format", "kaggle", "-o", str(out)]
+  assert predict.main(args) == 0
+  assert "1 records have no kaggle row" in capsys.readouterr().err
+  lines = out.read_text().splitlines()
+  assert lines[0] == "ID,Label" and len(lines) == 1 + 3 * 6
+  ids = [line.split(",")[0] for line in lines[1:]]
+  assert ids[:6] == [f"ID_test000_{k}" for k in tasks.LABELS]
+  assert all(0.0 <= float(line.split(",")[1]) <= 1.0 for line in lines[1:])
+  assert predict.main([*args, "--strict"]) == 3  # the unreadable file made no row
+
+
+def test_kaggle_format_needs_all_six_labels():
+  with pytest.raises(ValueError, match="all six RSNA labels.*lack epidural"):
+    records.KaggleWriter(io.StringIO(), ("any",))
+
+
+def test_cli_strict_fails_when_a_file_fails(tiny_checkpoint, bad_files, tmp_path, capsys):
+  folder = _series(tmp_path, n=1)
+  args = [str(folder), str(bad_files / "notes.txt"), "--checkpoint", str(tiny_checkpoint)]
+  assert predict.main(args) == 0
+  assert predict.main([*args, "--strict"]) == 3
+  assert predict.main([str(folder), "--checkpoint", str(tiny_checkpoint), "--strict"]) == 0
+
+
+def test_cli_checkpoint_defaults_as_the_apps(tiny_checkpoint, tmp_path, monkeypatch, capsys):
+  folder = _series(tmp_path, n=1)
+  monkeypatch.setenv(discover.ENV, str(tiny_checkpoint))
+  assert predict.main([str(folder)]) == 0
+  assert json.loads(capsys.readouterr().out.splitlines()[0])["type"] == "slice"
+  monkeypatch.delenv(discover.ENV)
+  monkeypatch.setattr(discover, "DEFAULT_DIR", tmp_path / "none")
+  with pytest.raises(SystemExit) as exit_:
+    predict.main([str(folder)])
+  assert exit_.value.code == 2 and "no checkpoint given" in capsys.readouterr().err

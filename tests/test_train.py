@@ -225,6 +225,8 @@ def test_defaults_and_grid_parsing():
   paper, _ = train_cli.parse_args(["--preset", "paper", "--task", "subtype"])
   assert (paper.image_size, paper.recipe, paper.resolved_batch_size) == (224, "paper", 8)
   assert paper.workdir == "runs/paper-subtype"
+  rsna, _ = train_cli.parse_args(["--preset", "rsna"])  # the preset names its task
+  assert (rsna.task, rsna.workdir) == ("multilabel", "runs/rsna-multilabel")
   flags, _ = train_cli.parse_args(["--no-augment", "--augment-rotation", "20", "--keep", "3",
                                "--lr", "0.01", "--no-progress-bar"])
   assert not flags.augment.enabled and flags.augment.rotation == 20.0 and flags.keep == 3

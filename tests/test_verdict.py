@@ -62,3 +62,17 @@ def test_evidence_puts_each_threshold_at_half(threshold):
   assert verdict.evidence(0.0, threshold) == 0 and verdict.evidence(1.0, threshold) == 1
   grid = [verdict.evidence(p / 100, threshold) for p in range(101)]
   assert grid == sorted(grid)  # monotone: a higher probability never draws a shorter bar
+
+
+def test_positive_flags_name_what_the_label_names():
+  """Per label over its operating point; a subtype only when `any` is over its own too."""
+  thresholds = {"any": 0.2, "subdural": 0.1, "epidural": 0.5}
+  over = {"any": 0.3, "subdural": 0.15, "epidural": 0.4}
+  assert verdict.positive(over, thresholds) == {"any": True, "subdural": True, "epidural": False}
+  under = {**over, "any": 0.19}
+  assert not any(verdict.positive(under, thresholds).values())  # decide: "no hemorrhage"
+  assert verdict.decide(under, thresholds) == verdict.NO_HEMORRHAGE
+  shown = verdict.numbers({"any": 0.123456, "subdural": 0.5}, 0.5)
+  assert shown == {"probabilities": {"any": 0.1235, "subdural": 0.5},
+                   "hemorrhage_probability": 0.1235, "thresholds": {"any": 0.5, "subdural": 0.5},
+                   "positive": {"any": False, "subdural": False}}

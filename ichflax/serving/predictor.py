@@ -21,7 +21,7 @@ from ichflax.data import image, inputs
 from ichflax.models import inference
 from ichflax.serving import gradcam
 from ichflax.spec import ModelSpec
-from ichflax.trust import calibration, scope
+from ichflax.trust import calibration, scope, verdict
 from ichflax.trust.domain import DomainModel
 from ichflax.trust.verdict import OK, OUT_OF_DOMAIN, OUT_OF_SCOPE, decide, shows
 
@@ -71,8 +71,10 @@ class Prediction:
       return out
     if self.status != OK:
       out["revealed"] = True  # shown on request although the input is unlike the training data
-    out.update(probabilities=self.probabilities, hemorrhage_probability=self.hemorrhage_probability,
-               label=self.label, thresholds=self.thresholds)
+    numbers = verdict.numbers(self.probabilities, self.thresholds)
+    out.update(probabilities=numbers["probabilities"],
+               hemorrhage_probability=numbers["hemorrhage_probability"], label=self.label,
+               thresholds=numbers["thresholds"], positive=numbers["positive"])
     if self.cam is not None:
       out.update(cam_class=self.cam_class, box=self.box and self.box.as_list(),
                  box_kind=gradcam.BOX_KIND, height=self.slice.shape[0], width=self.slice.shape[1])
@@ -87,6 +89,13 @@ class Judged(Protocol):
   status: str
 
   def shows(self, reveal: bool = False) -> bool: ...
+
+
+def labels_of(specs: Sequence[ModelSpec]) -> tuple[str, ...]:
+  """Every RSNA label some of these models predict, in the tasks.LABELS order (known before the
+  weights load)."""
+  have = {name for spec in specs for name in spec.outputs}
+  return tuple(name for name in tasks.LABELS if name in have)
 
 
 class Predictor:
@@ -148,8 +157,7 @@ class Predictor:
   @property
   def labels(self) -> tuple[str, ...]:
     """Every RSNA label some loaded model predicts, in the tasks.LABELS order."""
-    have = {name for spec in self.specs for name in spec.outputs}
-    return tuple(name for name in tasks.LABELS if name in have)
+    return labels_of(self.specs)
 
   def summary(self) -> str:
     """One line per checkpoint: what it predicts and what data its weights were trained on."""

@@ -24,12 +24,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, str | None]:
   config.add_flags(p)
   a = p.parse_args(argv)
   values = config.flags_to_values(a)
-  values.setdefault("workdir", f"runs/{config.ALIASES.get(a.preset, a.preset)}-"
-                               f"{values.get('task', config.TrainConfig.task)}")
   try:
-    return config.preset(a.preset, **values), a.sweep
+    cfg = config.preset(a.preset, **values)
   except ValueError as e:
     p.error(str(e))
+  if "workdir" not in values:
+    cfg = config.with_values(cfg, {"workdir": f"runs/{cfg.preset}-{cfg.task}"})
+  return cfg, a.sweep
 
 
 def setup_cli() -> None:

@@ -46,7 +46,7 @@ def ranking(task_name: str) -> tuple[str, bool]:
 
 
 def score_of(task_name: str, val: dict) -> float:
-  """Checkpoint score, higher is better: accuracy, or minus the RSNA loss for multilabel."""
+  """Checkpoint score, higher is better: accuracy, or minus the RSNA log loss for multilabel."""
   metric, higher = ranking(task_name)
   return val[metric] if higher else -val[metric]
 
@@ -63,6 +63,7 @@ def run(cfg: TrainConfig) -> dict:
   if cfg.weights is None:
     log.warning(RANDOM_INIT_WARNING)
   info, splits = load_data(cfg, task)
+  warn_if_demo_preset(cfg, info)
   dtype = steps.compute_dtype(cfg.dtype)
   model = build_model(cfg, dtype)
   spec = model_spec(cfg, model, info)
@@ -132,6 +133,17 @@ def load_data(cfg: TrainConfig, task: tasks.Task) -> tuple[dict, dict[str, data_
     return data_splits.load(cfg.data, task, **cfg.dataset_request())
   except (data.DataError, rsna.LabelError) as e:  # a message for the user, not a traceback
     raise config.ConfigError(str(e)) from e
+
+
+def warn_if_demo_preset(cfg: TrainConfig, info: dict) -> bool:
+  """Warns (True) when a preset sized for the phantom on a CPU trains on real data."""
+  if cfg.preset not in config.PHANTOM_PRESETS or info.get("source") == "phantom":
+    return False
+  log.warning("the %s preset is sized for the bundled phantom on a CPU (%d px, %d epochs, "
+              "from random weights); on %s it is a smoke test, not a model. For RSNA use "
+              "--preset rsna --weights DIR (docs/rsna.md).", cfg.preset, cfg.image_size,
+              cfg.epochs, data_splits.data_name(info))
+  return True
 
 
 def check_resumable(manager, cfg: TrainConfig) -> None:

@@ -25,6 +25,7 @@ WORDS = {OK: "judged", OUT_OF_SCOPE: "not a head CT slice: not judged",
          OUT_OF_DOMAIN: "unlike the training data: probabilities withheld",
          ERROR: "could not be read"}
 THRESHOLD = calibration.DEFAULT_THRESHOLD
+PLACES = 4  # decimals of a shown probability or threshold
 NO_HEMORRHAGE = "no hemorrhage"
 
 
@@ -46,16 +47,47 @@ def decide(probabilities: dict[str, float], thresholds: dict[str, float] | float
   hemorrhage; over it, the subtypes over theirs are named, most over first ("subdural +
   subarachnoid"), or "hemorrhage" when none is. A model without `any` names its most likely.
   """
-  if not isinstance(thresholds, dict):
-    thresholds = dict.fromkeys(probabilities, thresholds)
+  thresholds = _per_label(probabilities, thresholds)
   subtypes = {k: v for k, v in probabilities.items() if k in tasks.SUBTYPES}
   if "any" not in probabilities:
     return max(subtypes, key=subtypes.get) if subtypes else "hemorrhage"
-  if probabilities["any"] < thresholds.get("any", THRESHOLD):
+  over = positive(probabilities, thresholds)
+  if not over["any"]:
     return NO_HEMORRHAGE
-  named = [k for k in sorted(subtypes, key=lambda k: -evidence(subtypes[k], thresholds.get(
-      k, THRESHOLD))) if subtypes[k] >= thresholds.get(k, THRESHOLD)]
+  named = [k for k in sorted(subtypes, key=lambda k: -evidence(subtypes[k], thresholds[k]))
+           if over[k]]
   return " + ".join(named) or "hemorrhage"
+
+
+def positive(probabilities: dict[str, float], thresholds: dict[str, float] | float = THRESHOLD
+             ) -> dict[str, bool]:
+  """Per label: at or over its operating point, and for a subtype `any` too (when the model
+  has it), so the flags name exactly what `decide` names."""
+  thresholds = _per_label(probabilities, thresholds)
+  over = {k: v >= thresholds[k] for k, v in probabilities.items()}
+  if "any" in over:
+    over = {k: v and (k not in tasks.SUBTYPES or over["any"]) for k, v in over.items()}
+  return over
+
+
+def numbers(probabilities: dict[str, float], thresholds: dict[str, float] | float = THRESHOLD
+            ) -> dict:
+  """What an answer shows of its numbers: probabilities, operating points and positive flags,
+  rounded to `PLACES` (a model's fifth decimal means nothing)."""
+  per_label, shown = _per_label(probabilities, thresholds), _rounded(probabilities)
+  return {"probabilities": shown, "hemorrhage_probability": shown.get("any"),
+          "thresholds": _rounded(per_label), "positive": positive(probabilities, per_label)}
+
+
+def _rounded(values: dict[str, float]) -> dict[str, float]:
+  return {k: round(float(v), PLACES) for k, v in values.items()}
+
+
+def _per_label(probabilities: dict[str, float], thresholds: dict[str, float] | float
+               ) -> dict[str, float]:
+  if not isinstance(thresholds, dict):
+    return dict.fromkeys(probabilities, float(thresholds))
+  return {k: thresholds.get(k, THRESHOLD) for k in probabilities}
 
 
 def evidence(probability: float, threshold: float) -> float:
