@@ -1,4 +1,4 @@
-"""The predict CLI: typed records (slice, error, series) as JSON lines, CSV or a Kaggle submission."""
+"""The predict CLI: typed records (slice, error, series) as JSON lines, CSV or Kaggle rows."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from test_predictor import SUBDURAL, bad_files, png_bytes, tiny_checkpoint, writ
 from test_sources import ZS, enhanced_ct, phantom_volume, write_nifti, write_series
 
 from ichflax import tasks
-from ichflax.data import image, phantom
 from ichflax.checkpoint import discover
+from ichflax.data import image, phantom
 from ichflax.serving import cli as predict
 from ichflax.serving import records
 from ichflax.trust import verdict
