@@ -15,7 +15,7 @@ PACKAGE = ROOT / "ichflax"
 # progress record are, JSON copies, the process pool, XLA's compile policy.
 CORE = {"tasks", "spec", "progress", "jsonable", "parallel", "xla"}
 # The thin `python -m ichflax.X` entry points: each only calls its command's main.
-ENTRIES = {"train", "predict", "calibrate", "reproduce"}
+ENTRIES = {"train", "predict", "evaluate", "calibrate", "reproduce"}
 # Room -> the rooms it may import besides itself and CORE. Lower rooms never import higher ones.
 ALLOWED = {
     "core": set(),

@@ -190,3 +190,18 @@ def test_multilabel_per_class_auc_and_accuracies_by_hand():
   hits = metrics.hits("sigmoid", ML_PROBS, ML_TARGETS)
   np.testing.assert_allclose(hits, np.array([3, 3, 5, 2, 4, 4]) / 6)
   assert float(np.mean(hits)) == pytest.approx(21 / 36)
+
+
+def test_bootstrap_auc_resamples_whole_studies():
+  """Ten identical slices per study carry one study's evidence: resampling by study gives the
+  wide interval 20 studies deserve, resampling slices a falsely narrow one."""
+  rng = np.random.default_rng(0)
+  label = rng.random(20) < 0.5
+  score = label + rng.normal(0, 0.8, 20)
+  y, s, study = np.repeat(label, 10), np.repeat(score, 10), np.repeat(np.arange(20), 10)
+  low, high = metrics.bootstrap_auc(y, s, study, resamples=300)
+  slice_low, slice_high = metrics.bootstrap_auc(y, s, np.arange(200), resamples=300)
+  assert low < metrics.roc_auc(y, s) < high
+  assert high - low > 2 * (slice_high - slice_low)
+  assert metrics.bootstrap_auc(y, y.astype(float), study, resamples=50) == (1.0, 1.0)
+  assert all(math.isnan(v) for v in metrics.bootstrap_auc(np.ones(4), np.ones(4), np.arange(4)))

@@ -23,6 +23,10 @@ class Split:
 
   source: Any
   indices: np.ndarray
+  # Each selected example's image and study id (read from the split's metadata, not its images),
+  # for per-slice tables and resampling by study.
+  image_ids: np.ndarray | None = None
+  study_ids: np.ndarray | None = None
 
 
 def load(data: str | None, task: tasks.Task, *, protocol: str, per_class: int | None,
@@ -55,7 +59,9 @@ def load(data: str | None, task: tasks.Task, *, protocol: str, per_class: int | 
     if len(indices) == 0:
       raise builders.DataError(f"the {name} split of {dataset_dir} has no examples for the "
                                f"{task.name} task: check --data and --task")
-    splits[name] = Split(builders.open_split(dataset_dir, name), indices)
+    splits[name] = Split(builders.open_split(dataset_dir, name), indices,
+                         np.asarray(labels["image_id"])[indices],
+                         np.asarray(labels["study_id"])[indices])
   return info, splits
 
 

@@ -60,6 +60,31 @@ def roc_auc(y_true: np.ndarray, scores: np.ndarray) -> float:
   return float(u / (n_pos * n_neg))
 
 
+def bootstrap_auc(y_true: np.ndarray, scores: np.ndarray, groups: np.ndarray, *,
+                  resamples: int = 1000, seed: int = 0, level: float = 0.95
+                  ) -> tuple[float, float]:
+  """(low, high) percentile interval of the ROC AUC, resampling whole groups (studies).
+
+  Slices of one study are correlated; resampling slices would make the interval too narrow.
+  Resamples with one class only are skipped; (nan, nan) when none has both.
+  """
+  y_true, scores = np.asarray(y_true).astype(bool), np.asarray(scores)
+  _, group_of = np.unique(np.asarray(groups), return_inverse=True)
+  members = np.split(np.argsort(group_of, kind="stable"),
+                     np.cumsum(np.bincount(group_of))[:-1])
+  rng = np.random.default_rng(seed)
+  aucs = []
+  for _ in range(resamples):
+    rows = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+    aucs.append(roc_auc(y_true[rows], scores[rows]))
+  aucs = np.asarray(aucs)
+  aucs = aucs[~np.isnan(aucs)]
+  if not len(aucs):
+    return math.nan, math.nan
+  tail = 100 * (1 - level) / 2
+  return float(np.percentile(aucs, tail)), float(np.percentile(aucs, 100 - tail))
+
+
 def log_loss(targets: np.ndarray, probs: np.ndarray, activation: str) -> float:
   """Mean cross-entropy: categorical for softmax outputs, per-label binary for sigmoid."""
   t = np.asarray(targets)

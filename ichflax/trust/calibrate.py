@@ -165,44 +165,61 @@ def fit_and_store(model: nnx.Module, spec: ModelSpec, splits: dict, step_dir, **
   return summary
 
 
+def load_with_data(checkpoint_path, data: str):
+  """(model, spec, step dir, dataset info, splits): a checkpoint and the dataset it was
+  trained on, drawn as its run drew it. Raises ValueError / FileNotFoundError for the user."""
+  from ichflax import checkpoint
+  from ichflax.data import splits as data_splits
+  model, spec = checkpoint.load_inference(checkpoint_path)
+  step_dir = checkpoint.resolve(checkpoint_path)
+  cfg = checkpoint.read_config(step_dir).replace(data=data, limit=None)
+  info, splits = data_splits.load(cfg.data, tasks.get_task(spec.task), **cfg.dataset_request())
+  channels = len(info.get("windows") or ())
+  if (info["size"], channels) != (spec.stored_size, spec.channels):
+    raise ValueError(f"{data} stores {info['size']} px slices with {channels} windows, but the "
+                     f"checkpoint was trained on {spec.stored_size} px with {spec.channels}: "
+                     "give the dataset it was trained on (or its source folder)")
+  return model, spec, step_dir, info, splits
+
+
 def main(argv: list[str] | None = None) -> int:
   p = argparse.ArgumentParser(prog="python -m ichflax.calibrate", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("checkpoint", help="a checkpoint: step dir, export, training workdir or "
-                 "hf://OWNER/REPO[@REVISION] (fetched to the Hub cache and calibrated there)")
+                 "hf://OWNER/REPO[@REVISION] (fetched to the Hub cache)")
   p.add_argument("--data", required=True,
-                 help="the TFDS dataset the checkpoint was trained on (its train/validation split)")
+                 help="the dataset the checkpoint was trained on (a built TFDS dir or its source "
+                      "folder; its train and validation splits are used)")
+  p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                 help="write a calibrated fp32 copy to DIR and leave CHECKPOINT as it is "
+                      "(default: calibrate CHECKPOINT in place)")
   p.add_argument("--target-sensitivity", type=float, default=calibration.TARGET_SENSITIVITY,
                  help="validation sensitivity each output's operating point reaches (default "
                       f"{calibration.TARGET_SENSITIVITY})")
-  p.add_argument("--domain-percentile", type=float, default=domain.PERCENTILE)
+  p.add_argument("--domain-percentile", type=float, default=domain.PERCENTILE,
+                 help="percentile of the validation slices' domain scores that becomes the "
+                      f"out-of-domain threshold (default {domain.PERCENTILE}; the report's "
+                      "risk-coverage table shows what each choice withholds)")
   p.add_argument("--report", type=Path, default=None,
                  help="folder for calibration.md/json and the reliability diagram "
-                      "(default: beside the checkpoint, CHECKPOINT/../calibration)")
+                      "(default: beside the calibrated checkpoint, ../calibration)")
   a = p.parse_args(argv)
   logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
   logging.getLogger("ichflax").setLevel(logging.INFO)
   from ichflax import checkpoint
-  from ichflax.data import splits as data_splits
   from ichflax.evaluation import report
   try:
-    model, spec = checkpoint.load_inference(a.checkpoint)
-    step_dir = checkpoint.resolve(a.checkpoint)
-    cfg = checkpoint.read_config(step_dir).replace(data=a.data, limit=None)
-    info, splits = data_splits.load(cfg.data, tasks.get_task(spec.task), **cfg.dataset_request())
+    model, spec, step_dir, _, splits = load_with_data(a.checkpoint, a.data)
+    if a.out is not None:  # the copy keeps fp32 weights: calibration must not change a number
+      step_dir = checkpoint.export_inference(step_dir, a.out, dtype=np.float32)
   except (FileNotFoundError, ValueError) as e:  # CheckpointError, DataError: messages for the user
     print(f"error: {e}", file=sys.stderr)
-    return 2
-  if (info["size"], len(info.get("windows") or ())) != (spec.stored_size, spec.channels):
-    print(f"error: {a.data} stores {info['size']} px slices with {len(info.get('windows') or ())} "
-          f"windows, but the checkpoint was trained on {spec.stored_size} px with "
-          f"{spec.channels}: give the dataset it was trained on", file=sys.stderr)
     return 2
   summary = fit_and_store(model, spec, splits, step_dir,
                           target_sensitivity=a.target_sensitivity, percentile=a.domain_percentile)
   out = a.report or step_dir.parent / "calibration"
   paths = report.write_calibration(summary, out, spec.task)
-  print(json.dumps({k: str(v) for k, v in paths.items()}))
+  print(json.dumps({"checkpoint": str(step_dir), **{k: str(v) for k, v in paths.items()}}))
   return 0
 
 
