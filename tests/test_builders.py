@@ -306,3 +306,26 @@ def test_jpeg_share_stores_some_images_as_a_jpeg_export_would(rsna_dir, tmp_path
     stored[quality] = np.asarray(Image.open(job.target), np.float32)
   diff = np.abs(stored[None] - stored[30])
   assert diff.max() > 0 and diff.mean() < 12  # the same slice, with JPEG's losses
+
+
+def test_full_split_keeps_a_patients_studies_together(tmp_path):
+  """Two studies of one patient (a follow-up scan) land in one split: the split is by patient,
+  and the patient's ID is never stored, only its digest."""
+  import pydicom
+  root = phantom.write_rsna(tmp_path / "rsna", 48, seed=5, size=32, workers=1)
+  files = sorted((root / phantom.IMAGES_DIR).glob("*.dcm"))
+  studies = sorted({pydicom.dcmread(f).StudyInstanceUID for f in files})
+  patient_of = {s: f"PATIENT-{i // 2}" for i, s in enumerate(studies)}  # two studies each
+  for f in files:
+    ds = pydicom.dcmread(f)
+    ds.PatientID = patient_of[ds.StudyInstanceUID]
+    ds.save_as(f)
+  dataset = builders.build_rsna(root, tmp_path / "tfds", builders.BuildConfig(
+      size=32, protocol="full", workers=1))
+  split_of = {}
+  for s in rsna.SPLITS:
+    for study in builders.read_meta(dataset, s)["study_id"]:
+      split_of.setdefault(patient_of[study], set()).add(s)
+  assert len(patient_of) >= 6 and all(len(v) == 1 for v in split_of.values()), split_of
+  cached = b"".join(p.read_bytes() for p in (tmp_path / "tfds").rglob("*") if p.is_file())
+  assert b"PATIENT-" not in cached  # neither the records nor the image cache keep the ID

@@ -119,7 +119,7 @@ def test_full_protocol_splits_by_study():
   assert all((g == tasks.NO_GROUP).all() for _, g in split.values())
   # Unknown studies: each image is its own unit.
   assert sum(len(i) for i, _ in rsna.full_split([""] * 30).values()) == 30
-  with pytest.raises(ValueError, match="at least 3 studies"):
+  with pytest.raises(ValueError, match="needs at least 3"):
     rsna.full_split(["ID_a", "ID_a", "ID_b"])
 
 

@@ -38,6 +38,7 @@ class Job:
 class Result:
   target: str
   study_id: str = ""
+  patient_key: str = ""  # `dicom.patient_key`: a digest, never the PatientID
   error: str | None = None  # why the file was skipped
 
 
@@ -45,7 +46,7 @@ def run(job: Job) -> Result:
   """Convert one file unless its cached image exists; never raises for a bad file."""
   if os.path.exists(job.target):
     with Image.open(job.target) as im:
-      return Result(job.target, im.text.get("study_id", ""))
+      return Result(job.target, im.text.get("study_id", ""), im.text.get("patient_key", ""))
   try:
     s = _ROUTES[job.kind](job.source, windows=job.windows, stored_size=job.size)
   except InputError as e:
@@ -53,8 +54,10 @@ def run(job: Job) -> Result:
   except Exception as e:  # noqa: BLE001  (one odd file must not end a build)
     return Result(job.target, error=f"unexpected {type(e).__name__} while reading ({e})")
   study = s.geometry.study_instance_uid if s.geometry else ""
+  patient = s.geometry.patient_key if s.geometry else ""
   info = PngImagePlugin.PngInfo()
   info.add_text("study_id", study)
+  info.add_text("patient_key", patient)
   tmp = Path(job.target).with_suffix(f".{os.getpid()}.tmp")
   model = s.model_image
   if job.jpeg_quality:
@@ -64,7 +67,7 @@ def run(job: Job) -> Result:
   Image.fromarray(model.squeeze(-1) if model.shape[-1] == 1 else model).save(
       tmp, format="PNG", pnginfo=info, compress_level=1)
   os.replace(tmp, job.target)  # atomic: an interrupted build never leaves half a PNG
-  return Result(job.target, study)
+  return Result(job.target, study, patient)
 
 
 def _jpeg_round_trip(model: np.ndarray, quality: int) -> np.ndarray:

@@ -5,6 +5,7 @@ Decoding only: HU become model pixels in `ichflax.data.image`.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import os
@@ -102,6 +103,14 @@ def header(ds: pydicom.Dataset, keyword: str, convert: Callable[[Any], Any], def
                      "the scanner or PACS") from None
 
 
+def patient_key(patient_id: str) -> str:
+  """A short one-way digest of a PatientID ("" for none): equal for one patient's files, so a
+  build can split by patient, and never the ID itself (nothing shows or stores that)."""
+  if not patient_id.strip():
+    return ""
+  return hashlib.sha256(f"ichflax-patient:{patient_id.strip()}".encode()).hexdigest()[:16]
+
+
 def is_dicomdir(ds: pydicom.Dataset) -> bool:
   """A DICOMDIR: the index of a DICOM export (media), listing the image files beside it."""
   meta = getattr(ds, "file_meta", None) or {}
@@ -194,6 +203,7 @@ class ImageFile:
     with pydicom.config.disable_value_validation():  # RSNA "ID_<hex>" UIDs are not DICOM UIDs
       self._uids = tuple(header(ds, k, str, "", name=name) for k in (
           "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"))
+    self._patient_key = patient_key(header(ds, "PatientID", str, "", name=name))
     # What was scanned, for the scope check; None when a tag is absent or empty.
     self._scanned = tuple(header(ds, k, str, "", name=name).strip() or None
                           for k in ("Modality", "BodyPartExamined"))
@@ -209,7 +219,7 @@ class ImageFile:
       z = None if step is None else z + index * step
     number = (header(ds, "InstanceNumber", int, None, name=name) if self.frames == 1
               else index + 1)
-    return SliceGeometry(*self._uids, number, z, *self._scanned)
+    return SliceGeometry(*self._uids, number, z, *self._scanned, patient_key=self._patient_key)
 
   def _rescale(self, index: int) -> tuple[float, float, bool]:
     """(slope, intercept, whether an intercept was given) for one frame."""

@@ -43,7 +43,8 @@ class Problem:
 
 @dataclasses.dataclass(frozen=True)
 class SliceGeometry:
-  """The non-identifying tags that order a slice within its series (no patient tags).
+  """The non-identifying tags that order a slice within its series (no patient tags: only a
+  digest of PatientID, `patient_key`, which keeps a patient's scans in one split).
 
   DICOM and NIfTI readers both produce it, and `sources` orders by it.
   """
@@ -56,3 +57,5 @@ class SliceGeometry:
   # What was scanned, for the scope check (`ichflax.trust.scope`); None when the tag is absent.
   modality: str | None = None
   body_part: str | None = None
+  # A one-way digest of PatientID (never the ID itself): builds split by patient with it.
+  patient_key: str = ""

@@ -2,7 +2,7 @@
 
 The paper protocol: per class `per_class` images (five subtypes and "no hemorrhage"), 80:20
 train/test, then 90:10 train/validation, each image in at most one class so no slice is in two
-splits. The full protocol: every image, validation and test drawn by study
+splits. The full protocol: every image, validation and test drawn by patient (else study)
 so slices of one scan never straddle splits.
 """
 
@@ -20,8 +20,8 @@ from ichflax import tasks
 
 SPLITS = ("train", "validation", "test")
 # paper: the text's per-class draw; paper-code: the authors' parser (walk the CSV, first subtype
-# with room wins); full: every image, split by study. Here, beside the draws, so the builders need
-# no training config; `ichflax.config` offers the same choices.
+# with room wins); full: every image, split by patient (else study). Here, beside the draws, so
+# the builders need no training config; `ichflax.config` offers the same choices.
 PROTOCOLS = ("paper", "paper-code", "full")
 # Names used before the paper's protocol, recipe and preset were called "paper" (`ichflax.config`
 # applies them to the recipe and preset too).
@@ -233,13 +233,14 @@ def _split_groups(groups: np.ndarray, is_test: np.ndarray,
   return {s: (np.concatenate(i), np.concatenate(g)) for s, (i, g) in out.items()}
 
 
-def full_split(study_ids: list[str], seed: int = 0, validation: float = 0.1,
+def full_split(group_ids: list[str], seed: int = 0, validation: float = 0.1,
                test: float = 0.1) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-  """Every image; validation and test drawn by study (by image where the study is unknown)."""
-  keys = [s or f"image:{i}" for i, s in enumerate(study_ids)]
+  """Every image; validation and test drawn by group: the patient (or, where the files name
+  none, the study; by image where both are unknown), so one patient never spans two splits."""
+  keys = [s or f"image:{i}" for i, s in enumerate(group_ids)]
   studies = sorted(set(keys))
   if len(studies) < 3:
-    raise ValueError(f"the full protocol splits by study and needs at least 3 studies; found "
+    raise ValueError(f"the full protocol splits by patient or study and needs at least 3; found "
                      f"{len(studies)}")
   order = np.random.default_rng(seed).permutation(len(studies))
   n_test = max(1, round(len(studies) * test))

@@ -44,7 +44,7 @@ class BuildConfig:
 
   size: int = 256  # stored image side, pixels
   windows: int = 3  # 3: brain, subdural, bone as RGB; 1: the paper-style brain window
-  protocol: str = "paper"  # paper: per-class draw, 80:20 then 90:10; full: all, split by study
+  protocol: str = "paper"  # paper: per-class draw, 80:20 then 90:10; full: all, split by patient
   per_class: int | None = None  # paper protocol; None: 2000 (RSNA, PNG) or the phantom's most
   seed: int = 0  # random seed of the split draw
   workers: int | None = None  # conversion processes; None: one per CPU core
@@ -103,7 +103,8 @@ class _Draw:
   """How a build's protocol splits its items; every protocol choice of a build is made here.
 
   The paper protocols draw per class before anything is converted (and again around files that
-  fail, so classes stay balanced); `full` splits every usable file by study after conversion.
+  fail, so classes stay balanced); `full` splits every usable file by patient (else study)
+  after conversion.
   Class folders with `test/` subfolders give the test split as it is (paper protocols).
   """
 
@@ -132,11 +133,12 @@ class _Draw:
   def before_conversion(self) -> bool:
     return self.protocol != "full"
 
-  def split(self, pool: np.ndarray, study_ids: list[str] | None = None
+  def split(self, pool: np.ndarray, keys: list[str] | None = None
             ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """split name -> (item indices, their groups), drawn from the items in `pool`."""
+    """split name -> (item indices, their groups), drawn from the items in `pool`; `keys`
+    (full protocol): each item's patient or study, kept together."""
     if not self.before_conversion:
-      split = rsna.full_split(study_ids, self.seed)
+      split = rsna.full_split(keys, self.seed)
     elif self.is_test.any():
       split = rsna.given_test_split(self.groups[pool], self.is_test[pool], self.seed)
     elif self.protocol == "paper":
@@ -153,7 +155,9 @@ def _convert_drawn(draw: _Draw, convert_items: Callable[[list[int]], list[conver
   if not draw.before_conversion:
     results = dict(enumerate(convert_items(list(range(n)))))
     ok = np.array([i for i in range(n) if not results[i].error], int)
-    return results, draw.split(ok, [results[i].study_id for i in ok.tolist()])
+    # By patient where the files name one, else by study: no patient's scans in two splits.
+    return results, draw.split(ok, [results[i].patient_key or results[i].study_id
+                                    for i in ok.tolist()])
   results: dict[int, convert.Result] = {}
   usable = np.ones(n, bool)
   failed = [-1]
