@@ -23,7 +23,8 @@ SPACE_STORAGE = "/data"  # where a Space's persistent storage is mounted, when i
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(prog="python app.py", description=__doc__.split("\n\n")[0])
-  parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+  parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)),
+                      help="port to serve on (default: $GRADIO_SERVER_PORT, else 7860)")
   parser.add_argument("--host", default=None,
                       help="bind address (default 127.0.0.1; 0.0.0.0 on Hugging Face Spaces)")
   parser.add_argument("--share", action="store_true", help="also make a public gradio.live link")

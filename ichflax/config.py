@@ -121,11 +121,13 @@ class TrainConfig:
                         "other backbones come in torchvision's)", choices=VARIANTS, sweep=True,
                         resume=True)
   epochs: int = option(20, "epochs to train", low=1, sweep=True)
-  batch_size: int | None = option(None, "training batch (default: the task's paper preset)",
+  batch_size: int | None = option(None, "training batch (default: the task's own: binary 16, "
+                                  "subtype 8, multilabel 16)",
                                   low=1, sweep=True, resume=True)
   eval_batch_size: int | None = option(None, "evaluation batch (default: the training batch)",
                                        low=1, sweep=True)
-  dropout: float | None = option(None, "head dropout (default: the task's paper preset)",
+  dropout: float | None = option(None, "head dropout (default: the task's own: binary 0.4, "
+                                 "subtype and multilabel 0.3)",
                                  low=0.0, high=1.0, high_open=True, sweep=True, resume=True)
   image_size: int = option(224, "model input side in pixels (a multiple of 32, at least 32)",
                            sweep=True, resume=True)
@@ -141,8 +143,9 @@ class TrainConfig:
                      sweep=True, resume=True)
   dtype: str = option("auto", "compute dtype; auto: bf16 on GPU/TPU, fp32 on CPU",
                       choices=DTYPES, resume=True)
-  protocol: str = option("paper", "how an RSNA folder is drawn into splits (paper or full)",
-                         choices=PROTOCOLS, resume=True)
+  protocol: str = option("paper", "how an RSNA folder is drawn into splits: paper (the text's "
+                         "2,000 per class), paper-code (the authors' parser) or full (every "
+                         "slice, split by patient)", choices=PROTOCOLS, resume=True)
   stored_size: int | None = option(None, "stored slice size when a dataset is built", low=32,
                                    sweep=True, resume=True)
   phantom_slices: int = option(3000, "slices drawn when the phantom is built", low=1,
@@ -312,17 +315,23 @@ def _flag_name(dotted: str) -> str:
   return f"--{name}"
 
 
-def add_flags(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
+def add_flags(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None,
+              shown: TrainConfig | None = None) -> None:
   """One flag per config field (or the `only` ones), defaults None: unset flags change nothing.
 
-  Booleans get --x / --no-x. Parsed values go back with `flags_to_values`.
+  Booleans get --x / --no-x. Parsed values go back with `flags_to_values`. `shown`: the config
+  a run would start from (a preset); each help text ends with its value there, so --help says
+  what runs, not the dataclass default.
   """
   for dotted, cls, f in _walk():
     opt = _option(f)
     if not opt.flag or (only is not None and dotted not in only):
       continue
     kind = value_type(cls, f.name)
-    kwargs: dict[str, Any] = dict(dest=dotted, help=opt.help)  # argparse's default is None
+    help_text = opt.help
+    if shown is not None:
+      help_text += f" [{shown.preset}: {_shown(shown, dotted)}]"
+    kwargs: dict[str, Any] = dict(dest=dotted, help=help_text)  # argparse's default is None
     if kind is bool:
       kwargs["action"] = argparse.BooleanOptionalAction
     else:
@@ -330,6 +339,15 @@ def add_flags(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = No
       if opt.choices:
         kwargs["choices"] = opt.choices
     parser.add_argument(_flag_name(dotted), **kwargs)
+
+
+def _shown(cfg: TrainConfig, dotted: str) -> Any:
+  """A field's value as a run uses it: the task's own batch and dropout where the field is None.
+  (argparse formats help with %, so a literal percent sign is doubled.)"""
+  value = get(cfg, dotted)
+  if value is None:
+    value = getattr(cfg, f"resolved_{dotted}", "its default")
+  return str(value).replace("%", "%%")
 
 
 def flags_to_values(namespace: argparse.Namespace) -> dict[str, Any]:

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "ichflax"
 # Modules at the package's top that every room may read: what a task, a model spec, a run's
 # progress record are, JSON copies, the process pool, XLA's compile policy.
-CORE = {"tasks", "spec", "progress", "jsonable", "parallel", "xla"}
+CORE = {"tasks", "spec", "progress", "jsonable", "parallel", "xla", "flags"}
 # The thin `python -m ichflax.X` entry points: each only calls its command's main.
 ENTRIES = {"train", "predict", "evaluate", "calibrate", "reproduce"}
 # Room -> the rooms it may import besides itself and CORE. Lower rooms never import higher ones.

@@ -33,10 +33,10 @@ def _printed(capsys, pattern: str) -> str:
 def test_the_rsna_page_runs_end_to_end(tmp_path, capsys):
   import _weights_refs as refs
   download = tmp_path / "rsna"  # stage_2_train.csv + stage_2_train/*.dcm, as Kaggle ships it
-  assert data_main(["phantom", "--out", str(download), "--num", "60", "--size", "64",
+  assert data_main(["phantom", "--out", str(download), "--slices", "60", "--size", "64",
                     "--per-series", "4", "--workers", "1"]) == 0
   assert (download / "stage_2_train.csv").is_file()
-  assert data_main(["build", "--rsna", str(download), "--protocol", "full", "--size", "32",
+  assert data_main(["build", "--rsna", str(download), "--protocol", "full", "--stored-size", "32",
                     "--out", str(tmp_path / "tfds"), "--workers", "1"]) == 0
   dataset = _printed(capsys, r"dataset: (\S+)")
   h5 = tmp_path / "resnet50_notop.h5"  # random weights: the page converts ImageNet's

@@ -18,7 +18,9 @@ def main(argv: list[str] | None = None) -> int:
   out.add_argument("src", help="a training workdir, its checkpoints/ dir, one step dir, or "
                                "hf://OWNER/REPO[@REV]")
   out.add_argument("dst", help="new directory for the inference checkpoint")
-  out.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+  out.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
+                   help="parameter storage: bfloat16 (half the size; served in fp32) or float32 "
+                        "(default bfloat16)")
   push = commands.add_parser(
       "push", help="upload an exported checkpoint and its model card to a Hugging Face model "
                    "repository (token: HF_TOKEN or `hf auth login`)")

@@ -9,6 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ichflax import flags
 from ichflax.data import phantom, preview, rsna, synth
 
 PREVIEW_NAME = "ichflax_contact_sheet.png"
@@ -58,8 +59,10 @@ def main(argv: list[str] | None = None) -> int:
   ph = sub.add_parser("phantom", help="write anatomy-based synthetic head CT as RSNA-format "
                       "series (DICOMs, CSV, bleed masks)")
   ph.add_argument("--out", type=Path, required=True, help="folder to write")
-  ph.add_argument("--num", type=int, required=True, help="number of slices")
-  ph.add_argument("--seed", type=int, default=0)
+  flags.renamed(ph, "--slices", "--num", dest="num", type=int, required=True,
+                help="number of slices to write")
+  ph.add_argument("--seed", type=int, default=0,
+                  help="seed of the subjects, scanners and bleeds drawn (default 0)")
   ph.add_argument("--size", type=int, default=None,
                   help="slice side in pixels (default 512; 256 with --png)")
   ph.add_argument("--positive", type=float, default=0.45,
@@ -85,8 +88,9 @@ def main(argv: list[str] | None = None) -> int:
   b.add_argument("--protocol", choices=(*rsna.PROTOCOLS, *rsna.ALIASES), default="paper",
                  help="paper: per class, as the paper's text drew; paper-code: the authors' "
                       "parser (CSV order, first subtype with room); full: every image, split "
-                      "by study (seed: the old name of paper)")
-  b.add_argument("--size", type=int, default=256, help="stored image side in pixels")
+                      "by patient (else study) (seed: the old name of paper)")
+  flags.renamed(b, "--stored-size", "--size", dest="size", type=int, default=256,
+                help="stored image side in pixels (default 256; train's --stored-size)")
   b.add_argument("--windows", type=int, choices=(3, 1), default=3,
                  help="3: brain, subdural, bone as RGB; 1: the brain window only")
   b.add_argument("--per-class", type=int, default=None,
@@ -99,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
   b.set_defaults(run=_build)
 
   i = sub.add_parser("info", help="print what a built dataset holds")
-  i.add_argument("dataset", type=Path)
+  i.add_argument("dataset", type=Path, help="a dataset folder `data build` printed")
   i.set_defaults(run=_info)
 
   pv = sub.add_parser("preview", help="write a contact sheet of synthetic slices (PNG)")

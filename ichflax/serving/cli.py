@@ -55,7 +55,8 @@ def _parser() -> argparse.ArgumentParser:
              "docs/serving.md).\nExit codes:\n" + "\n".join(
                  f"  {code}  {text}" for code, text in EXIT_CODES.items())
              + "\nResearch and education use only; not a medical device.")
-  parser.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR_OR_ZIP")
+  parser.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR_OR_ZIP",
+                      help="DICOM, NIfTI, PNG/JPG files, folders (read recursively) or zips")
   parser.add_argument("--checkpoint", action="append", metavar="DIR",
                       help="a checkpoint directory or hf://OWNER/REPO[@REVISION]; repeat for a "
                            f"binary + a subtype checkpoint (default: ${discover.ENV}, else the "

@@ -13,15 +13,26 @@ from ichflax.config import TrainConfig
 from ichflax.training import loop, sweep
 from ichflax.xla import cache as xla_cache
 
+DEFAULT_PRESET = "cpu-demo"
+
 
 def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, str | None]:
+  # The preset (and task) first, so that --help shows the values this run would use.
+  first = argparse.ArgumentParser(add_help=False)
+  first.add_argument("--preset", default=DEFAULT_PRESET)
+  first.add_argument("--task")
+  known, _ = first.parse_known_args(argv)
+  try:
+    shown = config.preset(known.preset, **({"task": known.task} if known.task else {}))
+  except ValueError:
+    shown = None  # an unknown preset: the full parse below says so
   p = argparse.ArgumentParser(prog="python -m ichflax.train", description=loop.__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--preset", default="cpu-demo",
+  p.add_argument("--preset", default=DEFAULT_PRESET,
                  help=f"starting values, one of {', '.join(config.PRESETS)}; flags override "
-                      "them (default: cpu-demo)")
+                      f"them; each flag's help ends with its value there [{DEFAULT_PRESET}]")
   p.add_argument("--sweep", help="grid, e.g. 'dropout=0.25,0.3,0.4 batch_size=8,16'")
-  config.add_flags(p)
+  config.add_flags(p, shown=shown)
   a = p.parse_args(argv)
   values = config.flags_to_values(a)
   try:

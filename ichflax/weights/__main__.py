@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ichflax import flags
 from ichflax.models import backbones
 from ichflax.spec import backbone_named
 from ichflax.weights.convert import ConversionError, convert, read_metadata
@@ -21,8 +22,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="the backbone the file holds (default: recognised from its layer names)")
   get = sub.add_parser("fetch", help="download official ImageNet weights: ResNet50 (keras, "
                        "torchvision), efficientnet_b0, convnext_tiny (torchvision)")
-  get.add_argument("name", choices=sorted(SOURCES))
-  get.add_argument("--to", help="file or directory to save to (default ~/.cache/ichflax/weights)")
+  get.add_argument("name", choices=sorted(SOURCES), help="which published weights")
+  flags.renamed(get, "--out", "--to", dest="to",
+                help="file or directory to save to (default ~/.cache/ichflax/weights)")
   get.add_argument("--url", help="a mirror of the file (then give --sha256 or --md5)")
   get.add_argument("--sha256", help="pin the file's SHA-256 (full hex, or a prefix of 8+)")
   get.add_argument("--md5", help="the file's md5, for a mirror")
