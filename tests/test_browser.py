@@ -6,9 +6,7 @@ through `executable_path`: no browser download. The screenshot goes to docs/scre
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -17,13 +15,12 @@ from test_dicom import _gdcm
 from test_predictor import bad_files, write_dicom  # noqa: F401
 from test_sources import enhanced_ct, phantom_volume, write_nifti
 
-from bench import pictures
+from bench import pictures, screenshot
+from demo import uploads
 
-playwright = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("playwright.sync_api")
 
-CHROMIUM = os.environ.get("ICHFLAX_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM = screenshot.chromium()
 SCREENSHOT = ROOT / "docs" / "screenshots" / "e2e_latest.png"
 RESULT_TIMEOUT_MS = 120_000
 
@@ -33,12 +30,8 @@ def page(tmp_path_factory):
   if not Path(CHROMIUM).exists():
     pytest.skip(f"no Chromium at {CHROMIUM}: install Debian's `chromium` package "
                 "(apt-get install -y chromium) or set ICHFLAX_CHROMIUM to a Chromium binary")
-  with playwright.sync_playwright() as p:  # a fresh profile: nothing cached from earlier runs
-    context = p.chromium.launch_persistent_context(
-        tmp_path_factory.mktemp("profile"), executable_path=CHROMIUM, args=FLAGS,
-        viewport={"width": 1400, "height": 1000})
-    yield context.new_page()
-    context.close()
+  with screenshot.browser_page(tmp_path_factory.mktemp("profile")) as page:
+    yield page
 
 
 def test_upload_dicom_and_see_the_result(server, page, identified_dicom, bad_files):
@@ -148,3 +141,15 @@ def test_headline_and_panels_give_one_answer(server, page, three_cases, case):
     return
   named = {k for k, (_, o) in subtypes.items() if o}
   assert set(label.split(" + ")) == (named or {"hemorrhage"}), (case, headline, subtypes)
+
+
+def test_screenshot_command_draws_the_limits_the_code_enforces(server, page, tmp_path):
+  """bench/screenshot.py regenerates the README's picture; the limit the page states is the
+  one the upload code and Gradio's server enforce."""
+  import httpx
+  from PIL import Image
+  out = tmp_path / "demo.png"
+  text = screenshot.shoot(page, server.url, out)
+  assert Image.open(out).size[0] == screenshot.VIEWPORT["width"]
+  assert f"{uploads.MAX_SLICES:,} slices, {uploads.MAX_UPLOAD_MB} MB per file" in text
+  assert httpx.get(server.url + "config").json()["max_file_size"] == uploads.MAX_UPLOAD_MB * 2**20

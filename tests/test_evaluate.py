@@ -75,3 +75,10 @@ def test_calibrate_out_writes_a_calibrated_copy(tiny_checkpoint, tmp_path, capsy
     logits = [math.log(p.probabilities[k] / (1 - p.probabilities[k])) * s.temperatures[j]
               for p, s in zip(served, (before, calibrated))]
     assert math.isclose(*logits, rel_tol=1e-4, abs_tol=1e-4)
+
+
+def test_evaluation_lands_in_the_run_or_beside_the_export(tmp_path):
+  step = tmp_path / "runs" / "rsna" / "checkpoints" / "120"
+  assert evaluate_cli.default_out(step, "test") == tmp_path / "runs" / "rsna" / "evaluation-test"
+  export = tmp_path / "served"
+  assert evaluate_cli.default_out(export, "validation") == tmp_path / "served-evaluation-validation"

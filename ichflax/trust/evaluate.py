@@ -96,6 +96,15 @@ def markdown(s: dict) -> str:
   return "\n".join(lines)
 
 
+def default_out(step_dir: Path, split: str) -> Path:
+  """WORKDIR/evaluation-SPLIT for a training run's step, else NAME-evaluation-SPLIT beside an
+  exported checkpoint NAME."""
+  from ichflax.checkpoint import layout
+  if step_dir.name.isdigit():
+    return layout.workdir_of(step_dir) / f"evaluation-{split}"
+  return step_dir.parent / f"{step_dir.name}-evaluation-{split}"
+
+
 def main(argv: list[str] | None = None) -> int:
   p = argparse.ArgumentParser(prog="python -m ichflax.evaluate", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -107,8 +116,9 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--split", choices=("test", "validation", "train"), default="test",
                  help="the split measured (default test)")
   p.add_argument("--out", type=Path, default=None, metavar="DIR",
-                 help="folder for evaluation.md/json and slices.csv (default: beside the "
-                      "checkpoint, ../evaluation-SPLIT)")
+                 help="folder for evaluation.md/json and slices.csv (default: WORKDIR/"
+                      "evaluation-SPLIT for a training run, NAME-evaluation-SPLIT beside an "
+                      "exported checkpoint NAME)")
   p.add_argument("--bootstrap", type=int, default=RESAMPLES, metavar="N",
                  help=f"bootstrap resamples of studies for the intervals (default {RESAMPLES})")
   p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
@@ -123,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
   split = splits[a.split]
   summary, probs, targets = evaluate(model, spec, split, resamples=a.bootstrap, seed=a.seed)
   summary.update(checkpoint=str(step_dir), dataset=str(info.get("data", a.data)), split=a.split)
-  out = a.out or step_dir.parent / f"evaluation-{a.split}"
+  out = a.out or default_out(step_dir, a.split)
   paths = write(summary, probs, targets, split, spec.outputs, out)
   print(paths["md"].read_text())
   print(json.dumps({k: str(v) for k, v in paths.items()}))
