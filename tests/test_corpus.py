@@ -68,7 +68,7 @@ def test_every_file_of_the_pydicom_corpus_gets_a_row_from_the_cli():
     if r["status"] != "ok":
       assert r["reason"], r
     if r["status"] == "error":
-      assert set(r) == {"file", "status", "reason"}
+      assert set(r) == {"type", "file", "status", "reason"} and r["type"] == "error"
       assert r["reason"].startswith(r["file"] + ": ") and ACTION.search(r["reason"]), r
       assert "ichflax's reader" not in r["reason"], r  # every failure foreseen, none a catch-all
   counts = _counts(rows)

@@ -185,8 +185,12 @@ def test_read_from_bytes_and_file_object(tmp_path, hu):
 
 def test_geometry_without_patient_tags(tmp_path, hu):
   _, geo = dicom.read_slice(_write(tmp_path / "a.dcm", hu))
-  assert geo == dataclasses.replace(GEOMETRY, modality="CT")  # what was scanned: scope check
-  assert "ID_synthetic" not in repr(geo)
+  # What was scanned (for the scope check) and a digest of the patient (for the split by
+  # patient), never the PatientID itself.
+  assert geo == dataclasses.replace(GEOMETRY, modality="CT",
+                                    patient_key=dicom.patient_key("ID_synthetic"))
+  assert "ID_synthetic" not in repr(geo) and len(geo.patient_key) == 16
+  assert dicom.patient_key("ID_other") != geo.patient_key and dicom.patient_key(" ") == ""
 
 
 def test_truncated_file(tmp_path, hu):

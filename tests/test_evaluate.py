@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 
 import numpy as np
 from test_predictor import tiny_checkpoint  # noqa: F401
@@ -49,10 +50,16 @@ def test_evaluate_writes_what_its_slices_say(tiny_checkpoint, tmp_path, capsys):
 
 
 def test_evaluate_refuses_a_dataset_of_another_size(tiny_checkpoint, tmp_path, capsys):
-  from _synth_data import build
-  other = build(tmp_path / "data", num=90, size=32)
-  assert evaluate_cli.main([str(tiny_checkpoint), "--data", str(other)]) == 2
-  assert "stores 32 px" in capsys.readouterr().err
+  """A checkpoint that says it was trained on 32 px slices, given its own 64 px dataset."""
+  from ichflax.checkpoint import layout
+  other = tmp_path / "other"
+  shutil.copytree(tiny_checkpoint, other)
+  spec = checkpoint.read_spec(other)
+  layout.write_json(other, layout.SPEC, spec.replace(stored_size=32).to_json(), force=True)
+  data = checkpoint.read_config(tiny_checkpoint).data
+  assert evaluate_cli.main([str(other), "--data", data]) == 2
+  assert "stores 64 px slices with 3 windows, but the checkpoint was trained on 32 px" in (
+      capsys.readouterr().err)
 
 
 def test_calibrate_out_writes_a_calibrated_copy(tiny_checkpoint, tmp_path, capsys):

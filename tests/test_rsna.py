@@ -125,3 +125,21 @@ def test_full_protocol_splits_by_study():
 
 def test_count_by_group_names_classes():
   assert rsna.count_by_group([0, 0, 5, -1]) == {"epidural": 2, "no hemorrhage": 1, "all": 1}
+
+
+def test_full_split_by_patient_draws_as_by_study_when_each_patient_has_one_study():
+  studies = [f"ID_s{i % 12:02d}" for i in range(60)]
+  patients = [f"p{(i % 12) * 7 % 12}" for i in range(60)]  # one patient per study, other names
+  assert _as_lists(rsna.full_split(studies, seed=3, patient_keys=patients)) == _as_lists(
+      rsna.full_split(studies, seed=3))
+  shared = [f"p{(i % 12) // 2}" for i in range(60)]  # two studies each: kept together
+  split = rsna.full_split(studies, seed=3, patient_keys=shared)
+  where: dict[str, set] = {}
+  for s, (indices, _) in split.items():
+    for k in indices.tolist():
+      where.setdefault(shared[k], set()).add(s)
+  assert len(where) == 6 and all(len(v) == 1 for v in where.values()), where
+
+
+def _as_lists(split):
+  return {s: i.tolist() for s, (i, _) in split.items()}

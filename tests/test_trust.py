@@ -141,7 +141,7 @@ def test_cli_status_on_every_line(tiny_checkpoint, tmp_path, capsys):
   args = [str(folder), str(photo), "--checkpoint", str(tiny_checkpoint)]
   assert predict.main(args) == 0
   lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-  slices = [r for r in lines if "file" in r]
+  slices = [r for r in lines if r["type"] != "series"]
   assert all(r["status"] in verdict.STATUSES for r in slices)
   by_name = {Path(r["file"]).name: r for r in slices}
   assert by_name["broken.dcm"]["status"] == verdict.ERROR and by_name["broken.dcm"]["reason"]
@@ -150,7 +150,7 @@ def test_cli_status_on_every_line(tiny_checkpoint, tmp_path, capsys):
   for r in slices:
     assert ("probabilities" in r) == (r["status"] == verdict.OK)
     assert ("reason" in r) == (r["status"] != verdict.OK)
-  study, = [r["study"] for r in lines if "study" in r]
+  study, = [r for r in lines if r["type"] == "series"]
   assert study["slices"] == 4 and study["status"] in verdict.STATUSES
 
 

@@ -233,21 +233,30 @@ def _split_groups(groups: np.ndarray, is_test: np.ndarray,
   return {s: (np.concatenate(i), np.concatenate(g)) for s, (i, g) in out.items()}
 
 
-def full_split(group_ids: list[str], seed: int = 0, validation: float = 0.1,
-               test: float = 0.1) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-  """Every image; validation and test drawn by group: the patient (or, where the files name
-  none, the study; by image where both are unknown), so one patient never spans two splits."""
-  keys = [s or f"image:{i}" for i, s in enumerate(group_ids)]
-  studies = sorted(set(keys))
-  if len(studies) < 3:
+def full_split(study_ids: list[str], seed: int = 0, validation: float = 0.1,
+               test: float = 0.1, patient_keys: list[str] | None = None
+               ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """Every image; validation and test drawn by patient (`patient_keys`; where a file names
+  none, by its study; by image where both are unknown), so one patient never spans two splits.
+
+  Patients are drawn in the order of their first study id: where each patient has one study,
+  the draw is the by-study draw of datasets built before patients were read.
+  """
+  studies = [s or f"image:{i}" for i, s in enumerate(study_ids)]
+  keys = [p or s for p, s in zip(patient_keys or [""] * len(studies), studies)]
+  first: dict[str, str] = {}
+  for k, s in zip(keys, studies):
+    first[k] = min(first.get(k, s), s)
+  units = sorted(first, key=lambda k: (first[k], k))
+  if len(units) < 3:
     raise ValueError(f"the full protocol splits by patient or study and needs at least 3; found "
-                     f"{len(studies)}")
-  order = np.random.default_rng(seed).permutation(len(studies))
-  n_test = max(1, round(len(studies) * test))
-  n_val = max(1, round(len(studies) * validation))
+                     f"{len(units)}")
+  order = np.random.default_rng(seed).permutation(len(units))
+  n_test = max(1, round(len(units) * test))
+  n_val = max(1, round(len(units) * validation))
   which = {}
   for rank, j in enumerate(order):
-    which[studies[j]] = 2 if rank < n_test else 1 if rank < n_test + n_val else 0
+    which[units[j]] = 2 if rank < n_test else 1 if rank < n_test + n_val else 0
   split_of = np.array([which[k] for k in keys], np.int32)
   return {s: (np.flatnonzero(split_of == k), np.full(int((split_of == k).sum()), tasks.NO_GROUP,
                                                      np.int32)) for k, s in enumerate(SPLITS)}

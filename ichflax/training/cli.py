@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from ichflax import checkpoint, config
+from ichflax import checkpoint, config, tasks
 from ichflax.config import TrainConfig
 from ichflax.training import loop, sweep
 from ichflax.xla import cache as xla_cache
@@ -22,10 +22,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, str | None]:
   first.add_argument("--preset", default=DEFAULT_PRESET)
   first.add_argument("--task")
   known, _ = first.parse_known_args(argv)
-  try:
+  try:  # an unknown preset or task: the full parse below says so
     shown = config.preset(known.preset, **({"task": known.task} if known.task else {}))
+    tasks.get_task(shown.task)
   except ValueError:
-    shown = None  # an unknown preset: the full parse below says so
+    shown = None
   p = argparse.ArgumentParser(prog="python -m ichflax.train", description=loop.__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--preset", default=DEFAULT_PRESET,

@@ -182,14 +182,25 @@ def load_with_data(checkpoint_path, data: str):
   return model, spec, step_dir, info, splits
 
 
-def main(argv: list[str] | None = None) -> int:
-  p = argparse.ArgumentParser(prog="python -m ichflax.calibrate", description=__doc__,
+def checkpoint_command(prog: str, doc: str, data_help: str) -> argparse.ArgumentParser:
+  """The parser of a command on a checkpoint and its data (calibrate, evaluate)."""
+  p = argparse.ArgumentParser(prog=prog, description=doc,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("checkpoint", help="a checkpoint: step dir, export, training workdir or "
                  "hf://OWNER/REPO[@REVISION] (fetched to the Hub cache)")
-  p.add_argument("--data", required=True,
-                 help="the dataset the checkpoint was trained on (a built TFDS dir or its source "
-                      "folder; its train and validation splits are used)")
+  p.add_argument("--data", required=True, help=data_help)
+  return p
+
+
+def log_to_terminal() -> None:
+  logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+  logging.getLogger("ichflax").setLevel(logging.INFO)
+
+
+def main(argv: list[str] | None = None) -> int:
+  p = checkpoint_command("python -m ichflax.calibrate", __doc__,
+                         "the dataset the checkpoint was trained on (a built TFDS dir or its "
+                         "source folder; its train and validation splits are used)")
   p.add_argument("--out", type=Path, default=None, metavar="DIR",
                  help="write a calibrated fp32 copy to DIR and leave CHECKPOINT as it is "
                       "(default: calibrate CHECKPOINT in place)")
@@ -204,8 +215,7 @@ def main(argv: list[str] | None = None) -> int:
                  help="folder for calibration.md/json and the reliability diagram "
                       "(default: beside the calibrated checkpoint, ../calibration)")
   a = p.parse_args(argv)
-  logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-  logging.getLogger("ichflax").setLevel(logging.INFO)
+  log_to_terminal()
   from ichflax import checkpoint
   from ichflax.evaluation import report
   try:

@@ -11,10 +11,8 @@ the numbers are those a served model gives on the same pre-processed slices. Wri
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
-import logging
 import sys
 from pathlib import Path
 
@@ -72,7 +70,7 @@ def write(summary: dict, probs: np.ndarray, targets: np.ndarray, split, labels, 
                 *(f"p_{k}" for k in labels)])
     for i in range(len(probs)):
       w.writerow([ids[i], studies[i], *targets[i].astype(int).tolist(),
-                  *(round(float(p), 6) for p in probs[i])])
+                  *(float(p) for p in probs[i])])  # exact: recomputing gives the same AUC
   return paths
 
 
@@ -106,13 +104,9 @@ def default_out(step_dir: Path, split: str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-  p = argparse.ArgumentParser(prog="python -m ichflax.evaluate", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("checkpoint", help="a checkpoint: step dir, export, training workdir or "
-                 "hf://OWNER/REPO[@REVISION]")
-  p.add_argument("--data", required=True,
-                 help="a labelled dataset drawn as the checkpoint's run drew it: a built TFDS dir "
-                      "or its source folder (an RSNA download builds first)")
+  p = calibrate.checkpoint_command(
+      "python -m ichflax.evaluate", __doc__, "a labelled dataset drawn as the checkpoint's run "
+      "drew it: a built TFDS dir or its source folder (an RSNA download builds first)")
   p.add_argument("--split", choices=("test", "validation", "train"), default="test",
                  help="the split measured (default test)")
   p.add_argument("--out", type=Path, default=None, metavar="DIR",
@@ -123,8 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                  help=f"bootstrap resamples of studies for the intervals (default {RESAMPLES})")
   p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
   a = p.parse_args(argv)
-  logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-  logging.getLogger("ichflax").setLevel(logging.INFO)
+  calibrate.log_to_terminal()
   try:
     model, spec, step_dir, info, splits = calibrate.load_with_data(a.checkpoint, a.data)
   except (FileNotFoundError, ValueError) as e:  # CheckpointError, DataError: messages for the user

@@ -133,12 +133,12 @@ class _Draw:
   def before_conversion(self) -> bool:
     return self.protocol != "full"
 
-  def split(self, pool: np.ndarray, keys: list[str] | None = None
-            ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """split name -> (item indices, their groups), drawn from the items in `pool`; `keys`
-    (full protocol): each item's patient or study, kept together."""
+  def split(self, pool: np.ndarray, study_ids: list[str] | None = None,
+            patient_keys: list[str] | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """split name -> (item indices, their groups), drawn from the items in `pool`; the full
+    protocol keeps each patient (else study) in one split."""
     if not self.before_conversion:
-      split = rsna.full_split(keys, self.seed)
+      split = rsna.full_split(study_ids, self.seed, patient_keys=patient_keys)
     elif self.is_test.any():
       split = rsna.given_test_split(self.groups[pool], self.is_test[pool], self.seed)
     elif self.protocol == "paper":
@@ -156,8 +156,8 @@ def _convert_drawn(draw: _Draw, convert_items: Callable[[list[int]], list[conver
     results = dict(enumerate(convert_items(list(range(n)))))
     ok = np.array([i for i in range(n) if not results[i].error], int)
     # By patient where the files name one, else by study: no patient's scans in two splits.
-    return results, draw.split(ok, [results[i].patient_key or results[i].study_id
-                                    for i in ok.tolist()])
+    return results, draw.split(ok, [results[i].study_id for i in ok.tolist()],
+                               [results[i].patient_key for i in ok.tolist()])
   results: dict[int, convert.Result] = {}
   usable = np.ones(n, bool)
   failed = [-1]
@@ -393,6 +393,9 @@ def prepare(data: str | os.PathLike | None = None, *, size: int = 256, windows: 
     if path.is_dir() and any(p.name.lower() in PNG_FOLDERS for p in path.iterdir()):
       return os.fspath(build_png(path, out, cfg))
     return os.fspath(resolve(path))  # a folder above a built dataset, or a clear error
+  log.info("%s is an RSNA download, not a built dataset: building it into %s (set "
+           "$ICHFLAX_DATA_DIR or run `python -m ichflax.data build` to choose where; later runs "
+           "reuse it)", path, out)
   return os.fspath(build_rsna(path, out, cfg))
 
 
