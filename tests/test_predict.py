@@ -162,6 +162,7 @@ def test_cli_csv_to_a_file(tiny_checkpoint, tmp_path, capsys):
     assert {f"p_{k}" for k in tasks.LABELS} <= set(r)
   assert rows[0]["reason"].startswith(str(folder / "broken.dcm"))
   assert rows[-1]["series_instance_uid"] == "ID_series" and rows[-1]["slices"] == "3"
+  assert [r["position_z"] for r in rows[1:4]] == ["0.0", "5.0", "10.0"]  # series order kept
 
 
 def test_cli_kaggle_submission(tiny_checkpoint, tmp_path, capsys):

@@ -72,7 +72,8 @@ class CsvWriter(Writer):
 
   FIELDS = ("type", "file", "frame", "status", "reason", "note", "label",
             "hemorrhage_probability", "source", "series_instance_uid", "sop_instance_uid",
-            "slices", "most_suspicious_slice", "domain_score", "revealed", "gradcam", "box")
+            "slice_index", "position_z", "slices", "most_suspicious_slice", "domain_score",
+            "revealed", "gradcam", "box")
 
   def __init__(self, out: IO[str], labels: Sequence[str]):
     super().__init__(out, labels)
