@@ -272,7 +272,7 @@ def test_cli_phantom_build_info(tmp_path, capsys):
                    "--per-class", "500"]) == 2
   assert "use --per-class" in capsys.readouterr().err
   assert cli.main(["build", "--phantom", "40", "--out", str(tmp_path / "t3"), "--size", "32",
-                   "--protocol", "full", "--windows", "1", "--workers", "1"]) == 0
+                   "--protocol", "full", "--input-mode", "grey", "--workers", "1"]) == 0
   assert "ich_phantom/n40_sy0_full_s32_w1_seed0" in capsys.readouterr().out
   assert cli.main(["preview", "--out", str(tmp_path / "docs" / "sheet.png"), "--size", "64"]) == 0
   assert Image.open(tmp_path / "docs" / "sheet.png").size == (1024, 768)  # 11 tiles of 256, 4 a row

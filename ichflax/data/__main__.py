@@ -13,6 +13,7 @@ from ichflax import flags
 from ichflax.data import phantom, preview, rsna, synth
 
 PREVIEW_NAME = "ichflax_contact_sheet.png"
+INPUT_MODES = ("windows", "grey")  # as `ichflax.config.INPUT_MODES`: one word for one choice
 
 
 def _phantom(args) -> None:
@@ -30,7 +31,8 @@ def _phantom(args) -> None:
 
 def _build(args) -> None:
   from ichflax.data import builders  #  (TFDS is slow to import)
-  cfg = builders.BuildConfig(args.size, args.windows, args.protocol, args.per_class, args.seed,
+  windows = 3 if args.input_mode == "windows" else 1
+  cfg = builders.BuildConfig(args.size, windows, args.protocol, args.per_class, args.seed,
                              args.workers, args.jpeg_share)
   if args.rsna:
     path = builders.build_rsna(args.rsna, args.out, cfg)
@@ -91,8 +93,11 @@ def main(argv: list[str] | None = None) -> int:
                       "by patient (else study) (seed: the old name of paper)")
   flags.renamed(b, "--stored-size", "--size", dest="size", type=int, default=256,
                 help="stored image side in pixels (default 256; train's --stored-size)")
-  b.add_argument("--windows", type=int, choices=(3, 1), default=3,
-                 help="3: brain, subdural, bone as RGB; 1: the brain window only")
+  b.add_argument("--input-mode", choices=INPUT_MODES, default="windows",
+                 help="windows: brain, subdural, bone CT windows stored as RGB; grey: one grey "
+                      "channel, the brain window (train's --input-mode; default windows)")
+  flags.renamed_values(b, "--windows", "--input-mode", {"3": "windows", "1": "grey"},
+                       dest="input_mode")
   b.add_argument("--per-class", type=int, default=None,
                  help="paper protocol images per class (default 2000; phantom: as many as exist)")
   b.add_argument("--seed", type=int, default=0, help="seed of the split draw")
