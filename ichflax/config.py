@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ichflax import tasks
+from ichflax.data.image import INPUT_MODES, channels_for
 from ichflax.data.rsna import ALIASES, PROTOCOLS
 from ichflax.spec import BACKBONES
 
@@ -28,7 +29,6 @@ log = logging.getLogger("ichflax.config")
 RECIPES = ("paper", "full")
 VARIANTS = ("keras", "torchvision")
 DTYPES = ("auto", "float32", "bfloat16")
-INPUT_MODES = ("windows", "grey")
 RESIZES = ("antialiased", "nearest")
 NORMALIZATIONS = ("backbone", "rescale")
 TESTED = ("best", "final")
@@ -223,7 +223,7 @@ class TrainConfig:
   def dataset_request(self) -> dict[str, Any]:
     """How `ichflax.data.splits.load` prepares this run's dataset and picks its examples."""
     return dict(protocol=self.protocol, per_class=self.per_class,
-                windows=1 if self.input_mode == "grey" else 3, size=self.stored_size,
+                windows=channels_for(self.input_mode), size=self.stored_size,
                 phantom_slices=self.phantom_slices, limit=self.limit, seed=self.seed)
 
   def to_dict(self) -> dict[str, Any]:

@@ -10,10 +10,9 @@ import tempfile
 from pathlib import Path
 
 from ichflax import flags
-from ichflax.data import phantom, preview, rsna, synth
+from ichflax.data import image, phantom, preview, rsna, synth
 
 PREVIEW_NAME = "ichflax_contact_sheet.png"
-INPUT_MODES = ("windows", "grey")  # as `ichflax.config.INPUT_MODES`: one word for one choice
 
 
 def _phantom(args) -> None:
@@ -31,9 +30,8 @@ def _phantom(args) -> None:
 
 def _build(args) -> None:
   from ichflax.data import builders  #  (TFDS is slow to import)
-  windows = 3 if args.input_mode == "windows" else 1
-  cfg = builders.BuildConfig(args.size, windows, args.protocol, args.per_class, args.seed,
-                             args.workers, args.jpeg_share)
+  cfg = builders.BuildConfig(args.size, image.channels_for(args.input_mode), args.protocol,
+                             args.per_class, args.seed, args.workers, args.jpeg_share)
   if args.rsna:
     path = builders.build_rsna(args.rsna, args.out, cfg)
   elif args.png:
@@ -93,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                       "by patient (else study) (seed: the old name of paper)")
   flags.renamed(b, "--stored-size", "--size", dest="size", type=int, default=256,
                 help="stored image side in pixels (default 256; train's --stored-size)")
-  b.add_argument("--input-mode", choices=INPUT_MODES, default="windows",
+  b.add_argument("--input-mode", choices=image.INPUT_MODES, default="windows",
                  help="windows: brain, subdural, bone CT windows stored as RGB; grey: one grey "
                       "channel, the brain window (train's --input-mode; default windows)")
   flags.renamed_values(b, "--windows", "--input-mode", {"3": "windows", "1": "grey"},

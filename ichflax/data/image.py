@@ -32,6 +32,16 @@ ONE_WINDOW: tuple[Window, ...] = (WINDOWS["brain"],)
 RESAMPLE = Image.Resampling.BILINEAR
 
 
+# How many of those windows a dataset stores, in words: the training config and `data build`
+# offer the same choice.
+INPUT_MODES = ("windows", "grey")
+
+
+def channels_for(input_mode: str) -> int:
+  """windows -> 3 (brain, subdural, bone as RGB); grey -> 1 (the brain window)."""
+  return 1 if input_mode == "grey" else 3
+
+
 def windows_for(n: int) -> tuple[Window, ...]:
   """3 -> (brain, subdural, bone) as RGB; 1 -> the seed-style single brain window."""
   if n == 3:

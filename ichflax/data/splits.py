@@ -25,8 +25,8 @@ class Split:
   indices: np.ndarray
   # Each selected example's image and study id (read from the split's metadata, not its images),
   # for per-slice tables and resampling by study.
-  image_ids: np.ndarray | None = None
-  study_ids: np.ndarray | None = None
+  image_ids: np.ndarray
+  study_ids: np.ndarray
 
 
 def load(data: str | None, task: tasks.Task, *, protocol: str, per_class: int | None,

@@ -115,7 +115,6 @@ def _run(args: argparse.Namespace, specs, writer: records.Writer) -> int:
   dicom.quiet_pydicom()
   reading = sources.read(args.inputs, windows=specs[0].windows,
                          stored_size=specs[0].stored_size)
-  failed = len(reading.problems)
   for problem in reading.problems:
     writer.write(records.error_record(problem))
   if not reading.slices:
@@ -138,14 +137,12 @@ def _run(args: argparse.Namespace, specs, writer: records.Writer) -> int:
   for group in reading.series:  # records are written batch by batch: a stopped run keeps them
     kept = []
     for slices, problems in group.batches(args.batch_size):
-      failed += len(problems)
       for problem in problems:
         writer.write(records.error_record(problem))
       try:
         preds = predictor.predict(slices, gradcam_on=True, cam_class=args.cam_class)
       except Exception as e:  # noqa: BLE001  (one batch's failure must not lose the others)
         preds = []
-        failed += len(slices)
         for s in slices:
           writer.write(records.error_record(sources.unexpected(s.name, e)))
       for pred in preds:
@@ -167,13 +164,12 @@ def _run(args: argparse.Namespace, specs, writer: records.Writer) -> int:
       writer.write(records.series_record(group, kept, predictor.thresholds,
                                          args.show_out_of_domain))
   bar.close()
-  writer.close()
   if writer.skipped:
     print(f"note: {writer.skipped} records have no {args.format} row (unreadable files, slices "
           "that are not head CT, or files without a SOPInstanceUID)", file=sys.stderr)
   if not predicted:
     return 1
-  return 3 if args.strict and (failed or writer.skipped) else 0
+  return 3 if args.strict and (writer.errors or writer.skipped) else 0
 
 
 if __name__ == "__main__":

@@ -71,10 +71,7 @@ class Prediction:
       return out
     if self.status != OK:
       out["revealed"] = True  # shown on request although the input is unlike the training data
-    numbers = verdict.numbers(self.probabilities, self.thresholds)
-    out.update(probabilities=numbers["probabilities"],
-               hemorrhage_probability=numbers["hemorrhage_probability"], label=self.label,
-               thresholds=numbers["thresholds"], positive=numbers["positive"])
+    out.update(verdict.numbers(self.probabilities, self.thresholds), label=self.label)
     if self.cam is not None:
       out.update(cam_class=self.cam_class, box=self.box and self.box.as_list(),
                  box_kind=gradcam.BOX_KIND, height=self.slice.shape[0], width=self.slice.shape[1])

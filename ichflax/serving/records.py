@@ -54,17 +54,22 @@ def series_record(group: sources.Series, judged: Sequence[Prediction],
 
 
 class Writer:
-  """JSON lines: every record as it comes (a stopped run keeps what was written)."""
+  """JSON lines: every record as it comes (a stopped run keeps what was written).
+
+  Counts what `--strict` asks about: `errors` (error records) and `skipped` (records the format
+  has no row for).
+  """
 
   def __init__(self, out: IO[str], labels: Sequence[str]):
-    self.out, self.labels, self.skipped = out, tuple(labels), 0
+    self.out, self.labels, self.errors, self.skipped = out, tuple(labels), 0, 0
 
   def write(self, record: dict) -> None:
-    self.out.write(json.dumps(record) + "\n")
+    self.errors += record["type"] == ERROR
+    self._emit(record)
     self.out.flush()
 
-  def close(self) -> None:
-    self.out.flush()
+  def _emit(self, record: dict) -> None:
+    self.out.write(json.dumps(record) + "\n")
 
 
 class CsvWriter(Writer):
@@ -82,13 +87,12 @@ class CsvWriter(Writer):
     self.csv = csv.DictWriter(out, self.columns, extrasaction="ignore")
     self.csv.writeheader()
 
-  def write(self, record: dict) -> None:
+  def _emit(self, record: dict) -> None:
     row = {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in record.items()}
     for k in self.labels:
       row[f"p_{k}"] = record.get("probabilities", {}).get(k)
       row[f"positive_{k}"] = record.get("positive", {}).get(k)
     self.csv.writerow(row)
-    self.out.flush()
 
 
 class KaggleWriter(Writer):
@@ -103,7 +107,7 @@ class KaggleWriter(Writer):
     super().__init__(out, labels)
     out.write("ID,Label\n")
 
-  def write(self, record: dict) -> None:
+  def _emit(self, record: dict) -> None:
     sop, probs = record.get("sop_instance_uid"), record.get("probabilities")
     if record["type"] == SERIES:
       return
@@ -112,7 +116,6 @@ class KaggleWriter(Writer):
       return
     stem = sop if sop.startswith("ID_") else f"ID_{sop}"
     self.out.write("".join(f"{stem}_{k},{probs[k]}\n" for k in tasks.LABELS))
-    self.out.flush()
 
 
 WRITERS: dict[str, type[Writer]] = {"jsonl": Writer, "csv": CsvWriter, "kaggle": KaggleWriter}

@@ -35,7 +35,7 @@ def evaluate(model, spec: ModelSpec, split, *, resamples: int = RESAMPLES, seed:
   logits, *_, targets = calibrate.outputs(model, spec, split)
   probs = calibration.probabilities(logits, task.activation, spec.temperatures)
   labels = spec.outputs
-  studies = split.study_ids if split.study_ids is not None else np.arange(len(probs))
+  studies = split.study_ids
   thresholds = spec.operating_points()
   at = calibration.sensitivity_specificity(probs, targets, [thresholds[k] for k in labels])
   per_label = {}
@@ -62,14 +62,12 @@ def write(summary: dict, probs: np.ndarray, targets: np.ndarray, split, labels, 
            "slices_csv": out / "slices.csv"}
   paths["json"].write_text(json.dumps(jsonable(summary), indent=1))
   paths["md"].write_text(markdown(summary) + "\n")
-  ids = split.image_ids if split.image_ids is not None else np.arange(len(probs)).astype(str)
-  studies = split.study_ids if split.study_ids is not None else [""] * len(probs)
   with paths["slices_csv"].open("w", newline="") as f:
     w = csv.writer(f)
     w.writerow(["image_id", "study_id", *(f"target_{k}" for k in labels),
                 *(f"p_{k}" for k in labels)])
     for i in range(len(probs)):
-      w.writerow([ids[i], studies[i], *targets[i].astype(int).tolist(),
+      w.writerow([split.image_ids[i], split.study_ids[i], *targets[i].astype(int).tolist(),
                   *(float(p) for p in probs[i])])  # exact: recomputing gives the same AUC
   return paths
 
