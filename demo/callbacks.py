@@ -63,6 +63,9 @@ class SliceView:
   reason: str | None = None
   note: str | None = None  # how the file was read when it did not say (scope.note)
   thresholds: dict[str, float] = dataclasses.field(default_factory=dict)  # operating points
+  # A sequence stage's answer: `probabilities` are its refined numbers, these the slice model's.
+  series_model: bool | None = None
+  slice_probabilities: dict[str, float] | None = None
 
   released: bool = False  # dropped by the memory budget (`demo.held`): upload again to browse
 
@@ -88,7 +91,7 @@ class SliceView:
                p and p.box, p.probabilities if p else {}, p.label if p else "",
                s.geometry.position_z if s.geometry else None, series,
                p.status if p else verdict.OK, p and p.reason, p and p.note,
-               p.thresholds if p else {})
+               p.thresholds if p else {}, p and p.series_model, p and p.slice_probabilities)
 
   def shows(self, reveal: bool = False) -> bool:
     return verdict.shows(self.status, reveal)
@@ -188,11 +191,12 @@ class Demo:
   def _message(self, views: list[SliceView], focus: int, reveal: bool) -> str:
     if not self.predictor:
       return f"Showing **{views[focus].name}** ({len(views)} slice{'s' * (len(views) > 1)})."
-    return summary.message(views, focus, self.predictor.thresholds, self.predictor.trained_on(),
-                           reveal)
+    return summary.message(views, focus, self.predictor.thresholds_for(views),
+                           self.predictor.trained_on(), reveal)
 
   def _plot(self, views: list[SliceView], focus: int, reveal: bool):
-    return self.predictor and summary.plot(views, focus, self.predictor.thresholds, reveal)
+    return self.predictor and summary.plot(views, focus, self.predictor.thresholds_for(views),
+                                           reveal)
 
   def _analyze(self, items: list[Item], problems: list[Problem],
                notify: Notify | None = None, reveal: bool = False) -> Result:
@@ -207,10 +211,12 @@ class Demo:
     reading = sources.read(items, windows=windows, stored_size=size,
                            max_slices=uploads.MAX_SLICES)
     problems = problems + reading.problems
-    step = self.predictor.batch_size if self.predictor else BATCH
     views, model_s, done, total = [], 0.0, 0, reading.slices
     for group in reading.series:  # one verdict per series, never across them
       number = len({v.series for v in views})  # series numbered as they give slices
+      # A model that reads neighbours or whole series gets each series in one call.
+      step = ((len(group.entries) or 1) if self.predictor.reads_series else
+              self.predictor.batch_size) if self.predictor else BATCH
       for slices, bad in group.batches(step):
         if notify is not None:  # not `if notify`: gr.Progress has a length, 0 at first
           notify(done / total, f"slices {done + 1}-{done + len(slices) + len(bad)} of {total}")

@@ -18,6 +18,7 @@ from ichflax.trust import verdict
 
 REVEAL_LABEL = "Show probabilities for inputs unlike the training data (unreliable, marked)"
 THRESHOLD_SERIES = "operating threshold (hemorrhage)"
+BEFORE_SERIES = "hemorrhage (any), slice model alone"  # before the sequence stage
 TABLE_HEADERS = ["series", "#", "file", "z (mm)", "status", "P(hemorrhage)", "label"]
 
 
@@ -80,7 +81,8 @@ def table(views, reveal: bool) -> list[list]:
 
 
 def plot(views, focus: int, thresholds: dict[str, float], reveal: bool) -> pd.DataFrame | None:
-  """P(hemorrhage) and subtypes along the focused slice's series, and the operating threshold.
+  """P(hemorrhage) and subtypes along the focused slice's series, and the operating threshold;
+  with a sequence stage, P(hemorrhage) of the slice model before it too.
 
   Long format for gr.LinePlot (x: slice position, y: probability, colour: output); slices whose
   probabilities may not be shown leave gaps. None for a single slice or nothing to show.
@@ -99,6 +101,8 @@ def plot(views, focus: int, thresholds: dict[str, float], reveal: bool) -> pd.Da
       if label in v.probabilities:
         name = "hemorrhage (any)" if label == "any" else label
         rows.append((x, v.probabilities[label], name))
+    if v.series_model and "any" in v.slice_probabilities:  # the sequence stage's change
+      rows.append((x, v.slice_probabilities["any"], BEFORE_SERIES))
     if "any" in thresholds:
       rows.append((x, thresholds["any"], THRESHOLD_SERIES))
   return pd.DataFrame(rows, columns=["position", "probability", "output"])

@@ -194,6 +194,17 @@ class TrainConfig:
   target_sensitivity: float = option(0.95, "validation sensitivity each output's operating point "
                                      "reaches (fitted after training)", low=0.0, high=1.0,
                                      low_open=True)
+  context: int = option(1, "slices per input (2.5D): the slice and its neighbours in series "
+                        "order as channels, edge slices repeated (1: the slice alone; 3, 5 ...: "
+                        "needs a dataset drawn by patient, whole series)", low=1, sweep=True,
+                        resume=True)
+  sequence_from: str | None = option(None, "train a sequence stage (BiGRU over the series) on "
+                                     "this finished slice run's frozen embeddings instead of a "
+                                     "slice model; it serves beside it (WORKDIR/checkpoint)")
+  sequence_steps: int = option(400, "sequence stage: optimiser steps over random series crops",
+                               low=1)
+  neighbour_diffs: bool = option(False, "sequence stage: feed each slice's embedding with its "
+                                 "differences to the previous and next slice's")
 
   def __post_init__(self):
     for name in ("recipe", "protocol"):
@@ -224,7 +235,8 @@ class TrainConfig:
     """How `ichflax.data.splits.load` prepares this run's dataset and picks its examples."""
     return dict(protocol=self.protocol, per_class=self.per_class,
                 windows=channels_for(self.input_mode), size=self.stored_size,
-                phantom_slices=self.phantom_slices, limit=self.limit, seed=self.seed)
+                phantom_slices=self.phantom_slices, limit=self.limit, seed=self.seed,
+                context=self.context)
 
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
@@ -436,6 +448,8 @@ def validate(cfg: TrainConfig, *, num_devices: int = 1) -> None:
   _check(cfg.image_size >= MIN_IMAGE_SIZE and cfg.image_size % 32 == 0,
          f"image size {cfg.image_size} does not suit the backbones (they downsample by 32): use a "
          f"multiple of 32 that is at least {MIN_IMAGE_SIZE}, e.g. 64 or 224")
+  _check(cfg.context % 2 == 1, f"context {cfg.context}: use an odd number of slices, the slice "
+         "in the middle (1, 3, 5 ...)")
   low, high = cfg.augment.zoom_low, cfg.augment.zoom_high
   _check(low is None or high is None or low <= high,
          f"augment zoom low {low} exceeds zoom high {high}: give low <= high")

@@ -45,6 +45,9 @@ class ModelSpec:
   stored_dtype: str = "float32"  # parameters as saved (exports may be bfloat16)
   resize: str = "antialiased"  # stored -> model size (RESIZES)
   backbone: str = "resnet50"  # models.BACKBONES; checkpoints before there were others: ResNet50
+  # Slices per input (2.5D, `ichflax.data.context`): the slice and its neighbours in series
+  # order as channels, slice-major; 1: the slice alone.
+  context: int = 1
   # Fitted on the validation split after training (`ichflax.calibrate`); empty/None before, and
   # then probabilities are served as the logits give them and the verdict uses 0.5.
   temperatures: tuple[float, ...] = ()  # one per output: served logits are divided by it
@@ -62,6 +65,8 @@ class ModelSpec:
                        f"{', '.join(NORMALIZATIONS)}")
     if self.backbone not in BACKBONES:
       raise ValueError(f"unknown backbone {self.backbone!r}: choose one of {', '.join(BACKBONES)}")
+    if self.context < 1 or self.context % 2 == 0:
+      raise ValueError(f"context {self.context}: use an odd number of slices (1, 3, 5 ...)")
     if self.resize not in RESIZES:
       raise ValueError(f"unknown resize {self.resize!r}: choose one of {', '.join(RESIZES)}")
     object.__setattr__(self, "class_names", tuple(self.class_names))

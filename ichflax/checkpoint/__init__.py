@@ -18,13 +18,15 @@ from ichflax.checkpoint.load import (
   read_config,
   read_domain,
   read_progress,
+  read_series,
   read_spec,
   resolve,
   restore_model,
+  write_series,
   write_trust,
 )
 
 __all__ = ["CHECKPOINTS", "DOMAIN", "SPEC", "STATE", "TRAINED", "CheckpointError",
            "export_inference", "is_lean", "load_inference", "migrate", "model_state",
-           "read_config", "read_domain", "read_progress", "read_spec", "resolve",
-           "restore_model", "write_trust"]
+           "read_config", "read_domain", "read_progress", "read_series", "read_spec",
+           "resolve", "restore_model", "write_series", "write_trust"]

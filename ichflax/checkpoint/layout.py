@@ -10,6 +10,8 @@ or an exported inference checkpoint, which has no `opt_state`), one named item p
     <step>/progress/   JSON Progress: loop position, epoch history, metrics
     <step>/domain/     training-domain statistics of the backbone features (orbax arrays;
                        `ichflax.trust.domain`), written with the calibration after training
+    <step>/series/     JSON SeriesSpec of a sequence stage (`ichflax.models.sequence`), and
+    <step>/sequence/   its parameters: present when the checkpoint reads whole series
 
 A lean checkpoint (the paper recipe: frozen backbone convolutions) holds `<step>/trained/`
 instead of `state/`: only what training changes (trainable parameters and BatchNorm
@@ -17,7 +19,9 @@ statistics), a few MB; the frozen parameters are written once per run, to WORKDI
 joined back on restore. An exported checkpoint has a whole `state/`, so it stands alone.
 
 A training workdir holds `checkpoints/` (the steps), `frozen/` and `report/` (the run's report,
-which names the step it tested). Only this module spells those names.
+which names the step it tested). A sequence stage's workdir holds `checkpoint/`: the slice
+model exported standalone with the stage beside it, and `report/`. Only this module spells
+those names.
 
 Dropout RNG keys are not stored: each step derives its key from (config seed, step), so a
 resumed run draws exactly the keys it would have drawn.
@@ -39,6 +43,8 @@ from ichflax.spec import ModelSpec
 STATE, OPT_STATE, SPEC, CONFIG, PROGRESS = "state", "opt_state", "spec", "config", "progress"
 TRAINED = "trained"  # a lean checkpoint's changing part, in place of `state`
 DOMAIN = "domain"
+SERIES, SEQUENCE = "series", "sequence"  # a sequence stage's spec and parameters
+SERVED = "checkpoint"  # a sequence stage's WORKDIR/checkpoint: what it serves
 CHECKPOINTS = "checkpoints"
 FROZEN = "frozen"  # WORKDIR/frozen: the parameters a lean run never changes, written once
 REPORT = "report"  # WORKDIR/report: report.json names the step it tested (`best_step`)
@@ -97,6 +103,8 @@ def find_step(path: str | Path) -> Path:
         f"with `python -m ichflax.checkpoint migrate {path}`")
   if (path / SPEC).is_dir() and ((path / STATE).is_dir() or is_lean(path)):
     return path
+  if (path / SERVED / SPEC).is_dir():
+    return find_step(path / SERVED)
   root = path / CHECKPOINTS if (path / CHECKPOINTS).is_dir() else path
   if root.is_dir():
     manager = ocp.CheckpointManager(root.absolute(), options=ocp.CheckpointManagerOptions(

@@ -55,6 +55,29 @@ def read_domain(path: str | Path) -> dict[str, np.ndarray] | None:
     return {k: np.asarray(v) for k, v in ckptr.restore(step_dir.absolute() / layout.DOMAIN).items()}
 
 
+def read_series(path: str | Path):
+  """(SeriesModel in eval mode, SeriesSpec) of a checkpoint with a sequence stage, else None."""
+  from ichflax.models import sequence
+  step_dir = resolve(path)
+  if not (step_dir / layout.SERIES).is_dir():
+    return None
+  spec = sequence.SeriesSpec.from_json(layout.read_json(step_dir, layout.SERIES))
+  abstract = nnx.eval_shape(lambda: sequence.SeriesModel(spec, rngs=nnx.Rngs(0)))
+  graphdef, target = nnx.split(abstract)
+  with ocp.StandardCheckpointer() as ckptr:
+    state = ckptr.restore(step_dir.absolute() / layout.SEQUENCE, target)
+  model = nnx.merge(graphdef, state)
+  model.eval()
+  return model, spec
+
+
+def write_series(step_dir: Path, model, spec) -> None:
+  """Stores a sequence stage (its spec and parameters) in a checkpoint, replacing any."""
+  layout.write_json(step_dir, layout.SERIES, spec.to_json(), force=True)
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(Path(step_dir).absolute() / layout.SEQUENCE, nnx.state(model), force=True)
+
+
 def load_inference(path: str | Path, dtype=jnp.float32) -> tuple[nnx.Module, ModelSpec]:
   """(Classifier in eval mode, spec) from any checkpoint, fp32 parameters whatever was stored."""
   step_dir = resolve(path)
@@ -67,7 +90,8 @@ def load_inference(path: str | Path, dtype=jnp.float32) -> tuple[nnx.Module, Mod
 def restore_model(step_dir: Path, spec: ModelSpec, dtype=jnp.float32) -> nnx.Module:
   """The checkpoint's Classifier, built abstractly so no random initialisation is wasted."""
   abstract = nnx.eval_shape(lambda: models.build_classifier(
-      spec.task, spec.variant, spec.dropout, rngs=nnx.Rngs(0), dtype=dtype, arch=spec.backbone))
+      spec.task, spec.variant, spec.dropout, rngs=nnx.Rngs(0), dtype=dtype, arch=spec.backbone,
+      context=spec.context))
   def f32(tree):
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, jnp.float32), tree)
   if layout.is_lean(step_dir):

@@ -40,24 +40,49 @@ class Result:
   study_id: str = ""
   patient_key: str = ""  # `dicom.patient_key`: a digest, never the PatientID
   error: str | None = None  # why the file was skipped
+  # The slice's place in its series (`items.SliceGeometry`): series order for 2.5D and
+  # sequence models. NaN / -1 where the file does not say.
+  series_id: str = ""
+  position: float = float("nan")  # along the slice normal, mm
+  instance: int = -1
+
+
+# Kept in each cached PNG's text chunks, so a resumed build reads them without the source.
+_TEXT = ("study_id", "patient_key", "series_id", "position", "instance")
+
+
+def _cached(target: str) -> Result | None:
+  """The result of an earlier conversion, or None if there is none (or it predates series
+  order: then the file is converted again)."""
+  if not os.path.exists(target):
+    return None
+  with Image.open(target) as im:
+    text = dict(im.text)
+  if not set(_TEXT) <= text.keys():
+    return None
+  return Result(target, text["study_id"], text["patient_key"], series_id=text["series_id"],
+                position=float(text["position"]), instance=int(text["instance"]))
 
 
 def run(job: Job) -> Result:
   """Convert one file unless its cached image exists; never raises for a bad file."""
-  if os.path.exists(job.target):
-    with Image.open(job.target) as im:
-      return Result(job.target, im.text.get("study_id", ""), im.text.get("patient_key", ""))
+  cached = _cached(job.target)
+  if cached is not None:
+    return cached
   try:
     s = _ROUTES[job.kind](job.source, windows=job.windows, stored_size=job.size)
   except InputError as e:
     return Result(job.target, error=e.reason)
   except Exception as e:  # noqa: BLE001  (one odd file must not end a build)
     return Result(job.target, error=f"unexpected {type(e).__name__} while reading ({e})")
-  study = s.geometry.study_instance_uid if s.geometry else ""
-  patient = s.geometry.patient_key if s.geometry else ""
+  g = s.geometry
+  result = Result(job.target, g.study_instance_uid, g.patient_key, series_id=g.series_instance_uid,
+                  position=float("nan") if g.position is None else g.position,
+                  instance=-1 if g.instance_number is None else g.instance_number) if g else (
+      Result(job.target))
   info = PngImagePlugin.PngInfo()
-  info.add_text("study_id", study)
-  info.add_text("patient_key", patient)
+  for key in _TEXT:
+    info.add_text(key, str(getattr(result, key)))
   tmp = Path(job.target).with_suffix(f".{os.getpid()}.tmp")
   model = s.model_image
   if job.jpeg_quality:
@@ -67,7 +92,7 @@ def run(job: Job) -> Result:
   Image.fromarray(model.squeeze(-1) if model.shape[-1] == 1 else model).save(
       tmp, format="PNG", pnginfo=info, compress_level=1)
   os.replace(tmp, job.target)  # atomic: an interrupted build never leaves half a PNG
-  return Result(job.target, study, patient)
+  return result
 
 
 def _jpeg_round_trip(model: np.ndarray, quality: int) -> np.ndarray:

@@ -123,6 +123,14 @@ def _position(value) -> tuple[float, float, float]:
   return x, y, z
 
 
+def _normal(value) -> np.ndarray | None:
+  """The slice normal of an ImageOrientationPatient (row x column direction), None if degenerate."""
+  row, col = np.asarray([float(v) for v in value], np.float64).reshape(2, 3)
+  n = np.cross(row, col)
+  length = np.linalg.norm(n)
+  return n / length if length > 1e-6 else None
+
+
 def _group_item(ds: pydicom.Dataset, index: int, sequence: str, name: str) -> pydicom.Dataset:
   """The functional-group item `sequence` of frame `index` (Enhanced CT): per frame, then shared.
 
@@ -207,6 +215,8 @@ class ImageFile:
     # What was scanned, for the scope check; None when a tag is absent or empty.
     self._scanned = tuple(header(ds, k, str, "", name=name).strip() or None
                           for k in ("Modality", "BodyPartExamined"))
+    orient = _group_item(ds, 0, "PlaneOrientationSequence", name)
+    self._normal = header(orient, "ImageOrientationPatient", _normal, None, name=name)
     self.geometries = tuple(self._geometry(i) for i in range(self.frames))
 
   def _geometry(self, index: int) -> SliceGeometry:
@@ -214,12 +224,15 @@ class ImageFile:
     plane = _group_item(ds, index, "PlanePositionSequence", name)
     pos = header(plane, "ImagePositionPatient", _position, None, name=name)
     z = pos and pos[2]
+    along = None if pos is None or self._normal is None else float(np.dot(pos, self._normal))
     if self.frames > 1 and plane is ds and z is not None:  # classic multi-frame: one position
       step = header(ds, "SpacingBetweenSlices", float, None, name=name)
       z = None if step is None else z + index * step
+      along = None if step is None or along is None else along + index * step
     number = (header(ds, "InstanceNumber", int, None, name=name) if self.frames == 1
               else index + 1)
-    return SliceGeometry(*self._uids, number, z, *self._scanned, patient_key=self._patient_key)
+    return SliceGeometry(*self._uids, number, z, *self._scanned, patient_key=self._patient_key,
+                         position=along)
 
   def _rescale(self, index: int) -> tuple[float, float, bool]:
     """(slope, intercept, whether an intercept was given) for one frame."""

@@ -59,3 +59,10 @@ class SliceGeometry:
   body_part: str | None = None
   # A one-way digest of PatientID (never the ID itself): builds split by patient with it.
   patient_key: str = ""
+  # Along the slice normal (ImagePositionPatient . row x column direction), mm: the series order
+  # a tilted gantry keeps; position_z where the orientation is not given.
+  position: float | None = None
+
+  def __post_init__(self):
+    if self.position is None:
+      object.__setattr__(self, "position", self.position_z)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ichflax import tasks
+from ichflax.data import context as context_lib
 
 SPLITS = ("train", "validation", "test")
 
@@ -27,13 +28,18 @@ class Split:
   # for per-slice tables and resampling by study.
   image_ids: np.ndarray
   study_ids: np.ndarray
+  # Each selected example's series and position along the slice normal (NaN: unknown), and
+  # the sequence stage groups and sorts by them.
+  series_ids: np.ndarray
+  positions: np.ndarray
 
 
 def load(data: str | None, task: tasks.Task, *, protocol: str, per_class: int | None,
          windows: int, size: int | None, phantom_slices: int, limit: int | None,
-         seed: int) -> tuple[dict, dict[str, Split]]:
+         seed: int, context: int = 1) -> tuple[dict, dict[str, Split]]:
   """(dataset info, split name -> Split): prepares the dataset once and picks each split's
-  examples for the task; `limit` draws that many per split, seeded. Raises DataError."""
+  examples for the task; `limit` draws that many per split, seeded; `context` > 1 serves each
+  example with its neighbours (`ichflax.data.context`). Raises DataError."""
   from ichflax.data import builders  # TFDS only when data is needed
   kwargs = {"protocol": protocol, "per_class": per_class, "windows": windows}
   if size is not None:
@@ -59,10 +65,34 @@ def load(data: str | None, task: tasks.Task, *, protocol: str, per_class: int | 
     if len(indices) == 0:
       raise builders.DataError(f"the {name} split of {dataset_dir} has no examples for the "
                                f"{task.name} task: check --data and --task")
-    splits[name] = Split(builders.open_split(dataset_dir, name), indices,
-                         np.asarray(labels["image_id"])[indices],
-                         np.asarray(labels["study_id"])[indices])
+    source = builders.open_split(dataset_dir, name)
+    n = len(labels["image_id"])
+    series_ids = np.asarray(labels.get("series_id", [""] * n))
+    positions = np.asarray(labels.get("position", np.full(n, np.nan)), np.float64)
+    if context > 1:
+      source = context_lib.Stacked(source, _neighbours(labels, context, dataset_dir, name))
+    splits[name] = Split(source, indices, np.asarray(labels["image_id"])[indices],
+                         np.asarray(labels["study_id"])[indices], series_ids[indices],
+                         positions[indices])
   return info, splits
+
+
+def _neighbours(meta: dict, k: int, dataset_dir: Path, split: str) -> np.ndarray:
+  """Each stored slice's k neighbours in its series; refuses a split that keeps no series
+  whole (the balanced draws take single slices, whose neighbours were never stored)."""
+  from ichflax.data import builders
+  if "series_id" not in meta:
+    raise builders.DataError(f"{dataset_dir} was built before datasets kept series order: delete "
+                             "it and build again (or pass its source folder) to train with "
+                             f"--context {k}")
+  series = context_lib.series_order(meta["series_id"], meta["position"], meta["instance"])
+  median = float(np.median([len(m) for m in series]))
+  if median < k:
+    raise builders.DataError(
+        f"the {split} split of {dataset_dir} keeps {median:g} slice(s) of a series on median, "
+        f"so most slices have no stored neighbours for --context {k}: build with the draw that "
+        "keeps every slice of a series (by patient)")
+  return context_lib.neighbours(series, len(meta["series_id"]), k)
 
 
 def data_name(info: dict) -> str:

@@ -114,11 +114,28 @@ def hits(activation: str, probs, targets):
   return ((probs >= 0.5) == (targets >= 0.5)).astype(float).mean(-1)
 
 
-def evaluate(task_name: str, probs: np.ndarray, targets: np.ndarray) -> dict:
-  """Every metric the task reports, from probabilities and targets of the evaluated examples."""
+def series_auc(targets: np.ndarray, probs: np.ndarray, series_ids: np.ndarray) -> list[float]:
+  """Per output, the AUC over series: a series scores its highest slice probability and is
+  positive when any of its slices is (how a series summary answers)."""
+  names, where = np.unique(np.asarray(series_ids), return_inverse=True)
+  worst_p = np.full((len(names), probs.shape[1]), -np.inf)
+  worst_t = np.zeros((len(names), probs.shape[1]))
+  np.maximum.at(worst_p, where, probs)
+  np.maximum.at(worst_t, where, targets)
+  return [roc_auc(worst_t[:, k] >= 0.5, worst_p[:, k]) for k in range(probs.shape[1])]
+
+
+def evaluate(task_name: str, probs: np.ndarray, targets: np.ndarray,
+             series_ids: np.ndarray | None = None) -> dict:
+  """Every metric the task reports, from probabilities and targets of the evaluated examples;
+  with their `series_ids` (all known), the per-series AUC of a sigmoid task too."""
   task = tasks.get_task(task_name)
   probs, targets = np.asarray(probs), np.asarray(targets)
   out: dict = {"n": len(targets), "log_loss": log_loss(targets, probs, task.activation)}
+  if series_ids is not None and task.activation == "sigmoid" and all(map(len, series_ids)):
+    aucs = series_auc(targets, probs, series_ids)
+    out["series"] = {"n": len(np.unique(series_ids)),
+                     "auc": dict(zip(task.class_names, _floats(aucs)))}
   if task.activation == "softmax":
     y, pred = targets.argmax(-1), probs.argmax(-1)
     cm = confusion_matrix(y, pred, task.num_outputs)

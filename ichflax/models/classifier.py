@@ -39,12 +39,13 @@ def build_classifier(task_name: str, variant: str, dropout: float | None = None,
                      backbone: nnx.Module | None = None,
                      arch: str = backbones.DEFAULT,
                      zero_init_residual: bool = False,
-                     head_init: str = "lecun") -> Classifier:
+                     head_init: str = "lecun", context: int = 1) -> Classifier:
   """A classifier for a task on the `arch` backbone; dropout None takes the task's paper preset.
 
   Pass `backbone` (e.g. from `ichflax.weights.load_backbone`) to start from ImageNet weights;
   otherwise the backbone is randomly initialised (`zero_init_residual`: see ResNet50).
   `head_init`: the head's Dense kernels, "lecun" (flax) or "glorot" (Keras, the paper's).
+  `context`: slices per input; the stem is widened to read them (`backbones.widen_stem`).
   """
   task = tasks.get_task(task_name)
   if backbone is None:
@@ -54,7 +55,8 @@ def build_classifier(task_name: str, variant: str, dropout: float | None = None,
     raise ValueError(f"backbone is the {backbone.variant!r} {backbone.arch} but {variant!r} "
                      f"{arch} was asked for: pass what the backbone was converted from")
   p = task.default_dropout if dropout is None else dropout
-  return Classifier(backbone, task.num_outputs, p, rngs=rngs, head_init=head_init)
+  return Classifier(backbones.widen_stem(backbone, context), task.num_outputs, p, rngs=rngs,
+                    head_init=head_init)
 
 
 def _is_backbone_norm(path: tuple, _) -> bool:

@@ -74,7 +74,7 @@ def compile_model(model: nnx.Module, spec: ModelSpec) -> Compiled:
 
   def inputs(images):
     return preprocess.model_input(images, size, variant, resize=spec.resize,
-                                  normalization=spec.normalization)
+                                  normalization=spec.normalization, context=spec.context)
 
   @options.jit
   def plain(state, images):

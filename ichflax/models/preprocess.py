@@ -21,7 +21,8 @@ TORCH_STD = (0.229, 0.224, 0.225)
 
 
 def normalize(x: jax.Array, variant: str, normalization: str = "backbone") -> jax.Array:
-  """x: float NHWC, RGB, values in [0, 255] -> the backbone's normalised input (float32).
+  """x: float NHWC, RGB (or K slices' RGB, slice-major), values in [0, 255] -> the backbone's
+  normalised input (float32).
 
   normalization "rescale" is x / 255 alone: what the paper's code fed its ImageNet ResNet50
   (`ImageDataGenerator(rescale=1./255)`, no `preprocess_input`).
@@ -32,30 +33,40 @@ def normalize(x: jax.Array, variant: str, normalization: str = "backbone") -> ja
     return x / 255.0
   if normalization != "backbone":
     raise ValueError(f"unknown normalisation {normalization!r}: choose backbone or rescale")
+  rgb = x.reshape(*x.shape[:-1], x.shape[-1] // 3, 3)  # each slice's three channels
   if variant == "keras":
-    return x[..., ::-1] - jnp.asarray(CAFFE_BGR_MEAN, jnp.float32)
-  return (x / 255.0 - jnp.asarray(TORCH_MEAN, jnp.float32)) / jnp.asarray(TORCH_STD, jnp.float32)
+    rgb = rgb[..., ::-1] - jnp.asarray(CAFFE_BGR_MEAN, jnp.float32)
+  else:
+    rgb = (rgb / 255.0 - jnp.asarray(TORCH_MEAN, jnp.float32)) / jnp.asarray(TORCH_STD,
+                                                                           jnp.float32)
+  return rgb.reshape(x.shape)
 
 
-def to_rgb(images: jax.Array) -> jax.Array:
-  """(B, H, W, 1 or 3) images -> float32 (B, H, W, 3); grey CT windows are tiled to RGB."""
-  if images.ndim != 4 or images.shape[-1] not in (1, 3):
+def to_rgb(images: jax.Array, context: int = 1) -> jax.Array:
+  """(B, H, W, K or 3K) images of K slices (`ichflax.data.context`) -> float32 (B, H, W, 3K);
+  each grey CT window is tiled to RGB."""
+  k = context
+  if images.ndim != 4 or images.shape[-1] not in (k, 3 * k):
     raise ValueError(
-        f"expected images of shape (batch, height, width, 1 or 3), got {tuple(images.shape)}; "
-        "add a batch axis for a single image and a channel axis for a grey one")
+        f"expected images of shape (batch, height, width, {k} or {3 * k}) for {k} slice(s), got "
+        f"{tuple(images.shape)}; add a batch axis for a single image and a channel axis for a "
+        "grey one")
   images = jnp.asarray(images, jnp.float32)
-  return jnp.tile(images, (1, 1, 1, 3)) if images.shape[-1] == 1 else images
+  if images.shape[-1] == 3 * k:
+    return images
+  return jnp.repeat(images, 3, axis=-1)  # slice-major: each slice's grey becomes its RGB
 
 
 def model_input(images_uint8: jax.Array, image_size: int, variant: str, dtype=jnp.float32, *,
-                resize: str = "antialiased", normalization: str = "backbone") -> jax.Array:
+                resize: str = "antialiased", normalization: str = "backbone",
+                context: int = 1) -> jax.Array:
   """Stored uint8 batch -> normalised model input of image_size x image_size (jit-friendly).
 
   resize "antialiased": bilinear with antialiasing, so a downscale does not alias fine bleeds
   away; "nearest": PIL's nearest neighbour (`nearest_index`), what Keras
-  `load_img(target_size=...)` did to the paper's 128 px PNGs.
+  `load_img(target_size=...)` did to the paper's 128 px PNGs. `context`: slices per example.
   """
-  x = to_rgb(images_uint8)
+  x = to_rgb(images_uint8, context)
   b, h, w, c = x.shape
   if (h, w) != (image_size, image_size):
     if resize == "nearest":

@@ -136,7 +136,9 @@ def _run(args: argparse.Namespace, specs, writer: records.Writer) -> int:
                   desc="predict")
   for group in reading.series:  # records are written batch by batch: a stopped run keeps them
     kept = []
-    for slices, problems in group.batches(args.batch_size):
+    # A model that reads neighbours or whole series gets each series in one call.
+    batch = max(len(group.entries), 1) if predictor.reads_series else args.batch_size
+    for slices, problems in group.batches(batch):
       for problem in problems:
         writer.write(records.error_record(problem))
       try:
@@ -161,7 +163,7 @@ def _run(args: argparse.Namespace, specs, writer: records.Writer) -> int:
       predicted += len(preds)
       bar.update(len(slices) + len(problems))
     if group.summarise and kept:
-      writer.write(records.series_record(group, kept, predictor.thresholds,
+      writer.write(records.series_record(group, kept, predictor.thresholds_for(kept),
                                          args.show_out_of_domain))
   bar.close()
   if writer.skipped:

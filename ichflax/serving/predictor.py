@@ -17,8 +17,8 @@ import numpy as np
 from flax import nnx
 
 from ichflax import tasks
-from ichflax.data import image, inputs
-from ichflax.models import inference
+from ichflax.data import context, image, inputs
+from ichflax.models import inference, sequence
 from ichflax.serving import gradcam
 from ichflax.spec import ModelSpec
 from ichflax.trust import calibration, scope, verdict
@@ -46,6 +46,12 @@ class Prediction:
   domain_score: float | None = None  # out-of-domain score over the threshold (1 = threshold)
   note: str | None = None  # how the input was read when its file did not say (`scope.note`)
   thresholds: dict[str, float] = dataclasses.field(default_factory=dict)
+  # 2.5D models: how many distinct slices of its series the input was read with (None: the
+  # models read one slice). Sequence stage: whether `probabilities` are its refined numbers,
+  # and the slice model's own (`slice_probabilities`) before it.
+  context: int | None = None
+  series_model: bool | None = None
+  slice_probabilities: dict[str, float] | None = None
 
   @property
   def hemorrhage_probability(self) -> float | None:
@@ -72,6 +78,12 @@ class Prediction:
     if self.status != OK:
       out["revealed"] = True  # shown on request although the input is unlike the training data
     out.update(verdict.numbers(self.probabilities, self.thresholds), label=self.label)
+    if self.context is not None:
+      out["context"] = self.context
+    if self.series_model is not None:
+      out["series_model"] = self.series_model
+      if self.series_model:
+        out["slice_probabilities"] = verdict.numbers(self.slice_probabilities)["probabilities"]
     if self.cam is not None:
       out.update(cam_class=self.cam_class, box=self.box and self.box.as_list(),
                  box_kind=gradcam.BOX_KIND, height=self.slice.shape[0], width=self.slice.shape[1])
@@ -105,7 +117,8 @@ class Predictor:
 
   def __init__(self, models: Sequence[tuple[nnx.Module, ModelSpec]], *, batch_size: int = 8,
                threshold: float | None = None,
-               domains: Sequence[DomainModel | None] | None = None, check_scope: bool = True):
+               domains: Sequence[DomainModel | None] | None = None, check_scope: bool = True,
+               series_models: Sequence[tuple[nnx.Module, sequence.SeriesSpec] | None] = ()):
     if not models:
       raise ValueError("give at least one (model, spec) pair")
     self.models = list(models)
@@ -132,6 +145,13 @@ class Predictor:
     self.domains = list(domains) if domains is not None else [None] * len(self.models)
     self.check_scope = check_scope
     self._runs = [inference.compile_model(model, spec) for model, spec in models]
+    # Each checkpoint's sequence stage, compiled, or None; its operating points apply to the
+    # numbers it refines.
+    self._refiners = [s and sequence.Refiner(*s) for s in series_models] or [None] * len(models)
+    self.series_thresholds = dict(self.thresholds)
+    for r in self._refiners:
+      if r is not None:
+        self.series_thresholds.update(r.spec.operating_points() if threshold is None else {})
 
   @classmethod
   def from_checkpoint(cls, *paths: str | os.PathLike, **kwargs) -> Predictor:
@@ -144,7 +164,8 @@ class Predictor:
       domains.append(arrays and DomainModel.from_arrays(
           arrays, spec.domain_threshold, spec.domain_percentile, spec.domain_image_threshold,
           spec.domain_picture_threshold))
-    return cls(models, domains=domains, **kwargs)
+    series = [checkpoint.read_series(p) for p in paths]
+    return cls(models, domains=domains, series_models=series, **kwargs)
 
   @property
   def domain_checked(self) -> bool:
@@ -176,46 +197,103 @@ class Predictor:
     refusals = [scope.check(s) if self.check_scope else None for s in slices]
     judged = [i for i, r in enumerate(refusals) if r is None]
     cam = _CamTarget(*self._cam_target(cam_class), cam_class) if gradcam_on else None
+    # Series order over the judged slices: 2.5D inputs read their neighbours from it, the
+    # sequence stage reads whole series along it.
+    series = [np.asarray(judged, np.int64)[m] for m in context.series_order(
+        *_series_keys([slices[i] for i in judged]))]
+    table = context.neighbours(series, len(slices), self._context)
     computed: dict[int, _Outputs] = {}
     for start in range(0, len(judged), self.batch_size):
       chunk = judged[start:start + self.batch_size]
-      computed.update(zip(chunk, self._run_batch([slices[i] for i in chunk], cam)))
-    return [self._prediction(s, refusals[i], computed.get(i), cam) for i, s in enumerate(slices)]
+      computed.update(zip(chunk, self._run_batch(slices, chunk, table, cam)))
+    refined = self._refine(slices, series, computed)
+    return [self._prediction(s, refusals[i], computed.get(i), cam, table[i], refined.get(i))
+            for i, s in enumerate(slices)]
 
-  def _run_batch(self, slices: list[inputs.Slice], cam: _CamTarget | None) -> list[_Outputs]:
+  @property
+  def _context(self) -> int:
+    return max(spec.context for spec in self.specs)
+
+  @property
+  def reads_series(self) -> bool:
+    """Whether a slice's answer depends on the rest of its series (2.5D or a sequence stage):
+    then callers pass a series whole to one `predict` call."""
+    return self._context > 1 or any(self._refiners)
+
+  def thresholds_for(self, predictions: Sequence[Prediction]) -> dict[str, float]:
+    """The operating points a summary of these predictions uses: the sequence stage's where
+    its numbers are shown."""
+    return self.series_thresholds if any(p.series_model for p in predictions) else self.thresholds
+
+  def _run_batch(self, slices: list[inputs.Slice], chunk: list[int], table: np.ndarray,
+                 cam: _CamTarget | None) -> list[_Outputs]:
     """Every model on one batch: calibrated probabilities, domain scores, the Grad-CAM map."""
-    n = len(slices)
-    images = _pad_batch(np.stack([s.model_image for s in slices]))
-    probs: list[dict[str, float]] = [{} for _ in slices]
+    n = len(chunk)
+    images = _pad_batch(np.stack([slices[i].model_image for i in chunk]))
+    probs: list[dict[str, float]] = [{} for _ in chunk]
+    raw: list[tuple[np.ndarray, np.ndarray]] = []
     far = np.zeros((n, 2))  # (features, image statistics) score / threshold, worst over models
     maps: list[np.ndarray | None] = [None] * n
     for r, run in enumerate(self._runs):
+      spec, domain = self.specs[r], self.domains[r]
+      x = images if spec.context == 1 else _pad_batch(np.stack([context.stack(
+          [slices[j].model_image for j in _centred(table[i], spec.context)]) for i in chunk]))
       if cam is not None and r == cam.run:
-        logits, pooled, grid = run.with_cam(images, np.full(len(images), cam.index, np.int32))
+        logits, pooled, grid = run.with_cam(x, np.full(len(x), cam.index, np.int32))
         maps = list(np.asarray(grid)[:n])
       else:
-        logits, pooled = run.plain(images)
-      spec, domain = self.specs[r], self.domains[r]
-      values = calibration.probabilities(np.asarray(logits)[:n],
-                                         tasks.get_task(spec.task).activation, spec.temperatures)
+        logits, pooled = run.plain(x)
+      logits, pooled = np.asarray(logits)[:n], np.asarray(pooled)[:n]
+      raw.append((logits, pooled))
+      values = calibration.probabilities(logits, tasks.get_task(spec.task).activation,
+                                         spec.temperatures)
       for p, row in zip(probs, values):
         p.update({k: float(v) for k, v in zip(run.labels, row)})
       if domain is not None:
         # A picture was windowed and resampled by someone else: judged on its shape, not on
         # the HU image statistics (docs/serving.md).
-        pictures = np.array([s.hu is None for s in slices])
-        far = np.maximum(far, np.stack(domain.far(np.asarray(pooled)[:n], images[:n], pictures), 1))
-    return [_Outputs({k: p[k] for k in tasks.LABELS if k in p}, tuple(f.tolist()), m)
-            for p, f, m in zip(probs, far, maps)]
+        pictures = np.array([slices[i].hu is None for i in chunk])
+        far = np.maximum(far, np.stack(domain.far(pooled, images[:n], pictures), 1))
+    return [_Outputs({k: p[k] for k in tasks.LABELS if k in p}, tuple(f.tolist()), m,
+                     tuple((z[j], f[j]) for z, f in raw))
+            for j, (p, f, m) in enumerate(zip(probs, far, maps))]
+
+  def _refine(self, slices: list[inputs.Slice], series: list[np.ndarray],
+              computed: dict[int, _Outputs]) -> dict[int, dict[str, float]]:
+    """Each checkpoint's sequence stage over every series of two or more judged slices:
+    slice index -> its refined, calibrated probabilities."""
+    out: dict[int, dict[str, float]] = {}
+    for r, refiner in enumerate(self._refiners):
+      if refiner is None:
+        continue
+      for members in (m for m in series if len(m) > 1):
+        logits = np.stack([computed[i].raw[r][0] for i in members])
+        pooled = np.stack([computed[i].raw[r][1] for i in members])
+        positions = [_position(slices[i].geometry) for i in members]
+        refined, _ = refiner(pooled, logits, context.spacing(np.array(positions, np.float64)))
+        probs = calibration.probabilities(refined, refiner.spec.activation,
+                                          refiner.spec.temperatures)
+        for i, row in zip(members.tolist(), probs):
+          out.setdefault(i, {}).update(zip(refiner.spec.outputs, map(float, row)))
+    return out
 
   def _prediction(self, s: inputs.Slice, refusal: str | None, out: _Outputs | None,
-                  cam: _CamTarget | None) -> Prediction:
+                  cam: _CamTarget | None, neighbours: np.ndarray,
+                  refined: dict[str, float] | None) -> Prediction:
     """One slice's Prediction, built once from its refusal or its models' outputs."""
     if refusal is not None:
       return Prediction(s, {}, "", status=OUT_OF_SCOPE, reason=refusal,
                         thresholds=self.thresholds)
     note = scope.note(s)
     p, status, reason, score = out.probabilities, OK, None, None
+    seen = len(set(neighbours.tolist())) if self._context > 1 else None
+    if seen == 1:
+      note = "; ".join(filter(None, [note, (
+          f"read alone: the model reads {self._context} neighbouring slices of a series and "
+          "none came with this one, so it was repeated in their place (as at a series' end)")]))
+    thresholds, slice_p = self.thresholds, None
+    if refined:
+      slice_p, p, thresholds = p, {**p, **refined}, self.series_thresholds
     if self.domain_checked:
       score = max(out.far)
       if score > 1.0:
@@ -226,9 +304,11 @@ class Predictor:
       box = gradcam.attention_box(full)
       shown = cam.name or ("any" if cam.index >= 0 else
                            max(self._runs[cam.run].labels, key=lambda k: p[k]))
-    return Prediction(s, p, decide(p, self.thresholds), cam_class=shown, cam=full, box=box,
-                      status=status, reason=reason, domain_score=score,
-                      thresholds=self.thresholds, note=note)
+    return Prediction(s, p, decide(p, thresholds), cam_class=shown, cam=full, box=box,
+                      status=status, reason=reason, domain_score=score, thresholds=thresholds,
+                      note=note, context=seen,
+                      series_model=bool(refined) if any(self._refiners) else None,
+                      slice_probabilities=slice_p)
 
   def trained_on(self) -> str:
     """What the loaded weights learnt from, in words (for out-of-domain explanations)."""
@@ -275,6 +355,25 @@ class _Outputs:
   probabilities: dict[str, float]  # calibrated, in the tasks.LABELS order
   far: tuple[float, float]  # (features, image statistics) score / threshold
   cam: np.ndarray | None  # Grad-CAM on the feature-map grid, when asked for
+  raw: tuple[tuple[np.ndarray, np.ndarray], ...]  # per model: (logits, pooled features)
+
+
+def _series_keys(slices: Sequence[inputs.Slice]) -> tuple[list[str], list[float], list[int]]:
+  """(series id, position, instance number) per slice for `context.series_order`; a slice with
+  no geometry (a picture) is a series of its own."""
+  g = [s.geometry for s in slices]
+  return ([x.series_instance_uid if x else "" for x in g], [_position(x) for x in g],
+          [x.instance_number if x and x.instance_number is not None else -1 for x in g])
+
+
+def _position(g) -> float:
+  return g.position if g is not None and g.position is not None else float("nan")
+
+
+def _centred(row: np.ndarray, k: int) -> np.ndarray:
+  """The k middle entries of a neighbour row (a model reading fewer slices than the widest)."""
+  mid = len(row) // 2
+  return row[mid - k // 2: mid + k // 2 + 1]
 
 
 def _pad_batch(images: np.ndarray) -> np.ndarray:

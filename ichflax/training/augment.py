@@ -25,19 +25,25 @@ from ichflax.models import preprocess
 
 def model_input(images: jax.Array, key: jax.Array, cfg: AugmentConfig, image_size: int,
                 variant: str, dtype=jnp.float32, *, resize: str = "antialiased",
-                normalization: str = "backbone") -> jax.Array:
-  """uint8 (B, S, S, C) -> augmented, normalised float (B, size, size, 3); eval path when off."""
+                normalization: str = "backbone", context: int = 1) -> jax.Array:
+  """uint8 (B, S, S, C) -> augmented, normalised float (B, size, size, 3K); eval path when off.
+
+  The K slices of a 2.5D example (`context`) move and change look together, as one scan does.
+  """
   if not cfg.enabled:
     return preprocess.model_input(images, image_size, variant, dtype, resize=resize,
-                                  normalization=normalization)
-  x = preprocess.to_rgb(images)
+                                  normalization=normalization, context=context)
+  x = preprocess.to_rgb(images, context)
   mats = jax.vmap(lambda k: random_affine(k, cfg, image_size))(
       jax.random.split(key, x.shape[0]))
   x = jax.vmap(lambda img, m: warp(img, m, image_size, nearest=resize == "nearest",
                                    fill=cfg.fill))(x, mats)
   if cfg.appearance > 0:
-    x = jax.vmap(lambda img, k: appearance(img, k, cfg.appearance))(
-        x, jax.random.split(jax.random.fold_in(key, 1), x.shape[0]))
+    def look(img, k):  # one draw for all slices of the example
+      slices = img.reshape(*img.shape[:2], context, 3)
+      same = jax.vmap(lambda s: appearance(s, k, cfg.appearance), in_axes=2, out_axes=2)
+      return same(slices).reshape(img.shape)
+    x = jax.vmap(look)(x, jax.random.split(jax.random.fold_in(key, 1), x.shape[0]))
   return preprocess.normalize(x, variant, normalization).astype(dtype)
 
 

@@ -41,7 +41,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, str | None]:
   except ValueError as e:
     p.error(str(e))
   if "workdir" not in values:
-    cfg = config.with_values(cfg, {"workdir": f"runs/{cfg.preset}-{cfg.task}"})
+    stage = "-sequence" if cfg.sequence_from else ""
+    cfg = config.with_values(cfg, {"workdir": f"runs/{cfg.preset}-{cfg.task}{stage}"})
   return cfg, a.sweep
 
 
@@ -60,7 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     if grid:
       print(sweep.sweep(cfg, grid)["table"])
       return 0
-    result = loop.run(cfg)
+    if cfg.sequence_from:
+      from ichflax.training import sequence
+      result = sequence.run(cfg)
+    else:
+      result = loop.run(cfg)
   except (config.ConfigError, checkpoint.CheckpointError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

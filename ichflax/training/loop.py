@@ -97,7 +97,7 @@ def build_model(cfg: TrainConfig, dtype) -> models.Classifier:
   model = models.build_classifier(cfg.task, variant, cfg.resolved_dropout,
                                   rngs=nnx.Rngs(cfg.seed), dtype=dtype, backbone=backbone,
                                   arch=arch, zero_init_residual=cfg.zero_init_residual,
-                                  head_init=cfg.head_init)
+                                  head_init=cfg.head_init, context=cfg.context)
   for _, module in nnx.iter_graph(model):
     if isinstance(module, models.BatchNorm):
       module.unbiased_variance = cfg.bn_variance == "unbiased"
@@ -109,7 +109,8 @@ def build_model(cfg: TrainConfig, dtype) -> models.Classifier:
 def step_spec(cfg: TrainConfig, variant: str, dtype) -> steps.StepSpec:
   """What the compiled steps fix statically, from the run's config."""
   return steps.StepSpec(cfg.task, cfg.image_size, variant, cfg.augment, dtype, resize=cfg.resize,
-                        normalization=cfg.normalization, loss_clip=cfg.loss_clip)
+                        normalization=cfg.normalization, loss_clip=cfg.loss_clip,
+                        context=cfg.context)
 
 
 def model_spec(cfg: TrainConfig, model: models.Classifier, info: dict) -> ModelSpec:
@@ -122,7 +123,7 @@ def model_spec(cfg: TrainConfig, model: models.Classifier, info: dict) -> ModelS
                    image_size=cfg.image_size, stored_size=info["size"], windows=windows,
                    dropout=cfg.resolved_dropout, recipe=cfg.recipe,
                    data=data_splits.data_name(info),
-                   normalization=cfg.normalization, resize=cfg.resize)
+                   normalization=cfg.normalization, resize=cfg.resize, context=cfg.context)
 
 
 def load_data(cfg: TrainConfig, task: tasks.Task) -> tuple[dict, dict[str, data_splits.Split]]:
@@ -365,7 +366,8 @@ class _Trainer:
       probs.append(_host(p)[mask])
       self._log_compile("eval", time.perf_counter() - t0)
       targets.append(_host(batch["targets"])[mask])
-    out = metrics.evaluate(self.task.name, np.concatenate(probs), np.concatenate(targets))
+    out = metrics.evaluate(self.task.name, np.concatenate(probs), np.concatenate(targets),
+                           series_ids=split.series_ids)
     out["loss"] = float(np.mean(np.concatenate(losses)))
     return out
 

@@ -42,6 +42,7 @@ class StepSpec:
   resize: str = "antialiased"  # stored -> model size (ModelSpec.resize)
   normalization: str = "backbone"  # ModelSpec.normalization
   loss_clip: float = 0.0  # Keras-style probability clip in the loss (tasks.Task.loss)
+  context: int = 1  # slices per example (ModelSpec.context)
 
 
 @dataclasses.dataclass
@@ -113,7 +114,7 @@ def make_steps(model: nnx.Module, trainable: nnx.filterlib.Filter,
     module = nnx.merge(train_def, params, stats, models.reseed(rng, drop_key), fixed, copy=True)
     x = augment.model_input(batch["image"], aug_key, spec.augment, spec.image_size,
                             spec.variant, spec.dtype, resize=spec.resize,
-                            normalization=spec.normalization)
+                            normalization=spec.normalization, context=spec.context)
     logits = module(x)
     loss = masked_mean(task.loss(logits, batch["targets"], spec.loss_clip), batch["mask"])
     return loss, (nnx.state(module, nnx.BatchStat), task.probabilities(logits))
@@ -132,7 +133,8 @@ def make_steps(model: nnx.Module, trainable: nnx.filterlib.Filter,
   def eval_step(state: TrainState, frozen, batch):
     module = nnx.merge(eval_def, state.trainable, state.batch_stats, frozen, copy=True)
     x = preprocess.model_input(batch["image"], spec.image_size, spec.variant, spec.dtype,
-                               resize=spec.resize, normalization=spec.normalization)
+                               resize=spec.resize, normalization=spec.normalization,
+                               context=spec.context)
     logits = module(x)
     return task.loss(logits, batch["targets"], spec.loss_clip), task.probabilities(logits)
 

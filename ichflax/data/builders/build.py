@@ -91,7 +91,10 @@ def _write_side_files(dataset_dir: Path, plan: dict[str, list[Record]], info: di
              labels=np.array([r.labels for r in records], np.int32).reshape(-1, 6),
              group=np.array([r.group for r in records], np.int32),
              image_id=np.array([r.image_id for r in records], str),
-             study_id=np.array([r.study_id for r in records], str))
+             study_id=np.array([r.study_id for r in records], str),
+             series_id=np.array([r.series_id for r in records], str),
+             position=np.array([r.position for r in records], np.float64),
+             instance=np.array([r.instance for r in records], np.int64))
   (dataset_dir / REPORT_FILE).write_text(
       f"# ichflax build report for {dataset_dir}\n# {len(report)} items skipped\n"
       + "".join(f"{line}\n" for line in report))
@@ -210,7 +213,8 @@ def _build(kind: str, items: list[_Item], out: Path, cfg: BuildConfig, name: str
   failed = {i for i, r in results.items() if r.error}
   problems = [*report, *(f"{items[i].source}: {results[i].error}" for i in sorted(failed))]
   plan = {split: [Record(results[i].target, tuple(int(v) for v in items[i].labels), int(g),
-                         items[i].image_id, results[i].study_id)
+                         items[i].image_id, results[i].study_id, results[i].series_id,
+                         results[i].position, results[i].instance)
                   for i, g in zip(idx.tolist(), groups.tolist()) if i not in failed]
           for split, (idx, groups) in drawn.items()}
   empty = [split for split, records in plan.items() if not records]

@@ -17,6 +17,7 @@ import tensorflow_datasets as tfds
 log = logging.getLogger("ichflax.data.builders")
 INFO_FILE = "ichflax.json"
 REPORT_FILE = "build_report.txt"
+SERIES_KEYS = ("series_id", "position", "instance")  # series order in the labels side file
 
 
 class DataError(ValueError):
@@ -69,14 +70,17 @@ def open_split(dataset_dir: str | os.PathLike, split: str) -> Split:
 
 
 def read_meta(dataset_dir: str | os.PathLike, split: str) -> dict:
-  """labels (N, 6), group (N,), image_id, study_id of a split, without decoding any image."""
+  """labels (N, 6), group (N,), image_id, study_id of a split, without decoding any image; and
+  series_id, position, instance (series order) when the build kept them (since 2026-12)."""
   path = resolve(dataset_dir) / f"meta-{split}.npz"
   if not path.exists():
     raise DataError(f"{path} not found: split {split!r} missing, or the dataset was not built "
                     "by ichflax.data")
   with np.load(path) as saved:
-    return {"labels": saved["labels"], "group": saved["group"],
+    meta = {"labels": saved["labels"], "group": saved["group"],
             "image_id": saved["image_id"].tolist(), "study_id": saved["study_id"].tolist()}
+    meta.update({k: saved[k] for k in SERIES_KEYS if k in saved})
+  return meta
 
 
 def dataset_info(dataset_dir: str | os.PathLike) -> dict:

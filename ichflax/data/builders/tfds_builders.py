@@ -27,6 +27,10 @@ class Record:
   group: int
   image_id: str
   study_id: str
+  # Series order, kept in the labels side file (not the TFDS features): `ichflax.data.context`.
+  series_id: str = ""
+  position: float = float("nan")
+  instance: int = -1
 
 
 class _IchBuilder(tfds.core.GeneratorBasedBuilder):
