@@ -115,6 +115,7 @@ def test_context_is_recorded_and_the_report_has_series_columns(runs):
   assert spec.context == 3
   test = runs["slice_run"]["metrics"]["test"]
   assert test["series"]["n"] >= 2 and "any" in test["series"]["auc"]
+  assert "Per-series ROC AUC" in Path(runs["slice_run"]["report_md"]).read_text()
   report = json.loads((runs["seq"] / "report" / "report.json").read_text())
   assert set(report["test"]) == {"slice model", "with sequence stage"}
   md = (runs["seq"] / "report" / "report.md").read_text()
@@ -177,3 +178,26 @@ def test_the_sequence_stage_starts_as_the_slice_model():
   refined, _ = refiner(rng.normal(size=(9, 8)).astype(np.float32), logits, 5.0)
   np.testing.assert_allclose(refined, logits, atol=1e-6)
   assert sequence.windows(9, 4, 2) == [(0, 4), (2, 6), (4, 8), (5, 9)]
+
+
+def test_an_export_keeps_the_sequence_stage(runs, tmp_path):
+  out = checkpoint.export_inference(runs["seq"], tmp_path / "export")
+  _, spec = checkpoint.read_series(out)
+  assert spec == checkpoint.read_series(runs["seq"])[1]
+
+
+def test_the_side_by_side_bench_reads_the_stage_reports_and_times_serving(runs, tmp_path,
+                                                                         capsys):
+  from bench import series_context
+  series_dir = tmp_path / "series"
+  series_dir.mkdir()
+  for f in _series_files(runs["root"]):
+    shutil.copy(f, series_dir / f.name)
+  out = tmp_path / "side.json"
+  assert series_context.main(["--stages", str(runs["seq"]), "--series", str(series_dir),
+                              "--out", str(out)]) == 0
+  record = json.loads(out.read_text())
+  assert set(record["rows"]) == {"K = 3", "K = 3 + sequence stage"}
+  assert all(ms > 0 for ms in record["serve_ms"].values()) and record["machine"]["cpu_count"]
+  table = capsys.readouterr().out
+  assert "| K = 3 + sequence stage |" in table and "serve one series, ms" in table

@@ -48,8 +48,9 @@ def export_inference(src: str | Path, dst: str | Path, dtype=jnp.bfloat16) -> Pa
   layout.write_json(dst, layout.CONFIG, run_config)
   layout.write_json(dst, layout.PROGRESS, progress.to_json())
   card.write(dst, spec, TrainConfig.from_dict(run_config), progress)
-  if (step_dir / layout.DOMAIN).is_dir():
-    shutil.copytree(step_dir / layout.DOMAIN, dst / layout.DOMAIN)
+  for item in (layout.DOMAIN, layout.SERIES, layout.SEQUENCE):  # trust and the sequence stage
+    if (step_dir / item).is_dir():
+      shutil.copytree(step_dir / item, dst / item)
   return dst
 
 

@@ -6,6 +6,7 @@ Confusion matrices are indexed [actual, predicted], as in the paper's Tables 2 a
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -69,20 +70,29 @@ def bootstrap_auc(y_true: np.ndarray, scores: np.ndarray, groups: np.ndarray, *,
   Resamples with one class only are skipped; (nan, nan) when none has both.
   """
   y_true, scores = np.asarray(y_true).astype(bool), np.asarray(scores)
+  return bootstrap(lambda rows: roc_auc(y_true[rows], scores[rows]), groups,
+                   resamples=resamples, seed=seed, level=level)
+
+
+def bootstrap(statistic: Callable[[np.ndarray], float], groups: np.ndarray, *,
+              resamples: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+  """(low, high) percentile interval of `statistic(rows)` over resamples of whole groups
+  (NaN results skipped; (nan, nan) when every one is NaN). A paired difference of two models
+  on the same rows is one statistic: its interval says whether the change is more than noise."""
   _, group_of = np.unique(np.asarray(groups), return_inverse=True)
   members = np.split(np.argsort(group_of, kind="stable"),
                      np.cumsum(np.bincount(group_of))[:-1])
   rng = np.random.default_rng(seed)
-  aucs = []
+  values = []
   for _ in range(resamples):
     rows = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
-    aucs.append(roc_auc(y_true[rows], scores[rows]))
-  aucs = np.asarray(aucs)
-  aucs = aucs[~np.isnan(aucs)]
-  if not len(aucs):
+    values.append(statistic(rows))
+  values = np.asarray(values, np.float64)
+  values = values[~np.isnan(values)]
+  if not len(values):
     return math.nan, math.nan
   tail = 100 * (1 - level) / 2
-  return float(np.percentile(aucs, tail)), float(np.percentile(aucs, 100 - tail))
+  return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
 
 
 def log_loss(targets: np.ndarray, probs: np.ndarray, activation: str) -> float:

@@ -247,6 +247,9 @@ def _metric_section(report: dict, ref: dict | None) -> list[str]:
   if "per_class_auc" in test:
     out += ["", "Per-class ROC AUC: " + ", ".join(
         f"{k} {fmt(v)}" for k, v in test["per_class_auc"].items())]
+  if "series" in test:  # a series scores its highest slice, positive when any slice is
+    out += ["", f"Per-series ROC AUC ({test['series']['n']} series, highest slice): " + ", ".join(
+        f"{k} {fmt(v)}" for k, v in test["series"]["auc"].items())]
   return out
 
 

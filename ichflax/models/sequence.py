@@ -33,6 +33,7 @@ class SeriesSpec:
   window: int = 24  # slices per training crop and per serving window
   stride: int = 12  # serving: windows overlap by window - stride slices, outputs averaged
   neighbour_diffs: bool = False  # 2nd place: each embedding with its difference to prev / next
+  dropout: float = 0.3  # on the projected slice features, training only
   # Fitted on the validation split's refined outputs (as the slice model's own).
   temperatures: tuple[float, ...] = ()
   thresholds: tuple[float, ...] = ()
@@ -63,6 +64,7 @@ class SeriesModel(nnx.Module):
     self.neighbour_diffs = spec.neighbour_diffs
     self.ln_in = nnx.LayerNorm(width, rngs=rngs)
     self.project = nnx.Linear(width, h, rngs=rngs)
+    self.dropout = nnx.Dropout(spec.dropout, rngs=rngs)
     self.grus = nnx.List([_bigru(h if i == 0 else 2 * h, h, rngs) for i in range(2)])
     self.slice_out = nnx.Linear(2 * h, k, kernel_init=nnx.initializers.zeros, rngs=rngs)
     self.series_out = nnx.Linear(2 * h, k, rngs=rngs)
@@ -73,7 +75,7 @@ class SeriesModel(nnx.Module):
     if self.neighbour_diffs:
       x = jnp.concatenate([x, x - _shift(x, lengths, -1), x - _shift(x, lengths, 1)], -1)
     x = jnp.concatenate([x, logits, place], -1)
-    x = nnx.gelu(self.project(self.ln_in(x)))
+    x = self.dropout(nnx.gelu(self.project(self.ln_in(x))))
     for gru in self.grus:
       x = gru(x, seq_lengths=lengths)
     valid = jnp.arange(x.shape[1])[None, :, None] < lengths[:, None, None]
@@ -123,6 +125,7 @@ class Refiner:
 
   def __init__(self, model: SeriesModel, spec: SeriesSpec):
     self.spec = spec
+    model.eval()
     graphdef, state = nnx.split(model)
     self._state = state
     self._apply = jax.jit(lambda state, *args: nnx.merge(graphdef, state)(*args))
