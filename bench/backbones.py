@@ -1,6 +1,6 @@
 """The backbones compared on one run each: same phantom split, same steps, from random init.
 
-Each backbone trains the cpu-demo recipe (full fine-tuning, 96 px, 4 epochs of the 1,500-slice
+Each backbone trains the cpu-demo preset (--trainable all, 96 px, 4 epochs of the 1,500-slice
 phantom) on the multilabel task, then its best checkpoint is tested (per-output AUC, RSNA
 weighted log loss, on the phantom's held-out subjects) and served: one 128 px phantom DICOM slice
 through the Predictor with Grad-CAM, median of --repeats calls. Training img/s is the loop's own

@@ -1,4 +1,4 @@
-"""Bytes and seconds per training checkpoint save: whole model vs lean (paper recipe), one run.
+"""Bytes and seconds per training checkpoint save: whole model vs lean (bn-head), one run.
 
 A whole save writes every parameter (the frozen backbone included) with the Adam state of the
 trainable part; a lean one (`checkpoints.save(..., frozen=...)`) writes the trainable parameters,
@@ -41,7 +41,7 @@ def run(saves: int) -> dict:
   from ichflax.training import loop as train
   cfg = config.preset("paper", task="binary")
   model = models.build_classifier("binary", "keras", 0.4, rngs=nnx.Rngs(0))
-  _, trainable, stats, frozen = steps.split(model, models.trainable_filter("paper"))
+  _, trainable, stats, frozen = steps.split(model, models.trainable_filter("bn-head"))
   opt_state = optax.adam(1e-3).init(trainable)
   spec = train.model_spec(cfg, model, {"size": 256, "channels": 3})
   out = {}

@@ -39,7 +39,7 @@ class Row:
   framework: str  # "jax" | "torch"
   impl: str  # e.g. "ichflax step", "eager", "torch.compile", "loader w=2"
   mode: str  # "compute" (synthetic batch on device) | "end-to-end" | "loader"
-  recipe: str = "-"  # "paper" | "full" | "-"
+  trainable: str = "-"  # "bn-head" | "all" | "-"
   image_size: int = 0
   batch_size: int = 0
   dtype: str = "-"
@@ -52,7 +52,7 @@ class Row:
   note: str = ""
 
   def key(self) -> tuple:
-    return (self.recipe, self.image_size, self.batch_size, self.dtype)
+    return (self.trainable, self.image_size, self.batch_size, self.dtype)
 
 
 def versions() -> dict[str, str]:
@@ -158,14 +158,14 @@ def _fmt(x: Any, digits: int = 1) -> str:
 
 
 def ratios(rows: Sequence[Row], reference_impl: str) -> list[float]:
-  """images/s of each row over the reference impl's row of the same recipe/size/batch/dtype."""
+  """images/s of each row over the reference impl's row of the same trainable/size/batch/dtype."""
   ref = {r.key(): r.images_per_s for r in rows if r.impl == reference_impl}
   return [r.images_per_s / ref[r.key()] if r.key() in ref else math.nan for r in rows]
 
 
 def format_table(rows: Sequence[Row], reference_impl: str | None = None) -> str:
   """The one table printed at the end: markdown, so it pastes into docs/benchmarks.md as is."""
-  cols = ["framework", "impl", "mode", "recipe", "size", "batch", "dtype", "img/s", "ms/step",
+  cols = ["framework", "impl", "mode", "trainable", "size", "batch", "dtype", "img/s", "ms/step",
           "spread", "first call s", "GFLOP/step"]
   rel = ratios(rows, reference_impl) if reference_impl else None
   if rel is not None:
@@ -173,7 +173,7 @@ def format_table(rows: Sequence[Row], reference_impl: str | None = None) -> str:
   cols.append("note")
   lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
   for i, r in enumerate(rows):
-    cells = [r.framework, r.impl, r.mode, r.recipe, _fmt(r.image_size), _fmt(r.batch_size),
+    cells = [r.framework, r.impl, r.mode, r.trainable, _fmt(r.image_size), _fmt(r.batch_size),
              r.dtype, _fmt(r.images_per_s), _fmt(r.step_ms), _fmt(r.step_ms_spread, 2),
              _fmt(r.compile_s, 2), _fmt(r.gflops_per_step)]
     if rel is not None:
@@ -242,9 +242,9 @@ def open_dataset(args, stored_size: int, split: str = "train"):
   import numpy as np
 
   from ichflax import data
-  # Every slice, split by subject: the paper's per-class draw fails on a small synthetic set
+  # Every slice, split by subject: the balanced draw fails on a small synthetic set
   # (epidural is rare), and throughput does not depend on the split.
   dataset_dir = args.data or data.prepare(None, size=stored_size, num=args.phantom_num,
-                                          protocol="full", out=args.data_out)
+                                          draw="by-patient", out=args.data_out)
   source = data.open_split(dataset_dir, split)
   return dataset_dir, source, np.arange(len(source))

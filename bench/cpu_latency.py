@@ -98,7 +98,7 @@ def _predictor(args):
   model.eval()
   spec = ModelSpec(task="multilabel", class_names=tasks.LABELS, variant="keras",
                    image_size=args.image_size, stored_size=args.stored_size,
-                   windows=image.THREE_WINDOWS, dropout=0.3, recipe="full",
+                   windows=image.THREE_WINDOWS, dropout=0.3, trainable="all",
                    data="random init (benchmark)")
   return predictor.Predictor([(model, spec)], batch_size=1), "random init"
 

@@ -230,9 +230,10 @@ def step_rates(path: str | None) -> dict[int, list[tuple[str, float]]]:
   if not path:
     return {}
   out: dict[int, list[tuple[str, float]]] = {}
-  for r in json.loads(Path(path).read_text())["rows"]:
+  from ichflax import flags
+  for r in map(flags.upgrade, json.loads(Path(path).read_text())["rows"]):  # older: `recipe`
     if r["framework"] == "jax" and r["mode"] == "compute" and r["images_per_s"]:
-      label = f"{r['recipe']} {r['image_size']}px b{r['batch_size']} {r['dtype']}"
+      label = f"{r['trainable']} {r['image_size']}px b{r['batch_size']} {r['dtype']}"
       out.setdefault(r["batch_size"], []).append((label, r["images_per_s"]))
   return out
 

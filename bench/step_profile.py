@@ -1,9 +1,10 @@
 """Where ichflax's train step spends its work: XLA cost analysis, HLO checks, a timed breakdown.
 
 Why: "make the step fast" starts from checkable facts, not guesses. On any backend this reports
-  - FLOPs and bytes of the compiled step per recipe (cost analysis): the paper's recipe must cost
-    about 2 forward passes (forward + input gradients) and full fine-tuning about 3 (+ weight
-    gradients); if paper ~ full, frozen convolutions still get weight gradients;
+  - FLOPs and bytes of the compiled step per --trainable (cost analysis): bn-head (the paper's
+    recipe) must cost about 2 forward passes (forward + input gradients) and all (full
+    fine-tuning) about 3 (+ weight gradients); if bn-head ~ all, frozen convolutions still get
+    weight gradients;
   - buffer donation: bytes the compiled step aliases (reuses) between input and output state,
     without donation (the loop before issue 14) and as the project's step compiles it (state and
     sums donated);
@@ -40,6 +41,7 @@ from bench import train_throughput as tt
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+  from ichflax.config import TRAINABLE
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--image-size", type=int, default=224, help="size for the cost analysis")
   p.add_argument("--batch-size", type=int, default=8)
@@ -50,7 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--task", default="binary")
   p.add_argument("--variant", default="keras")
   p.add_argument("--dtypes", nargs="+", choices=("fp32", "bf16"), default=["fp32", "bf16"])
-  p.add_argument("--recipes", nargs="+", choices=("paper", "full"), default=["paper", "full"])
+  p.add_argument("--trainable", nargs="+", choices=TRAINABLE, default=list(TRAINABLE))
   p.add_argument("--no-donation", dest="donation", action="store_false",
                  help="skip compiling the donated variant (its aliasing is backend-independent)")
   p.add_argument("--no-breakdown", dest="breakdown", action="store_false",
@@ -229,13 +231,13 @@ def _walk(root: str):
     yield from (os.path.join(folder, f) for f in files)
 
 
-def op_profile(args, recipe: str) -> dict[str, Any]:
-  """The per-op profile of the project's fp32 step (`--ops`) for one recipe."""
+def op_profile(args, trainable: str) -> dict[str, Any]:
+  """The per-op profile of the project's fp32 step (`--ops`) for one trainable."""
   import jax
 
   from ichflax.training import steps
   size, batch = args.ops_size, args.ops_batch
-  (_, state, frozen), dev, _, donated, _ = compile_variants(recipe, size, batch, "fp32", args)
+  (_, state, frozen), dev, _, donated, _ = compile_variants(trainable, size, batch, "fp32", args)
   holder = {"s": state}
 
   def call():
@@ -248,12 +250,12 @@ def op_profile(args, recipe: str) -> dict[str, Any]:
 
 
 def format_op_profile(profiles: dict[str, dict[str, Any]], top: int) -> str:
-  """Markdown: ms per step by op kind for each recipe side by side, then the costliest ops."""
-  recipes = list(profiles)
+  """Markdown: ms per step by op kind for each trainable side by side, then the costliest ops."""
+  columns = list(profiles)
   kinds = sorted({k for p in profiles.values() for k in p["kinds"]},
                  key=lambda k: -max(p["kinds"].get(k, 0.0) for p in profiles.values()))
-  lines = ["| op kind | " + " | ".join(f"{r} ms (ops)" for r in recipes) + " |",
-           "|---|" + "---|" * len(recipes)]
+  lines = ["| op kind | " + " | ".join(f"{r} ms (ops)" for r in columns) + " |",
+           "|---|" + "---|" * len(columns)]
   for k in kinds:
     cells = [f"{p['kinds'].get(k, 0.0):.1f} ({p['counts'].get(k, 0)})" for p in
              profiles.values()]
@@ -267,12 +269,12 @@ def format_op_profile(profiles: dict[str, dict[str, Any]], top: int) -> str:
   return "\n".join(lines)
 
 
-def compile_variants(recipe, size, batch, dtype, args, donation: bool = True):
+def compile_variants(trainable, size, batch, dtype, args, donation: bool = True):
   """The step jitted without donation, and the project's own step (state and sums donated)."""
   import jax
 
   from ichflax.training import sharding, steps
-  built = tt.build_step(recipe, size, dtype, args.task, args.variant)
+  built = tt.build_step(trainable, size, dtype, args.task, args.variant)
   steps_, state, frozen = built
   batch_ = tt.to_device(tt.synthetic_batch(batch, args.stored_size, 3, args.task), args.task,
                         sharding.make_mesh())
@@ -301,7 +303,7 @@ def forward_cost(size, batch, dtype, args) -> dict[str, float]:
   return costs(fwd.lower(state, x).compile())
 
 
-def time_breakdown(args, recipe: str) -> dict[str, float]:
+def time_breakdown(args, trainable: str) -> dict[str, float]:
   """ms per call of: augmentation alone, the forward+loss, its gradient, the whole step.
 
   Differences between consecutive stages say where the time goes; each stage is its own jit,
@@ -317,13 +319,14 @@ def time_breakdown(args, recipe: str) -> dict[str, float]:
   from ichflax.training import augment, steps
   size, batch, dtype = args.time_size, args.time_batch, "fp32"
   task = tasks.get_task(args.task)
-  (_, state, frozen), dev, project, donated, _ = compile_variants(recipe, size, batch, dtype, args)
+  (_, state, frozen), dev, project, donated, _ = compile_variants(trainable, size, batch, dtype,
+                                                                  args)
   key = jax.random.key(0)
   aug = jax.jit(lambda im, k: augment.model_input(im, k, AugmentConfig(), size, args.variant))
   x = aug(dev["image"], key)
   model = build_classifier(args.task, args.variant, rngs=nnx.Rngs(0))
   model.train()
-  graphdef, params, rest = nnx.split(model, trainable_filter(recipe), ...)
+  graphdef, params, rest = nnx.split(model, trainable_filter(trainable), ...)
 
   def loss(p, r, x):
     logits = nnx.merge(graphdef, p, r, copy=True)(x)
@@ -375,28 +378,28 @@ def main(argv=None) -> int:
   for dtype in args.dtypes:
     fwd = forward_cost(s, b, dtype, args)
     result["cost"][f"forward {dtype}"] = fwd
-    for recipe in args.recipes:
+    for trainable in args.trainable:
       t0 = time.perf_counter()
-      _, _, project, donated, lowered = compile_variants(recipe, s, b, dtype, args,
+      _, _, project, donated, lowered = compile_variants(trainable, s, b, dtype, args,
                                                          args.donation)
       c = costs(project)
       c["flops_over_forward"] = c["gflops"] / fwd["gflops"]
       if donated is not None:
         c["alias_mb_if_donated"] = costs(donated).get("alias_mb", math.nan)
       c["compile_s_both"] = time.perf_counter() - t0
-      result["cost"][f"{recipe} {dtype}"] = c
+      result["cost"][f"{trainable} {dtype}"] = c
       if dtype == "bf16":
-        result["hlo"][f"{recipe} {dtype}"] = hlo_census(lowered, project)
+        result["hlo"][f"{trainable} {dtype}"] = hlo_census(lowered, project)
       if args.json:  # after each compile: a run cut short keeps what it measured
         common.write_json(args.json, {**common.machine_info(), "partial": True}, [],
                           quiet=True, profile=result)
-      print(f"[profile] {recipe} {dtype} {s}px b{b}: {c['gflops']:.1f} GFLOP "
+      print(f"[profile] {trainable} {dtype} {s}px b{b}: {c['gflops']:.1f} GFLOP "
             f"({c['flops_over_forward']:.2f}x forward)", file=sys.stderr, flush=True)
   result["input_ms"] = time_augment(args)
-  for recipe in args.recipes if args.breakdown else ():
-    result["breakdown_ms"][recipe] = time_breakdown(args, recipe)
-  for recipe in args.recipes if args.ops else ():
-    result["ops"][recipe] = op_profile(args, recipe)
+  for trainable in args.trainable if args.breakdown else ():
+    result["breakdown_ms"][trainable] = time_breakdown(args, trainable)
+  for trainable in args.trainable if args.ops else ():
+    result["ops"][trainable] = op_profile(args, trainable)
   info = common.machine_info()
   info["jax_backend"] = jax.default_backend()
   print(common.heading("Train-step profile", info))
@@ -420,10 +423,10 @@ def main(argv=None) -> int:
   if result["breakdown_ms"]:
     print(f"\nTimed breakdown (fp32, {args.time_size}px, batch {args.time_batch}, median ms):\n")
     stages = list(next(iter(result["breakdown_ms"].values())))
-    print("| recipe | " + " | ".join(stages) + " |")
+    print("| trainable | " + " | ".join(stages) + " |")
     print("|---|" + "---|" * len(stages))
-    for recipe, d in result["breakdown_ms"].items():
-      print(f"| {recipe} | " + " | ".join(f"{d[k]:.1f}" for k in stages) + " |")
+    for trainable, d in result["breakdown_ms"].items():
+      print(f"| {trainable} | " + " | ".join(f"{d[k]:.1f}" for k in stages) + " |")
   if result["ops"]:
     print(f"\nPer-op profile (fp32, {args.ops_size}px, batch {args.ops_batch}, "
           f"ms per step over {args.ops_steps} traced steps):\n")

@@ -2,8 +2,8 @@
 
 A reference only (imported lazily by bench/train_throughput.py, never by ichflax): the figure a
 user compares against is what they would write in PyTorch today — channels_last, bf16 autocast,
-eager or `torch.compile`, fused Adam on CUDA, and the paper's recipe (only BatchNorm + the head
-learn) or full fine-tuning.
+eager or `torch.compile`, fused Adam on CUDA, and bn-head (only BatchNorm + the head learn, the
+paper's trainable) or all (full fine-tuning).
 """
 
 from __future__ import annotations
@@ -24,29 +24,29 @@ def paper_head(num_outputs: int, dropout: float, width: int = 256) -> nn.Module:
                        nn.BatchNorm1d(width), nn.Linear(width, num_outputs))
 
 
-def build(recipe: str, num_outputs: int, dropout: float) -> nn.Module:
+def build(trainable: str, num_outputs: int, dropout: float) -> nn.Module:
   """ResNet50 (random init: speed does not depend on the values) with the paper's head."""
   model = torchvision.models.resnet50(weights=None)
   model.fc = paper_head(num_outputs, dropout)
-  if recipe == "paper":  # Frozen convs: autograd then skips their weight gradients.
+  if trainable == "bn-head":  # Frozen convs: autograd then skips their weight gradients.
     for module in model.modules():
-      trainable = isinstance(module, nn.modules.batchnorm._BatchNorm)
+      is_norm = isinstance(module, nn.modules.batchnorm._BatchNorm)
       for p in module.parameters(recurse=False):
-        p.requires_grad_(trainable)
+        p.requires_grad_(is_norm)
     for p in model.fc.parameters():
       p.requires_grad_(True)
-  elif recipe != "full":
-    raise ValueError(f"recipe must be 'paper' or 'full', got {recipe!r}")
+  elif trainable != "all":
+    raise ValueError(f"trainable must be 'bn-head' or 'all', got {trainable!r}")
   return model
 
 
-def bench_train(*, recipe: str, image_size: int, batch_size: int, dtype: str, compile_: bool,
+def bench_train(*, trainable: str, image_size: int, batch_size: int, dtype: str, compile_: bool,
                 warmup: int, repeats: int, steps_per_repeat: int, num_outputs: int = 1,
                 dropout: float = 0.4, seed: int = 0) -> common.Row:
   """images/s of one torchvision training step on a random batch already on the device."""
   torch.manual_seed(seed)
   device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-  model = build(recipe, num_outputs, dropout).to(device).to(memory_format=torch.channels_last)
+  model = build(trainable, num_outputs, dropout).to(device).to(memory_format=torch.channels_last)
   model.train()
   params = [p for p in model.parameters() if p.requires_grad]
   opt = torch.optim.Adam(params, lr=1e-4, fused=device.type == "cuda")
@@ -83,7 +83,7 @@ def bench_train(*, recipe: str, image_size: int, batch_size: int, dtype: str, co
     note += ", NON-FINITE LOSS"
   return common.row_from_timing(
       timing, bench="train", framework="torch",
-      impl="torch.compile" if compile_ else "eager", mode="compute", recipe=recipe,
+      impl="torch.compile" if compile_ else "eager", mode="compute", trainable=trainable,
       image_size=image_size, batch_size=batch_size, dtype=dtype, note=note)
 
 

@@ -9,12 +9,13 @@ side by side on the same device,
       the loop before issue 14 ran it (no donation, loss and probabilities read every step);
   (c) torchvision ResNet50 (channels_last, bf16 autocast, eager and torch.compile) when torch
       imports: the baseline a user would otherwise run,
-for the paper's recipe (BatchNorm + head learn) and full fine-tuning, and prints one table, so every
-ratio is measured, not copied. XLA's cost analysis gives the FLOPs of each compiled ichflax step,
-which checks that the paper's recipe really skips the frozen convolutions' weight gradients.
+for bn-head (BatchNorm + head learn, the paper's recipe) and all (full fine-tuning), and prints
+one table, so every ratio is measured, not copied. XLA's cost analysis gives the FLOPs of each
+compiled ichflax step, which checks that bn-head really skips the frozen convolutions' weight
+gradients.
 
   python bench/train_throughput.py --smoke --json /tmp/train.json          # CI size, ~1 min CPU
-  python bench/train_throughput.py --recipe paper full --image-size 224 128 \
+  python bench/train_throughput.py --trainable bn-head all --image-size 224 128 \
       --batch-sizes 64 128 256 --dtype bf16 --json $OUT/train.json        # a GPU
 """
 
@@ -38,9 +39,10 @@ DTYPES = {"bf16": "bfloat16", "fp32": "float32"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+  from ichflax.config import TRAINABLE
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--recipe", nargs="+", choices=("paper", "full"), default=["paper", "full"])
+  p.add_argument("--trainable", nargs="+", choices=TRAINABLE, default=list(TRAINABLE))
   p.add_argument("--image-size", nargs="+", type=int, default=[224, 128])
   p.add_argument("--batch-sizes", nargs="+", type=int, default=[64, 128, 256])
   p.add_argument("--dtype", nargs="+", choices=tuple(DTYPES), default=["bf16"])
@@ -66,11 +68,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                  help="seconds: configurations not started by then are skipped (GPU lease)")
   p.add_argument("--no-cost-analysis", dest="cost_analysis", action="store_false")
   p.add_argument("--smoke", action="store_true",
-                 help="CI size: paper recipe, 32 px, batch 2, 2 steps; checks the path, not speed")
+                 help="CI size: bn-head, 32 px, batch 2, 2 steps; checks the path, not speed")
   p.add_argument("--json", default=None, help="write machine info + rows here")
   args = p.parse_args(argv)
   if args.smoke:
-    args.recipe, args.image_size, args.batch_sizes = ["paper"], [32], [2]
+    args.trainable, args.image_size, args.batch_sizes = ["bn-head"], [32], [2]
     args.dtype = ["fp32"] if args.dtype == ["bf16"] else args.dtype
     args.stored_size = args.stored_size or 40
     args.steps, args.repeats, args.warmup = 1, 2, 1
@@ -87,7 +89,7 @@ def jax_dtype(name: str):
   return jnp.dtype(DTYPES[name]).type
 
 
-def build_step(recipe: str, image_size: int, dtype: str, task: str, variant: str):
+def build_step(trainable: str, image_size: int, dtype: str, task: str, variant: str):
   """ichflax's train step, built exactly as training builds it: (steps, state, frozen)."""
   import optax
   from flax import nnx
@@ -99,7 +101,7 @@ def build_step(recipe: str, image_size: int, dtype: str, task: str, variant: str
   model = build_classifier(task, variant, rngs=nnx.Rngs(0), dtype=dt)
   spec = steps.StepSpec(task=task, image_size=image_size, variant=variant,
                         augment=AugmentConfig(), dtype=dt)
-  return steps.make_steps(model, trainable_filter(recipe), optax.adam(TrainConfig.lr), spec)
+  return steps.make_steps(model, trainable_filter(trainable), optax.adam(TrainConfig.lr), spec)
 
 
 def synthetic_batch(batch_size: int, stored_size: int, channels: int, task: str, seed: int = 0):
@@ -168,9 +170,9 @@ def sync_jax(x):
   return jax.block_until_ready(x)
 
 
-def bench_jax_compute(args, recipe, size, batch_size, dtype, mesh, stored) -> tuple[list, Any]:
+def bench_jax_compute(args, trainable, size, batch_size, dtype, mesh, stored) -> tuple[list, Any]:
   """(a) compute only; returns the row and (trainer, compile info) for the end-to-end run."""
-  built = build_step(recipe, size, dtype, args.task, args.variant)
+  built = build_step(trainable, size, dtype, args.task, args.variant)
   dev_batch = to_device(synthetic_batch(batch_size, stored, args.channels, args.task),
                         args.task, mesh)
   import jax
@@ -184,7 +186,7 @@ def bench_jax_compute(args, recipe, size, batch_size, dtype, mesh, stored) -> tu
                              repeats=args.repeats, steps_per_repeat=args.steps)
   row = common.row_from_timing(
       timing, bench="train", framework="jax", impl="ichflax step", mode="compute",
-      recipe=recipe, image_size=size, batch_size=batch_size, dtype=dtype,
+      trainable=trainable, image_size=size, batch_size=batch_size, dtype=dtype,
       gflops_per_step=gflops,
       note=f"stored {stored}px x{args.channels}, augment on device, {gbytes:.1f} GB accessed")
   row.compile_s = compile_s
@@ -210,7 +212,7 @@ def loader_batches(source, indices, batch_size: int, threads: int | None):
                               drop_remainder=True, **kwargs)
 
 
-def bench_jax_end_to_end(args, trainer, dataset, recipe, size, batch_size, dtype, mesh,
+def bench_jax_end_to_end(args, trainer, dataset, trainable, size, batch_size, dtype, mesh,
                          host_sync: bool):
   """(b) loader from disk -> device -> the compiled step, timed over whole steps.
 
@@ -242,7 +244,7 @@ def bench_jax_end_to_end(args, trainer, dataset, recipe, size, batch_size, dtype
   return common.row_from_timing(
       timing, bench="train", framework="jax", impl="ichflax step",
       mode="end-to-end, old loop" if host_sync else "end-to-end",
-      recipe=recipe, image_size=size, batch_size=batch_size, dtype=dtype,
+      trainable=trainable, image_size=size, batch_size=batch_size, dtype=dtype,
       note=f"{'/'.join(Path(dataset_dir).parts[-3:-1])}, {len(indices)} examples, "
            f"loader threads {threads}")
 
@@ -274,21 +276,22 @@ def run(args) -> tuple[dict[str, Any], list[common.Row]]:
   rows: list[common.Row] = []
   skipped: list[str] = []
   start = time.perf_counter()
-  # Size outermost, recipes side by side: under --time-budget the first sizes are complete.
-  for size, batch_size, recipe, dtype in itertools.product(args.image_size, args.batch_sizes,
-                                                           args.recipe, args.dtype):
-    label = f"{recipe} {size}px batch {batch_size} {dtype}"
+  # Size outermost, trainable choices side by side: under --time-budget the first sizes are
+  # complete.
+  for size, batch_size, trainable, dtype in itertools.product(args.image_size, args.batch_sizes,
+                                                              args.trainable, args.dtype):
+    label = f"{trainable} {size}px batch {batch_size} {dtype}"
     if args.time_budget and time.perf_counter() - start > args.time_budget:
       skipped.append(label)
       continue
     if "compute" in args.modes or dataset is not None:
-      row, trainer = bench_jax_compute(args, recipe, size, batch_size, dtype, mesh, stored)
+      row, trainer = bench_jax_compute(args, trainable, size, batch_size, dtype, mesh, stored)
       if "compute" in args.modes:
         rows.append(row)
         _progress(args, rows, label)
       if dataset is not None:
         for host_sync in (False, True):
-          rows.append(bench_jax_end_to_end(args, trainer, dataset, recipe, size, batch_size,
+          rows.append(bench_jax_end_to_end(args, trainer, dataset, trainable, size, batch_size,
                                            dtype, mesh, host_sync))
           _progress(args, rows, label)
       del trainer
@@ -296,7 +299,7 @@ def run(args) -> tuple[dict[str, Any], list[common.Row]]:
       from bench import torch_resnet
       for compile_ in (False, True) if torch_compile else (False,):
         rows.append(torch_resnet.bench_train(
-            recipe=recipe, image_size=size, batch_size=batch_size, dtype=dtype,
+            trainable=trainable, image_size=size, batch_size=batch_size, dtype=dtype,
             compile_=compile_, warmup=args.warmup, repeats=args.repeats,
             steps_per_repeat=args.steps))
         _progress(args, rows, label)
@@ -328,7 +331,7 @@ def summary(rows: list[common.Row]) -> dict[str, dict[str, float]]:
   for r in rows:
     if r.framework != "jax":
       continue
-    key = f"{r.recipe} {r.image_size}px b{r.batch_size} {r.dtype}"
+    key = f"{r.trainable} {r.image_size}px b{r.batch_size} {r.dtype}"
     d = out.setdefault(key, {})
     if ref:
       base = [t for t in rows if t.impl == ref and t.key() == r.key()]

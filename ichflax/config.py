@@ -19,14 +19,15 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from ichflax import tasks
+from ichflax import flags, tasks
 from ichflax.data.image import INPUT_MODES, channels_for
-from ichflax.data.rsna import ALIASES, PROTOCOLS
+from ichflax.data.rsna import DRAWS
 from ichflax.spec import BACKBONES
 
 log = logging.getLogger("ichflax.config")
 
-RECIPES = ("paper", "full")
+# What trains: only BatchNorm + the head (the paper's recipe), or every parameter.
+TRAINABLE = ("bn-head", "all")
 VARIANTS = ("keras", "torchvision")
 DTYPES = ("auto", "float32", "bfloat16")
 RESIZES = ("antialiased", "nearest")
@@ -112,8 +113,9 @@ class TrainConfig:
                             resume=True)
   weights: str | None = option(None, "converted ImageNet backbone (python -m ichflax.weights)",
                                resume=True)
-  recipe: str = option("paper", "paper: only BatchNorm + head train; full: every parameter",
-                       choices=RECIPES, sweep=True, resume=True)
+  trainable: str = option("bn-head", "what trains: bn-head (only BatchNorm + head, the paper's "
+                          "recipe) or all (every parameter)", choices=TRAINABLE, sweep=True,
+                          resume=True)
   backbone: str = option("resnet50", "the backbone when no --weights give it: resnet50 (the "
                          "paper's), efficientnet_b0 (10x cheaper) or convnext_tiny",
                          choices=tuple(BACKBONES), sweep=True, resume=True)
@@ -143,9 +145,10 @@ class TrainConfig:
                      sweep=True, resume=True)
   dtype: str = option("auto", "compute dtype; auto: bf16 on GPU/TPU, fp32 on CPU",
                       choices=DTYPES, resume=True)
-  protocol: str = option("paper", "how an RSNA folder is drawn into splits: paper (the text's "
-                         "2,000 per class), paper-code (the authors' parser) or full (every "
-                         "slice, split by patient)", choices=PROTOCOLS, resume=True)
+  draw: str = option("balanced", "how an RSNA folder is drawn into splits: balanced (the "
+                     "paper's text, 2,000 per class), paper-code (the authors' parser) or "
+                     "by-patient (every slice, split by patient, else study)", choices=DRAWS,
+                     resume=True)
   stored_size: int | None = option(None, "stored slice size when a dataset is built", low=32,
                                    sweep=True, resume=True)
   phantom_slices: int = option(3000, "slices drawn when the phantom is built", low=1,
@@ -158,8 +161,8 @@ class TrainConfig:
   zero_init_residual: bool = option(
       True, "random init: each residual block starts as its shortcut (--no-zero-init-residual "
       "reproduces runs made before the option existed)", resume=True)
-  per_class: int | None = option(None, "paper protocols: images per class (default 2000; "
-                                 "phantom: as many as exist)", low=3, resume=True)
+  per_class: int | None = option(None, "balanced and paper-code draws: images per class "
+                                 "(default 2000; phantom: as many as exist)", low=3, resume=True)
   input_mode: str = option("windows", "windows: brain, subdural, bone CT windows as RGB; grey: "
                            "one grey channel (the paper's PNG values, or the brain window)",
                            choices=INPUT_MODES, resume=True)
@@ -206,13 +209,6 @@ class TrainConfig:
   neighbour_diffs: bool = option(False, "sequence stage: feed each slice's embedding with its "
                                  "differences to the previous and next slice's")
 
-  def __post_init__(self):
-    for name in ("recipe", "protocol"):
-      value = getattr(self, name)
-      if value in ALIASES:
-        log.warning("%s %r is now called %r", name, value, ALIASES[value])
-        object.__setattr__(self, name, ALIASES[value])
-
   @property
   def resolved_batch_size(self) -> int:
     return self.batch_size or tasks.get_task(self.task).default_batch_size
@@ -233,7 +229,7 @@ class TrainConfig:
 
   def dataset_request(self) -> dict[str, Any]:
     """How `ichflax.data.splits.load` prepares this run's dataset and picks its examples."""
-    return dict(protocol=self.protocol, per_class=self.per_class,
+    return dict(draw=self.draw, per_class=self.per_class,
                 windows=channels_for(self.input_mode), size=self.stored_size,
                 phantom_slices=self.phantom_slices, limit=self.limit, seed=self.seed,
                 context=self.context)
@@ -243,8 +239,9 @@ class TrainConfig:
 
   @classmethod
   def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-    """Inverse of `to_dict`; unknown keys (from older or newer code) are ignored."""
-    return _from_dict(cls, d)
+    """Inverse of `to_dict`; unknown keys (from older or newer code) are ignored, old names of
+    fields and values (`recipe: full`) read as their new ones, silently."""
+    return _from_dict(cls, flags.upgrade(d))
 
   def replace(self, **changes) -> TrainConfig:
     return dataclasses.replace(self, **changes)
@@ -333,8 +330,10 @@ def add_flags(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = No
 
   Booleans get --x / --no-x. Parsed values go back with `flags_to_values`. `shown`: the config
   a run would start from (a preset); each help text ends with its value there, so --help says
-  what runs, not the dataclass default.
+  what runs, not the dataclass default. A renamed field also takes its old flag and old values
+  (`--recipe full` is `--trainable all`), with a notice.
   """
+  old_flags = {new: _flag_name(old) for old, new in flags.OLD_FIELDS.items()}
   for dotted, cls, f in _walk():
     opt = _option(f)
     if not opt.flag or (only is not None and dotted not in only):
@@ -350,7 +349,11 @@ def add_flags(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = No
       kwargs["type"] = kind
       if opt.choices:
         kwargs["choices"] = opt.choices
-    parser.add_argument(_flag_name(dotted), **kwargs)
+    if dotted in old_flags:
+      flags.renamed(parser, _flag_name(dotted), old_flags[dotted],
+                    old_values=flags.OLD_VALUES[dotted], **kwargs)
+    else:
+      parser.add_argument(_flag_name(dotted), **kwargs)
 
 
 def _shown(cfg: TrainConfig, dotted: str) -> Any:
@@ -383,36 +386,36 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The paper's text: ImageNet ResNet50 at 224 px, only BatchNorm + head train; binary
     # dropout 0.4 batch 16, subtype dropout 0.3 batch 8. The text does not state its epoch
     # count; 20 matches the length of its curves' x axes.
-    "paper": dict(recipe="paper", protocol="paper", image_size=224, epochs=20, **KERAS_2,
+    "paper": dict(trainable="bn-head", draw="balanced", image_size=224, epochs=20, **KERAS_2,
                   per_task={"binary": dict(batch_size=16, dropout=0.4),
                             "subtype": dict(batch_size=8, dropout=0.3)}),
     # The authors' notebook (the paper's reference [6]): batch 32 for both, 15 / 90 epochs, one
     # grey 128 px PNG nearest-upsampled to 224 and scaled by 1/255, its ImageDataGenerator,
     # its parser's class assignment, and the last epoch's model tested.
-    "paper-code": dict(recipe="paper", protocol="paper-code", image_size=224, batch_size=32,
+    "paper-code": dict(trainable="bn-head", draw="paper-code", image_size=224, batch_size=32,
                        input_mode="grey", stored_size=128, resize="nearest",
                        normalization="rescale", tested="final", **KERAS_2, **KERAS_AUGMENT,
                        per_task={"binary": dict(epochs=15, dropout=0.4),
                                  "subtype": dict(epochs=90, dropout=0.3)}),
     # CPU demo: no ImageNet weights exist offline, so every parameter trains from random init
-    # (the paper's recipe cannot learn without pretrained features). 96 px, not 64: bleeds stay
-    # visible and XLA's CPU step is faster there (docs/training.md). 1500 anatomical phantom
-    # slices rendered at 256 and stored at 128, all of them split by subject (the paper's
-    # per-class draw is capped by the rarest subtype, epidural, at ~2 % of slices); 4 epochs.
-    "cpu-demo": dict(recipe="full", image_size=96, epochs=4, lr=1e-3, batch_size=16,
+    # (bn-head, the paper's recipe, cannot learn without pretrained features). 96 px, not 64:
+    # bleeds stay visible and XLA's CPU step is faster there (docs/training.md). 1500 anatomical
+    # phantom slices rendered at 256 and stored at 128, all of them split by subject (the
+    # balanced draw is capped by the rarest subtype, epidural, at ~2 % of slices); 4 epochs.
+    "cpu-demo": dict(trainable="all", image_size=96, epochs=4, lr=1e-3, batch_size=16,
                      bn_momentum=0.9, checkpoint_every=50, workdir="runs/cpu-demo",
-                     protocol="full", phantom_slices=1500, stored_size=128),
+                     draw="by-patient", phantom_slices=1500, stored_size=128),
     # The shipped demo model (checkpoints/multilabel, --task multilabel): from
     # random init on the anatomical phantom, sized to train on 2 CPU cores within an hour.
-    "phantom-demo": dict(recipe="full", image_size=128, epochs=5, lr=1e-3,
+    "phantom-demo": dict(trainable="all", image_size=128, epochs=5, lr=1e-3,
                          lr_schedule="cosine", batch_size=16, bn_momentum=0.9,
-                         checkpoint_every=200, protocol="full", phantom_slices=9000,
+                         checkpoint_every=200, draw="by-patient", phantom_slices=9000,
                          workdir="runs/phantom-demo", **{"augment.appearance": 1.0}),
     # What a practitioner runs on the RSNA 2019 download with a GPU/TPU: ImageNet weights (given
     # with --weights; refused without them), the multilabel task ranked by the RSNA weighted log
     # loss, every parameter fine-tuned, every slice split by patient, 256 px stored and seen
     # (the field's 224-512 px), a short cosine schedule at a fine-tuning rate.
-    "rsna": dict(task="multilabel", recipe="full", protocol="full", image_size=256,
+    "rsna": dict(task="multilabel", trainable="all", draw="by-patient", image_size=256,
                  stored_size=256, epochs=4, batch_size=32, lr=2e-4, lr_schedule="cosine",
                  checkpoint_every=1000, log_every=100),
 }
@@ -425,9 +428,9 @@ PHANTOM_PRESETS = ("cpu-demo", "phantom-demo")
 def preset(name: str, **overrides) -> TrainConfig:
   """A config from a named preset for `overrides["task"]` (default binary), with explicit
   overrides (dotted names too) applied on top of the preset's shared and per-task values."""
-  if name in ALIASES:
-    log.warning("preset %r is now called %r", name, ALIASES[name])
-    name = ALIASES[name]
+  if flags.current("preset", name) != name:
+    log.warning("preset %r is now called %r", name, flags.current("preset", name))
+    name = flags.current("preset", name)
   if name not in PRESETS:
     raise ValueError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
   values = dict(PRESETS[name])

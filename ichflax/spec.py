@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from ichflax import tasks
+from ichflax import flags, tasks
 
 Window = tuple[float, float]  # (center, width) in HU
 # "backbone": the variant's own ImageNet normalisation; "rescale": x / 255 only, as the paper's
@@ -39,7 +39,7 @@ class ModelSpec:
   stored_size: int  # side of the stored uint8 slice the model input is resized from
   windows: tuple[Window, ...]  # CT windows, one per stored channel
   dropout: float
-  recipe: str  # "paper" (BatchNorm + head trained) or "full"
+  trainable: str  # "bn-head" (BatchNorm + head trained) or "all"
   data: str  # a sentence naming the training data (reports and model cards quote it)
   normalization: str = "backbone"
   stored_dtype: str = "float32"  # parameters as saved (exports may be bfloat16)
@@ -122,9 +122,10 @@ class ModelSpec:
 
   @classmethod
   def from_json(cls, d: dict[str, Any]) -> ModelSpec:
-    """Reads a saved spec; fields added later take their defaults, unknown keys are ignored."""
+    """Reads a saved spec; fields added later take their defaults, unknown keys are ignored,
+    old names (`recipe: full`) read as today's."""
     names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in d.items() if k in names})
+    return cls(**{k: v for k, v in flags.upgrade(d).items() if k in names})
 
   def replace(self, **changes) -> ModelSpec:
     return dataclasses.replace(self, **changes)

@@ -1,6 +1,6 @@
 """Tasks: which targets a model learns from the six RSNA labels, and how it is scored.
 
-Every dataset stores the six RSNA labels per slice (plus the paper protocol's folder `group`), so
+Every dataset stores the six RSNA labels per slice (plus the per-class draws' folder `group`), so
 one dataset serves every task; a task only selects examples, builds targets and defines the loss.
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 LABELS = ("epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural", "any")
 SUBTYPES = LABELS[:5]
 ANY = 5
-# The paper protocol draws a folder per class: groups 0..4 are the subtypes, 5 is "no hemorrhage".
+# The per-class draws take a folder per class: groups 0..4 are the subtypes, 5 is "no hemorrhage".
 NO_HEMORRHAGE_GROUP = 5
 NO_GROUP = -1
 # RSNA 2019 metric: weighted multi-label log loss, `any` weighted 2, each subtype 1.
@@ -82,13 +82,13 @@ class Task:
 
 
 def _one_subtype(labels: np.ndarray, group: np.ndarray) -> np.ndarray:
-  drawn = group >= 0  # by the paper protocol
+  drawn = group >= 0  # by a per-class draw (balanced, paper-code)
   exactly_one = labels[:, :5].sum(axis=1) == 1
   return np.where(drawn, group < NO_HEMORRHAGE_GROUP, exactly_one)
 
 
 def _subtype_targets(labels: np.ndarray, group: np.ndarray) -> np.ndarray:
-  # The paper protocol labels a slice by the folder it was drawn for; otherwise its one subtype.
+  # A per-class draw labels a slice by the folder it was drawn for; otherwise its one subtype.
   # Only selected rows (and zero padding) get here, so the index is a subtype, never folder 5.
   index = np.where(group >= 0, group, np.argmax(labels[:, :5], axis=1))
   return np.eye(5)[index]

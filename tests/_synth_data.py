@@ -18,7 +18,7 @@ from ichflax.data import builders, splits, synth
 def build(out: Path, *, num: int, size: int, seed: int = 0) -> str:
   """The TFDS dir of `num` synthetic slices stored at `size` px (full protocol), under `out`."""
   raw = synth.write_rsna(out / "raw", num, seed=seed, size=2 * size, workers=1, per_series=3)
-  cfg = builders.BuildConfig(size, protocol="full", workers=1)
+  cfg = builders.BuildConfig(size, draw="by-patient", workers=1)
   dataset = os.fspath(builders.build_rsna(raw, out, cfg, prefix=f"n{num}_sy{seed}"))
   for name in splits.SPLITS:
     found = set(builders.read_meta(dataset, name)["labels"][:, tasks.ANY].tolist())

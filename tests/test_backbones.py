@@ -37,9 +37,9 @@ def test_every_named_backbone_is_built_with_its_feature_width():
 
 
 @pytest.mark.parametrize("arch", OTHERS)
-def test_the_paper_recipe_trains_only_the_normalisation_layers_and_the_head(arch):
+def test_bn_head_trains_only_the_normalisation_layers_and_the_head(arch):
   model = models.build_classifier("binary", "torchvision", rngs=nnx.Rngs(0), arch=arch)
-  trained = nnx.state(model, models.trainable_filter("paper"))
+  trained = nnx.state(model, models.trainable_filter("bn-head"))
   paths = [p for p, _ in nnx.to_flat_state(trained)]
   backbone = [p for p in paths if p[0] == "backbone"]
   norm = "bn" if arch == "efficientnet_b0" else "ln"
@@ -53,9 +53,9 @@ def trained(request, tmp_path_factory):
   """A real checkpoint of each backbone: multilabel, full recipe, 64 px, 2 steps, calibrated."""
   root = tmp_path_factory.mktemp(request.param)
   dataset = _synth_data.build(root / "data", num=120, size=64)
-  cfg = TrainConfig(task="multilabel", data=dataset, recipe="full", epochs=1, batch_size=8,
+  cfg = TrainConfig(task="multilabel", data=dataset, trainable="all", epochs=1, batch_size=8,
                     image_size=64, limit=16, workdir=str(root / "run"), progress_bar=False,
-                    protocol="full", augment=AugmentConfig(enabled=False), checkpoint_every=0,
+                    draw="by-patient", augment=AugmentConfig(enabled=False), checkpoint_every=0,
                     backbone=request.param)
   step_dir = checkpoint.resolve(train.run(cfg)["checkpoint"])
   assert calibrate.main([str(step_dir), "--data", str(dataset)]) == 0

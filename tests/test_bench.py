@@ -66,7 +66,7 @@ def test_train_throughput_smoke(tmp_path, data_out):
     assert any(r["framework"] == "torch" and r["impl"] == "eager" for r in rows)
     assert result["reference"] == "eager"
   assert len(table_rows(stdout)) == len(rows)
-  key = "paper 32px b2 fp32"
+  key = "bn-head 32px b2 fp32"
   assert result["ratios"][key]["end-to-end / compute"] > 0
 
 
@@ -82,9 +82,9 @@ def test_loader_throughput_smoke(tmp_path, data_out):
 
 
 def test_table_ratios_and_json_nan(tmp_path):
-  rows = [common.Row("train", "torch", "eager", "compute", "paper", 32, 2, "fp32",
+  rows = [common.Row("train", "torch", "eager", "compute", "bn-head", 32, 2, "fp32",
                      images_per_s=10.0, step_ms=200.0),
-          common.Row("train", "jax", "ichflax step", "compute", "paper", 32, 2, "fp32",
+          common.Row("train", "jax", "ichflax step", "compute", "bn-head", 32, 2, "fp32",
                      images_per_s=25.0, step_ms=80.0)]
   assert common.ratios(rows, "eager") == [1.0, 2.5]
   table = common.format_table(rows, "eager")

@@ -44,7 +44,7 @@ def _labels(root):
 @pytest.fixture(scope="module")
 def full(rsna_dir, tmp_path_factory):
   out = tmp_path_factory.mktemp("tfds")
-  cfg = builders.BuildConfig(size=32, protocol="full", workers=2)
+  cfg = builders.BuildConfig(size=32, draw="by-patient", workers=2)
   return builders.build_rsna(rsna_dir[0], out, cfg), out
 
 
@@ -95,7 +95,7 @@ def test_full_split_is_by_study_and_info_says_synthetic(full):
   info = builders.dataset_info(dataset_dir)
   assert info["source"] == "phantom" and info["data"].startswith("synthetic phantom")
   assert info["windows"] == [list(w) for w in image.THREE_WINDOWS] and info["size"] == 32
-  assert (info["protocol"], info["channels"]) == ("full", 3)
+  assert (info["draw"], info["channels"]) == ("by-patient", 3)
   assert dataset_dir.parts[-3] == "ich_phantom"
   assert all(g == tasks.NO_GROUP for s in rsna.SPLITS
              for g in builders.read_meta(dataset_dir, s)["group"])
@@ -110,7 +110,7 @@ def test_resume_converts_only_what_is_missing(rsna_dir, full, monkeypatch):
   calls = []
   real = dicom.read_slice
   monkeypatch.setattr(dicom, "read_slice", lambda p: calls.append(p) or real(p))
-  again = builders.build_rsna(rsna_dir[0], out, builders.BuildConfig(size=32, protocol="full",
+  again = builders.build_rsna(rsna_dir[0], out, builders.BuildConfig(size=32, draw="by-patient",
                                                                       workers=1))
   assert again == dataset_dir
   # The 5 deleted images plus the 2 bad DICOMs that are retried; the rest come from the cache.
@@ -152,7 +152,7 @@ def test_png_folders(tmp_path):
   _png_folders(tmp_path / "png", per_class=4)
   (tmp_path / "png" / "subdural" / "notes.txt").write_text("not an image")
   (tmp_path / "png" / "epidural" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
-  dataset_dir = builders.prepare(tmp_path / "png", size=32, windows=1, protocol="full",
+  dataset_dir = builders.prepare(tmp_path / "png", size=32, windows=1, draw="by-patient",
                                  out=tmp_path / "out")
   info = builders.dataset_info(dataset_dir)
   assert info["source"] == "png" and info["windows"] is None and info["skipped"] == 2
@@ -175,7 +175,7 @@ def test_png_folders(tmp_path):
   for path in (tmp_path / "png2").glob("*/*.png"):
     if path.name != "broken.png":
       Image.new("L", (48, 48), 255).save(path)
-  other = builders.prepare(tmp_path / "png2", size=32, windows=1, protocol="full",
+  other = builders.prepare(tmp_path / "png2", size=32, windows=1, draw="by-patient",
                            out=tmp_path / "out")
   assert other != dataset_dir and "png2" in builders.dataset_info(other)["data"]
   assert builders.open_split(other, "train")[0]["image"].min() == 255
@@ -186,7 +186,7 @@ def test_cli_build_png_stores_each_file_as_serving_reads_it(tmp_path, capsys):
   folder, holding the model image `inputs.picture_slice` (the serving path) makes of it."""
   files = _png_folders(tmp_path / "png", per_class=3)
   assert cli.main(["build", "--png", str(tmp_path / "png"), "--out", str(tmp_path / "tfds"),
-                   "--size", "32", "--protocol", "full", "--workers", "1"]) == 0
+                   "--stored-size", "32", "--draw", "by-patient", "--workers", "1"]) == 0
   dataset_dir = capsys.readouterr().out.rsplit("dataset: ", 1)[1].strip()
   want = {inputs.picture_slice(path, stored_size=32).model_image.tobytes(): labels
           for path, labels in files.items()}
@@ -227,14 +227,14 @@ def test_png_stored_dataset_warns_to_rebuild(full, tmp_path, caplog):
 
 def test_prepare_phantom_default_is_cached(tmp_path, monkeypatch):
   monkeypatch.setenv(builders.CACHE_ENV, str(tmp_path / "cache"))
-  first = builders.prepare(None, size=32, num=60, protocol="full", workers=1)
+  first = builders.prepare(None, size=32, num=60, draw="by-patient", workers=1)
   assert first.startswith(str(tmp_path / "cache"))
   info = builders.dataset_info(first)
-  assert info["source"] == "phantom" and info["protocol"] == "full"
+  assert info["source"] == "phantom" and info["draw"] == "by-patient"
   assert min(info["splits"].values()) >= 3  # even 60 slices come as enough series to split
   assert info["data"].startswith("anatomy-based synthetic phantom")  # the atlas generator
   assert splits.data_name(info) == "anatomy-based synthetic phantom"  # as specs and cards say
-  assert builders.prepare("phantom", size=32, num=60, protocol="full") == first  # reused
+  assert builders.prepare("phantom", size=32, num=60, draw="by-patient") == first  # reused
   assert builders.prepare(first) == first  # a TFDS dir is used as is
   assert builders.prepare(tmp_path / "cache") == first  # a folder above one dataset too
 
@@ -254,27 +254,26 @@ def test_prepare_and_open_errors(tmp_path, full):
     builders.prepare(rsna_empty, out=tmp_path / "out")
   with pytest.raises(builders.DataError, match="no split 'dev'"):
     builders.open_split(dataset_dir, "dev")
-  with pytest.raises(builders.DataError, match="unknown protocol"):
-    builders.BuildConfig(protocol="random")
-  assert builders.BuildConfig(protocol="seed").protocol == "paper"  # the old name, still read
+  with pytest.raises(builders.DataError, match="unknown draw 'random': choose one of balanced, "):
+    builders.BuildConfig(draw="random")
 
 
 def test_cli_phantom_build_info(tmp_path, capsys):
-  assert cli.main(["phantom", "--out", str(tmp_path / "raw"), "--num", "30", "--size", "64",
+  assert cli.main(["phantom", "--out", str(tmp_path / "raw"), "--slices", "30", "--matrix", "64",
                    "--per-series", "5", "--workers", "1"]) == 0
   assert len(list((tmp_path / "raw" / "stage_2_masks").glob("*.npz"))) == 6  # one per series
   assert cli.main(["build", "--rsna", str(tmp_path / "raw"), "--out", str(tmp_path / "tfds"),
-                   "--size", "32", "--protocol", "full", "--workers", "1"]) == 0
+                   "--stored-size", "32", "--draw", "by-patient", "--workers", "1"]) == 0
   assert "dataset: " in capsys.readouterr().out
   assert cli.main(["info", str(tmp_path / "tfds")]) == 0
-  assert '"protocol": "full"' in capsys.readouterr().out
+  assert '"draw": "by-patient"' in capsys.readouterr().out
   assert cli.main(["build", "--rsna", str(tmp_path / "raw"), "--out", str(tmp_path / "t2"),
                    "--per-class", "500"]) == 2
   assert "use --per-class" in capsys.readouterr().err
-  assert cli.main(["build", "--phantom", "40", "--out", str(tmp_path / "t3"), "--size", "32",
-                   "--protocol", "full", "--input-mode", "grey", "--workers", "1"]) == 0
-  assert "ich_phantom/n40_sy0_full_s32_w1_seed0" in capsys.readouterr().out
-  assert cli.main(["preview", "--out", str(tmp_path / "docs" / "sheet.png"), "--size", "64"]) == 0
+  assert cli.main(["build", "--phantom", "40", "--out", str(tmp_path / "t3"), "--stored-size", "32",
+                   "--draw", "by-patient", "--input-mode", "grey", "--workers", "1"]) == 0
+  assert "ich_phantom/n40_sy0_by_patient_s32_w1_seed0" in capsys.readouterr().out
+  assert cli.main(["preview", "--out", str(tmp_path / "docs" / "sheet.png"), "--matrix", "64"]) == 0
   assert Image.open(tmp_path / "docs" / "sheet.png").size == (1024, 768)  # 11 tiles of 256, 4 a row
 
 
@@ -285,13 +284,13 @@ def test_preview_by_default_writes_to_the_temporary_folder(tmp_path, monkeypatch
   (tmp_path / "tmp").mkdir()
   (tmp_path / "repo").mkdir()
   monkeypatch.chdir(tmp_path / "repo")
-  assert cli.main(["preview", "--size", "32"]) == 0
+  assert cli.main(["preview", "--matrix", "32"]) == 0
   assert (tmp_path / "tmp" / "ichflax_contact_sheet.png").is_file()
   assert list((tmp_path / "repo").iterdir()) == []
 
 
 def test_jpeg_share_stores_some_images_as_a_jpeg_export_would(rsna_dir, tmp_path):
-  cfg = builders.BuildConfig(size=32, protocol="full", workers=1, jpeg_share=0.5)
+  cfg = builders.BuildConfig(size=32, draw="by-patient", workers=1, jpeg_share=0.5)
   qualities = [cfg.jpeg_quality(f"ID_{i:06x}") for i in range(2000)]
   drawn = [q for q in qualities if q is not None]
   assert 0.45 < len(drawn) / len(qualities) < 0.55 and min(drawn) >= 30 and max(drawn) <= 95
@@ -321,7 +320,7 @@ def test_full_split_keeps_a_patients_studies_together(tmp_path):
     ds.PatientID = patient_of[ds.StudyInstanceUID]
     ds.save_as(f)
   dataset = builders.build_rsna(root, tmp_path / "tfds", builders.BuildConfig(
-      size=32, protocol="full", workers=1))
+      size=32, draw="by-patient", workers=1))
   split_of = {}
   for s in rsna.SPLITS:
     for study in builders.read_meta(dataset, s)["study_id"]:

@@ -21,7 +21,7 @@ from ichflax.training import checkpoints
 
 SPEC = ModelSpec(task="multilabel", class_names=tasks.LABELS, variant="keras", image_size=64,
                  stored_size=64, windows=((40, 80), (80, 200), (600, 2800)), dropout=0.3,
-                 recipe="paper", data="synthetic phantom")
+                 trainable="bn-head", data="synthetic phantom")
 CONFIG = config.TrainConfig(task="multilabel", image_size=64, dropout=0.3)
 PROGRESS = Progress(step=3, epoch=1, batch=1, epoch_sums=EpochSums(loss=1.5, n=4),
                     history=[EpochRecord(1, 2, 0.5, 0.75, 0.6, 0.7, float("nan"))])
@@ -38,7 +38,7 @@ def trained_like(tmp_path_factory):
   model = models.build_classifier("multilabel", "keras", 0.3, rngs=nnx.Rngs(1))
   stats = nnx.state(model, nnx.BatchStat)
   nnx.update(model, jax.tree.map(lambda x: x + 0.5, stats))
-  params = nnx.state(model, models.trainable_filter("paper"))
+  params = nnx.state(model, models.trainable_filter("bn-head"))
   opt_state = optax.adam(1e-3).init(params)
   workdir = tmp_path_factory.mktemp("ckpt")
   manager = checkpoints.open_manager(workdir, keep=2)

@@ -58,8 +58,8 @@ def test_head_gives_float32_logits_from_bf16_features():
 
 def test_trainable_filter_counts(backbone):
   model = build_classifier("binary", "keras", rngs=nnx.Rngs(1), backbone=backbone)
-  paper = _count(nnx.state(model, trainable_filter("paper")))
-  full = _count(nnx.state(model, trainable_filter("full")))
+  paper = _count(nnx.state(model, trainable_filter("bn-head")))
+  full = _count(nnx.state(model, trainable_filter("all")))
   # Counted independently: every BatchNorm scale/bias in the backbone + every head parameter.
   bn = sum(m.scale.size + m.bias.size for _, m in nnx.iter_graph(model.backbone)
            if isinstance(m, nnx.BatchNorm))
@@ -72,9 +72,9 @@ def test_trainable_filter_counts(backbone):
   assert 0.5e6 < paper < 0.7e6 and 23e6 < full < 25e6, summary
 
 
-def test_paper_recipe_step_changes_only_batchnorm_and_head(backbone):
+def test_bn_head_step_changes_only_batchnorm_and_head(backbone):
   model = build_classifier("subtype", "keras", rngs=nnx.Rngs(1), backbone=nnx.clone(backbone))
-  wrt = trainable_filter("paper")
+  wrt = trainable_filter("bn-head")
   optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=wrt)
   task = get_task("subtype")
   x = jax.random.normal(jax.random.key(0), (4, 32, 32, 3))
@@ -103,7 +103,7 @@ def test_bad_arguments_are_refused(backbone):
     build_classifier("binary", "torchvision", rngs=nnx.Rngs(0), backbone=backbone)
   with pytest.raises(ValueError, match="dropout must be in"):
     Classifier(backbone, 1, 1.5, rngs=nnx.Rngs(0))
-  with pytest.raises(ValueError, match="choose 'paper' or 'full'"):
+  with pytest.raises(ValueError, match="choose 'bn-head' or 'all'"):
     trainable_filter("bn_only")
   with pytest.raises(ValueError, match="unknown task"):
     build_classifier("segmentation", "keras", rngs=nnx.Rngs(0), backbone=backbone)

@@ -92,7 +92,7 @@ def test_png_build_and_predictor_give_the_same_model_image(tmp_path):
   rgb = image.slice_to_uint8(hu, image.THREE_WINDOWS, 60)[3:57]  # a colour JPEG too
   Image.fromarray(rgb).save(tmp_path / "png" / "no" / "colour.jpg", quality=90)
   deep = _png16(tmp_path / "png" / "no" / "deep.png")
-  dataset_dir = builders.prepare(tmp_path / "png", size=SIZE, protocol="full",
+  dataset_dir = builders.prepare(tmp_path / "png", size=SIZE, draw="by-patient",
                                  out=tmp_path / "out", workers=1)
   stored = _records(dataset_dir)
   assert len(stored) == 13
@@ -113,7 +113,7 @@ def test_png_build_and_predictor_give_the_same_model_image(tmp_path):
 def test_dicom_build_and_predictor_give_the_same_model_image(tmp_path):
   root = phantom.write_rsna(tmp_path / "rsna", 30, seed=5, size=48, workers=1)
   dataset_dir = builders.build_rsna(root, tmp_path / "out", builders.BuildConfig(
-      size=SIZE, protocol="full", workers=1))
+      size=SIZE, draw="by-patient", workers=1))
   stored = _records(dataset_dir)
   assert len(stored) == 30
   for image_id, stored_image in stored.items():

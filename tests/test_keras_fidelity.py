@@ -102,7 +102,7 @@ def _ichflax_step(keras_step, tmp_path):
   head.bn.scale[...], head.bn.bias[...], head.bn.mean[...], head.bn.var[...] = bn
   head.out.kernel[...], head.out.bias[...] = dense2
   compiled, state, frozen = steps.make_steps(
-      model, models.trainable_filter(cfg.recipe), optim.make(cfg.adam, cfg.lr),
+      model, models.trainable_filter(cfg.trainable), optim.make(cfg.adam, cfg.lr),
       train.step_spec(cfg, model.variant, jnp.float32))
   batch = {"image": keras_step["images"], "targets": keras_step["targets"],
            "mask": np.ones(BATCH, bool)}

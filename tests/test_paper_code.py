@@ -21,7 +21,7 @@ def test_presets_per_task():
   assert [(c.batch_size, c.epochs, c.dropout) for c in code.values()] == [(32, 15, 0.4),
                                                                           (32, 90, 0.3)]
   c = code["binary"]
-  assert (c.input_mode, c.stored_size, c.resize, c.normalization, c.tested, c.protocol) == (
+  assert (c.input_mode, c.stored_size, c.resize, c.normalization, c.tested, c.draw) == (
       "grey", 128, "nearest", "rescale", "final", "paper-code")
   for cfg in (*text.values(), *code.values()):  # Keras 2's defaults in both readings
     assert (cfg.head_init, cfg.adam, cfg.bn_variance, cfg.loss_clip) == (
@@ -88,10 +88,10 @@ def seed_png(tmp_path_factory):
 def test_seed_png_layout_builds_with_the_code_protocol(seed_png, tmp_path):
   assert sorted(p.name for p in seed_png.iterdir()) == [
       phantom.MARKER, phantom.PNG_CSV_NAME, phantom.PNG_IMAGES_DIR]
-  cfg = builders.BuildConfig(size=128, windows=1, protocol="paper-code", workers=1)
+  cfg = builders.BuildConfig(size=128, windows=1, draw="paper-code", workers=1)
   ds = builders.build_rsna(seed_png, tmp_path, cfg)
   info = builders.dataset_info(ds)
-  assert info["protocol"] == "paper-code" and info["skipped"] == 0 and info["channels"] == 1
+  assert info["draw"] == "paper-code" and info["skipped"] == 0 and info["channels"] == 1
   table = rsna.read_labels(seed_png / phantom.PNG_CSV_NAME)
   groups = rsna.paper_code_groups(table.labels)
   ids = np.array(table.image_ids)

@@ -42,9 +42,9 @@ def shared(name: str, make):
 def _train_tiny(root: Path) -> Path:
   """A real training checkpoint: multilabel, full recipe, 64 px, one short epoch."""
   dataset = _synth_data.build(root / "data", num=120, size=64)
-  cfg = TrainConfig(task="multilabel", data=dataset, recipe="full", epochs=1, batch_size=8,
+  cfg = TrainConfig(task="multilabel", data=dataset, trainable="all", epochs=1, batch_size=8,
                     image_size=64, limit=8, workdir=str(root / "run"), progress_bar=False,
-                    protocol="full", augment=AugmentConfig(enabled=False), checkpoint_every=0)
+                    draw="by-patient", augment=AugmentConfig(enabled=False), checkpoint_every=0)
   return Path(train.run(cfg)["checkpoint"])
 
 

@@ -20,7 +20,7 @@ def _history(epochs=3):
 def _spec(task, data):
   return ModelSpec(task=task, class_names=tasks.get_task(task).class_names, variant="keras",
                    image_size=224, stored_size=256, windows=((40, 80),), dropout=0.3,
-                   recipe="paper", data=data)
+                   trainable="bn-head", data=data)
 
 
 def _test_metrics(task, probs, targets):

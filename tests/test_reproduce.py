@@ -16,7 +16,7 @@ from ichflax.training import reproduce
 
 def test_reproduce_writes_one_side_by_side_report(tmp_path, capsys):
   data = _synth_data.build(tmp_path / "data", num=80, size=32)
-  code = reproduce.main(["--data", data, "--workdir", str(tmp_path / "rep"), "--recipe", "full",
+  code = reproduce.main(["--data", data, "--workdir", str(tmp_path / "rep"), "--trainable", "all",
                          "--image-size", "32", "--epochs", "1", "--batch-size", "8",
                          "--limit", "24", "--no-progress"])
   assert code == 0
@@ -38,7 +38,7 @@ def test_reproduce_writes_one_side_by_side_report(tmp_path, capsys):
 def test_reproduce_uses_the_paper_presets():
   cfgs, workdir = reproduce.parse_args(["--data", "phantom"])
   cfg = cfgs["binary"]
-  assert (cfg.image_size, cfg.recipe, cfg.protocol, cfg.lr) == (224, "paper", "paper", 1e-3)
+  assert (cfg.image_size, cfg.trainable, cfg.draw, cfg.lr) == (224, "bn-head", "balanced", 1e-3)
   assert workdir == "runs/reproduce-paper" and cfgs["subtype"].batch_size == 8
   code, _ = reproduce.parse_args(["--data", "phantom", "--preset", "paper-code"])
   assert (code["binary"].epochs, code["subtype"].epochs) == (15, 90)
@@ -51,7 +51,7 @@ def test_paper_code_on_the_seed_png_layout(tmp_path, capsys):
   src = phantom.write_rsna(tmp_path / "seed", 90, seed=5, size=64, workers=1,
                            png_size=phantom.PNG_SIZE)
   code = reproduce.main(["--data", str(src), "--preset", "paper-code", "--workdir",
-                         str(tmp_path / "rep"), "--recipe", "full", "--image-size", "32",
+                         str(tmp_path / "rep"), "--trainable", "all", "--image-size", "32",
                          "--epochs", "1", "--batch-size", "8", "--limit", "24",
                          "--no-progress"])
   assert code == 0
@@ -67,7 +67,7 @@ def test_paper_code_on_the_seed_png_layout(tmp_path, capsys):
   ckpt = tmp_path / "rep" / "binary"
   predictor = Predictor.from_checkpoint(ckpt)
   dataset = builders.dataset_info(builders.prepare(str(src), size=128, windows=1,
-                                                   protocol="paper-code"))["dataset_dir"]
+                                                   draw="paper-code"))["dataset_dir"]
   record = builders.open_split(dataset, "test")[0]
   png = src / phantom.PNG_IMAGES_DIR / f"{record['image_id']}.png"
   served = predictor.load(png).model_image

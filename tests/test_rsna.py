@@ -82,7 +82,7 @@ def _random_labels(n, seed=0):
 
 def test_paper_protocol_sizes_groups_and_disjointness():
   labels = _random_labels(30000)
-  split = rsna.paper_split(labels, 2000, seed=3)
+  split = rsna.balanced_split(labels, 2000, seed=3)
   sizes = {s: np.bincount(g, minlength=6).tolist() for s, (_, g) in split.items()}
   assert sizes == {"train": [1440] * 6, "validation": [160] * 6, "test": [400] * 6}
   every = np.concatenate([i for i, _ in split.values()])
@@ -91,25 +91,25 @@ def test_paper_protocol_sizes_groups_and_disjointness():
     sub = group < tasks.NO_HEMORRHAGE_GROUP
     assert (labels[idx[sub], group[sub]] == 1).all()  # drawn from its class's folder
     assert (labels[idx[~sub], tasks.ANY] == 0).all()
-  again = rsna.paper_split(labels, 2000, seed=3)
+  again = rsna.balanced_split(labels, 2000, seed=3)
   assert all((again[s][0] == split[s][0]).all() for s in rsna.SPLITS)
-  assert not (rsna.paper_split(labels, 2000, seed=4)["test"][0] == split["test"][0]).all()
+  assert not (rsna.balanced_split(labels, 2000, seed=4)["test"][0] == split["test"][0]).all()
 
 
 def test_paper_protocol_too_few_images_says_what_to_do():
   labels = _random_labels(300)
   most = rsna.max_per_class(labels)
   assert most > 3
-  assert len(rsna.paper_split(labels, most)["train"][0]) > 0
+  assert len(rsna.balanced_split(labels, most)["train"][0]) > 0
   with pytest.raises(ValueError, match=f"use --per-class {most} or less"):
-    rsna.paper_split(labels, most + 1)
+    rsna.balanced_split(labels, most + 1)
   with pytest.raises(ValueError, match="at least 3"):
-    rsna.paper_split(labels, 2)
+    rsna.balanced_split(labels, 2)
 
 
 def test_full_protocol_splits_by_study():
   studies = [f"ID_s{i // 7}" for i in range(700)]  # 100 studies of 7 slices
-  split = rsna.full_split(studies, seed=1)
+  split = rsna.by_patient_split(studies, seed=1)
   every = np.concatenate([i for i, _ in split.values()])
   assert sorted(every.tolist()) == list(range(700))
   by_split = {s: {studies[i] for i in idx} for s, (idx, _) in split.items()}
@@ -118,9 +118,9 @@ def test_full_protocol_splits_by_study():
               or by_split["validation"] & by_split["test"])
   assert all((g == tasks.NO_GROUP).all() for _, g in split.values())
   # Unknown studies: each image is its own unit.
-  assert sum(len(i) for i, _ in rsna.full_split([""] * 30).values()) == 30
+  assert sum(len(i) for i, _ in rsna.by_patient_split([""] * 30).values()) == 30
   with pytest.raises(ValueError, match="needs at least 3"):
-    rsna.full_split(["ID_a", "ID_a", "ID_b"])
+    rsna.by_patient_split(["ID_a", "ID_a", "ID_b"])
 
 
 def test_count_by_group_names_classes():
@@ -130,10 +130,10 @@ def test_count_by_group_names_classes():
 def test_full_split_by_patient_draws_as_by_study_when_each_patient_has_one_study():
   studies = [f"ID_s{i % 12:02d}" for i in range(60)]
   patients = [f"p{(i % 12) * 7 % 12}" for i in range(60)]  # one patient per study, other names
-  assert _as_lists(rsna.full_split(studies, seed=3, patient_keys=patients)) == _as_lists(
-      rsna.full_split(studies, seed=3))
+  assert _as_lists(rsna.by_patient_split(studies, seed=3, patient_keys=patients)) == _as_lists(
+      rsna.by_patient_split(studies, seed=3))
   shared = [f"p{(i % 12) // 2}" for i in range(60)]  # two studies each: kept together
-  split = rsna.full_split(studies, seed=3, patient_keys=shared)
+  split = rsna.by_patient_split(studies, seed=3, patient_keys=shared)
   where: dict[str, set] = {}
   for s, (indices, _) in split.items():
     for k in indices.tolist():

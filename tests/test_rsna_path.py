@@ -33,11 +33,11 @@ def _printed(capsys, pattern: str) -> str:
 def test_the_rsna_page_runs_end_to_end(tmp_path, capsys):
   import _weights_refs as refs
   download = tmp_path / "rsna"  # stage_2_train.csv + stage_2_train/*.dcm, as Kaggle ships it
-  assert data_main(["phantom", "--out", str(download), "--slices", "60", "--size", "64",
+  assert data_main(["phantom", "--out", str(download), "--slices", "60", "--matrix", "64",
                     "--per-series", "4", "--workers", "1"]) == 0
   assert (download / "stage_2_train.csv").is_file()
-  assert data_main(["build", "--rsna", str(download), "--protocol", "full", "--stored-size", "32",
-                    "--out", str(tmp_path / "tfds"), "--workers", "1"]) == 0
+  assert data_main(["build", "--rsna", str(download), "--draw", "by-patient", "--stored-size",
+                    "32", "--out", str(tmp_path / "tfds"), "--workers", "1"]) == 0
   dataset = _printed(capsys, r"dataset: (\S+)")
   h5 = tmp_path / "resnet50_notop.h5"  # random weights: the page converts ImageNet's
   refs.keras_h5(h5, input_shape=(32, 32, 3))
@@ -47,7 +47,7 @@ def test_the_rsna_page_runs_end_to_end(tmp_path, capsys):
                      dataset, "--image-size", "32", "--stored-size", "32", "--epochs", "1",
                      "--batch-size", "8", "--workdir", str(run), "--no-progress-bar"]) == 0
   report = json.loads((run / "report" / "report.json").read_text())
-  assert report["config"]["task"] == "multilabel" and report["config"]["recipe"] == "full"
+  assert report["config"]["task"] == "multilabel" and report["config"]["trainable"] == "all"
   assert "rsna_log_loss" in report["test"]
 
   assert evaluate_main([str(run), "--data", dataset, "--bootstrap", "20",

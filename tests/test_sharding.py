@@ -41,7 +41,7 @@ SCRIPT = textwrap.dedent("""
       model = models.build_classifier("binary", "keras", 0.4, rngs=nnx.Rngs(0), dtype=jnp.float64)
       # SGD: the update is -lr * gradient, so equal params mean equal gradients.
       compiled, state, frozen = steps.make_steps(
-          model, models.trainable_filter("full"), optax.sgd(0.05),
+          model, models.trainable_filter("all"), optax.sgd(0.05),
           steps.StepSpec("binary", 32, "keras", AugmentConfig(), jnp.float64))
       state, frozen = sharding.replicate((state, frozen), mesh)
       losses = []

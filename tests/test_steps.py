@@ -25,7 +25,7 @@ def _learnable_batch(n=16, size=32, seed=0):
 def seed_run():
   """Ten seed-recipe steps (augmentation on) from a random init; before/after states."""
   model = models.build_classifier("binary", "keras", 0.4, rngs=nnx.Rngs(0))
-  trainable = models.trainable_filter("paper")
+  trainable = models.trainable_filter("bn-head")
   spec = steps.StepSpec("binary", 32, "keras", AugmentConfig(rotation=5.0))
   compiled, state, frozen = steps.make_steps(model, trainable, optax.adam(1e-3), spec)
   before = jax.tree.map(np.array, (state.trainable, state.batch_stats))  # copies: state is donated

@@ -42,14 +42,14 @@ def dataset(tmp_path_factory):
 
 def _cfg(dataset, workdir, **changes):
   return config.TrainConfig(**{
-      "task": "binary", "data": dataset, "recipe": "full", "image_size": 32, "epochs": 2,
+      "task": "binary", "data": dataset, "trainable": "all", "image_size": 32, "epochs": 2,
       "batch_size": 8, "checkpoint_every": 2, "workdir": str(workdir), "progress_bar": False,
       **changes})
 
 
 def _cli(cfg):
   return [sys.executable, "-m", "ichflax.train", "--task", cfg.task, "--data", cfg.data,
-          "--recipe", cfg.recipe, "--image-size", str(cfg.image_size), "--epochs",
+          "--trainable", cfg.trainable, "--image-size", str(cfg.image_size), "--epochs",
           str(cfg.epochs), "--batch-size", str(cfg.batch_size), "--checkpoint-every",
           str(cfg.checkpoint_every), "--workdir", cfg.workdir, "--no-progress-bar"]
 
@@ -218,19 +218,19 @@ def test_refuses_to_resume_a_different_run(dataset, tmp_path):
 
 def test_defaults_and_grid_parsing():
   cfg, grid = train_cli.parse_args([])
-  assert (cfg.task, cfg.recipe, cfg.image_size, cfg.limit) == ("binary", "full", 96, None)
+  assert (cfg.task, cfg.trainable, cfg.image_size, cfg.limit) == ("binary", "all", 96, None)
   assert cfg.workdir == "runs/cpu-demo-binary" and grid is None
   assert cfg.zero_init_residual
   assert not train_cli.parse_args(["--no-zero-init-residual"])[0].zero_init_residual
   paper, _ = train_cli.parse_args(["--preset", "paper", "--task", "subtype"])
-  assert (paper.image_size, paper.recipe, paper.resolved_batch_size) == (224, "paper", 8)
+  assert (paper.image_size, paper.trainable, paper.resolved_batch_size) == (224, "bn-head", 8)
   assert paper.workdir == "runs/paper-subtype"
   rsna, _ = train_cli.parse_args(["--preset", "rsna"])  # the preset names its task
   assert (rsna.task, rsna.workdir) == ("multilabel", "runs/rsna-multilabel")
   flags, _ = train_cli.parse_args(["--no-augment", "--augment-rotation", "20", "--keep", "3",
                                "--lr", "0.01", "--no-progress-bar"])
   assert not flags.augment.enabled and flags.augment.rotation == 20.0 and flags.keep == 3
-  assert flags.lr == 0.01 and not flags.progress_bar and flags.recipe == "full"  # cpu-demo's
+  assert flags.lr == 0.01 and not flags.progress_bar and flags.trainable == "all"  # cpu-demo's
   assert sweep.parse_grid("dropout=0.25,0.3 batch_size=8,16") == [
       {"dropout": 0.25, "batch_size": 8}, {"dropout": 0.25, "batch_size": 16},
       {"dropout": 0.3, "batch_size": 8}, {"dropout": 0.3, "batch_size": 16}]
@@ -294,9 +294,9 @@ def test_lean_paper_checkpoints_resume_to_the_same_weights_and_curves(dataset, t
   the frozen convolutions are written once. A run resumed from such a checkpoint ends with the
   weights of an uninterrupted run, an exported checkpoint stands alone, and TensorBoard has the
   curves the report has."""
-  whole = _cfg(dataset, tmp_path / "whole", recipe="paper", checkpoint_every=0, log_every=2)
+  whole = _cfg(dataset, tmp_path / "whole", trainable="bn-head", checkpoint_every=0, log_every=2)
   rep = train.run(whole)
-  split = _cfg(dataset, tmp_path / "split", recipe="paper", checkpoint_every=0, log_every=2)
+  split = _cfg(dataset, tmp_path / "split", trainable="bn-head", checkpoint_every=0, log_every=2)
   train.run(split.replace(epochs=1))
   train.run(split)
   steps = _committed_steps(tmp_path / "split")
@@ -338,7 +338,7 @@ def test_divergence_stops_at_its_step_and_resumes_from_the_last_good_checkpoint(
   """A non-finite loss is caught where the loop next reads the device (here the epoch end,
   several steps later), yet the message names the exact step; the exit code is non-zero and
   re-running (with a sane learning rate) resumes from the checkpoint it names."""
-  args = ["--task", "binary", "--data", dataset, "--recipe", "full", "--image-size", "32",
+  args = ["--task", "binary", "--data", dataset, "--trainable", "all", "--image-size", "32",
           "--batch-size", "8", "--checkpoint-every", "0", "--log-every", "0", "--workdir",
           str(tmp_path), "--no-progress-bar", "--no-tensorboard"]
   assert train_cli.main(args + ["--epochs", "1"]) == 0
@@ -426,7 +426,7 @@ def _params_by_kind(model) -> dict[str, dict[str, np.ndarray]]:
 # Slow (about 1-2 min on 2 shared cores): a Keras ResNet50 is built and saved, converted, then
 # trained; the only test of the paper recipe from converted weights as a user runs it.
 @pytest.mark.slow
-def test_paper_recipe_from_converted_weights_end_to_end(dataset, tmp_path):
+def test_bn_head_from_converted_weights_end_to_end(dataset, tmp_path):
   """Random Keras weights -> `weights convert` CLI -> the paper recipe with --weights: every
   convolution kernel in the saved checkpoint is the converted one, bit for bit; BatchNorm and
   the head trained."""
@@ -440,7 +440,7 @@ def test_paper_recipe_from_converted_weights_end_to_end(dataset, tmp_path):
   assert weights_main(["convert", str(h5), "--out", str(converted)]) == 0
   backbone = _params_by_kind(models.Classifier(weights.load_backbone(converted), 1, 0.4,
                                                rngs=nnx.Rngs(0)))
-  cfg = _cfg(dataset, tmp_path / "run", recipe="paper", weights=str(converted), epochs=1,
+  cfg = _cfg(dataset, tmp_path / "run", trainable="bn-head", weights=str(converted), epochs=1,
              checkpoint_every=0)
   head = _params_by_kind(train.build_model(cfg, np.float32))["head"]
   result = train.run(cfg)

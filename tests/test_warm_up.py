@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-import app
 import demo
+from ichflax.serving import app
 from ichflax.serving import predictor as predictor_lib
 
 
@@ -50,3 +50,13 @@ def test_a_space_keeps_its_caches_on_persistent_storage(tmp_path, monkeypatch):
   app.space_storage(str(tmp_path))
   assert os.environ["HF_HOME"] == str(tmp_path / ".huggingface")
   assert os.environ["ICHFLAX_JAX_CACHE"] == "/elsewhere", "an explicit setting wins"
+
+
+def test_the_page_is_the_checkouts_demo_package(tmp_path, monkeypatch):
+  """`ichflax-demo` from any folder serves demo/ beside ichflax/ (an editable install keeps the
+  checkout); without one it says how to install, instead of an ImportError."""
+  from ichflax.checkpoint import discover
+  assert app.page_package() is demo
+  monkeypatch.setattr(discover, "CHECKOUT", tmp_path)
+  with pytest.raises(SystemExit, match="no demo page .* `pip install -e CHECKOUT`"):
+    app.page_package()

@@ -122,8 +122,8 @@ def _training_section(spec: ModelSpec, config: TrainConfig, progress: Progress) 
           f"ImageNet {spec.backbone_named()} converted with `python -m ichflax.weights "
           f"convert` from `{Path(config.weights).name}`")
   lines = ["## How it was trained", "",
-           f"- Base model: {base}; recipe `{spec.recipe}` (paper: BatchNorm + head trained; "
-           "full: every parameter).",
+           f"- Base model: {base}; trainable `{spec.trainable}` (bn-head: BatchNorm + head "
+           "trained; all: every parameter).",
            f"- Data: {spec.data_named()}.",
            f"- {progress.epoch} epochs, {progress.step} optimiser steps; batch "
            f"{config.batch_size or 'the task default'}, "

@@ -14,7 +14,10 @@ from pathlib import Path
 from ichflax.checkpoint import hub, layout
 from ichflax.checkpoint.load import read_spec
 
-DEFAULT_DIR = Path(__file__).resolve().parents[2] / "checkpoints"
+# The source checkout (where an editable install leaves it): the shipped checkpoints/ and the
+# demo page's demo/ sit beside ichflax/ there.
+CHECKOUT = Path(__file__).resolve().parents[2]
+DEFAULT_DIR = CHECKOUT / "checkpoints"
 ENV = "ICHFLAX_CHECKPOINT"
 Checkpoint = Path | str  # a directory, or an hf:// URI (a Path would fold its "//")
 

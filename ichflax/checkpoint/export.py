@@ -13,7 +13,6 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from ichflax import config
 from ichflax.checkpoint import card, layout, load
 from ichflax.config import TrainConfig
 from ichflax.progress import Progress
@@ -64,8 +63,7 @@ def migrate(path: str | Path) -> Path:
     raise layout.CheckpointError(f"{step_dir} has no `{layout.LEGACY_META}` item: nothing to "
                                  "migrate")
   legacy = layout.read_json(step_dir, layout.LEGACY_META)
-  recipe = legacy.get("recipe")
-  spec = ModelSpec.from_json({**legacy, "recipe": config.ALIASES.get(recipe, recipe)})
+  spec = ModelSpec.from_json(legacy)
   measured = legacy.get("metrics") or {}
   progress = dataclasses.replace(Progress.from_json(legacy), validation=measured.get("validation"),
                                  test=measured.get("test"))

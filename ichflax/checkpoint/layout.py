@@ -13,7 +13,7 @@ or an exported inference checkpoint, which has no `opt_state`), one named item p
     <step>/series/     JSON SeriesSpec of a sequence stage (`ichflax.models.sequence`), and
     <step>/sequence/   its parameters: present when the checkpoint reads whole series
 
-A lean checkpoint (the paper recipe: frozen backbone convolutions) holds `<step>/trained/`
+A lean checkpoint (`bn-head`: frozen backbone convolutions) holds `<step>/trained/`
 instead of `state/`: only what training changes (trainable parameters and BatchNorm
 statistics), a few MB; the frozen parameters are written once per run, to WORKDIR/frozen/, and
 joined back on restore. An exported checkpoint has a whole `state/`, so it stands alone.
@@ -61,11 +61,11 @@ def model_state(model: nnx.Module) -> nnx.State:
   return nnx.state(model, MODEL_STATE)
 
 
-def model_parts(model: nnx.Module, recipe: str):
-  """(graphdef, changing, frozen, rest) of a model under a recipe: changing = its trainable
+def model_parts(model: nnx.Module, trainable: str):
+  """(graphdef, changing, frozen, rest) of a model under `trainable`: changing = its trainable
   parameters and BatchNorm statistics, frozen = every other parameter, rest = RNG streams."""
   graphdef, trained, stats, frozen, rest = nnx.split(
-      model, models.trainable_filter(recipe), nnx.BatchStat, nnx.Param, ...)
+      model, models.trainable_filter(trainable), nnx.BatchStat, nnx.Param, ...)
   return graphdef, nnx.merge_state(trained, stats), frozen, rest
 
 

@@ -95,7 +95,7 @@ def restore_model(step_dir: Path, spec: ModelSpec, dtype=jnp.float32) -> nnx.Mod
   def f32(tree):
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, jnp.float32), tree)
   if layout.is_lean(step_dir):
-    graphdef, changing, frozen, rngs = layout.model_parts(abstract, spec.recipe)
+    graphdef, changing, frozen, rngs = layout.model_parts(abstract, spec.trainable)
     with ocp.StandardCheckpointer() as ckptr:
       changing = ckptr.restore(step_dir.absolute() / layout.TRAINED, f32(changing))
     return nnx.merge(graphdef, changing, layout.restore_frozen(step_dir, f32(frozen)),

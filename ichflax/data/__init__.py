@@ -1,4 +1,4 @@
-"""Data: DICOM -> HU -> windows, RSNA labels and the paper protocol, the phantom, TFDS, batches.
+"""Data: DICOM -> HU -> windows, RSNA labels and their draws into splits, phantom, TFDS, batches.
 
 The dataset API (`prepare`, `open_split`, `read_meta`, `dataset_info`) is imported lazily so
 that `ichflax.data.dicom` (used by the Predictor) does not pull in tensorflow_datasets.

@@ -17,11 +17,11 @@ PREVIEW_NAME = "ichflax_contact_sheet.png"
 
 def _phantom(args) -> None:
   if args.png:  # the seed's PNG layout comes from the old head-unit phantom
-    out = phantom.write_rsna(args.out, args.num, seed=args.seed, size=args.size or 256,
+    out = phantom.write_rsna(args.out, args.num, seed=args.seed, size=args.matrix or 256,
                              workers=args.workers, png_size=args.png)
     images, labels = phantom.PNG_IMAGES_DIR, phantom.PNG_CSV_NAME
   else:
-    out = synth.write_rsna(args.out, args.num, seed=args.seed, size=args.size or 512,
+    out = synth.write_rsna(args.out, args.num, seed=args.seed, size=args.matrix or 512,
                            workers=args.workers, per_series=args.per_series,
                            positive=args.positive, wide=args.wide)
     images, labels = phantom.IMAGES_DIR, phantom.CSV_NAME
@@ -30,7 +30,7 @@ def _phantom(args) -> None:
 
 def _build(args) -> None:
   from ichflax.data import builders  #  (TFDS is slow to import)
-  cfg = builders.BuildConfig(args.size, image.channels_for(args.input_mode), args.protocol,
+  cfg = builders.BuildConfig(args.size, image.channels_for(args.input_mode), args.draw,
                              args.per_class, args.seed, args.workers, args.jpeg_share)
   if args.rsna:
     path = builders.build_rsna(args.rsna, args.out, cfg)
@@ -48,8 +48,8 @@ def _info(args) -> None:
 
 def _preview(args) -> None:
   """The contact sheet: levels of a healthy head, each subtype's bleed, three windows."""
-  rate = preview.write(args.out, args.seed, args.size)
-  print(f"wrote {args.out}; {rate:.1f} slices/s at {args.size}x{args.size} (subject "
+  rate = preview.write(args.out, args.seed, args.matrix)
+  print(f"wrote {args.out}; {rate:.1f} slices/s at {args.matrix}x{args.matrix} (subject "
         "set-up included)")
 
 
@@ -63,8 +63,9 @@ def main(argv: list[str] | None = None) -> int:
                 help="number of slices to write")
   ph.add_argument("--seed", type=int, default=0,
                   help="seed of the subjects, scanners and bleeds drawn (default 0)")
-  ph.add_argument("--size", type=int, default=None,
-                  help="slice side in pixels (default 512; 256 with --png)")
+  flags.renamed(ph, "--matrix", "--size", type=int, default=None,
+                help="side of each generated slice in pixels, a scanner's matrix (default 512; "
+                     "256 with --png)")
   ph.add_argument("--positive", type=float, default=0.45,
                   help="expected share of slices with a bleed (RSNA's is ~0.14)")
   ph.add_argument("--per-series", type=int, default=40,
@@ -85,10 +86,12 @@ def main(argv: list[str] | None = None) -> int:
   src.add_argument("--png", type=Path, help="the paper's PNG folders, one per class")
   src.add_argument("--phantom", type=int, metavar="N", help="generate N phantom slices")
   b.add_argument("--out", type=Path, required=True, help="TFDS data dir")
-  b.add_argument("--protocol", choices=(*rsna.PROTOCOLS, *rsna.ALIASES), default="paper",
-                 help="paper: per class, as the paper's text drew; paper-code: the authors' "
-                      "parser (CSV order, first subtype with room); full: every image, split "
-                      "by patient (else study) (seed: the old name of paper)")
+  flags.renamed(b, "--draw", "--protocol", choices=rsna.DRAWS,
+                old_values=flags.OLD_VALUES["draw"], default="balanced",
+                help="how images are drawn into splits: balanced: per class, as the paper's text "
+                     "drew; paper-code: the authors' parser (CSV order, first subtype with "
+                     "room); by-patient: every image, split by patient (else study) (train's "
+                     "--draw; default balanced)")
   flags.renamed(b, "--stored-size", "--size", dest="size", type=int, default=256,
                 help="stored image side in pixels (default 256; train's --stored-size)")
   b.add_argument("--input-mode", choices=image.INPUT_MODES, default="windows",
@@ -97,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
   flags.renamed_values(b, "--windows", "--input-mode", {"3": "windows", "1": "grey"},
                        dest="input_mode")
   b.add_argument("--per-class", type=int, default=None,
-                 help="paper protocol images per class (default 2000; phantom: as many as exist)")
+                 help="balanced and paper-code draws: images per class (default 2000; phantom: "
+                      "as many as exist)")
   b.add_argument("--seed", type=int, default=0, help="seed of the split draw")
   b.add_argument("--workers", type=int, default=None, help="processes (default: CPU cores)")
   b.add_argument("--jpeg-share", type=float, default=0.0,
@@ -114,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
                   help=f"PNG to write (default: {PREVIEW_NAME} in the temporary folder; "
                   "docs/phantom_contact_sheet.png refreshes the docs' sheet)")
   pv.add_argument("--seed", type=int, default=0, help="phantom seed")
-  pv.add_argument("--size", type=int, default=preview.SIZE, help="rendered slice side, pixels")
+  flags.renamed(pv, "--matrix", "--size", type=int, default=preview.SIZE,
+                help=f"side of each rendered slice in pixels (default {preview.SIZE})")
   pv.set_defaults(run=_preview)
 
   args = p.parse_args(argv)

@@ -1,9 +1,9 @@
-"""RSNA 2019 labels, the Kaggle folder layouts, and the two ways to split them.
+"""RSNA 2019 labels, the Kaggle folder layouts, and the ways to draw them into splits.
 
-The paper protocol: per class `per_class` images (five subtypes and "no hemorrhage"), 80:20
-train/test, then 90:10 train/validation, each image in at most one class so no slice is in two
-splits. The full protocol: every image, validation and test drawn by patient (else study)
-so slices of one scan never straddle splits.
+The balanced draw (the paper's text): per class `per_class` images (five subtypes and "no
+hemorrhage"), 80:20 train/test, then 90:10 train/validation, each image in at most one class so
+no slice is in two splits. The by-patient draw: every image, validation and test drawn by
+patient (else study) so slices of one scan never straddle splits.
 """
 
 from __future__ import annotations
@@ -19,13 +19,11 @@ import numpy as np
 from ichflax import tasks
 
 SPLITS = ("train", "validation", "test")
-# paper: the text's per-class draw; paper-code: the authors' parser (walk the CSV, first subtype
-# with room wins); full: every image, split by patient (else study). Here, beside the draws, so
-# the builders need no training config; `ichflax.config` offers the same choices.
-PROTOCOLS = ("paper", "paper-code", "full")
-# Names used before the paper's protocol, recipe and preset were called "paper" (`ichflax.config`
-# applies them to the recipe and preset too).
-ALIASES = {"seed": "paper"}
+# balanced: the paper's text, a per-class draw; paper-code: the authors' parser (walk the CSV,
+# first subtype with room wins); by-patient: every image, split by patient (else study). Here,
+# beside the draws, so the builders need no training config; `ichflax.config` offers the same
+# choices (their old names: `ichflax.flags.OLD_VALUES`).
+DRAWS = ("balanced", "paper-code", "by-patient")
 # Kaggle layouts: stage 2 (2019 final) and stage 1 names, for images and label files.
 IMAGE_DIRS = ("stage_2_train", "stage_2_train_images", "stage_1_train_images", "stage_1_train")
 CSV_NAMES = ("stage_2_train.csv", "stage_1_train.csv")
@@ -139,7 +137,7 @@ def _draw(candidates: list[np.ndarray], per_class: int, rng) -> list[np.ndarray]
 
 
 def max_per_class(labels: np.ndarray) -> int:
-  """Largest per-class count the paper protocol can draw from these labels."""
+  """Largest per-class count the balanced draw can take from these labels."""
   cands = class_candidates(labels)
   lo, hi = 0, min(len(c) for c in cands)
   while lo < hi:  # feasibility is monotone in per_class: binary search
@@ -151,9 +149,9 @@ def max_per_class(labels: np.ndarray) -> int:
   return lo
 
 
-def paper_split(labels: np.ndarray, per_class: int = 2000,
+def balanced_split(labels: np.ndarray, per_class: int = 2000,
                 seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-  """The paper protocol: split -> (indices into labels, group per index)."""
+  """The balanced draw: split -> (indices into labels, group per index)."""
   cands = class_candidates(labels)
   if per_class < 3:
     raise LabelError(f"per_class must be at least 3 (one image each for train, validation and "
@@ -233,7 +231,7 @@ def _split_groups(groups: np.ndarray, is_test: np.ndarray,
   return {s: (np.concatenate(i), np.concatenate(g)) for s, (i, g) in out.items()}
 
 
-def full_split(study_ids: list[str], seed: int = 0, validation: float = 0.1,
+def by_patient_split(study_ids: list[str], seed: int = 0, validation: float = 0.1,
                test: float = 0.1, patient_keys: list[str] | None = None
                ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
   """Every image; validation and test drawn by patient (`patient_keys`; where a file names
@@ -249,7 +247,7 @@ def full_split(study_ids: list[str], seed: int = 0, validation: float = 0.1,
     first[k] = min(first.get(k, s), s)
   units = sorted(first, key=lambda k: (first[k], k))
   if len(units) < 3:
-    raise ValueError(f"the full protocol splits by patient or study and needs at least 3; found "
+    raise ValueError(f"the by-patient draw splits by patient or study and needs at least 3; found "
                      f"{len(units)}")
   order = np.random.default_rng(seed).permutation(len(units))
   n_test = max(1, round(len(units) * test))

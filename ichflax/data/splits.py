@@ -34,14 +34,14 @@ class Split:
   positions: np.ndarray
 
 
-def load(data: str | None, task: tasks.Task, *, protocol: str, per_class: int | None,
+def load(data: str | None, task: tasks.Task, *, draw: str, per_class: int | None,
          windows: int, size: int | None, phantom_slices: int, limit: int | None,
          seed: int, context: int = 1) -> tuple[dict, dict[str, Split]]:
   """(dataset info, split name -> Split): prepares the dataset once and picks each split's
   examples for the task; `limit` draws that many per split, seeded; `context` > 1 serves each
   example with its neighbours (`ichflax.data.context`). Raises DataError."""
   from ichflax.data import builders  # TFDS only when data is needed
-  kwargs = {"protocol": protocol, "per_class": per_class, "windows": windows}
+  kwargs = {"draw": draw, "per_class": per_class, "windows": windows}
   if size is not None:
     kwargs["size"] = size
   if data in (None, "phantom"):
@@ -58,8 +58,8 @@ def load(data: str | None, task: tasks.Task, *, protocol: str, per_class: int | 
     labels = builders.read_meta(dataset_dir, name)
     indices = np.flatnonzero(task.select(labels["labels"], labels["group"]))
     if limit is not None and limit < len(indices):
-      # Splits are stored class by class (paper) or study by study (full): a prefix would
-      # hold only some classes or studies.
+      # Splits are stored class by class (balanced) or study by study (by-patient): a prefix
+      # would hold only some classes or studies.
       rng = np.random.default_rng([seed, SPLITS.index(name)])
       indices = np.sort(rng.choice(indices, limit, replace=False))
     if len(indices) == 0:
@@ -100,4 +100,4 @@ def data_name(info: dict) -> str:
   if info.get("source") == "phantom":  # the description says which generator drew it
     return ("anatomy-based synthetic phantom" if "anatomy-based" in info.get("data", "")
             else "synthetic phantom")
-  return f"{info.get('data', info.get('source', 'unknown'))}, {info.get('protocol')} protocol"
+  return f"{info.get('data', info.get('source', 'unknown'))}, {info.get('draw')} draw"

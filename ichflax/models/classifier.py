@@ -1,4 +1,4 @@
-"""Backbone + the paper's head, and the filters that say which parameters a recipe trains."""
+"""Backbone + the paper's head, and the filters that say which parameters train."""
 
 from __future__ import annotations
 
@@ -64,18 +64,18 @@ def _is_backbone_norm(path: tuple, _) -> bool:
           and any(isinstance(k, str) and k.startswith(backbones.NORM_PREFIXES) for k in path))
 
 
-def trainable_filter(recipe: Literal["paper", "full"]) -> nnx.filterlib.Filter:
-  """nnx filter of the parameters a recipe trains.
+def trainable_filter(trainable: Literal["bn-head", "all"]) -> nnx.filterlib.Filter:
+  """nnx filter of the parameters that train.
 
-  "paper": the paper froze every backbone layer except BatchNorm, so every backbone
+  "bn-head": the paper froze every backbone layer except BatchNorm, so every backbone
   normalisation layer's scale/bias (BatchNorm, or LayerNorm in ConvNeXt) plus the whole head;
-  "full": every parameter.
+  "all": every parameter.
   """
-  if recipe == "full":
+  if trainable == "all":
     return nnx.Param
-  if recipe == "paper":
+  if trainable == "bn-head":
     return nnx.All(nnx.Param, nnx.Any(nnx.PathContains("head"), _is_backbone_norm))
-  raise ValueError(f"unknown training recipe {recipe!r}: choose 'paper' or 'full'")
+  raise ValueError(f"unknown trainable {trainable!r}: choose 'bn-head' or 'all'")
 
 
 def reseed(rng_state: nnx.State, key: jax.Array) -> nnx.State:

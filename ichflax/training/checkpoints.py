@@ -1,5 +1,5 @@
 """Saving and resuming a training run: orbax's CheckpointManager over the named items of
-`ichflax.checkpoint.layout`, lean in the paper recipe (frozen parameters once per run)."""
+`ichflax.checkpoint.layout`, lean under `bn-head` (frozen parameters once per run)."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def restore(manager: ocp.CheckpointManager, step: int, state: nnx.State,
           Progress.from_json(out[layout.PROGRESS]))
 
 
-def restore_into(manager: ocp.CheckpointManager, step: int, model: nnx.Module, recipe: str,
+def restore_into(manager: ocp.CheckpointManager, step: int, model: nnx.Module, trainable: str,
                  opt_state: Any = None) -> tuple[Any, Progress]:
   """Loads a training step into `model` in place, lean or whole: (optimiser state, progress)."""
   step_dir = Path(manager.directory) / str(step)
@@ -77,7 +77,7 @@ def restore_into(manager: ocp.CheckpointManager, step: int, model: nnx.Module, r
     state, opt_state, progress = restore(manager, step, layout.model_state(model), opt_state)
     nnx.update(model, state)
     return opt_state, progress
-  _, changing, frozen, _ = layout.model_parts(model, recipe)
+  _, changing, frozen, _ = layout.model_parts(model, trainable)
   changing, opt_state, progress = restore(manager, step, changing, opt_state)
   nnx.update(model, changing, layout.restore_frozen(step_dir, layout.abstract(frozen)))
   return opt_state, progress

@@ -33,11 +33,11 @@ log = logging.getLogger("ichflax.train")
 RANDOM_INIT_WARNING = """
 ==========================================================================================
 WARNING: no --weights given: the backbone starts from RANDOM weights.
-There are no ImageNet features to transfer, so the paper's recipe (--recipe paper: every
+There are no ImageNet features to transfer, so the paper's recipe (--trainable bn-head: every
 convolution frozen, only BatchNorm + head trained) cannot learn anything useful; results from
-it say nothing about the paper. Use --recipe full (every parameter trains; fine on the phantom
-at small sizes) or convert ImageNet weights first: python -m ichflax.weights fetch/convert,
-then pass --weights DIR.
+it say nothing about the paper. Use --trainable all (every parameter trains; fine on the
+phantom at small sizes) or convert ImageNet weights first: python -m ichflax.weights
+fetch/convert, then pass --weights DIR.
 ==========================================================================================
 """
 def ranking(task_name: str) -> tuple[str, bool]:
@@ -67,7 +67,7 @@ def run(cfg: TrainConfig) -> dict:
   dtype = steps.compute_dtype(cfg.dtype)
   model = build_model(cfg, dtype)
   spec = model_spec(cfg, model, info)
-  trainable = models.trainable_filter(cfg.recipe)
+  trainable = models.trainable_filter(cfg.trainable)
   total = len(splits["train"].indices) // cfg.resolved_batch_size * cfg.epochs
   lr = optim.schedule(cfg.lr_schedule, cfg.lr, total)
   compiled, state, frozen = steps.make_steps(model, trainable, optim.make(cfg.adam, lr),
@@ -76,11 +76,11 @@ def run(cfg: TrainConfig) -> dict:
   state, frozen = sharding.replicate((state, frozen), mesh)
   progress = Progress()
   if manager.latest_step() is not None:
-    state, frozen, progress = resume(manager, model, cfg.recipe, trainable, state)
+    state, frozen, progress = resume(manager, model, cfg.trainable, trainable, state)
     state, frozen = sharding.replicate((state, frozen), mesh)
-  log.info("%s on %s: %d train / %d validation / %d test, %d x %s, %s compute, recipe %s",
+  log.info("%s on %s: %d train / %d validation / %d test, %d x %s, %s compute, trainable %s",
            task.name, spec.data, *(len(splits[s].indices) for s in data_splits.SPLITS),
-           jax.device_count(), jax.devices()[0].platform, np.dtype(dtype).name, cfg.recipe)
+           jax.device_count(), jax.devices()[0].platform, np.dtype(dtype).name, cfg.trainable)
   trainer = _Trainer(cfg, task, compiled, mesh, manager, model, spec, progress, frozen, lr)
   state = trainer.fit(state, frozen, splits)
   manager.wait_until_finished()
@@ -121,7 +121,7 @@ def model_spec(cfg: TrainConfig, model: models.Classifier, info: dict) -> ModelS
   return ModelSpec(task=task.name, class_names=task.class_names, variant=model.variant,
                    backbone=model.arch,
                    image_size=cfg.image_size, stored_size=info["size"], windows=windows,
-                   dropout=cfg.resolved_dropout, recipe=cfg.recipe,
+                   dropout=cfg.resolved_dropout, trainable=cfg.trainable,
                    data=data_splits.data_name(info),
                    normalization=cfg.normalization, resize=cfg.resize, context=cfg.context)
 
@@ -164,12 +164,13 @@ def _resume_key(value):
   return os.path.normpath(value) if isinstance(value, str) and os.sep in value else value
 
 
-def resume(manager, model, recipe, trainable, state):
+def resume(manager, model, trainable, train_filter, state):
   """Restores the latest checkpoint (mid-epoch position included) into the live model."""
   step = manager.latest_step()
   _write_back(model, state)
-  opt_state, progress = checkpoints.restore_into(manager, step, model, recipe, state.opt_state)
-  _, params, stats, frozen = steps.split(model, trainable)
+  opt_state, progress = checkpoints.restore_into(manager, step, model, trainable,
+                                                    state.opt_state)
+  _, params, stats, frozen = steps.split(model, train_filter)
   log.info("resumed from step %d: %d epochs done, next batch %d", step, progress.epoch,
            progress.batch)
   return steps.TrainState(params, stats, opt_state), frozen, progress
@@ -219,7 +220,7 @@ class _Trainer:
     self.manager, self.model, self.spec, self.progress = manager, model, spec, progress
     self.key = jax.random.key(cfg.seed)
     self.first_calls: set[str] = set()
-    # The paper recipe's frozen parameters: saved once, not with every checkpoint.
+    # bn-head's frozen parameters: saved once, not with every checkpoint.
     lean = nnx.state(frozen, nnx.Param)
     self.lean_frozen = lean if jax.tree.leaves(lean) else None
     self.curves = curves.Curves(Path(cfg.workdir).absolute() / curves.TB_DIR
@@ -325,7 +326,7 @@ class _Trainer:
             f"there and saved nothing after it. {where}")
 
   def save(self, state, score=None):
-    """Lean in the paper recipe: trainable parameters + BatchNorm statistics only."""
+    """Lean under bn-head: trainable parameters + BatchNorm statistics only."""
     kept = (_write_back(self.model, state) if self.lean_frozen is None
             else nnx.merge_state(state.trainable, state.batch_stats))
     checkpoints.save(self.manager, self.progress.step, kept, state.opt_state, spec=self.spec,
@@ -387,7 +388,7 @@ def finish(trainer: _Trainer, trainable, state: steps.TrainState, splits) -> dic
   if cfg.tested == "final" or best is None:  # the paper's code tested its last epoch's model
     best = manager.latest_step()
   _write_back(model, state)
-  _, tested = checkpoints.restore_into(manager, best, model, cfg.recipe)
+  _, tested = checkpoints.restore_into(manager, best, model, cfg.trainable)
   _, trained, stats, frozen = steps.split(model, trainable)
   # Evaluation reads the model only: the live Adam state rides along unread.
   best_state, frozen = sharding.replicate(

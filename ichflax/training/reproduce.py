@@ -62,7 +62,7 @@ READING_NOTES = {
                   "model tested",
 }
 # The config fields this command lets a user change; the rest follow the preset.
-FLAGS = ("weights", "workdir", "recipe", "epochs", "image_size", "batch_size", "limit",
+FLAGS = ("weights", "workdir", "trainable", "epochs", "image_size", "batch_size", "limit",
          "progress_bar", "per_class", "stored_size", "seed")
 
 

@@ -44,8 +44,8 @@ class BuildConfig:
 
   size: int = 256  # stored image side, pixels
   windows: int = 3  # 3: brain, subdural, bone as RGB; 1: the paper-style brain window
-  protocol: str = "paper"  # paper: per-class draw, 80:20 then 90:10; full: all, split by patient
-  per_class: int | None = None  # paper protocol; None: 2000 (RSNA, PNG) or the phantom's most
+  draw: str = "balanced"  # rsna.DRAWS: per class, 80:20 then 90:10; or by-patient: every slice
+  per_class: int | None = None  # balanced, paper-code; None: 2000 (RSNA, PNG) or phantom's most
   seed: int = 0  # random seed of the split draw
   workers: int | None = None  # conversion processes; None: one per CPU core
   # Share of images stored after a JPEG round trip (quality 30-95, fixed per image): serving
@@ -53,12 +53,8 @@ class BuildConfig:
   jpeg_share: float = 0.0
 
   def __post_init__(self):
-    if self.protocol in rsna.ALIASES:
-      log.warning("protocol %r is now called %r", self.protocol, rsna.ALIASES[self.protocol])
-      object.__setattr__(self, "protocol", rsna.ALIASES[self.protocol])
-    if self.protocol not in rsna.PROTOCOLS:
-      raise DataError(f"unknown protocol {self.protocol!r}: choose one of "
-                      f"{', '.join(rsna.PROTOCOLS)}")
+    if self.draw not in rsna.DRAWS:
+      raise DataError(f"unknown draw {self.draw!r}: choose one of {', '.join(rsna.DRAWS)}")
     if self.size < 8:
       raise DataError(f"size {self.size} is too small: use at least 8 (e.g. 256)")
     image.windows_for(self.windows)  # raises for anything but 3 or 1
@@ -103,15 +99,15 @@ def _write_side_files(dataset_dir: Path, plan: dict[str, list[Record]], info: di
 
 @dataclasses.dataclass(frozen=True)
 class _Draw:
-  """How a build's protocol splits its items; every protocol choice of a build is made here.
+  """How a build's draw splits its items; every draw choice of a build is made here.
 
-  The paper protocols draw per class before anything is converted (and again around files that
-  fail, so classes stay balanced); `full` splits every usable file by patient (else study)
-  after conversion.
-  Class folders with `test/` subfolders give the test split as it is (paper protocols).
+  The balanced and paper-code draws take per class before anything is converted (and again
+  around files that fail, so classes stay balanced); `by-patient` splits every usable file by
+  patient (else study) after conversion.
+  Class folders with `test/` subfolders give the test split as it is (per-class draws).
   """
 
-  protocol: str
+  name: str  # rsna.DRAWS
   labels: np.ndarray  # (N, 6)
   groups: np.ndarray  # (N,) the folder each item would be drawn for
   is_test: np.ndarray  # (N,) bool: in a class folder's test/ subfolder
@@ -122,30 +118,30 @@ class _Draw:
   def of(cls, cfg: BuildConfig, kind: str, items: list[_Item]) -> _Draw:
     labels = np.stack([it.labels for it in items])
     per_class = None
-    if cfg.protocol == "paper":
+    if cfg.draw == "balanced":
       per_class = cfg.per_class or (rsna.max_per_class(labels) if kind == "phantom"
                                     else PAPER_PER_CLASS)
-    elif cfg.protocol == "paper-code":  # a cap, as the authors' parser used it: never too many
+    elif cfg.draw == "paper-code":  # a cap, as the authors' parser used it: never too many
       per_class = cfg.per_class or PAPER_PER_CLASS
     groups = np.where(labels[:, tasks.ANY] == 1, labels[:, :tasks.ANY].argmax(1),
                       tasks.NO_HEMORRHAGE_GROUP)
-    return cls(cfg.protocol, labels, groups, np.array([it.test for it in items]), per_class,
+    return cls(cfg.draw, labels, groups, np.array([it.test for it in items]), per_class,
                cfg.seed)
 
   @property
   def before_conversion(self) -> bool:
-    return self.protocol != "full"
+    return self.name != "by-patient"
 
   def split(self, pool: np.ndarray, study_ids: list[str] | None = None,
             patient_keys: list[str] | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """split name -> (item indices, their groups), drawn from the items in `pool`; the full
-    protocol keeps each patient (else study) in one split."""
+    """split name -> (item indices, their groups), drawn from the items in `pool`; the
+    by-patient draw keeps each patient (else study) in one split."""
     if not self.before_conversion:
-      split = rsna.full_split(study_ids, self.seed, patient_keys=patient_keys)
+      split = rsna.by_patient_split(study_ids, self.seed, patient_keys=patient_keys)
     elif self.is_test.any():
       split = rsna.given_test_split(self.groups[pool], self.is_test[pool], self.seed)
-    elif self.protocol == "paper":
-      split = rsna.paper_split(self.labels[pool], self.per_class, self.seed)
+    elif self.name == "balanced":
+      split = rsna.balanced_split(self.labels[pool], self.per_class, self.seed)
     else:
       split = rsna.paper_code_split(self.labels[pool], self.per_class, self.seed)
     return {s: (pool[i], g) for s, (i, g) in split.items()}
@@ -226,7 +222,7 @@ def _build(kind: str, items: list[_Item], out: Path, cfg: BuildConfig, name: str
   builder = builder_cls(plan=plan, size=cfg.size, channels=cfg.windows, data_dir=os.fspath(out),
                         config=tfds.core.BuilderConfig(name=name), file_format="array_record")
   builder.download_and_prepare()
-  info = {"source": kind, "data": description, "protocol": cfg.protocol, "size": cfg.size,
+  info = {"source": kind, "data": description, "draw": cfg.draw, "size": cfg.size,
           "channels": cfg.windows,
           "windows": [list(w) for w in windows] if file_kind == "dicom" else None,
           "per_class": draw.per_class, "seed": cfg.seed,
@@ -263,8 +259,8 @@ def _source_key(path: Path) -> str:
 
 
 def _config_name(cfg: BuildConfig, prefix: str = "") -> str:
-  parts = [prefix, cfg.protocol.replace("-", "_"), f"s{cfg.size}", f"w{cfg.windows}",
-           f"pc{cfg.per_class}" if cfg.protocol != "full" and cfg.per_class else "",
+  parts = [prefix, cfg.draw.replace("-", "_"), f"s{cfg.size}", f"w{cfg.windows}",
+           f"pc{cfg.per_class}" if cfg.draw != "by-patient" and cfg.per_class else "",
            f"jpg{round(cfg.jpeg_share * 100)}" if cfg.jpeg_share else "",
            f"seed{cfg.seed}"]
   return "_".join(p for p in parts if p)
@@ -373,7 +369,7 @@ def build_phantom(out: str | os.PathLike, cfg: BuildConfig = BuildConfig(), *, n
 
 
 def prepare(data: str | os.PathLike | None = None, *, size: int = 256, windows: int = 3,
-            protocol: str = "paper", per_class: int | None = None, seed: int = 0,
+            draw: str = "balanced", per_class: int | None = None, seed: int = 0,
             num: int = 3000, out: str | os.PathLike | None = None,
             workers: int | None = None) -> str:
   """A dataset dir ready for `open_split`: builds on first use, then reuses it.
@@ -381,7 +377,7 @@ def prepare(data: str | os.PathLike | None = None, *, size: int = 256, windows: 
   data: None or "phantom" (the synthetic default, `num` slices), a built TFDS dir, an RSNA
   folder, or the paper's PNG folders. Built data goes to `out` (default `cache_dir()`).
   """
-  cfg = BuildConfig(size, windows, protocol, per_class, seed, workers)
+  cfg = BuildConfig(size, windows, draw, per_class, seed, workers)
   out = Path(out) if out else cache_dir()
   if data is None or data == "phantom":
     return os.fspath(build_phantom(out, cfg, num=num))

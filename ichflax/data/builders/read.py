@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
+from ichflax import flags
+
 log = logging.getLogger("ichflax.data.builders")
 INFO_FILE = "ichflax.json"
 REPORT_FILE = "build_report.txt"
@@ -84,8 +86,9 @@ def read_meta(dataset_dir: str | os.PathLike, split: str) -> dict:
 
 
 def dataset_info(dataset_dir: str | os.PathLike) -> dict:
-  """What was built and how: source, data, protocol, size, channels, windows, split sizes."""
+  """What was built and how: source, data, draw, size, channels, windows, split sizes (a
+  dataset built before the renames reads in today's names)."""
   path = resolve(dataset_dir) / INFO_FILE
   if not path.exists():
     raise DataError(f"{path} not found: the dataset was not built by ichflax.data")
-  return json.loads(path.read_text()) | {"dataset_dir": os.fspath(path.parent)}
+  return flags.upgrade(json.loads(path.read_text())) | {"dataset_dir": os.fspath(path.parent)}
