@@ -45,7 +45,7 @@ def test_instance_numbers_order_a_series_without_positions():
 
 def test_a_draw_without_whole_series_is_refused_for_context(tmp_path):
   meta = {"series_id": ["a", "b", "c", "d"], "position": np.zeros(4), "instance": np.ones(4)}
-  with pytest.raises(builders.DataError, match="by patient"):
+  with pytest.raises(builders.DataError, match="--draw by-patient"):
     splits._neighbours(meta, 3, tmp_path, "train")
   with pytest.raises(builders.DataError, match="before datasets kept series order"):
     splits._neighbours({"labels": np.zeros((4, 6))}, 3, tmp_path, "train")
@@ -89,9 +89,9 @@ def runs(tmp_path_factory):
   """A K = 3 multilabel run and a sequence stage trained on it, both at CI size."""
   root = tmp_path_factory.mktemp("series_context")
   dataset = _synth_data.build(root / "data", num=90, size=32)
-  cfg = TrainConfig(task="multilabel", data=dataset, recipe="full", epochs=1, batch_size=8,
+  cfg = TrainConfig(task="multilabel", data=dataset, trainable="all", epochs=1, batch_size=8,
                     image_size=32, context=3, workdir=str(root / "k3"), progress_bar=False,
-                    protocol="full", augment=AugmentConfig(appearance=1.0),
+                    draw="by-patient", augment=AugmentConfig(appearance=1.0),
                     checkpoint_every=0, tensorboard=False)
   slice_run = loop.run(cfg)
   code = train_cli.main(["--sequence-from", str(root / "k3"), "--sequence-steps", "30",
@@ -132,7 +132,7 @@ def test_predict_reads_a_series_with_both_stages_and_a_lone_slice_alone(runs, tm
   series_dir.mkdir()
   for f in files:
     shutil.copy(f, series_dir / f.name)
-  assert predict.main([str(series_dir), "--checkpoint", str(runs["seq"]),
+  assert predict.main([str(series_dir), "--checkpoint", str(runs["seq"]), "--batch-size", "2",
                        "--show-out-of-domain"]) == 0
   rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
   slices = [r for r in rows if r["type"] == "slice"]

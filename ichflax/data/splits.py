@@ -91,7 +91,7 @@ def _neighbours(meta: dict, k: int, dataset_dir: Path, split: str) -> np.ndarray
     raise builders.DataError(
         f"the {split} split of {dataset_dir} keeps {median:g} slice(s) of a series on median, "
         f"so most slices have no stored neighbours for --context {k}: build with the draw that "
-        "keeps every slice of a series (by patient)")
+        "keeps every slice of a series (--draw by-patient)")
   return context_lib.neighbours(series, len(meta["series_id"]), k)
 
 
