@@ -50,6 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                  help="side of the stored uint8 slices fed to the step (default: the dataset's, "
                       "else 256)")
   p.add_argument("--channels", type=int, default=3, help="stored channels (CT windows)")
+  p.add_argument("--context", type=int, default=1,
+                 help="slices per input (2.5D, --context of train); compute mode only")
   p.add_argument("--task", default="binary")
   p.add_argument("--variant", default="keras", choices=("keras", "torchvision"))
   p.add_argument("--steps", type=int, default=20, help="timed steps per repeat")
@@ -71,6 +73,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                  help="CI size: bn-head, 32 px, batch 2, 2 steps; checks the path, not speed")
   p.add_argument("--json", default=None, help="write machine info + rows here")
   args = p.parse_args(argv)
+  if args.context > 1 and set(args.modes) != {"compute"}:
+    p.error("--context > 1 times the compute mode only: add --modes compute")
   if args.smoke:
     args.trainable, args.image_size, args.batch_sizes = ["bn-head"], [32], [2]
     args.dtype = ["fp32"] if args.dtype == ["bf16"] else args.dtype
@@ -89,7 +93,8 @@ def jax_dtype(name: str):
   return jnp.dtype(DTYPES[name]).type
 
 
-def build_step(trainable: str, image_size: int, dtype: str, task: str, variant: str):
+def build_step(trainable: str, image_size: int, dtype: str, task: str, variant: str,
+               context: int = 1):
   """ichflax's train step, built exactly as training builds it: (steps, state, frozen)."""
   import optax
   from flax import nnx
@@ -98,9 +103,9 @@ def build_step(trainable: str, image_size: int, dtype: str, task: str, variant: 
   from ichflax.models import build_classifier, trainable_filter
   from ichflax.training import steps
   dt = jax_dtype(dtype)
-  model = build_classifier(task, variant, rngs=nnx.Rngs(0), dtype=dt)
+  model = build_classifier(task, variant, rngs=nnx.Rngs(0), dtype=dt, context=context)
   spec = steps.StepSpec(task=task, image_size=image_size, variant=variant,
-                        augment=AugmentConfig(), dtype=dt)
+                        augment=AugmentConfig(), dtype=dt, context=context)
   return steps.make_steps(model, trainable_filter(trainable), optax.adam(TrainConfig.lr), spec)
 
 
@@ -172,8 +177,9 @@ def sync_jax(x):
 
 def bench_jax_compute(args, trainable, size, batch_size, dtype, mesh, stored) -> tuple[list, Any]:
   """(a) compute only; returns the row and (trainer, compile info) for the end-to-end run."""
-  built = build_step(trainable, size, dtype, args.task, args.variant)
-  dev_batch = to_device(synthetic_batch(batch_size, stored, args.channels, args.task),
+  built = build_step(trainable, size, dtype, args.task, args.variant, args.context)
+  dev_batch = to_device(synthetic_batch(batch_size, stored, args.channels * args.context,
+                                        args.task),
                         args.task, mesh)
   import jax
   import jax.numpy as jnp
@@ -188,7 +194,8 @@ def bench_jax_compute(args, trainable, size, batch_size, dtype, mesh, stored) ->
       timing, bench="train", framework="jax", impl="ichflax step", mode="compute",
       trainable=trainable, image_size=size, batch_size=batch_size, dtype=dtype,
       gflops_per_step=gflops,
-      note=f"stored {stored}px x{args.channels}, augment on device, {gbytes:.1f} GB accessed")
+      note=f"stored {stored}px x{args.channels} x {args.context} slice(s), augment on device, "
+           f"{gbytes:.1f} GB accessed")
   row.compile_s = compile_s
   return row, trainer
 

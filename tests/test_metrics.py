@@ -205,3 +205,17 @@ def test_bootstrap_auc_resamples_whole_studies():
   assert high - low > 2 * (slice_high - slice_low)
   assert metrics.bootstrap_auc(y, y.astype(float), study, resamples=50) == (1.0, 1.0)
   assert all(math.isnan(v) for v in metrics.bootstrap_auc(np.ones(4), np.ones(4), np.arange(4)))
+
+
+def test_paired_change_is_after_minus_before_with_an_interval_over_groups():
+  rng = np.random.default_rng(0)
+  targets = np.zeros((200, 6))
+  targets[:100, tasks.ANY] = 1
+  before = np.full((200, 6), 0.5)
+  before[:, tasks.ANY] = rng.random(200)
+  after = before.copy()
+  after[:100, tasks.ANY] = np.clip(after[:100, tasks.ANY] + 0.3, 0, 1)  # positives rise
+  groups = np.repeat(np.arange(40), 5)
+  change = metrics.paired_change("multilabel", before, after, targets, groups, resamples=200)
+  assert change["auc_any"]["value"] > 0 and change["auc_any"]["interval"][0] > 0
+  assert change["log_loss"]["value"] < 0 and change["log_loss"]["interval"][1] < 0

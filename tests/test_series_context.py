@@ -194,10 +194,28 @@ def test_the_side_by_side_bench_reads_the_stage_reports_and_times_serving(runs, 
   for f in _series_files(runs["root"]):
     shutil.copy(f, series_dir / f.name)
   out = tmp_path / "side.json"
+  # The training dataset stands in for an unseen one: the path is what is tested here.
   assert series_context.main(["--stages", str(runs["seq"]), "--series", str(series_dir),
+                              "--held-out", runs["dataset"], "--bootstrap", "20",
                               "--out", str(out)]) == 0
   record = json.loads(out.read_text())
-  assert set(record["rows"]) == {"K = 3", "K = 3 + sequence stage"}
+  assert set(record["rows"]) == set(record["held_out"]) == {"K = 3", "K = 3 + sequence stage"}
   assert all(ms > 0 for ms in record["serve_ms"].values()) and record["machine"]["cpu_count"]
+  staged = record["held_out"]["K = 3 + sequence stage"]
+  assert staged["n"] == sum(len(builders.read_meta(runs["dataset"], s)["labels"])
+                            for s in splits.SPLITS)  # every split, every slice
+  assert "gain" in staged and "gain" not in record["held_out"]["K = 3"]
   table = capsys.readouterr().out
   assert "| K = 3 + sequence stage |" in table and "serve one series, ms" in table
+
+
+def test_evaluate_measures_what_the_sequence_checkpoint_serves(runs, tmp_path):
+  from ichflax.trust import evaluate
+  out = tmp_path / "evaluation"
+  assert evaluate.main([str(runs["seq"]), "--data", runs["dataset"], "--out", str(out),
+                        "--bootstrap", "20"]) == 0
+  summary = json.loads((out / "evaluation.json").read_text())
+  assert summary["series_model"] is True and "any" in summary["series"]["auc"]
+  trained = json.loads((runs["seq"] / "report" / "report.json").read_text())
+  assert summary["log_loss"] == pytest.approx(
+      trained["test"]["with sequence stage"]["log_loss"], rel=1e-6)

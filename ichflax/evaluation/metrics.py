@@ -95,6 +95,27 @@ def bootstrap(statistic: Callable[[np.ndarray], float], groups: np.ndarray, *,
   return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
 
 
+def paired_change(task_name: str, before: np.ndarray, after: np.ndarray, targets: np.ndarray,
+                  groups: np.ndarray, *, resamples: int = 1000, seed: int = 0) -> dict:
+  """How `after` differs from `before` on the same rows: the AUC of `any` (higher is better)
+  and the log loss (lower is better), each with a 95% interval resampling whole groups."""
+  task = tasks.get_task(task_name)
+  col = task.outputs.index("any")
+  y = targets[:, col] >= 0.5
+
+  def auc_gain(rows):
+    return roc_auc(y[rows], after[rows, col]) - roc_auc(y[rows], before[rows, col])
+
+  def loss_change(rows):
+    return (log_loss(targets[rows], after[rows], task.activation)
+            - log_loss(targets[rows], before[rows], task.activation))
+
+  everything = np.arange(len(y))
+  return {name: {"value": float(f(everything)),
+                 "interval": bootstrap(f, groups, resamples=resamples, seed=seed)}
+          for name, f in (("auc_any", auc_gain), ("log_loss", loss_change))}
+
+
 def log_loss(targets: np.ndarray, probs: np.ndarray, activation: str) -> float:
   """Mean cross-entropy: categorical for softmax outputs, per-label binary for sigmoid."""
   t = np.asarray(targets)

@@ -28,42 +28,13 @@ from flax import nnx
 from ichflax import checkpoint, tasks
 from ichflax.checkpoint import layout
 from ichflax.config import ConfigError, TrainConfig
-from ichflax.data import context
 from ichflax.evaluation import metrics
 from ichflax.models import sequence
-from ichflax.trust import calibrate, calibration
+from ichflax.trust import calibration
+from ichflax.trust.embedded import Embedded, embed, refine
 
 log = logging.getLogger("ichflax.train")
 EVAL_EVERY = 25  # steps between validation passes (each a few milliseconds per series)
-
-
-@dataclasses.dataclass
-class Embedded:
-  """One split's slices, embedded by the frozen slice model, grouped into ordered series."""
-
-  embeddings: np.ndarray  # (N, D) pooled backbone features
-  logits: np.ndarray  # (N, k) slice model logits (uncalibrated)
-  targets: np.ndarray  # (N, k)
-  series: list[np.ndarray]  # indices of each series' slices, in slice order
-  spacing: list[float]  # each series' slice spacing, mm (NaN: unknown)
-  series_ids: np.ndarray  # (N,)
-
-
-def embed(model, spec, split) -> Embedded:
-  logits, pooled, _, _, targets = calibrate.outputs(model, spec, split)
-  groups = context.series_order(split.series_ids, split.positions)
-  return Embedded(pooled, logits, targets, groups,
-                  [context.spacing(split.positions[g]) for g in groups], split.series_ids)
-
-
-def refine(refiner: sequence.Refiner, data: Embedded) -> tuple[np.ndarray, np.ndarray]:
-  """(refined slice logits (N, k), series logits (S, k)) over every series of a split."""
-  out = np.zeros_like(data.logits, np.float64)
-  series = []
-  for members, gap in zip(data.series, data.spacing):
-    out[members], s = refiner(data.embeddings[members], data.logits[members], gap)
-    series.append(s)
-  return out, np.stack(series)
 
 
 def _crops(data: Embedded, rng: np.random.Generator, batch: int, window: int):
@@ -154,26 +125,9 @@ def _side_by_side(task: tasks.Task, spec, sspec: sequence.SeriesSpec, data: Embe
   positive = np.stack([data.targets[m].max(axis=0) for m in data.series]) >= 0.5
   out["with sequence stage"]["series_output_auc"] = dict(zip(sspec.outputs, (
       metrics.roc_auc(positive[:, j], series_logits[:, j]) for j in range(positive.shape[1]))))
-  out["with sequence stage"]["gain"] = _gain(task, before, after, data)
+  out["with sequence stage"]["gain"] = metrics.paired_change(task.name, before, after,
+                                                            data.targets, data.series_ids)
   return out
-
-
-def _gain(task: tasks.Task, before: np.ndarray, after: np.ndarray, data: Embedded) -> dict:
-  """The stage's change on the same test slices, with 95% intervals resampling whole series:
-  AUC of `any` (higher is better) and the log loss (lower is better)."""
-  col = task.outputs.index("any")
-  y = data.targets[:, col] >= 0.5
-
-  def auc_gain(rows):
-    return metrics.roc_auc(y[rows], after[rows, col]) - metrics.roc_auc(y[rows], before[rows, col])
-
-  def loss_change(rows):
-    return (metrics.log_loss(data.targets[rows], after[rows], task.activation)
-            - metrics.log_loss(data.targets[rows], before[rows], task.activation))
-
-  everything = np.arange(len(y))
-  return {name: {"value": float(f(everything)), "interval": metrics.bootstrap(f, data.series_ids)}
-          for name, f in (("auc_any", auc_gain), ("log_loss", loss_change))}
 
 
 def run(cfg: TrainConfig) -> dict:

@@ -5,8 +5,10 @@ over *studies* (slices of one scan are not independent), the RSNA 2019 weighted 
 sensitivity and specificity at the checkpoint's stored operating points, the expected calibration
 error of the served (temperature-scaled) probabilities, and every slice's probabilities in a CSV.
 The model runs through the Predictor's compiled program (`ichflax.trust.calibrate.outputs`), so
-the numbers are those a served model gives on the same pre-processed slices. Writes
-`evaluation.md`, `evaluation.json` and `slices.csv`.
+the numbers are those a served model gives on the same pre-processed slices; a checkpoint with
+a sequence stage is measured with the stage's refined numbers, as it serves them, and every
+sigmoid model also by series (a series scores its highest slice). Writes `evaluation.md`,
+`evaluation.json` and `slices.csv`.
 """
 
 from __future__ import annotations
@@ -22,21 +24,30 @@ from ichflax import tasks
 from ichflax.evaluation import metrics
 from ichflax.evaluation.report import DISCLAIMER, fmt
 from ichflax.jsonable import jsonable
+from ichflax.models import sequence
 from ichflax.spec import ModelSpec
-from ichflax.trust import calibrate, calibration
+from ichflax.trust import calibrate, calibration, embedded
 
 RESAMPLES = 1000
 
 
-def evaluate(model, spec: ModelSpec, split, *, resamples: int = RESAMPLES, seed: int = 0
-             ) -> tuple[dict, np.ndarray, np.ndarray]:
-  """(summary, probabilities (N, k), targets (N, k)) of one split."""
+def evaluate(model, spec: ModelSpec, split, *, resamples: int = RESAMPLES, seed: int = 0,
+             stage=None) -> tuple[dict, np.ndarray, np.ndarray]:
+  """(summary, probabilities (N, k), targets (N, k)) of one split; with a sequence `stage`
+  (model, SeriesSpec) its refined numbers and operating points, as the checkpoint serves them."""
   task = tasks.get_task(spec.task)
-  logits, *_, targets = calibrate.outputs(model, spec, split)
-  probs = calibration.probabilities(logits, task.activation, spec.temperatures)
+  if stage is None:
+    logits, *_, targets = calibrate.outputs(model, spec, split)
+    probs = calibration.probabilities(logits, task.activation, spec.temperatures)
+    thresholds = spec.operating_points()
+  else:
+    data = embedded.embed(model, spec, split)
+    refined, _ = embedded.refine(sequence.Refiner(*stage), data)
+    probs, targets = calibration.probabilities(refined, task.activation,
+                                               stage[1].temperatures), data.targets
+    thresholds = stage[1].operating_points()
   labels = spec.outputs
   studies = split.study_ids
-  thresholds = spec.operating_points()
   at = calibration.sensitivity_specificity(probs, targets, [thresholds[k] for k in labels])
   per_label = {}
   for j, label in enumerate(labels):
@@ -46,11 +57,15 @@ def evaluate(model, spec: ModelSpec, split, *, resamples: int = RESAMPLES, seed:
                         "auc_95": [low, high], **at[j]}
   summary = {"data": spec.data, "n": len(probs), "studies": len(np.unique(studies)),
              "calibrated": spec.calibrated, "bootstrap_resamples": resamples,
+             "series_model": stage is not None,
              "per_label": per_label,
              "ece": calibration.reliability(probs, targets)["ece"],
              "log_loss": metrics.log_loss(targets, probs, task.activation)}
   if tuple(labels) == tasks.LABELS:
     summary["rsna_log_loss"] = metrics.rsna_log_loss(targets, probs)
+  if task.activation == "sigmoid" and all(map(len, split.series_ids)):
+    summary["series"] = {"n": len(np.unique(split.series_ids)), "auc": dict(zip(
+        labels, metrics.series_auc(targets, probs, split.series_ids)))}
   return summary, probs, targets
 
 
@@ -89,6 +104,12 @@ def markdown(s: dict) -> str:
             f"- Log loss: {fmt(s['log_loss'])}"]
   if "rsna_log_loss" in s:
     lines.append(f"- RSNA 2019 weighted log loss (`any` x2): {fmt(s['rsna_log_loss'])}")
+  if "series" in s:
+    lines.append(f"- Per-series AUC ({s['series']['n']} series, highest slice): " + ", ".join(
+        f"{k} {fmt(v)}" for k, v in s["series"]["auc"].items()))
+  if s["series_model"]:
+    lines.append("- Numbers of the checkpoint's sequence stage (refined over each series, its "
+                 "own temperatures and operating points), as it serves them")
   return "\n".join(lines)
 
 
@@ -122,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"error: {e}", file=sys.stderr)
     return 2
   split = splits[a.split]
-  summary, probs, targets = evaluate(model, spec, split, resamples=a.bootstrap, seed=a.seed)
+  from ichflax import checkpoint
+  summary, probs, targets = evaluate(model, spec, split, resamples=a.bootstrap, seed=a.seed,
+                                     stage=checkpoint.read_series(step_dir))
   summary.update(checkpoint=str(step_dir), dataset=str(info.get("data", a.data)), split=a.split)
   out = a.out or default_out(step_dir, a.split)
   paths = write(summary, probs, targets, split, spec.outputs, out)
