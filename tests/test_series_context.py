@@ -123,6 +123,7 @@ def test_context_is_recorded_and_the_report_has_series_columns(runs):
   served = runs["seq"] / "checkpoint"
   assert checkpoint.read_series(served) is not None  # the stage beside the slice model
   assert checkpoint.read_spec(served).context == 3
+  assert "## Sequence stage" in (served / "README.md").read_text()  # its card says so
 
 
 def test_predict_reads_a_series_with_both_stages_and_a_lone_slice_alone(runs, tmp_path,

@@ -26,7 +26,7 @@ import optax
 from flax import nnx
 
 from ichflax import checkpoint, tasks
-from ichflax.checkpoint import layout
+from ichflax.checkpoint import card, layout
 from ichflax.config import ConfigError, TrainConfig
 from ichflax.evaluation import metrics
 from ichflax.models import sequence
@@ -177,6 +177,11 @@ def run(cfg: TrainConfig) -> dict:
             "context": spec.context, "series_spec": sspec.to_json(), "test": compared,
             "fit": fitted, "seconds": seconds, "config": cfg.to_dict()}
   paths = write_report(report, workdir / layout.REPORT)
+  with (served / card.NAME).open("a") as f:  # the model card says what serves beside the model
+    f.write("\n## Sequence stage\n\nThis checkpoint also holds a sequence stage (a BiGRU "
+            "over each series' slice embeddings, `ichflax.models.sequence`) that refines the "
+            "numbers above for every series of two or more slices; measured on the test split "
+            f"of the same data ({spec.data_named()}):\n\n" + "\n".join(table(compared)) + "\n")
   log.info("sequence stage: %s; report %s", served, paths["md"])
   return {"workdir": str(workdir), "checkpoint": str(served), "report_md": str(paths["md"]),
           "report_json": str(paths["json"]), "metrics": {"test": compared}}
