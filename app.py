@@ -1,12 +1,13 @@
 """Serve the ichflax demo: `python app.py [--port N] [--share] [--checkpoint DIR]`.
 
-Hugging Face Spaces runs this file; the server itself is `ichflax.serving.app` (also installed as
-the `ichflax-demo` command). Research and education use only; not a medical device.
+Hugging Face Spaces runs this file; the server itself is `demo/server.py`, reached through
+`ichflax.app` (also installed as the `ichflax-demo` command). Research and education use only;
+not a medical device.
 """
 
 import sys
 
-from ichflax.serving.app import main
+from ichflax.app import main
 
 if __name__ == "__main__":
   sys.exit(main())

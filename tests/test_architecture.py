@@ -15,7 +15,7 @@ PACKAGE = ROOT / "ichflax"
 # progress record are, JSON copies, the process pool, XLA's compile policy.
 CORE = {"tasks", "spec", "progress", "jsonable", "parallel", "xla", "flags"}
 # The thin `python -m ichflax.X` entry points: each only calls its command's main.
-ENTRIES = {"train", "predict", "evaluate", "calibrate", "reproduce"}
+ENTRIES = {"train", "predict", "evaluate", "calibrate", "reproduce", "app"}
 # Room -> the rooms it may import besides itself and CORE. Lower rooms never import higher ones.
 ALLOWED = {
     "core": set(),
@@ -28,7 +28,7 @@ ALLOWED = {
     "trust": {"config", "data", "models", "evaluation", "checkpoint"},
     "serving": {"config", "data", "models", "evaluation", "checkpoint", "trust"},
     "training": {"config", "data", "models", "weights", "evaluation", "checkpoint", "trust"},
-    "entry": {"training", "serving", "trust", "checkpoint"},
+    "entry": {"training", "serving", "trust", "checkpoint", "demo"},  # app: the page
     "demo": {"config", "data", "models", "evaluation", "checkpoint", "trust", "serving"},
 }
 

@@ -11,7 +11,7 @@ from ichflax import config
 
 COMMANDS = ["ichflax.training.cli", "ichflax.serving.cli", "ichflax.trust.evaluate",
             "ichflax.trust.calibrate", "ichflax.data.__main__", "ichflax.weights.__main__",
-            "ichflax.checkpoint.cli", "ichflax.training.reproduce", "ichflax.serving.app"]
+            "ichflax.checkpoint.cli", "ichflax.training.reproduce", "ichflax.app"]
 
 
 class _CapturedError(Exception):

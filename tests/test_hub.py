@@ -183,10 +183,10 @@ def test_a_space_with_an_unknown_hub_checkpoint_still_opens_and_says_why(hub, tm
 
 def test_every_checkpoint_option_names_hf_uris(capsys):
   """predict, calibrate and the app all read hf://OWNER/REPO[@REVISION]: their help says so."""
-  from ichflax.serving import app
+  from demo import server
   from ichflax.serving import cli as predict_cli
   from ichflax.trust import calibrate
-  for main in (predict_cli.main, calibrate.main, app.parse):
+  for main in (predict_cli.main, calibrate.main, server.parse):
     with pytest.raises(SystemExit):
       main(["--help"])
     assert "hf://OWNER/REPO[@REVISION]" in " ".join(capsys.readouterr().out.split())

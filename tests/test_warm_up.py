@@ -2,12 +2,14 @@
 
 import dataclasses
 import os
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import demo
-from ichflax.serving import app
+from demo import server as app
 from ichflax.serving import predictor as predictor_lib
 
 
@@ -56,7 +58,9 @@ def test_the_page_is_the_checkouts_demo_package(tmp_path, monkeypatch):
   """`ichflax-demo` from any folder serves demo/ beside ichflax/ (an editable install keeps the
   checkout); without one it says how to install, instead of an ImportError."""
   from ichflax.checkpoint import discover
-  assert app.page_package() is demo
+  discover.checkout_package("demo")
+  assert str(discover.CHECKOUT) in sys.path and Path(demo.__file__).parent == (
+      discover.CHECKOUT / "demo")
   monkeypatch.setattr(discover, "CHECKOUT", tmp_path)
-  with pytest.raises(SystemExit, match="no demo page .* `pip install -e CHECKOUT`"):
-    app.page_package()
+  with pytest.raises(SystemExit, match="no demo/ beside .* `pip install -e CHECKOUT`"):
+    discover.checkout_package("demo")

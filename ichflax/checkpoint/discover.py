@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from pathlib import Path
 
 from ichflax.checkpoint import hub, layout
@@ -20,6 +21,18 @@ CHECKOUT = Path(__file__).resolve().parents[2]
 DEFAULT_DIR = CHECKOUT / "checkpoints"
 ENV = "ICHFLAX_CHECKPOINT"
 Checkpoint = Path | str  # a directory, or an hf:// URI (a Path would fold its "//")
+
+
+def checkout_package(name: str) -> None:
+  """Makes the checkout's top-level package `name` importable (the demo page: kept out of
+  site-packages, its name too generic; an editable install leaves the checkout in place), or
+  exits saying how to get one."""
+  if not (CHECKOUT / name / "__init__.py").is_file():
+    raise SystemExit(f"error: no {name}/ beside {CHECKOUT / 'ichflax'}: install ichflax from a "
+                     "source checkout with `pip install -e CHECKOUT`, or run `python app.py` "
+                     "there")
+  if str(CHECKOUT) not in sys.path:
+    sys.path.append(str(CHECKOUT))
 
 
 def discover(root: Path | None = None) -> list[Path]:

@@ -1,4 +1,4 @@
-"""Serve the ichflax demo: `ichflax-demo` (after `pip install -e .`) or `python app.py` in the
+"""The demo server: `ichflax-demo` (after `pip install -e .`) or `python app.py` in the
 checkout, with [--port N] [--share] [--checkpoint DIR].
 
 Research and education use only; not a medical device. Weights: `--checkpoint DIR` or
@@ -17,7 +17,6 @@ import atexit
 import logging
 import os
 import shutil
-import sys
 import tempfile
 
 SPACE_STORAGE = "/data"  # where a Space's persistent storage is mounted, when it has some
@@ -59,21 +58,6 @@ def space_storage(root: str = SPACE_STORAGE) -> None:
     os.environ.setdefault("ICHFLAX_JAX_CACHE", os.path.join(root, "ichflax", "jax"))
 
 
-def page_package():
-  """The page's package, `demo/` of the checkout: importable where Spaces and `python app.py`
-  run, and from anywhere for an editable install, which leaves the checkout in place. (It is
-  not installed as a top-level `demo` package, a name too generic for site-packages.)"""
-  from ichflax.checkpoint.discover import CHECKOUT
-  if not (CHECKOUT / "demo" / "__init__.py").is_file():
-    raise SystemExit(f"error: no demo page (demo/) beside {CHECKOUT / 'ichflax'}: install "
-                     "ichflax from a source checkout with `pip install -e CHECKOUT`, or run "
-                     "`python app.py` there")
-  if str(CHECKOUT) not in sys.path:
-    sys.path.append(str(CHECKOUT))
-  import demo
-  return demo
-
-
 def main(argv: list[str] | None = None) -> None:
   args = parse(argv)
   logging.basicConfig(level=logging.WARNING,
@@ -82,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
   os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
   upload_root = private_upload_dir()
   space_storage()
-  demo = page_package()
+  import demo
   from demo import ui
   from ichflax.checkpoint import discover
   from ichflax.data import dicom
