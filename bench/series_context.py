@@ -34,6 +34,7 @@ from ichflax.training import sequence
 from ichflax.trust import calibrate, evaluate
 
 REPEATS = 3
+STAGE = " + sequence stage"  # a row's name: its slice model's, then this
 
 
 def serve_ms(path: str, files: list[str]) -> float:
@@ -58,16 +59,17 @@ def held_out(path: str, dataset: str) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 def compare(runs: dict[str, tuple], resamples: int = 1000) -> dict[str, dict]:
-  """Metrics per model on the same slices, and each model's change against the first with a
-  95% interval over resampled series."""
+  """Metrics per model on the same slices, and each model's change with a 95% interval over
+  resampled series: against the first model, and a stage against its own slice model."""
   first = next(iter(runs))
-  p0, targets, series, task = runs[first]
+  _, targets, series, task = runs[first]
   out = {}
   for name, (p, _, _, _) in runs.items():
     out[name] = metrics.evaluate(task, p, targets, series_ids=series)
-    if name != first:
-      out[name]["gain"] = metrics.paired_change(task, p0, p, targets, series,
-                                                resamples=resamples)
+    bases = {first} | ({name.removesuffix(STAGE)} if name.endswith(STAGE) else set())
+    out[name]["gain"] = {f"vs {base}": metrics.paired_change(
+        task, runs[base][0], p, targets, series, resamples=resamples)
+        for base in sorted(bases - {name})}
   return out
 
 
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     report = json.loads((Path(stage) / "report" / "report.json").read_text())
     k = report["context"]
     for name, path, key in ((f"K = {k}", report["slice_checkpoint"], "slice model"),
-                            (f"K = {k} + sequence stage", str(Path(stage) / "checkpoint"),
+                            (f"K = {k}{STAGE}", str(Path(stage) / "checkpoint"),
                              "with sequence stage")):
       rows[name], paths[name] = report["test"][key], path
       timings[name] = serve_ms(path, files)
@@ -100,10 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nEvery split of {args.held_out} (unseen by every model), as served:\n")
     print("\n".join(sequence.table(record["held_out"])))
     for name, m in record["held_out"].items():
-      if "gain" in m:
-        print(f"- {name} vs {next(iter(rows))}: " + "; ".join(
+      for base, change in m["gain"].items():
+        print(f"- {name} {base}: " + "; ".join(
             f"{k} {g['value']:+.4f} [{g['interval'][0]:+.4f}, {g['interval'][1]:+.4f}]"
-            for k, g in m["gain"].items()))
+            for k, g in change.items()))
   args.out.parent.mkdir(parents=True, exist_ok=True)
   args.out.write_text(json.dumps(record, indent=2, default=float) + "\n")
   return 0
