@@ -5,7 +5,8 @@ own, on the same test slices, both calibrated on validation. (2) `--held-out DAT
 checkpoint measured on every split of a dataset none of them saw (e.g. a phantom drawn with
 another seed), as it serves (`ichflax.evaluate`'s numbers), with each model's change against
 the first one and a 95% interval resampling whole series. Serving one series is timed per
-checkpoint (`Predictor.predict`, Grad-CAM on as the CLI runs it, after a warm-up; median of 3).
+checkpoint (`Predictor.predict`, Grad-CAM on as the CLI runs it, after a warm-up; median of
+`--repeats`, default 3).
 
     python bench/series_context.py --stages runs/k1-seq runs/k3-seq --series SERIES_DIR \
         [--held-out DATASET] --out bench/results/series-context/side_by_side.json
@@ -33,16 +34,15 @@ from ichflax.serving.predictor import Predictor
 from ichflax.training import sequence
 from ichflax.trust import calibrate, evaluate
 
-REPEATS = 3
 STAGE = " + sequence stage"  # a row's name: its slice model's, then this
 
 
-def serve_ms(path: str, files: list[str]) -> float:
+def serve_ms(path: str, files: list[str], repeats: int) -> float:
   """Median milliseconds to answer one series with this checkpoint, after a warm-up."""
   predictor = Predictor.from_checkpoint(path)
   predictor.predict(files)
   times = []
-  for _ in range(REPEATS):
+  for _ in range(repeats):
     start = time.perf_counter()
     predictor.predict(files)
     times.append(1000 * (time.perf_counter() - start))
@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--held-out", default=None, metavar="DATASET",
                  help="also measure every checkpoint on every split of this unseen dataset")
   p.add_argument("--bootstrap", type=int, default=1000, help="resamples of series")
+  p.add_argument("--repeats", type=int, default=3, help="timed calls per checkpoint (median)")
   p.add_argument("--out", type=Path, required=True, help="JSON to write")
   args = p.parse_args(argv)
   files = sorted(str(f) for f in args.series.glob("*.dcm"))
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                             (f"K = {k}{STAGE}", str(Path(stage) / "checkpoint"),
                              "with sequence stage")):
       rows[name], paths[name] = report["test"][key], path
-      timings[name] = serve_ms(path, files)
+      timings[name] = serve_ms(path, files, args.repeats)
   record = {"machine": common.machine_info(), "series_slices": len(files), "rows": rows,
             "serve_ms": timings}
   print("Test split of the training dataset (the stages' reports):\n")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import zipfile
@@ -13,14 +14,14 @@ import numpy as np
 import pydicom
 import pytest
 from flax import nnx
-from test_app import analyze, start_server
 from test_predictor import write_dicom
 
-from demo import summary
+from demo import callbacks, summary
 from ichflax import checkpoint, models, predict
 from ichflax.config import AugmentConfig, TrainConfig
 from ichflax.data import builders, context, dicom, splits
 from ichflax.models import preprocess, sequence
+from ichflax.serving.predictor import Predictor
 from ichflax.training import cli as train_cli
 from ichflax.training import loop
 
@@ -141,6 +142,13 @@ def test_predict_reads_a_series_with_both_stages_and_a_lone_slice_alone(runs, tm
   assert all(r["series_model"] is True and "slice_probabilities" in r for r in slices)
   # Sorted along the series, the middle slices read three distinct slices, the ends two.
   assert sorted(r["context"] for r in slices) == [2, 2] + [3] * (len(files) - 2)
+  table = tmp_path / "slices.csv"
+  assert predict.main([str(series_dir), "--checkpoint", str(runs["seq"]), "--show-out-of-domain",
+                       "--format", "csv", "-o", str(table)]) == 0
+  with table.open() as f:
+    csv_slices = [row for row in csv.DictReader(f) if row["type"] == "slice"]
+  assert [(r["context"], r["series_model"]) for r in csv_slices] == [
+      (str(r["context"]), "True") for r in slices]
   stage = checkpoint.read_series(runs["seq"])[1]
   series = next(r for r in rows if r["type"] == "series")
   assert series["thresholds"]["any"] == pytest.approx(stage.operating_points()["any"], abs=1e-4)
@@ -154,19 +162,15 @@ def test_predict_reads_a_series_with_both_stages_and_a_lone_slice_alone(runs, tm
 
 
 def test_the_app_plots_the_series_before_and_after_the_sequence_stage(runs, tmp_path):
+  """The page's callbacks on a zipped series (tests/test_app.py serves them over Gradio)."""
   files = _series_files(runs["root"])
   upload = tmp_path / "series.zip"
   with zipfile.ZipFile(upload, "w") as z:
     for f in files:
       z.write(f, f.name)
-  server = start_server(runs["seq"] / "checkpoint", tmp_path)
-  try:
-    r = analyze(server, upload, reveal=True)
-  finally:
-    server.process.terminate()
-    server.process.wait(timeout=30)
-  outputs = {row[2] for row in r["plot"]["value"]["data"]}
-  assert summary.BEFORE_SERIES in outputs and "hemorrhage (any)" in outputs
+  page = callbacks.Demo(Predictor.from_checkpoint(runs["seq"]), tmp_path / "uploads")
+  result = page.analyze([str(upload)], reveal=True)
+  assert set(result.plot["output"]) >= {summary.BEFORE_SERIES, "hemorrhage (any)"}
 
 
 def test_the_sequence_stage_starts_as_the_slice_model():
@@ -197,7 +201,7 @@ def test_the_side_by_side_bench_reads_the_stage_reports_and_times_serving(runs, 
   out = tmp_path / "side.json"
   # The training dataset stands in for an unseen one: the path is what is tested here.
   assert series_context.main(["--stages", str(runs["seq"]), "--series", str(series_dir),
-                              "--held-out", runs["dataset"], "--bootstrap", "20",
+                              "--held-out", runs["dataset"], "--bootstrap", "20", "--repeats", "1",
                               "--out", str(out)]) == 0
   record = json.loads(out.read_text())
   assert set(record["rows"]) == set(record["held_out"]) == {"K = 3", "K = 3 + sequence stage"}

@@ -78,7 +78,7 @@ class CsvWriter(Writer):
   FIELDS = ("type", "file", "frame", "status", "reason", "note", "label",
             "hemorrhage_probability", "source", "series_instance_uid", "sop_instance_uid",
             "slice_index", "position_z", "slices", "most_suspicious_slice", "domain_score",
-            "revealed", "gradcam", "box")
+            "revealed", "context", "series_model", "gradcam", "box")
 
   def __init__(self, out: IO[str], labels: Sequence[str]):
     super().__init__(out, labels)
