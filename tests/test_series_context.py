@@ -224,3 +224,15 @@ def test_evaluate_measures_what_the_sequence_checkpoint_serves(runs, tmp_path):
   trained = json.loads((runs["seq"] / "report" / "report.json").read_text())
   assert summary["log_loss"] == pytest.approx(
       trained["test"]["with sequence stage"]["log_loss"], rel=1e-6)
+
+
+def test_the_bench_compares_each_stage_with_its_own_slice_model_and_the_first():
+  from bench import series_context
+  rng = np.random.default_rng(0)
+  targets = (rng.random((40, 6)) < 0.3).astype(float)
+  series = np.repeat(np.arange(8), 5).astype(str)
+  names = ("K = 1", "K = 1 + sequence stage", "K = 3", "K = 3 + sequence stage")
+  runs = {n: (rng.random((40, 6)), targets, series, "multilabel") for n in names}
+  out = series_context.compare(runs, resamples=10)
+  assert set(out["K = 3 + sequence stage"]["gain"]) == {"vs K = 1", "vs K = 3"}
+  assert set(out["K = 3"]["gain"]) == {"vs K = 1"} and out["K = 1"]["gain"] == {}
